@@ -1,0 +1,49 @@
+# embed-etl: `make embed` and `make test` set themselves up; `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INPUT ?= jobs/sample/corpus
+OUTPUT ?= out/embeddings
+ARGS ?=
+# torch is installed first, pinned, so that pip takes the CPU wheel and not a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install embed test test-slow bench lint fmt clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## Create .venv with torch (CPU), the package and its test tools
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+embed: $(STAMP) ## Embed INPUT (default: the sample corpus) into OUTPUT; extra options in ARGS
+	$(BIN)/embed-etl run $(INPUT) --output $(OUTPUT) $(ARGS)
+
+test: $(STAMP) ## Run the test suite (offline, a few minutes on 2 cores)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+test-slow: $(STAMP) ## Run only the slow tests
+	$(BIN)/python -m pytest -m slow $(ARGS)
+
+bench: $(STAMP) ## Benchmark against sentence-transformers on the shared corpus
+	$(BIN)/python jobs/bench.py $(ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check etl jobs tests
+	$(BIN)/ruff format --check etl jobs tests
+
+fmt: $(STAMP) ## Format and autofix with ruff
+	$(BIN)/ruff format etl jobs tests
+	$(BIN)/ruff check --fix etl jobs tests
+
+clean: ## Remove outputs and caches (keeps .venv)
+	rm -rf out build *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,155 @@
+"""JobConfig: every option of a run, validated once; and its resolution against a model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from etl.contract import ColumnSpec, OutputSpec
+from etl.errors import ConfigError
+from etl.modelinfo import ModelInfo
+
+POOLINGS = ("mean", "cls", "max", "pooler")
+DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+FORMAT_VERSION = 1  # bump when the output layout changes in a way that makes old files differ
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """All options of one job. Built by the CLI or by Python callers; validated on creation."""
+
+    inputs: tuple[str, ...]
+    output_dir: str
+    model: str | None = None  # None: the packaged all-MiniLM-L6-v2
+    text_column: str = "text"
+    id_column: str = "id"
+    keep_columns: tuple[str, ...] = ()
+    poolings: tuple[str, ...] = ("mean",)
+    layers: tuple[int, ...] = (-1,)
+    normalize: bool = False
+    max_length: int | None = None  # None: the model's configured limit
+    batch_size: int = 256  # most rows in one batch
+    batch_tokens: int | None = None  # padded-token budget per batch; None: picked by device
+    sort_window: int = 4096  # rows sorted by length together; bounds memory and reordering
+    device: str = "auto"
+    dtype: str = "auto"
+    num_workers: int | None = None  # tokenizing processes; None: picked by device
+    threads: int | None = None  # torch intra-op threads; None: the cores this process may use
+    progress: bool | None = None  # None: a bar only when stderr is a terminal
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ConfigError("INPUT: give at least one Parquet file, directory or glob")
+        if not self.output_dir:
+            raise ConfigError("--output: an output directory is required")
+        for option, value in (("--text-column", self.text_column), ("--id-column", self.id_column)):
+            if not value:
+                raise ConfigError(f"{option}: expected a column name, got an empty string")
+        if self.text_column == self.id_column:
+            raise ConfigError(f"--text-column and --id-column are both {self.text_column!r}")
+        _no_duplicates("--keep-column", self.keep_columns)
+        if self.id_column in self.keep_columns:
+            raise ConfigError(f"--keep-column {self.id_column}: the id column is always kept")
+        if not self.poolings:
+            raise ConfigError("--pooling: give at least one of " + ", ".join(POOLINGS))
+        for pooling in self.poolings:
+            if pooling not in POOLINGS:
+                raise ConfigError(f"--pooling {pooling}: expected one of {', '.join(POOLINGS)}")
+        if not self.layers:
+            raise ConfigError("--layer: give at least one hidden-states index")
+        _positive("--max-length", self.max_length, allow_none=True)
+        _positive("--batch-size", self.batch_size)
+        _positive("--batch-tokens", self.batch_tokens, allow_none=True)
+        _positive("--sort-window", self.sort_window)
+        _positive("--threads", self.threads, allow_none=True)
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"--num-workers: expected 0 or more, got {self.num_workers}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype {self.dtype}: expected one of {', '.join(DTYPES)}")
+        device = self.device
+        base, _, index = device.partition(":")
+        if (
+            base not in ("auto", "cpu", "cuda", "mps")
+            or (index and not index.isdigit())
+            or (index and base != "cuda")
+        ):
+            raise ConfigError(f"--device {device}: expected {DEVICES_HELP}")
+        for name in self.keep_columns:
+            if name == self.text_column:
+                continue  # copying the text through is allowed
+            if name.startswith("emb_"):
+                raise ConfigError(f"--keep-column {name}: names starting with emb_ are reserved")
+
+
+def build_output_spec(cfg: JobConfig, model: ModelInfo, dtype: str) -> OutputSpec:
+    """Resolve layers, column names and max length against the model; compute the fingerprint."""
+    top = model.num_layers
+    absolute = []
+    for layer in cfg.layers:
+        k = layer if layer >= 0 else top + 1 + layer
+        if not 0 <= k <= top:
+            raise ConfigError(
+                f"--layer {layer}: {model.name} has hidden states 0..{top} "
+                f"(0 = embedding layer, {top} = last layer); negative values count from "
+                f"-1 (= {top}) down to {-(top + 1)} (= 0)"
+            )
+        if k not in absolute:
+            absolute.append(k)
+    columns = []
+    for pooling in dict.fromkeys(cfg.poolings):
+        for k in absolute:
+            if pooling == "pooler" and k != top:
+                raise ConfigError(
+                    f"--pooling pooler --layer {k}: the pooler exists only on top of the last "
+                    f"layer ({top}); ask for other layers in a separate run, or use cls"
+                )
+            name = f"emb_{pooling}" if k == top else f"emb_{pooling}_layer{k}"
+            columns.append(ColumnSpec(name=name, pooling=pooling, layer=k))
+    max_length = cfg.max_length or model.default_max_length
+    if max_length > model.max_positions:
+        raise ConfigError(
+            f"--max-length {max_length}: {model.name} accepts at most {model.max_positions} tokens"
+        )
+    if max_length < 2:
+        raise ConfigError("--max-length: expected at least 2 (room for [CLS] and [SEP])")
+    identity = {
+        "format": FORMAT_VERSION,
+        "model_config_sha256": model.config_sha256,
+        "model_weights": model.weights_id,
+        "text_column": cfg.text_column,
+        "id_column": cfg.id_column,
+        "keep_columns": list(cfg.keep_columns),
+        "columns": [[c.name, c.pooling, c.layer] for c in columns],
+        "normalize": cfg.normalize,
+        "max_length": max_length,
+        "dtype": dtype,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return OutputSpec(
+        model=model,
+        columns=tuple(columns),
+        text_column=cfg.text_column,
+        id_column=cfg.id_column,
+        keep_columns=cfg.keep_columns,
+        normalize=cfg.normalize,
+        max_length=max_length,
+        dtype=dtype,
+        fingerprint=digest,
+    )
+
+
+def _positive(option: str, value: int | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{option}: expected a whole number of at least 1, got {value}")
+
+
+def _no_duplicates(option: str, values: tuple[str, ...]) -> None:
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise ConfigError(f"{option} {value}: given twice")
+        seen.add(value)

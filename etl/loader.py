@@ -1,0 +1,149 @@
+"""Read, tokenize and batch shards in DataLoader workers, ahead of the model.
+
+Each worker takes whole shards (claimed, when a claim book is given, so that concurrent
+processes never share one), reads them window by window, tokenizes a window in one call, cuts
+it into length-sorted batches on a padded-token budget and pads each batch to its own longest
+row. Everything the main process needs travels in the yielded items.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from etl.batching import pad, plan_batches
+from etl.contract import Batch, OutputSpec, Shard, ShardEnd, ShardFailed, ShardStart, WindowInfo
+from etl.errors import EmbedEtlError
+from etl.source import iter_windows, open_shard, text_values
+
+Item = ShardStart | Batch | ShardEnd | ShardFailed
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How rows are grouped into batches."""
+
+    max_tokens: int  # rows x longest row stays under this (one over-long row excepted)
+    max_rows: int
+    window_rows: int  # rows read, tokenized and sorted together
+
+
+class ShardStream(IterableDataset):
+    """Yields, per shard: ShardStart, the batches of every window, then ShardEnd or ShardFailed."""
+
+    def __init__(
+        self,
+        shards: Sequence[Shard],
+        spec: OutputSpec,
+        tokenizer: Any,
+        batching: Batching,
+        claim: Callable[[Shard], bool] | None = None,
+    ) -> None:
+        self.shards = list(shards)
+        self.spec = spec
+        self.tokenizer = tokenizer
+        self.batching = batching
+        self.claim = claim
+
+    def __iter__(self) -> Iterator[Item]:
+        worker = get_worker_info()
+        for index, shard in enumerate(self.shards):
+            if self.claim is None:
+                if worker is not None and index % worker.num_workers != worker.id:
+                    continue
+            elif not self.claim(shard):
+                continue  # another process (or worker) has it
+            yield from self._shard(index, shard)
+
+    def _shard(self, index: int, shard: Shard) -> Iterator[Item]:
+        spec = self.spec
+        try:
+            parquet = open_shard(shard.input_path, spec)
+            yield ShardStart(index, parquet.schema_arrow, parquet.metadata.num_rows)
+            columns = list(dict.fromkeys([spec.text_column, spec.id_column, *spec.keep_columns]))
+            passthrough = [spec.id_column, *spec.keep_columns]
+            rows = windows = 0
+            for record_batch in iter_windows(
+                parquet, shard.input_path, columns, self.batching.window_rows
+            ):
+                yield from self._window(index, windows, record_batch, passthrough)
+                rows += record_batch.num_rows
+                windows += 1
+            yield ShardEnd(index, rows, windows)
+        except EmbedEtlError as exc:
+            yield ShardFailed(index, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad shard must not stop the others
+            yield ShardFailed(
+                index, f"{shard.input_path}: {type(exc).__name__}: {exc}", traceback.format_exc()
+            )
+
+    def _window(self, index: int, number: int, record_batch, passthrough: list[str]):
+        texts = text_values(record_batch.column(self.spec.text_column))
+        present = [i for i, text in enumerate(texts) if text is not None]
+        ids, n_tokens = tokenize(self.tokenizer, [texts[i] for i in present], self.spec.max_length)
+        plan = plan_batches([len(x) for x in ids], self.batching.max_tokens, self.batching.max_rows)
+        info = WindowInfo(
+            index=number,
+            num_rows=record_batch.num_rows,
+            num_batches=max(1, len(plan)),
+            passthrough=record_batch.select(passthrough),
+            null_rows=record_batch.num_rows - len(present),
+            real_tokens=sum(len(x) for x in ids),
+            truncated_rows=sum(1 for x, n in zip(ids, n_tokens, strict=True) if n > len(x)),
+        )
+        if not plan:  # all rows null (or none): the sink still needs the window
+            empty = torch.zeros((0, 0), dtype=torch.long)
+            yield Batch(index, number, torch.zeros(0, dtype=torch.long), empty, empty, info)
+            return
+        positions = np.asarray(present, dtype=np.int64)
+        for j, members in enumerate(plan):
+            input_ids, mask = pad([ids[i] for i in members], self.tokenizer.pad_token_id)
+            yield Batch(
+                shard_index=index,
+                window_index=number,
+                rows=torch.from_numpy(positions[members]),
+                input_ids=torch.from_numpy(input_ids),
+                attention_mask=torch.from_numpy(mask),
+                window=info if j == 0 else None,
+            )
+
+
+def tokenize(
+    tokenizer: Any, texts: list[str], max_length: int
+) -> tuple[list[list[int]], list[int]]:
+    """Token ids truncated to max_length, and each text's token count before truncation."""
+    if not texts:
+        return [], []
+    kwargs = {
+        "add_special_tokens": True,
+        "return_attention_mask": False,
+        "return_token_type_ids": False,
+    }
+    ids = tokenizer(texts, truncation=True, max_length=max_length, **kwargs)["input_ids"]
+    n_tokens = [len(x) for x in ids]
+    for i, x in enumerate(ids):
+        if len(x) == max_length:  # possibly cut: count the full text (rare, and only these)
+            n_tokens[i] = len(tokenizer(texts[i], truncation=False, **kwargs)["input_ids"])
+    return ids, n_tokens
+
+
+def make_loader(stream: ShardStream, num_workers: int, pin_memory: bool) -> DataLoader:
+    """A DataLoader that yields the stream's items as they are (the stream batches already)."""
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if num_workers else None,
+        collate_fn=_as_is,
+    )
+
+
+def _as_is(item: Item) -> Item:
+    return item

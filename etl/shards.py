@@ -1,0 +1,96 @@
+"""Find the input shards and map each to its output path."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+from etl.contract import Shard
+from etl.errors import ConfigError
+
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+STATE_DIR = "_embed_etl"  # manifest, claims and job record inside the output directory
+
+
+def discover(inputs: tuple[str, ...], output_dir: str) -> list[Shard]:
+    """Expand files, directories and globs into shards, sorted by their relative name.
+
+    The relative name (what follows the directory or the glob's fixed prefix) is kept under the
+    output directory, so outputs mirror the input tree. Files under the output directory itself
+    are never taken as inputs.
+    """
+    out_root = Path(output_dir).resolve()
+    found: dict[str, Path] = {}
+    for spec in inputs:
+        matches = list(_expand(spec))
+        matches = [(p, rel) for p, rel in matches if not _is_within(p.resolve(), out_root)]
+        if not matches:
+            raise ConfigError(f"INPUT {spec}: no Parquet files found (looked for {_suffixes()})")
+        for path, rel in matches:
+            previous = found.get(rel)
+            if previous is not None and previous.resolve() != path.resolve():
+                raise ConfigError(
+                    f"INPUT: {previous} and {path} would both be written to "
+                    f"{out_root / rel}; give their common parent directory instead"
+                )
+            found[rel] = path
+    return [
+        Shard(input_path=str(path), rel_name=rel, output_path=str(out_root / _output_name(rel)))
+        for rel, path in sorted(found.items())
+    ]
+
+
+def _expand(spec: str):
+    path = Path(spec).expanduser()
+    if glob.has_magic(spec):
+        root = _glob_root(spec)
+        for hit in sorted(glob.glob(os.path.expanduser(spec), recursive=True)):
+            hit_path = Path(hit)
+            if hit_path.is_file() and _is_parquet(hit_path):
+                yield hit_path, hit_path.resolve().relative_to(root).as_posix()
+            elif hit_path.is_dir():
+                yield from _walk(hit_path, root)
+    elif path.is_dir():
+        yield from _walk(path, path.resolve())
+    elif path.is_file():
+        yield path, path.name
+    elif not path.exists():
+        raise ConfigError(f"INPUT {spec}: no such file or directory")
+
+
+def _walk(directory: Path, root: Path):
+    for dirpath, dirnames, filenames in os.walk(directory):
+        # Hidden and underscore-prefixed entries are metadata or temporary files by convention.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
+        for name in sorted(filenames):
+            candidate = Path(dirpath) / name
+            if not name.startswith((".", "_")) and _is_parquet(candidate):
+                yield candidate, candidate.resolve().relative_to(root).as_posix()
+
+
+def _glob_root(spec: str) -> Path:
+    """The directory part of a glob before its first wildcard."""
+    parts = Path(os.path.expanduser(spec)).parts
+    fixed = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed).resolve() if fixed else Path.cwd().resolve()
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in PARQUET_SUFFIXES
+
+
+def _is_within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _output_name(rel: str) -> str:
+    return rel if rel.lower().endswith(".parquet") else f"{Path(rel).with_suffix('')}.parquet"
+
+
+def _suffixes() -> str:
+    return ", ".join(f"*{s}" for s in PARQUET_SUFFIXES)

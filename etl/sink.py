@@ -1,0 +1,150 @@
+"""Write one shard's output: explicit schema, rows in input order, temp file then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from etl import __version__
+from etl.contract import OutputSpec, Shard, WindowInfo
+
+METADATA_PREFIX = "embed_etl."
+
+
+def output_schema(input_schema: pa.Schema, spec: OutputSpec, shard: Shard) -> pa.Schema:
+    """id column, kept columns (types as in the input), then one vector column per output."""
+    fields = [input_schema.field(spec.id_column)]
+    fields += [input_schema.field(name) for name in spec.keep_columns]
+    fields += [pa.field(c.name, pa.list_(pa.float32(), spec.dim)) for c in spec.columns]
+    return pa.schema(fields, metadata=file_metadata(spec, shard))
+
+
+def file_metadata(spec: OutputSpec, shard: Shard) -> dict[str, str]:
+    """Key-value metadata that says how every vector in the file was made."""
+    model = spec.model
+    values = {
+        "version": __version__,
+        "fingerprint": spec.fingerprint,
+        "input": shard.rel_name,
+        "model": model.name,
+        "model_type": model.model_type,
+        "model_config_sha256": model.config_sha256,
+        "num_layers": str(model.num_layers),
+        "dim": str(spec.dim),
+        "pooling": ",".join(dict.fromkeys(c.pooling for c in spec.columns)),
+        "layers": ",".join(str(k) for k in dict.fromkeys(c.layer for c in spec.columns)),
+        "columns": json.dumps([[c.name, c.pooling, c.layer] for c in spec.columns]),
+        "normalize": json.dumps(spec.normalize),
+        "max_length": str(spec.max_length),
+        "dtype": spec.dtype,
+        "text_column": spec.text_column,
+    }
+    return {METADATA_PREFIX + key: value for key, value in values.items()}
+
+
+class _Window:
+    """One window's vectors while its batches arrive; rows are filled by position."""
+
+    def __init__(self, info: WindowInfo, spec: OutputSpec) -> None:
+        self.info = info
+        self.vectors = {
+            c.name: np.zeros((info.num_rows, spec.dim), dtype=np.float32) for c in spec.columns
+        }
+        self.filled = np.zeros(info.num_rows, dtype=bool)
+        self.batches_seen = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.batches_seen == self.info.num_batches
+
+
+class ShardWriter:
+    """Collects a shard's windows and writes them, in input order, to a temporary file.
+
+    ``commit`` checks the file and renames it into place, so a final name never holds a partial
+    file; ``abort`` removes the temporary file.
+    """
+
+    def __init__(self, shard: Shard, spec: OutputSpec, input_schema: pa.Schema) -> None:
+        self.shard = shard
+        self.spec = spec
+        self.schema = output_schema(input_schema, spec, shard)
+        final = Path(shard.output_path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.temp_path = final.parent / f".{final.name}.inprogress-{os.getpid()}"
+        passthrough = [spec.id_column, *spec.keep_columns]
+        self._writer = pq.ParquetWriter(
+            self.temp_path,
+            self.schema,
+            use_dictionary=passthrough,
+            write_statistics=passthrough,
+        )
+        self._windows: dict[int, _Window] = {}
+        self._next_window = 0
+        self.rows_written = 0
+        self.null_rows = 0
+
+    def add(
+        self, window_index: int, info: WindowInfo | None, rows: np.ndarray, vectors: dict
+    ) -> None:
+        """Place a batch's vectors (name -> (B, H)) at their rows; write windows that are done."""
+        if info is not None:
+            self._windows[window_index] = _Window(info, self.spec)
+        window = self._windows[window_index]
+        if len(rows):
+            for name, values in vectors.items():
+                window.vectors[name][rows] = values
+            window.filled[rows] = True
+        window.batches_seen += 1
+        while self._next_window in self._windows and self._windows[self._next_window].complete:
+            self._write(self._windows.pop(self._next_window))
+            self._next_window += 1
+
+    def _write(self, window: _Window) -> None:
+        nulls = pa.array(~window.filled) if not window.filled.all() else None
+        arrays = list(window.info.passthrough.columns)
+        for column in self.spec.columns:
+            flat = pa.array(window.vectors[column.name].reshape(-1))
+            arrays.append(pa.FixedSizeListArray.from_arrays(flat, self.spec.dim, mask=nulls))
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        self._writer.write_batch(batch)
+        self.rows_written += batch.num_rows
+        self.null_rows += int((~window.filled).sum())
+
+    def commit(self, expected_rows: int) -> None:
+        """Close, check row count and schema, then rename into the final name."""
+        if self._windows:
+            raise RuntimeError(
+                f"{self.shard.input_path}: windows never completed: {list(self._windows)}"
+            )
+        self._writer.close()
+        written = pq.read_metadata(self.temp_path)
+        if written.num_rows != expected_rows or self.rows_written != expected_rows:
+            raise RuntimeError(
+                f"{self.temp_path}: wrote {written.num_rows} rows, expected {expected_rows}"
+            )
+        if not written.schema.to_arrow_schema().equals(self.schema, check_metadata=False):
+            raise RuntimeError(f"{self.temp_path}: schema differs from the planned one")
+        _fsync(self.temp_path)
+        os.replace(self.temp_path, self.shard.output_path)
+        _fsync(Path(self.shard.output_path).parent)
+
+    def abort(self) -> None:
+        """Drop the temporary file; the final name is untouched."""
+        with contextlib.suppress(Exception):  # already failing; removing the file matters
+            self._writer.close()
+        self.temp_path.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

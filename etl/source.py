@@ -1,0 +1,72 @@
+"""Stream one shard's rows: pyarrow record batches of only the needed columns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from etl.contract import OutputSpec
+from etl.errors import InputError
+
+
+def open_shard(path: str, spec: OutputSpec) -> pq.ParquetFile:
+    """Open a shard and check that it has the columns the job needs, with usable types."""
+    try:
+        parquet = pq.ParquetFile(path)
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: file not found") from exc
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: not a readable Parquet file: {exc}") from exc
+    check_columns(parquet.schema_arrow, path, spec)
+    return parquet
+
+
+def check_columns(schema: pa.Schema, path: str, spec: OutputSpec) -> None:
+    """Raise InputError naming the file, the column and what it has, when a column is unusable."""
+    names = schema.names
+    wanted = [
+        ("--text-column", spec.text_column),
+        ("--id-column", spec.id_column),
+        *(("--keep-column", c) for c in spec.keep_columns),
+    ]
+    for option, column in wanted:
+        if column not in names:
+            raise InputError(
+                f"{path}: no column {column!r} ({option}); the file has: {', '.join(names)}"
+            )
+    text_type = schema.field(spec.text_column).type
+    if not is_text_type(text_type):
+        raise InputError(
+            f"{path}: column {spec.text_column!r} (--text-column) has type {text_type}; "
+            "expected a string column (string, large_string or dictionary of strings)"
+        )
+
+
+def is_text_type(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or _is_string_view(t)
+
+
+def _is_string_view(t: pa.DataType) -> bool:
+    check = getattr(pa.types, "is_string_view", None)
+    return bool(check and check(t))
+
+
+def iter_windows(
+    parquet: pq.ParquetFile, path: str, columns: list[str], window_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """Yield record batches of at most window_rows rows, only the given columns, in file order."""
+    try:
+        yield from parquet.iter_batches(batch_size=window_rows, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: read failed: {exc}") from exc
+
+
+def text_values(array: pa.Array) -> list[str | None]:
+    """Python strings (None for nulls) from a string, large_string or dictionary column."""
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    return array.to_pylist()

@@ -1,0 +1,248 @@
+"""embed-etl: the command line. Parses options into one JobConfig and hands it to the library."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from etl import __version__
+from etl.config import DEVICES_HELP, DTYPES, POOLINGS, JobConfig
+from etl.errors import ConfigError, EmbedEtlError
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # the job could not run: model, output directory, internal error
+EXIT_USAGE = 2  # bad options or inputs; nothing was written
+EXIT_SHARDS_FAILED = 3  # the job ran, but one or more shards failed (see `status`)
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 every shard done; 1 the job could not run (model, output directory, "
+    "internal error); 2 usage error, nothing written; 3 some shards failed, the others are "
+    "done (see `embed-etl status`); 130 interrupted."
+)
+
+
+def _env(name: str) -> dict[str, Any]:
+    return {"envvar": f"EMBED_ETL_{name}", "show_envvar": True}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="embed-etl")
+def cli() -> None:
+    """Embed a text column of Parquet shards with a BERT-family encoder; write vectors as Parquet.
+
+    One output file per input shard, same relative name, under --output.
+    """
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", envvar="EMBED_ETL_INPUT")
+@click.option(
+    "-o", "--output", required=True, help="Directory for the output shards.", **_env("OUTPUT")
+)
+@click.option(
+    "--model",
+    default=None,
+    help="Hugging Face hub id (cached or reachable) or local model directory. "
+    "[default: sentence-transformers/all-MiniLM-L6-v2, packaged, offline]",
+    **_env("MODEL"),
+)
+@click.option(
+    "--text-column",
+    default="text",
+    show_default=True,
+    help="Column to embed.",
+    **_env("TEXT_COLUMN"),
+)
+@click.option(
+    "--id-column",
+    default="id",
+    show_default=True,
+    help="Row key, copied to the output.",
+    **_env("ID_COLUMN"),
+)
+@click.option(
+    "--keep-column",
+    "keep_columns",
+    multiple=True,
+    help="Copy this input column to the output unchanged (repeatable).",
+    **_env("KEEP_COLUMN"),
+)
+@click.option(
+    "--pooling",
+    "poolings",
+    multiple=True,
+    type=click.Choice(POOLINGS),
+    help="How to turn token vectors into one row vector (repeatable): mean = masked mean, "
+    "cls = [CLS] vector, max = masked max, pooler = the model's dense+tanh over [CLS] (last "
+    "layer only). [default: mean]",
+    **_env("POOLING"),
+)
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    type=int,
+    help="Hidden-states index to pool (repeatable): 0 = embedding layer, 1..L = encoder "
+    "layers, negative counts from the top (-1 = last). Only layers up to the deepest one "
+    "asked for are run. [default: -1]",
+    **_env("LAYER"),
+)
+@click.option(
+    "--normalize/--no-normalize",
+    default=False,
+    show_default=True,
+    help="L2-normalize every vector (what cosine-similarity indexes want).",
+    **_env("NORMALIZE"),
+)
+@click.option(
+    "--max-length",
+    type=int,
+    default=None,
+    help="Truncate texts to this many tokens, [CLS] and [SEP] included. "
+    "[default: the model's configured length; 256 for the default model]",
+    **_env("MAX_LENGTH"),
+)
+@click.option(
+    "--batch-size",
+    "--max-batch-size",
+    "batch_size",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Most rows in one batch.",
+    **_env("BATCH_SIZE"),
+)
+@click.option(
+    "--batch-tokens",
+    type=int,
+    default=None,
+    help="Padded-token budget per batch: rows x longest row stays under it. Short texts "
+    "travel in big batches, long ones in small. [default: 4096 on CPU, 32768 on GPU]",
+    **_env("BATCH_TOKENS"),
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help=f"Where the model runs: {DEVICES_HELP}. auto = CUDA, else MPS, else CPU.",
+    **_env("DEVICE"),
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(DTYPES),
+    default="auto",
+    show_default=True,
+    help="Compute precision (autocast). auto = float32 on CPU and MPS (exact), bfloat16 "
+    "(or float16) on CUDA. Outputs are always float32 vectors.",
+    **_env("DTYPE"),
+)
+@click.option(
+    "--num-workers",
+    type=int,
+    default=None,
+    help="Processes that read and tokenize ahead of the model; 0 = in the main process. "
+    "[default: 1 on CPU, up to 4 on GPU]",
+    **_env("NUM_WORKERS"),
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Torch intra-op threads. [default: the CPU cores this process may use]",
+    **_env("THREADS"),
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar on stderr. [default: only when stderr is a terminal]",
+    **_env("PROGRESS"),
+)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Debug logging and tracebacks.", **_env("VERBOSE")
+)
+def run(verbose: bool, output: str, **options: Any) -> None:
+    """Embed INPUT (Parquet files, directories or globs) into --output.
+
+    Prints one JSON summary line on stdout when done; progress and logs go to stderr.
+    """
+    _setup_logging(verbose)
+
+    def job() -> int:
+        from etl.pipeline import run_job
+
+        cfg = _build_config(output_dir=output, **options)
+        summary = run_job(cfg)
+        click.echo(json.dumps(summary.to_dict()))
+        return EXIT_OK if summary.ok else EXIT_SHARDS_FAILED
+
+    sys.exit(_guarded(job, verbose))
+
+
+def _build_config(**options: Any) -> JobConfig:
+    options["inputs"] = tuple(options["inputs"])
+    options["keep_columns"] = tuple(options["keep_columns"])
+    options["poolings"] = tuple(options["poolings"]) or ("mean",)
+    options["layers"] = tuple(options["layers"]) or (-1,)
+    return JobConfig(**options)
+
+
+def _guarded(action: Callable[[], int], verbose: bool) -> int:
+    """Run the action; turn the library's errors into one line on stderr and an exit code."""
+    try:
+        return action()
+    except ConfigError as exc:
+        _error(exc, verbose)
+        return EXIT_USAGE
+    except EmbedEtlError as exc:
+        _error(exc, verbose)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        click.echo("embed-etl: interrupted; rerun the same command to finish", err=True)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - no traceback for users unless --verbose
+        _error(exc, verbose, prefix="internal error: ")
+        if not verbose:
+            click.echo("embed-etl: rerun with --verbose for the traceback", err=True)
+        return EXIT_ERROR
+
+
+def _error(exc: BaseException, verbose: bool, prefix: str = "") -> None:
+    if verbose:
+        logging.getLogger("embed_etl").exception("%s", exc)
+    click.echo(f"embed-etl: error: {prefix}{exc}", err=True)
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not tear the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("etl", "embed_etl"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+        logger.propagate = False
+
+
+def main() -> None:
+    cli(prog_name="embed-etl")
+
+
+if __name__ == "__main__":
+    main()

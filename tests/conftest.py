@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny seeded BERT built here, the packaged real model, the shared corpus."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("EMBED_ETL_CORPUS", REPO.parent / "shared" / "corpus" / "pydocs"))
+
+TINY_WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "ran", "far", "away", "big", "red"]
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]
+TINY_LAYERS = 3
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 3-layer BERT, hidden size 32, seeded, saved and loaded back like any real model."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=TINY_LAYERS,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        initializer_range=0.5,  # large weights, so that layers differ visibly
+    )
+    BertModel(config).eval().save_pretrained(path)
+    tokenizer = BertTokenizerFast(
+        vocab={w: i for i, w in enumerate(TINY_VOCAB)}, do_lower_case=True
+    )
+    ids = tokenizer("the cat sat")["input_ids"]
+    assert ids == [2, 5, 6, 8, 3], f"tiny tokenizer ignored its vocabulary: {ids}"
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    from etl.modelinfo import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"shared corpus not found at {CORPUS} (set EMBED_ETL_CORPUS)")
+    return CORPUS
+
+
+def tiny_texts(n: int, seed: int = 0, longest: int = 40) -> list[str]:
+    """Sentences of very different lengths from the tiny vocabulary."""
+    import random
+
+    rng = random.Random(seed)
+    lengths = [rng.choice([1, 2, 3, longest // 2, longest]) for _ in range(n)]
+    return [" ".join(rng.choice(TINY_WORDS) for _ in range(k)) for k in lengths]
+
+
+def write_shard(path: Path, texts: list, ids: list | None = None, **extra) -> Path:
+    """Write a Parquet shard with id, text and any extra columns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = {"id": pa.array(ids if ids is not None else range(len(texts)), pa.int64())}
+    columns["text"] = pa.array(texts, pa.string())
+    columns.update(extra)
+    pq.write_table(pa.table(columns), path)
+    return path

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 
 from etl.contract import ColumnSpec, OutputSpec
@@ -13,7 +11,6 @@ from etl.modelinfo import ModelInfo
 POOLINGS = ("mean", "cls", "max", "pooler")
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-FORMAT_VERSION = 1  # bump when the output layout changes in a way that makes old files differ
 
 
 @dataclass(frozen=True)
@@ -38,6 +35,10 @@ class JobConfig:
     num_workers: int | None = None  # tokenizing processes; None: picked by device
     threads: int | None = None  # torch intra-op threads; None: the cores this process may use
     progress: bool | None = None  # None: a bar only when stderr is a terminal
+    overwrite: bool = False  # replace outputs made with other options instead of refusing
+    only_failed: bool = False  # redo only shards recorded as failed
+    shard_index: int | None = None  # with num_shards: run only this part of the inputs
+    num_shards: int | None = None
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -76,6 +77,15 @@ class JobConfig:
             or (index and base != "cuda")
         ):
             raise ConfigError(f"--device {device}: expected {DEVICES_HELP}")
+        if (self.shard_index is None) != (self.num_shards is None):
+            raise ConfigError("--shard-index and --num-shards go together")
+        if self.num_shards is not None:
+            _positive("--num-shards", self.num_shards)
+            if not 0 <= self.shard_index < self.num_shards:
+                raise ConfigError(
+                    f"--shard-index {self.shard_index}: expected 0..{self.num_shards - 1} "
+                    f"for --num-shards {self.num_shards}"
+                )
         for name in self.keep_columns:
             if name == self.text_column:
                 continue  # copying the text through is allowed
@@ -114,19 +124,6 @@ def build_output_spec(cfg: JobConfig, model: ModelInfo, dtype: str) -> OutputSpe
         )
     if max_length < 2:
         raise ConfigError("--max-length: expected at least 2 (room for [CLS] and [SEP])")
-    identity = {
-        "format": FORMAT_VERSION,
-        "model_config_sha256": model.config_sha256,
-        "model_weights": model.weights_id,
-        "text_column": cfg.text_column,
-        "id_column": cfg.id_column,
-        "keep_columns": list(cfg.keep_columns),
-        "columns": [[c.name, c.pooling, c.layer] for c in columns],
-        "normalize": cfg.normalize,
-        "max_length": max_length,
-        "dtype": dtype,
-    }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return OutputSpec(
         model=model,
         columns=tuple(columns),
@@ -136,7 +133,6 @@ def build_output_spec(cfg: JobConfig, model: ModelInfo, dtype: str) -> OutputSpe
         normalize=cfg.normalize,
         max_length=max_length,
         dtype=dtype,
-        fingerprint=digest,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +12,8 @@ from etl.modelinfo import ModelInfo
 if TYPE_CHECKING:  # keep torch and pyarrow out of planning commands
     import pyarrow as pa
     import torch
+
+OUTPUT_FORMAT_VERSION = 1  # bump when the output layout changes so that old files differ
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,26 @@ class OutputSpec:
     normalize: bool
     max_length: int
     dtype: str  # compute dtype actually used: float32 | float16 | bfloat16
-    fingerprint: str
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the output files; two runs mix only if this is equal."""
+        return {
+            "format": OUTPUT_FORMAT_VERSION,
+            "model_config_sha256": self.model.config_sha256,
+            "model_weights": self.model.weights_id,
+            "text_column": self.text_column,
+            "id_column": self.id_column,
+            "keep_columns": list(self.keep_columns),
+            "columns": [[c.name, c.pooling, c.layer] for c in self.columns],
+            "normalize": self.normalize,
+            "max_length": self.max_length,
+            "dtype": self.dtype,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        canonical = json.dumps(self.identity(), sort_keys=True).encode()
+        return hashlib.sha256(canonical).hexdigest()[:16]
 
     @property
     def dim(self) -> int:
@@ -105,6 +128,7 @@ class ShardStart:
     shard_index: int
     schema: pa.Schema
     num_rows: int  # from the Parquet footer
+    input_identity: dict[str, int]  # size and modification time when it was opened
 
 
 @dataclass
@@ -130,7 +154,7 @@ class ShardResult:
     """How one shard ended: counts, timings and, when it failed, why."""
 
     shard: Shard
-    status: str  # done | failed | skipped
+    status: str  # done | failed | skipped (done before) | claimed_elsewhere
     rows: int = 0
     null_rows: int = 0
     truncated_rows: int = 0
@@ -174,7 +198,8 @@ class JobSummary:
             "truncated_rows": sum(r.truncated_rows for r in done),
             "shards_done": len(done),
             "shards_failed": self.count("failed"),
-            "shards_skipped": self.count("skipped"),
+            "shards_skipped": self.count("skipped"),  # done before this run
+            "shards_elsewhere": self.count("claimed_elsewhere"),  # another process has them
             "fingerprint": self.fingerprint,
             "shards": [
                 {
@@ -187,6 +212,6 @@ class JobSummary:
                     **({"error": r.error} if r.error else {}),
                 }
                 for r in self.shards
-                if r.status != "skipped"
+                if r.status in ("done", "failed")
             ],
         }

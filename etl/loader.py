@@ -20,7 +20,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from etl.batching import pad, plan_batches
 from etl.contract import Batch, OutputSpec, Shard, ShardEnd, ShardFailed, ShardStart, WindowInfo
 from etl.errors import EmbedEtlError
+from etl.manifest import input_identity
 from etl.source import iter_windows, open_shard, text_values
+from etl.tokens import tokenize_window
 
 Item = ShardStart | Batch | ShardEnd | ShardFailed
 
@@ -65,7 +67,8 @@ class ShardStream(IterableDataset):
         spec = self.spec
         try:
             parquet = open_shard(shard.input_path, spec)
-            yield ShardStart(index, parquet.schema_arrow, parquet.metadata.num_rows)
+            identity = input_identity(shard.input_path)
+            yield ShardStart(index, parquet.schema_arrow, parquet.metadata.num_rows, identity)
             columns = list(dict.fromkeys([spec.text_column, spec.id_column, *spec.keep_columns]))
             passthrough = [spec.id_column, *spec.keep_columns]
             rows = windows = 0
@@ -86,7 +89,9 @@ class ShardStream(IterableDataset):
     def _window(self, index: int, number: int, record_batch, passthrough: list[str]):
         texts = text_values(record_batch.column(self.spec.text_column))
         present = [i for i, text in enumerate(texts) if text is not None]
-        ids, n_tokens = tokenize(self.tokenizer, [texts[i] for i in present], self.spec.max_length)
+        ids, n_tokens = tokenize_window(
+            self.tokenizer, [texts[i] for i in present], self.spec.max_length
+        )
         plan = plan_batches([len(x) for x in ids], self.batching.max_tokens, self.batching.max_rows)
         info = WindowInfo(
             index=number,
@@ -112,25 +117,6 @@ class ShardStream(IterableDataset):
                 attention_mask=torch.from_numpy(mask),
                 window=info if j == 0 else None,
             )
-
-
-def tokenize(
-    tokenizer: Any, texts: list[str], max_length: int
-) -> tuple[list[list[int]], list[int]]:
-    """Token ids truncated to max_length, and each text's token count before truncation."""
-    if not texts:
-        return [], []
-    kwargs = {
-        "add_special_tokens": True,
-        "return_attention_mask": False,
-        "return_token_type_ids": False,
-    }
-    ids = tokenizer(texts, truncation=True, max_length=max_length, **kwargs)["input_ids"]
-    n_tokens = [len(x) for x in ids]
-    for i, x in enumerate(ids):
-        if len(x) == max_length:  # possibly cut: count the full text (rare, and only these)
-            n_tokens[i] = len(tokenizer(texts[i], truncation=False, **kwargs)["input_ids"])
-    return ids, n_tokens
 
 
 def make_loader(stream: ShardStream, num_workers: int, pin_memory: bool) -> DataLoader:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
+from etl import __version__
+from etl.claims import HEARTBEAT_SECONDS, ClaimBook
 from etl.config import JobConfig, build_output_spec
 from etl.contract import (
     Batch,
@@ -21,9 +26,15 @@ from etl.contract import (
     ShardStart,
 )
 from etl.errors import ConfigError, InputError
-from etl.loader import Batching, ShardStream, make_loader
+from etl.manifest import ManifestStore
 from etl.modelinfo import resolve_model
-from etl.shards import discover
+from etl.resume import (
+    check_existing_outputs,
+    check_job_record,
+    job_record,
+    select_pending,
+)
+from etl.shards import discover, partition
 from etl.sink import ShardWriter
 from etl.source import check_columns
 
@@ -31,26 +42,68 @@ log = logging.getLogger(__name__)
 
 
 def run_job(cfg: JobConfig) -> JobSummary:
-    """Embed every input shard of ``cfg`` into ``cfg.output_dir``; one result per shard."""
+    """Embed every input shard of ``cfg`` that is not done yet into ``cfg.output_dir``.
+
+    Fails before writing anything on bad options, a model that does not load or an output
+    directory that holds results of other options. Afterwards a bad shard only fails itself.
+    """
     from etl.encoder import Encoder, load_tokenizer, resolve_device, resolve_dtype
+    from etl.loader import ShardStream, make_loader
 
     started = time.perf_counter()
     shards = discover(cfg.inputs, cfg.output_dir)
+    if cfg.num_shards is not None:
+        shards = partition(shards, cfg.num_shards)[cfg.shard_index]
     model = resolve_model(cfg.model)
     device = resolve_device(cfg.device)
     spec = build_output_spec(cfg, model, resolve_dtype(cfg.dtype, device))
-    total_rows = preflight(shards, spec)
+    store = ManifestStore(cfg.output_dir)
+    if not cfg.overwrite:
+        check_job_record(store.read_job(), spec, cfg.output_dir)
+    pending, done = select_pending(shards, store, spec, cfg)
+    skipped = [ShardResult(s, "skipped") for s in done]
+    if not pending:
+        log.info("nothing to do: %d shard(s) already done", len(done))
+        return JobSummary(spec.fingerprint, skipped, time.perf_counter() - started)
+    if not cfg.overwrite:
+        check_existing_outputs(pending, spec, cfg.output_dir)
+    total_rows = preflight(pending, spec)
 
     tokenizer = load_tokenizer(model)
     encoder = Encoder(spec, cfg, device)
     batching = resolve_batching(cfg, spec, device.type)
     encoder.warm_up(*largest_batch(batching, spec.max_length))
+    _record_job(store, spec, cfg)
+    log.info(
+        "%d shard(s) to do, %d already done; model %s on %s (%s)",
+        len(pending),
+        len(done),
+        model.name,
+        device,
+        spec.dtype,
+    )
 
-    stream = ShardStream(shards, spec, tokenizer, batching)
+    claims = ClaimBook(store.claims_dir, store, spec.fingerprint)
+    stream = ShardStream(pending, spec, tokenizer, batching, claims)
     workers = cfg.num_workers if cfg.num_workers is not None else default_workers(device.type)
     loader = make_loader(stream, workers, pin_memory=device.type == "cuda")
-    results = _consume(loader, shards, spec, encoder, total_rows, cfg.progress)
-    return JobSummary(spec.fingerprint, results, time.perf_counter() - started)
+    runner = _Runner(pending, spec, encoder, store, claims)
+    results = runner.consume(loader, total_rows, cfg.progress)
+    elsewhere = [
+        ShardResult(s, "claimed_elsewhere") for i, s in enumerate(pending) if i not in runner.seen
+    ]
+    everything = sorted(skipped + results + elsewhere, key=lambda r: r.shard.rel_name)
+    return JobSummary(spec.fingerprint, everything, time.perf_counter() - started)
+
+
+def _record_job(store: ManifestStore, spec: OutputSpec, cfg: JobConfig) -> None:
+    """Write job.json; a concurrent start with other options is refused here, before output."""
+    record = job_record(spec, cfg)
+    if cfg.overwrite:
+        store.clear()
+        store.write_job(record)
+        return
+    check_job_record(store.create_job(record), spec, cfg.output_dir)
 
 
 def preflight(shards: list[Shard], spec: OutputSpec) -> int:
@@ -79,8 +132,10 @@ def preflight(shards: list[Shard], spec: OutputSpec) -> int:
     return total
 
 
-def resolve_batching(cfg: JobConfig, spec: OutputSpec, device_type: str) -> Batching:
+def resolve_batching(cfg: JobConfig, spec: OutputSpec, device_type: str):
     """Token budget: small on CPU (big padded batches lose there), large on GPUs."""
+    from etl.loader import Batching
+
     budget = cfg.batch_tokens or (4096 if device_type == "cpu" else 32768)
     if budget < spec.max_length:
         raise ConfigError(
@@ -90,7 +145,7 @@ def resolve_batching(cfg: JobConfig, spec: OutputSpec, device_type: str) -> Batc
     return Batching(max_tokens=budget, max_rows=cfg.batch_size, window_rows=cfg.sort_window)
 
 
-def largest_batch(batching: Batching, max_length: int) -> tuple[int, int]:
+def largest_batch(batching, max_length: int) -> tuple[int, int]:
     """Rows and length of the most expensive batch (attention grows with length squared)."""
     return max(1, min(batching.max_rows, batching.max_tokens // max_length)), max_length
 
@@ -108,99 +163,167 @@ class _Active:
     index: int
     result: ShardResult
     writer: ShardWriter
+    identity: dict[str, int]
     started: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)
 
 
-def _consume(loader, shards, spec, encoder, total_rows, progress) -> list[ShardResult]:
-    from tqdm import tqdm
+class _Runner:
+    """The main loop: batches through the model into the shard writers; records and releases."""
 
-    tqdm.monitor_interval = 0  # no monitor thread: DataLoader workers fork after this
-    bar = tqdm(
-        total=total_rows,
-        unit="rows",
-        file=sys.stderr,
-        disable=not progress if progress is not None else None,
-        dynamic_ncols=True,
-        smoothing=0.05,
-    )
-    active: dict[int, _Active] = {}
-    results: dict[int, ShardResult] = {}
-    tokens = 0
-    started = time.perf_counter()
-    try:
-        for item in loader:
-            if isinstance(item, Batch):
-                shard = active.get(item.shard_index)
-                if shard is None:
-                    continue  # its shard already failed; drop the rest of it
-                try:
-                    _add_batch(shard, item, encoder)
-                except Exception as exc:
-                    log.debug("batch failed", exc_info=True)
-                    _fail(active.pop(item.shard_index), f"{type(exc).__name__}: {exc}", results)
-                    continue
-                bar.update(item.size + (item.window.null_rows if item.window else 0))
-                tokens += int(item.attention_mask.sum()) if item.size else 0
-                bar.set_postfix_str(f"{tokens / (time.perf_counter() - started):,.0f} tok/s")
-            elif isinstance(item, ShardStart):
-                result = ShardResult(shards[item.shard_index], "running")
-                try:
-                    writer = ShardWriter(result.shard, spec, item.schema)
-                except Exception as exc:  # noqa: BLE001 - e.g. output directory not writable
-                    result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
-                    results[item.shard_index] = result
-                    continue
-                active[item.shard_index] = _Active(item.shard_index, result, writer)
-            elif isinstance(item, ShardEnd):
-                shard = active.pop(item.shard_index, None)
-                if shard is not None:
-                    _finish(shard, item, results)
-            elif isinstance(item, ShardFailed):
-                log.debug("%s", item.detail)
-                shard = active.pop(item.shard_index, None)
-                if shard is None:
-                    result = ShardResult(shards[item.shard_index], "failed", error=item.message)
-                    results.setdefault(item.shard_index, result)
-                else:
-                    _fail(shard, item.message, results)
-    finally:
-        for shard in active.values():
-            shard.writer.abort()
-        bar.close()
-    return [results[i] for i in sorted(results)]
+    def __init__(self, shards, spec, encoder, store: ManifestStore, claims: ClaimBook) -> None:
+        self.shards = shards
+        self.spec = spec
+        self.encoder = encoder
+        self.store = store
+        self.claims = claims
+        self.active: dict[int, _Active] = {}
+        self.results: dict[int, ShardResult] = {}
+        self.seen: set[int] = set()  # shards this process claimed
+        self.tokens = 0
 
+    def consume(self, loader, total_rows: int, progress: bool | None) -> list[ShardResult]:
+        from tqdm import tqdm
 
-def _add_batch(shard: _Active, batch: Batch, encoder) -> None:
-    result = shard.result
-    if batch.window is not None:
-        result.null_rows += batch.window.null_rows
-        result.truncated_rows += batch.window.truncated_rows
-        result.tokens += batch.window.real_tokens
-    vectors = {}
-    if batch.size:
-        vectors = {name: v.numpy() for name, v in encoder.encode(batch).items()}
-        result.padded_tokens += batch.input_ids.numel()
-    shard.writer.add(batch.window_index, batch.window, batch.rows.numpy(), vectors)
+        tqdm.monitor_interval = 0  # no monitor thread: DataLoader workers fork after this
+        bar = tqdm(
+            total=total_rows,
+            unit="rows",
+            file=sys.stderr,
+            disable=not progress if progress is not None else None,
+            dynamic_ncols=True,
+            smoothing=0.05,
+        )
+        stop = threading.Event()
+        # Joined on the way out: a daemon thread still waking at interpreter exit can abort
+        # the process ("terminate called without an active exception").
+        heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), name="claims-heartbeat")
+        started = time.perf_counter()
+        try:
+            items = iter(loader)  # workers start (fork) here, before any thread of ours
+            heartbeat.start()
+            for item in items:
+                if isinstance(item, Batch):
+                    if self._batch(item):
+                        bar.update(item.size + (item.window.null_rows if item.window else 0))
+                        rate = self.tokens / max(time.perf_counter() - started, 1e-9)
+                        bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+                elif isinstance(item, ShardStart):
+                    self._start(item)
+                elif isinstance(item, ShardEnd):
+                    self._end(item)
+                elif isinstance(item, ShardFailed):
+                    self._failed(item)
+        finally:
+            stop.set()
+            if heartbeat.is_alive():
+                heartbeat.join()
+            for active in self.active.values():
+                active.writer.abort()
+            self.claims.release_all()
+            bar.close()
+        return [self.results[i] for i in sorted(self.results)]
 
+    def _heartbeat(self, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            self.claims.heartbeat()
 
-def _finish(shard: _Active, end: ShardEnd, results: dict[int, ShardResult]) -> None:
-    result = shard.result
-    try:
-        shard.writer.commit(end.num_rows)
-    except Exception as exc:  # noqa: BLE001 - the shard fails; the others go on
-        shard.writer.abort()
-        result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
-        log.error("failed %s: %s", result.shard.rel_name, result.error)
-    else:
-        result.status, result.rows = "done", end.num_rows
-        log.info("done %s: %d rows", result.shard.rel_name, end.num_rows)
-    result.seconds = time.perf_counter() - shard.started
-    results[shard.index] = result
+    def _start(self, item: ShardStart) -> None:
+        self.seen.add(item.shard_index)
+        shard = self.shards[item.shard_index]
+        result = ShardResult(shard, "running")
+        try:
+            writer = ShardWriter(shard, self.spec, item.schema)
+        except Exception as exc:  # noqa: BLE001 - e.g. output directory not writable
+            self._record_failure(item.shard_index, result, f"{type(exc).__name__}: {exc}", {})
+            return
+        self.active[item.shard_index] = _Active(
+            item.shard_index, result, writer, item.input_identity
+        )
 
+    def _batch(self, batch: Batch) -> bool:
+        active = self.active.get(batch.shard_index)
+        if active is None:
+            return False  # its shard already failed: drop the rest of it
+        result = active.result
+        try:
+            if batch.window is not None:
+                result.null_rows += batch.window.null_rows
+                result.truncated_rows += batch.window.truncated_rows
+                result.tokens += batch.window.real_tokens
+            vectors = {}
+            if batch.size:
+                vectors = {name: v.numpy() for name, v in self.encoder.encode(batch).items()}
+                result.padded_tokens += batch.input_ids.numel()
+                self.tokens += int(batch.attention_mask.sum())
+            active.writer.add(batch.window_index, batch.window, batch.rows.numpy(), vectors)
+        except Exception as exc:  # fail this shard, keep the job going
+            log.debug("batch failed", exc_info=True)
+            self._abort(active, f"{type(exc).__name__}: {exc}")
+            return False
+        return True
 
-def _fail(shard: _Active, message: str, results: dict[int, ShardResult]) -> None:
-    shard.writer.abort()
-    shard.result.status, shard.result.error = "failed", message
-    shard.result.seconds = time.perf_counter() - shard.started
-    results[shard.index] = shard.result
-    log.error("failed %s: %s", shard.result.shard.rel_name, message)
+    def _end(self, item: ShardEnd) -> None:
+        active = self.active.get(item.shard_index)
+        if active is None:
+            return
+        try:
+            active.writer.commit(item.num_rows)
+        except Exception as exc:  # noqa: BLE001 - the shard fails; the others go on
+            self._abort(active, f"{type(exc).__name__}: {exc}")
+            return
+        del self.active[item.shard_index]
+        result = active.result
+        result.status, result.rows = "done", item.num_rows
+        result.seconds = time.perf_counter() - active.started
+        self.store.write(result.shard, self._record(result, active, rows_out=item.num_rows))
+        self.claims.release(result.shard)
+        self.results[item.shard_index] = result
+        log.info("done %s: %d rows in %.1f s", result.shard.rel_name, result.rows, result.seconds)
+
+    def _failed(self, item: ShardFailed) -> None:
+        if item.detail:
+            log.debug("%s", item.detail)
+        self.seen.add(item.shard_index)
+        active = self.active.get(item.shard_index)
+        if active is not None:
+            self._abort(active, item.message)
+        else:
+            result = ShardResult(self.shards[item.shard_index], "running")
+            self._record_failure(item.shard_index, result, item.message, {})
+
+    def _abort(self, active: _Active, message: str) -> None:
+        active.writer.abort()
+        self.active.pop(active.index, None)
+        active.result.seconds = time.perf_counter() - active.started
+        self._record_failure(active.index, active.result, message, active.identity, active)
+
+    def _record_failure(self, index, result, message, identity, active=None) -> None:
+        result.status, result.error = "failed", message
+        record = self._record(result, active)
+        record.update(identity)
+        self.store.write(result.shard, record)
+        self.claims.release(result.shard)
+        self.results[index] = result
+        log.error("failed %s: %s", result.shard.rel_name, message)
+
+    def _record(self, result: ShardResult, active: _Active | None, rows_out: int = 0) -> dict:
+        record = {
+            "status": result.status,
+            "fingerprint": self.spec.fingerprint,
+            "rows_in": result.rows,
+            "rows_out": rows_out,
+            "null_rows": result.null_rows,
+            "truncated_rows": result.truncated_rows,
+            "tokens": result.tokens,
+            "padded_tokens": result.padded_tokens,
+            "seconds": round(result.seconds, 3),
+            "error": result.error,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "version": __version__,
+        }
+        if active is not None:
+            record["started_at"] = active.started_at
+            record.update(active.identity)
+        return record

@@ -10,35 +10,45 @@ from etl.contract import Shard
 from etl.errors import ConfigError
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
-STATE_DIR = "_embed_etl"  # manifest, claims and job record inside the output directory
 
 
-def discover(inputs: tuple[str, ...], output_dir: str) -> list[Shard]:
+def discover(inputs: tuple[str, ...], output_dir: str | None) -> list[Shard]:
     """Expand files, directories and globs into shards, sorted by their relative name.
 
     The relative name (what follows the directory or the glob's fixed prefix) is kept under the
     output directory, so outputs mirror the input tree. Files under the output directory itself
     are never taken as inputs.
     """
-    out_root = Path(output_dir).resolve()
+    out_root = Path(output_dir or ".").resolve()
     found: dict[str, Path] = {}
     for spec in inputs:
         matches = list(_expand(spec))
-        matches = [(p, rel) for p, rel in matches if not _is_within(p.resolve(), out_root)]
+        if output_dir is not None:
+            matches = [(p, rel) for p, rel in matches if not _is_within(p.resolve(), out_root)]
         if not matches:
             raise ConfigError(f"INPUT {spec}: no Parquet files found (looked for {_suffixes()})")
         for path, rel in matches:
             previous = found.get(rel)
             if previous is not None and previous.resolve() != path.resolve():
                 raise ConfigError(
-                    f"INPUT: {previous} and {path} would both be written to "
-                    f"{out_root / rel}; give their common parent directory instead"
+                    f"INPUT: {previous} and {path} have the same relative name {rel!r} and "
+                    "would both be written to one output; give their common parent directory"
                 )
             found[rel] = path
     return [
         Shard(input_path=str(path), rel_name=rel, output_path=str(out_root / _output_name(rel)))
         for rel, path in sorted(found.items())
     ]
+
+
+def partition(shards: list[Shard], num_parts: int) -> list[list[Shard]]:
+    """Split shards into num_parts disjoint parts, round-robin over the sorted relative names.
+
+    Deterministic for the same inputs, so N processes or scheduler tasks given the same INPUT
+    and their own index never overlap and together cover everything.
+    """
+    ordered = sorted(shards, key=lambda s: s.rel_name)
+    return [ordered[i::num_parts] for i in range(num_parts)]
 
 
 def _expand(spec: str):

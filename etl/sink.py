@@ -77,6 +77,10 @@ class ShardWriter:
         self.schema = output_schema(input_schema, spec, shard)
         final = Path(shard.output_path)
         final.parent.mkdir(parents=True, exist_ok=True)
+        # We hold the shard's claim, so any other temporary file for it was left by a process
+        # that died (SIGKILL, power loss): remove it.
+        for leftover in final.parent.glob(f".{final.name}.inprogress-*"):
+            leftover.unlink(missing_ok=True)
         self.temp_path = final.parent / f".{final.name}.inprogress-{os.getpid()}"
         passthrough = [spec.id_column, *spec.keep_columns]
         self._writer = pq.ParquetWriter(

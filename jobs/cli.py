@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -18,12 +19,14 @@ EXIT_OK = 0
 EXIT_ERROR = 1  # the job could not run: model, output directory, internal error
 EXIT_USAGE = 2  # bad options or inputs; nothing was written
 EXIT_SHARDS_FAILED = 3  # the job ran, but one or more shards failed (see `status`)
+EXIT_INCOMPLETE = 4  # `status` only: shards pending or running, none failed
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 every shard done; 1 the job could not run (model, output directory, "
-    "internal error); 2 usage error, nothing written; 3 some shards failed, the others are "
-    "done (see `embed-etl status`); 130 interrupted."
+    "Exit codes: 0 every shard done (or nothing left to do); 1 the job could not run (model, "
+    "--output holds other options' results, internal error); 2 usage error, nothing written; "
+    "3 some shards failed, the others are done (see `embed-etl status`); 130 interrupted "
+    "(SIGINT or SIGTERM; rerun to finish)."
 )
 
 
@@ -164,6 +167,33 @@ def cli() -> None:
     **_env("PROGRESS"),
 )
 @click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Redo every shard and replace outputs, even ones made with other options. Without "
+    "it, a rerun skips done shards and refuses an --output made with other options.",
+    **_env("OVERWRITE"),
+)
+@click.option(
+    "--only-failed",
+    is_flag=True,
+    help="Redo only the shards that `status` lists as failed.",
+    **_env("ONLY_FAILED"),
+)
+@click.option(
+    "--shard-index",
+    type=int,
+    default=None,
+    help="With --num-shards: run only this part (0-based) of the inputs; see `plan`.",
+    **_env("SHARD_INDEX"),
+)
+@click.option(
+    "--num-shards",
+    type=int,
+    default=None,
+    help="Split the inputs into this many disjoint parts (round-robin over sorted names).",
+    **_env("NUM_SHARDS"),
+)
+@click.option(
     "-v", "--verbose", is_flag=True, help="Debug logging and tracebacks.", **_env("VERBOSE")
 )
 def run(verbose: bool, output: str, **options: Any) -> None:
@@ -172,6 +202,9 @@ def run(verbose: bool, output: str, **options: Any) -> None:
     Prints one JSON summary line on stdout when done; progress and logs go to stderr.
     """
     _setup_logging(verbose)
+    # Schedulers stop tasks with SIGTERM: unwind like Ctrl-C, so temporary files and claims
+    # are cleaned up and a rerun finishes the job.
+    signal.signal(signal.SIGTERM, _interrupt)
 
     def job() -> int:
         from etl.pipeline import run_job
@@ -182,6 +215,87 @@ def run(verbose: bool, output: str, **options: Any) -> None:
         return EXIT_OK if summary.ok else EXIT_SHARDS_FAILED
 
     sys.exit(_guarded(job, verbose))
+
+
+@cli.command(epilog="Exit codes: 0 every shard done; 3 some failed; 4 some pending or running.")
+@click.option("-o", "--output", required=True, help="The job's output directory.", **_env("OUTPUT"))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, for scripts.")
+@click.argument("inputs", nargs=-1, metavar="[INPUT...]")
+def status(output: str, as_json: bool, inputs: tuple[str, ...]) -> None:
+    """Show done, failed, pending and running shards of an output directory.
+
+    INPUT defaults to the inputs the job was first run with.
+    """
+    _setup_logging(False)
+
+    def show() -> int:
+        from etl.status import job_status
+
+        report = job_status(output, inputs)
+        if as_json:
+            click.echo(json.dumps(report.to_dict()))
+        else:
+            click.echo(_status_text(report.to_dict()))
+        counts = report.counts()
+        if counts["failed"]:
+            return EXIT_SHARDS_FAILED
+        return EXIT_INCOMPLETE if counts["pending"] or counts["running"] else EXIT_OK
+
+    sys.exit(_guarded(show, False))
+
+
+def _status_text(report: dict[str, Any]) -> str:
+    lines = [
+        f"output       {report['output']}",
+        f"model        {report['model']}  (fingerprint {report['fingerprint']})",
+        f"shards       {report['shards_total']}: {report['done']} done, {report['failed']} "
+        f"failed, {report['pending']} pending, {report['running']} running",
+        f"rows done    {report['rows_done']:,} ({report['truncated_rows']:,} truncated, "
+        f"{report['null_rows']:,} null text)",
+    ]
+    if report.get("note"):
+        lines.append(f"note         {report['note']}")
+    running = [s for s in report["shards"] if s["status"] == "running"]
+    if running:
+        lines += ["", "running:"] + [
+            f"  {s['input']}  ({s['host']} pid {s['pid']})" for s in running
+        ]
+    if report["failed_shards"]:
+        lines += ["", "failed:"]
+        lines += [f"  {s['input']}  {s['error']}" for s in report["failed_shards"]]
+        lines += ["", "rerun them with the same command plus --only-failed"]
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--num-shards", type=int, required=True, help="How many parts to split into.")
+@click.option("-o", "--output", default=None, help="Output directory (its files are never inputs).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, for scripts.")
+def plan(inputs: tuple[str, ...], num_shards: int, output: str | None, as_json: bool) -> None:
+    """Show which input files each of --num-shards parts gets.
+
+    Part I is what `embed-etl run INPUT... --shard-index I --num-shards N` embeds: N processes
+    or scheduler tasks given the same INPUT never overlap and together cover every file.
+    """
+
+    def show() -> int:
+        from etl.status import plan_parts
+
+        result = plan_parts(inputs, num_shards, output)
+        if as_json:
+            click.echo(json.dumps(result))
+        else:
+            for part in result["parts"]:
+                names = ", ".join(part["inputs"]) or "(nothing)"
+                click.echo(f"part {part['shard_index']}: {part['bytes']:,} bytes: {names}")
+        return EXIT_OK
+
+    sys.exit(_guarded(show, False))
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _build_config(**options: Any) -> JobConfig:

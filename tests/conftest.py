@@ -13,7 +13,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("EMBED_ETL_CORPUS", REPO.parent / "shared" / "corpus" / "pydocs"))
+
+
+def _find_corpus() -> Path:
+    """The shared corpus beside the checkout, or where EMBED_ETL_CORPUS says."""
+    if "EMBED_ETL_CORPUS" in os.environ:
+        return Path(os.environ["EMBED_ETL_CORPUS"])
+    for candidate in (REPO.parent / "shared", Path("/work/shared")):
+        if (candidate / "corpus" / "pydocs").is_dir():
+            return candidate / "corpus" / "pydocs"
+    return REPO.parent / "shared" / "corpus" / "pydocs"
+
+
+CORPUS = _find_corpus()
 
 TINY_WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "ran", "far", "away", "big", "red"]
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]

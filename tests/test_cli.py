@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -182,4 +183,5 @@ def test_readme_reference_lists_every_option_of_every_command():
         for param in command.params:
             for opt in param.opts + param.secondary_opts:
                 if opt.startswith("--") and opt != "--help":
-                    assert f"`{opt}" in readme or f" {opt}" in readme, f"{name} {opt} not in README"
+                    pattern = rf"(?<![\w-]){re.escape(opt)}(?![\w-])"
+                    assert re.search(pattern, readme), f"{name} {opt} not in README"

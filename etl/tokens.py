@@ -1,0 +1,88 @@
+"""Tokenize a window of texts: truncated ids for the model and every text's full token count.
+
+Huge texts (a 2 MB string) must not cost memory in proportion to their length: the fast
+tokenizer keeps a heavy record per token (offsets, strings, overflow windows), about 1 KB each.
+So a long text is tokenized from a head cut at a whitespace, which gives the same first tokens
+as the whole text, and its full length is counted piece by piece.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PIECE_CHARS = 1 << 16  # counting a long text: this many characters at a time
+
+
+def tokenize_window(
+    tokenizer: Any, texts: list[str], max_length: int
+) -> tuple[list[list[int]], list[int]]:
+    """Token ids truncated to max_length, and each text's token count before truncation."""
+    if not texts:
+        return [], []
+    head_chars = head_budget(max_length)
+    heads = [text if len(text) <= head_chars else head(text, head_chars) for text in texts]
+    ids = _encode(tokenizer, heads, max_length)
+    for i, text in enumerate(texts):
+        # A head too short to fill max_length tokens (a text of very long words): take more.
+        chars = head_chars
+        while len(ids[i]) < max_length and len(heads[i]) < len(text):
+            chars *= 4
+            heads[i] = head(text, chars)
+            ids[i] = _encode(tokenizer, [heads[i]], max_length)[0]
+    n_tokens = [len(x) for x in ids]
+    for i, x in enumerate(ids):
+        if len(x) == max_length:  # possibly truncated (rare): count the full text
+            n_tokens[i] = count_tokens(tokenizer, texts[i])
+    return ids, n_tokens
+
+
+def head_budget(max_length: int) -> int:
+    """Characters that hold max_length tokens with a wide margin (English is ~4.5 per token)."""
+    return max(4096, 16 * max_length)
+
+
+def head(text: str, chars: int) -> str:
+    """The text up to the first whitespace at or after ``chars`` (so no word is cut)."""
+    return text[: _cut(text, 0, chars)]
+
+
+def _cut(text: str, start: int, chars: int) -> int:
+    """End of a piece starting at ``start``: the first whitespace from start + chars on.
+
+    Without whitespace nearby the piece ends mid-word; that word may tokenize differently, but
+    it lies far beyond the first tokens unless words are hundreds of characters long.
+    """
+    end = start + chars
+    if end >= len(text):
+        return len(text)
+    for i in range(end, min(len(text), end + 256)):
+        if text[i].isspace():
+            return i
+    return end
+
+
+def count_tokens(tokenizer: Any, text: str) -> int:
+    """Tokens of the whole text, special tokens included, in bounded memory."""
+    backend = tokenizer.backend_tokenizer
+    backend.no_truncation()  # a batch call leaves truncation on; the next call sets it again
+    if len(text) <= PIECE_CHARS:
+        return len(backend.encode(text, add_special_tokens=True))
+    specials = len(backend.encode("", add_special_tokens=True))
+    total, start = specials, 0
+    while start < len(text):
+        end = _cut(text, start, PIECE_CHARS)
+        # Each piece but the first starts at a whitespace, so words keep their boundaries.
+        total += len(backend.encode(text[start:end], add_special_tokens=False))
+        start = end
+    return total
+
+
+def _encode(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
+    return tokenizer(
+        texts,
+        truncation=True,
+        max_length=max_length,
+        add_special_tokens=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )["input_ids"]

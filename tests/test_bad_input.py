@@ -1,0 +1,225 @@
+"""Bad input gets a clear answer and loses nothing; the good shards always finish."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from jobs.cli import cli
+from tests.conftest import REPO, tiny_texts, write_shard
+
+
+def _cli(tmp_path, tiny_model, *extra):
+    args = [
+        "run",
+        str(tmp_path / "in"),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_model),
+        "--num-workers",
+        "0",
+        "--no-progress",
+        *extra,
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert "Traceback" not in result.output
+    return result
+
+
+def _good_shard(tmp_path):
+    return write_shard(tmp_path / "in" / "good.parquet", tiny_texts(12), ids=range(12))
+
+
+def _assert_good_complete(tmp_path):
+    table = pq.read_table(tmp_path / "out" / "good.parquet")
+    assert table.column("id").to_pylist() == list(range(12))
+    assert table.column("emb_mean").null_count == 0
+
+
+def _failed_message(result) -> str:
+    summary = json.loads(result.stdout)
+    (failed,) = [s for s in summary["shards"] if s["status"] == "failed"]
+    return failed["error"]
+
+
+def _write_bytes(path, data: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _truncated_parquet(tmp_path) -> bytes:
+    write_shard(tmp_path / "scratch.parquet", tiny_texts(200))
+    data = (tmp_path / "scratch.parquet").read_bytes()
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(
+    "kind,expected",
+    [
+        ("garbage", "not a readable Parquet file"),
+        ("empty", "not a readable Parquet file"),
+        ("csv", "not a readable Parquet file"),
+        ("truncated", "not a readable Parquet file"),
+    ],
+)
+def test_unreadable_file_fails_only_its_shard(tmp_path, tiny_model, kind, expected):
+    _good_shard(tmp_path)
+    bad = tmp_path / "in" / "bad.parquet"
+    data = {
+        "garbage": bytes(range(256)) * 8,
+        "empty": b"",
+        "csv": b"id,text\n1,hello\n",
+        "truncated": _truncated_parquet(tmp_path),
+    }[kind]
+    _write_bytes(bad, data)
+    result = _cli(tmp_path, tiny_model)
+    assert result.exit_code == 3
+    message = _failed_message(result)
+    assert str(bad) in message and expected in message
+    _assert_good_complete(tmp_path)
+    assert not (tmp_path / "out" / "bad.parquet").exists()
+    assert not list((tmp_path / "out").glob(".*inprogress*"))
+
+
+def test_missing_column_in_one_shard_names_column_file_and_columns(tmp_path, tiny_model):
+    _good_shard(tmp_path)
+    bad = tmp_path / "in" / "bad.parquet"
+    pq.write_table(pa.table({"id": [1], "body": ["x"]}), bad)
+    result = _cli(tmp_path, tiny_model)
+    assert result.exit_code == 3
+    message = _failed_message(result)
+    assert "no column 'text' (--text-column)" in message and str(bad) in message
+    assert "the file has: id, body" in message
+    _assert_good_complete(tmp_path)
+
+
+def test_text_column_of_the_wrong_type_fails_its_shard(tmp_path, tiny_model):
+    _good_shard(tmp_path)
+    pq.write_table(pa.table({"id": [1, 2], "text": [3, 4]}), tmp_path / "in" / "bad.parquet")
+    result = _cli(tmp_path, tiny_model)
+    assert result.exit_code == 3
+    assert "has type int64; expected a string column" in _failed_message(result)
+    _assert_good_complete(tmp_path)
+
+
+def test_null_text_keeps_the_row_with_null_vectors_and_is_counted(tmp_path, tiny_model):
+    texts = ["the cat", None, "", "   ", None, "a dog ran far"]
+    write_shard(tmp_path / "in" / "s.parquet", texts)
+    result = _cli(tmp_path, tiny_model, "--pooling", "mean", "--pooling", "cls")
+    assert result.exit_code == 0
+    summary = json.loads(result.stdout)
+    assert summary["null_rows"] == 2 and summary["rows"] == 6
+    table = pq.read_table(tmp_path / "out" / "s.parquet")
+    assert table.column("id").to_pylist() == list(range(6))
+    for name in ("emb_mean", "emb_cls"):
+        valid = [v is not None for v in table.column(name).to_pylist()]
+        assert valid == [True, False, True, True, False, True]  # empty strings are embedded
+
+
+def test_all_null_window_and_zero_row_shard(tmp_path, tiny_model):
+    write_shard(tmp_path / "in" / "nulls.parquet", [None] * 5)
+    write_shard(tmp_path / "in" / "empty.parquet", [])
+    result = _cli(tmp_path, tiny_model, "--keep-column", "text")
+    assert result.exit_code == 0, result.output
+    empty = pq.read_table(tmp_path / "out" / "empty.parquet")
+    assert empty.num_rows == 0
+    assert empty.schema.names == ["id", "text", "emb_mean"]
+    assert empty.schema.field("emb_mean").type == pa.list_(pa.float32(), 32)
+    assert pq.read_table(tmp_path / "out" / "nulls.parquet").column("emb_mean").null_count == 5
+
+
+def test_dictionary_and_large_string_text_work_like_plain_strings(tmp_path, tiny_model):
+    texts = tiny_texts(15, seed=4)
+    plain = pa.array(texts, pa.string())
+    variants = {
+        "plain": plain,
+        "large": plain.cast(pa.large_string()),
+        "dict": plain.dictionary_encode(),
+    }
+    (tmp_path / "in").mkdir()
+    for name, column in variants.items():
+        pq.write_table(
+            pa.table({"id": range(15), "text": column}), tmp_path / "in" / f"{name}.parquet"
+        )
+    assert pa.types.is_dictionary(
+        pq.read_schema(tmp_path / "in" / "dict.parquet").field("text").type
+    )
+    assert _cli(tmp_path, tiny_model).exit_code == 0
+    vectors = {
+        n: np.array(pq.read_table(tmp_path / "out" / f"{n}.parquet").column("emb_mean").to_pylist())
+        for n in variants
+    }
+    np.testing.assert_array_equal(vectors["large"], vectors["plain"])
+    np.testing.assert_array_equal(vectors["dict"], vectors["plain"])
+
+
+def test_duplicate_and_null_ids_are_kept_as_they_are(tmp_path, tiny_model):
+    ids = pa.array([7, 7, None, 3, None], pa.int64())
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": ids, "text": tiny_texts(5)}), tmp_path / "in" / "s.parquet")
+    assert _cli(tmp_path, tiny_model).exit_code == 0
+    assert pq.read_table(tmp_path / "out" / "s.parquet").column("id").to_pylist() == [
+        7,
+        7,
+        None,
+        3,
+        None,
+    ]
+
+
+def test_huge_string_is_truncated_counted_and_memory_stays_bounded(tmp_path, tiny_model):
+    """A 2 MB text: cut at --max-length, counted in the summary, peak RSS barely moves."""
+    huge = " ".join(["big red dog"] * 180_000)  # 2.2 MB, ~540k tokens
+    assert len(huge) > 2_000_000
+    write_shard(tmp_path / "a" / "in" / "s.parquet", ["the cat", huge[:60]])
+    write_shard(tmp_path / "b" / "in" / "s.parquet", ["the cat", huge])
+
+    def run(root):
+        code = (
+            "import json, resource, sys; from jobs.cli import main; sys.argv = sys.argv[1:]\n"
+            "try: main()\n"
+            "except SystemExit as e: rc = e.code\n"
+            "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "print(json.dumps({'rc': rc, 'rss_kb': rss}))"
+        )
+        args = [
+            "embed-etl",
+            "run",
+            str(root / "in"),
+            "-o",
+            str(root / "out"),
+            "--model",
+            str(tiny_model),
+            "--max-length",
+            "16",
+            "--num-workers",
+            "0",
+            "--no-progress",
+        ]
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+            check=True,
+        )
+        summary, measured = (json.loads(line) for line in proc.stdout.strip().splitlines()[-2:])
+        assert measured["rc"] == 0, proc.stderr
+        return summary, measured["rss_kb"]
+
+    small_summary, small_rss = run(tmp_path / "a")
+    summary, rss = run(tmp_path / "b")
+    assert summary["truncated_rows"] == 1 and small_summary["truncated_rows"] == 1
+    assert (rss - small_rss) / 1024 < 150, f"peak RSS grew by {(rss - small_rss) / 1024:.0f} MB"
+    cut = pq.read_table(tmp_path / "b" / "out" / "s.parquet").column("emb_mean").to_pylist()[1]
+    short = pq.read_table(tmp_path / "a" / "out" / "s.parquet").column("emb_mean").to_pylist()[1]
+    np.testing.assert_allclose(cut, short, atol=1e-5)  # both are the first 16 tokens

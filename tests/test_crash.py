@@ -1,0 +1,171 @@
+"""Real crashes and real concurrency: SIGKILL mid-run, reruns, two processes on one output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from etl.manifest import ManifestStore
+from tests.conftest import REPO, tiny_texts, write_shard
+
+SHARDS = 5
+ROWS = 3000
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    for i in range(SHARDS):
+        write_shard(
+            tmp_path / "in" / f"p{i}.parquet",
+            tiny_texts(ROWS, seed=i),
+            ids=range(i * ROWS, (i + 1) * ROWS),
+        )
+    return tmp_path / "in"
+
+
+def _start(tiny_model, inputs, output, *extra) -> subprocess.Popen:
+    """The job as users run it, slowed by tiny batches so that it can be caught mid-shard."""
+    args = [
+        sys.executable,
+        "-m",
+        "jobs.cli",
+        "run",
+        str(inputs),
+        "-o",
+        str(output),
+        "--model",
+        str(tiny_model),
+        "--batch-size",
+        "4",
+        "--no-progress",
+        *extra,
+    ]
+    return subprocess.Popen(
+        args,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_until(proc: subprocess.Popen, condition, what: str, timeout: float = 120) -> None:
+    """Poll the output directory (not the clock) until the job reaches a state."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"job ended before {what}: {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: main process and its workers
+    proc.wait()
+
+
+def _temp_files(output: Path) -> list[Path]:
+    return list(output.glob(".*inprogress*"))
+
+
+def _done(output: Path) -> int:
+    return sum(1 for r in ManifestStore(output).records() if r["status"] == "done")
+
+
+def _assert_final_files_complete(output: Path) -> None:
+    """Every file under a final name is whole: readable, every row of its input, no nulls."""
+    for path in output.glob("p*.parquet"):
+        table = pq.read_table(path)
+        i = int(path.stem[1:])
+        assert table.column("id").to_pylist() == list(range(i * ROWS, (i + 1) * ROWS)), path
+        assert table.column("emb_mean").null_count == 0
+
+
+def test_sigkill_at_several_points_then_rerun_is_exactly_once(tmp_path, tiny_model, corpus):
+    out = tmp_path / "out"
+    # 1: mid-way through the first shard, nothing done yet
+    proc = _start(tiny_model, corpus, out)
+    _wait_until(proc, lambda: _temp_files(out) and _done(out) == 0, "first shard in progress")
+    _kill(proc)
+    _assert_final_files_complete(out)
+    assert _done(out) == 0 and _temp_files(out)  # the killed run left its temporary file
+
+    # 2: after a rerun has finished two shards, while it writes the next
+    proc = _start(tiny_model, corpus, out)
+    _wait_until(proc, lambda: _done(out) >= 2 and _temp_files(out), "third shard in progress")
+    _kill(proc)
+    _assert_final_files_complete(out)
+    done_before = _done(out)
+
+    # 3: as soon as one more shard is recorded, between shards or just into the next
+    proc = _start(tiny_model, corpus, out)
+    _wait_until(proc, lambda: _done(out) > done_before, "one more shard done")
+    _kill(proc)
+    _assert_final_files_complete(out)
+    done_before = _done(out)
+    assert done_before < SHARDS
+
+    # the rerun finishes, redoing only what was not done
+    proc = _start(tiny_model, corpus, out)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["shards_skipped"] == done_before
+    assert summary["shards_done"] == SHARDS - done_before
+    assert summary["rows"] == (SHARDS - done_before) * ROWS
+
+    _assert_final_files_complete(out)
+    ids = [
+        i for p in sorted(out.glob("p*.parquet")) for i in pq.read_table(p).column("id").to_pylist()
+    ]
+    assert sorted(ids) == list(range(SHARDS * ROWS))  # every row exactly once
+    assert not _temp_files(out)
+    assert not list((out / "_embed_etl" / "claims").glob("*.claim"))
+
+
+def test_two_processes_on_one_output_do_every_shard_once(tmp_path, tiny_model, corpus):
+    out = tmp_path / "out"
+    # One core each: two processes with a thread per core each would oversubscribe the CPU.
+    procs = [_start(tiny_model, corpus, out, "--threads", "1") for _ in range(2)]
+    summaries = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+        summaries.append(json.loads(stdout))
+    done = [
+        {s["input"] for s in summary["shards"] if s["status"] == "done"} for summary in summaries
+    ]
+    assert not done[0] & done[1], f"both processes did {done[0] & done[1]}"
+    assert done[0] | done[1] == {f"p{i}.parquet" for i in range(SHARDS)}
+    _assert_final_files_complete(out)
+    assert len(list(out.glob("p*.parquet"))) == SHARDS
+    assert all(done), "one process did no shard at all: the test did not exercise concurrency"
+    records = ManifestStore(out).records()
+    assert {r["pid"] for r in records} == {p.pid for p in procs}
+    assert all(r["status"] == "done" for r in records) and len(records) == SHARDS
+
+
+def test_sigterm_stops_cleanly_and_a_rerun_finishes(tmp_path, tiny_model, corpus):
+    out = tmp_path / "out"
+    proc = _start(tiny_model, corpus, out)
+    _wait_until(proc, lambda: _temp_files(out), "first shard in progress")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "rerun the same command" in stderr
+    assert "Traceback" not in stderr
+    assert not _temp_files(out)  # cleaned up on the way out
+    assert not list((out / "_embed_etl" / "claims").glob("*.claim"))
+    proc = _start(tiny_model, corpus, out)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    _assert_final_files_complete(out)

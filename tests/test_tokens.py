@@ -1,0 +1,41 @@
+"""Tokenizing a window: truncated ids and full counts, the same as tokenizing whole texts."""
+
+from __future__ import annotations
+
+import pytest
+
+from etl.encoder import load_tokenizer
+from etl.modelinfo import resolve_model
+from etl.tokens import PIECE_CHARS, count_tokens, head, tokenize_window
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(resolve_model(None))
+
+
+def _full(tokenizer, text):
+    tokenizer.backend_tokenizer.no_truncation()
+    return tokenizer(text, add_special_tokens=True)["input_ids"]
+
+
+def test_window_ids_and_counts_equal_whole_text_tokenization(tokenizer):
+    paragraph = "Attention masks tell the model which positions are real tokens, not padding. "
+    texts = ["Hi", "", "   ", paragraph, paragraph * 40, paragraph * 2000, "x" * 10_000 + " tail"]
+    ids, counts = tokenize_window(tokenizer, texts, 64)
+    for text, got, n in zip(texts, ids, counts, strict=True):
+        full = _full(tokenizer, text)
+        assert n == len(full), text[:30]
+        assert got == (full if len(full) <= 64 else [*full[:63], full[-1]]), text[:30]
+
+
+def test_count_of_a_huge_text_is_piecewise_exact(tokenizer):
+    text = "Sorting rows by length keeps padding low; ünïcödé wörds too. " * 5000
+    assert len(text) > 4 * PIECE_CHARS
+    assert count_tokens(tokenizer, text) == len(_full(tokenizer, text))
+
+
+def test_head_never_cuts_a_word():
+    text = "alpha beta gamma delta"
+    assert head(text, 7) == "alpha beta"
+    assert head(text, 100) == text

@@ -82,6 +82,13 @@ class Encoder:
         self.device = device
         torch.set_num_threads(cfg.threads or default_threads())
         self.model = _load_model(spec, device)
+        if device.type == "cpu" and not _cpu_supports(spec.dtype):
+            log.warning(
+                "--dtype %s: this CPU has no native %s instructions; expect it to be slower "
+                "than float32",
+                spec.dtype,
+                spec.dtype,
+            )
         self.autocast = (
             torch.autocast(device_type=device.type, dtype=getattr(torch, spec.dtype))
             if spec.dtype != "float32"
@@ -132,8 +139,11 @@ def _load_model(spec: OutputSpec, device: torch.device) -> torch.nn.Module:
 
     hf_logging.disable_progress_bar()
     info = spec.model
+    attention = attention_backend(device, spec.dtype)
     try:
-        model, loading = AutoModel.from_pretrained(info.path, output_loading_info=True)
+        model, loading = AutoModel.from_pretrained(
+            info.path, output_loading_info=True, attn_implementation=attention
+        )
     except Exception as exc:
         raise ModelError(
             f"--model {info.name}: cannot load weights from {info.path}: {exc}"
@@ -152,6 +162,20 @@ def _load_model(spec: OutputSpec, device: torch.device) -> torch.nn.Module:
         model.pooler = None  # the dense+tanh head is only computed when asked for
     _keep_layers(model, spec.deepest_layer, info)
     return model.eval().to(device)
+
+
+def attention_backend(device: torch.device, dtype: str) -> str | None:
+    """FlashAttention-2 where it is installed (CUDA, half precision): it skips the padding
+    instead of computing it. None lets transformers choose (SDPA where the model has it)."""
+    if device.type == "cuda" and dtype in ("float16", "bfloat16"):
+        try:
+            from transformers.utils import is_flash_attn_2_available
+        except ImportError:  # pragma: no cover - older transformers
+            return None
+        if is_flash_attn_2_available():
+            log.info("attention: flash_attention_2 (padding is skipped)")
+            return "flash_attention_2"
+    return None
 
 
 def _keep_layers(model: torch.nn.Module, keep: int, info: ModelInfo) -> None:
@@ -178,6 +202,20 @@ def _find_layers(model: torch.nn.Module, count: int) -> torch.nn.ModuleList | No
         if isinstance(obj, torch.nn.ModuleList) and len(obj) == count:
             return obj
     return None
+
+
+def _cpu_supports(dtype: str) -> bool:
+    """Whether oneDNN has native kernels for this dtype here (AVX512-BF16, AMX, AVX512-FP16)."""
+    probe = {
+        "bfloat16": "_is_mkldnn_bf16_supported",
+        "float16": "_is_mkldnn_fp16_supported",
+    }.get(dtype)
+    if probe is None:
+        return True
+    try:
+        return bool(getattr(torch.ops.mkldnn, probe)())
+    except (AttributeError, RuntimeError):
+        return True  # cannot tell: say nothing
 
 
 def _mps_available() -> bool:

@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
@@ -136,7 +137,7 @@ def resolve_batching(cfg: JobConfig, spec: OutputSpec, device_type: str):
     """Token budget: small on CPU (big padded batches lose there), large on GPUs."""
     from etl.loader import Batching
 
-    budget = cfg.batch_tokens or (4096 if device_type == "cpu" else 32768)
+    budget = cfg.batch_tokens or (2048 if device_type == "cpu" else 32768)
     if budget < spec.max_length:
         raise ConfigError(
             f"--batch-tokens {budget}: must be at least --max-length ({spec.max_length}) so "
@@ -180,6 +181,8 @@ class _Runner:
         self.active: dict[int, _Active] = {}
         self.results: dict[int, ShardResult] = {}
         self.seen: set[int] = set()  # shards this process claimed
+        self.committing: list[tuple[_Active, int, Future]] = []
+        self.io: Executor | None = None
         self.tokens = 0
 
     def consume(self, loader, total_rows: int, progress: bool | None) -> list[ShardResult]:
@@ -202,6 +205,8 @@ class _Runner:
         try:
             items = iter(loader)  # workers start (fork) here, before any thread of ours
             heartbeat.start()
+            # One thread turns finished windows into Parquet while the model runs.
+            self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-etl-io")
             for item in items:
                 if isinstance(item, Batch):
                     if self._batch(item):
@@ -214,12 +219,16 @@ class _Runner:
                     self._end(item)
                 elif isinstance(item, ShardFailed):
                     self._failed(item)
+                self._settle(wait=False)
         finally:
             stop.set()
             if heartbeat.is_alive():
                 heartbeat.join()
             for active in self.active.values():
                 active.writer.abort()
+            self._settle(wait=True)  # shards whose rename is under way still get recorded
+            if self.io is not None:
+                self.io.shutdown(wait=True)
             self.claims.release_all()
             bar.close()
         return [self.results[i] for i in sorted(self.results)]
@@ -233,7 +242,7 @@ class _Runner:
         shard = self.shards[item.shard_index]
         result = ShardResult(shard, "running")
         try:
-            writer = ShardWriter(shard, self.spec, item.schema)
+            writer = ShardWriter(shard, self.spec, item.schema, io=self.io)
         except Exception as exc:  # noqa: BLE001 - e.g. output directory not writable
             self._record_failure(item.shard_index, result, f"{type(exc).__name__}: {exc}", {})
             return
@@ -264,22 +273,30 @@ class _Runner:
         return True
 
     def _end(self, item: ShardEnd) -> None:
-        active = self.active.get(item.shard_index)
-        if active is None:
-            return
-        try:
-            active.writer.commit(item.num_rows)
-        except Exception as exc:  # noqa: BLE001 - the shard fails; the others go on
-            self._abort(active, f"{type(exc).__name__}: {exc}")
-            return
-        del self.active[item.shard_index]
-        result = active.result
-        result.status, result.rows = "done", item.num_rows
-        result.seconds = time.perf_counter() - active.started
-        self.store.write(result.shard, self._record(result, active, rows_out=item.num_rows))
-        self.claims.release(result.shard)
-        self.results[item.shard_index] = result
-        log.info("done %s: %d rows in %.1f s", result.shard.rel_name, result.rows, result.seconds)
+        active = self.active.pop(item.shard_index, None)
+        if active is not None:
+            self.committing.append((active, item.num_rows, active.writer.commit(item.num_rows)))
+
+    def _settle(self, wait: bool) -> None:
+        """Record the shards whose commit finished: done only after the rename, else failed."""
+        pending = []
+        for active, rows, future in self.committing:
+            if not (wait or future.done()):
+                pending.append((active, rows, future))
+                continue
+            try:
+                future.result()
+            except Exception as exc:  # noqa: BLE001 - the shard fails; the others go on
+                self._abort(active, f"{type(exc).__name__}: {exc}")
+                continue
+            result = active.result
+            result.status, result.rows = "done", rows
+            result.seconds = time.perf_counter() - active.started
+            self.store.write(result.shard, self._record(result, active, rows_out=rows))
+            self.claims.release(result.shard)
+            self.results[active.index] = result
+            log.info("done %s: %d rows in %.1f s", result.shard.rel_name, rows, result.seconds)
+        self.committing = pending
 
     def _failed(self, item: ShardFailed) -> None:
         if item.detail:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from concurrent.futures import Executor, Future
 from pathlib import Path
 
 import numpy as np
@@ -67,11 +68,19 @@ class _Window:
 class ShardWriter:
     """Collects a shard's windows and writes them, in input order, to a temporary file.
 
-    ``commit`` checks the file and renames it into place, so a final name never holds a partial
-    file; ``abort`` removes the temporary file.
+    Arrow conversion and Parquet writes run on the ``io`` executor (one thread, so in order),
+    off the thread that drives the model. ``commit`` checks the file and renames it into place,
+    so a final name never holds a partial file; ``abort`` removes the temporary file. Both
+    return futures that complete once everything submitted before them is done.
     """
 
-    def __init__(self, shard: Shard, spec: OutputSpec, input_schema: pa.Schema) -> None:
+    def __init__(
+        self,
+        shard: Shard,
+        spec: OutputSpec,
+        input_schema: pa.Schema,
+        io: Executor | None = None,
+    ) -> None:
         self.shard = shard
         self.spec = spec
         self.schema = output_schema(input_schema, spec, shard)
@@ -89,10 +98,11 @@ class ShardWriter:
             use_dictionary=passthrough,
             write_statistics=passthrough,
         )
+        self._io = io or InlineExecutor()
         self._windows: dict[int, _Window] = {}
         self._next_window = 0
+        self._error: BaseException | None = None  # first failed write, raised by commit
         self.rows_written = 0
-        self.null_rows = 0
 
     def add(
         self, window_index: int, info: WindowInfo | None, rows: np.ndarray, vectors: dict
@@ -107,26 +117,34 @@ class ShardWriter:
             window.filled[rows] = True
         window.batches_seen += 1
         while self._next_window in self._windows and self._windows[self._next_window].complete:
-            self._write(self._windows.pop(self._next_window))
+            self._io.submit(self._write, self._windows.pop(self._next_window))
             self._next_window += 1
 
     def _write(self, window: _Window) -> None:
-        nulls = pa.array(~window.filled) if not window.filled.all() else None
-        arrays = list(window.info.passthrough.columns)
-        for column in self.spec.columns:
-            flat = pa.array(window.vectors[column.name].reshape(-1))
-            arrays.append(pa.FixedSizeListArray.from_arrays(flat, self.spec.dim, mask=nulls))
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-        self._writer.write_batch(batch)
-        self.rows_written += batch.num_rows
-        self.null_rows += int((~window.filled).sum())
+        if self._error is not None:
+            return
+        try:
+            nulls = pa.array(~window.filled) if not window.filled.all() else None
+            arrays = list(window.info.passthrough.columns)
+            for column in self.spec.columns:
+                flat = pa.array(window.vectors[column.name].reshape(-1))
+                arrays.append(pa.FixedSizeListArray.from_arrays(flat, self.spec.dim, mask=nulls))
+            batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+            self._writer.write_batch(batch)
+            self.rows_written += batch.num_rows
+        except BaseException as exc:  # noqa: BLE001 - kept, and raised by commit
+            self._error = exc
 
-    def commit(self, expected_rows: int) -> None:
-        """Close, check row count and schema, then rename into the final name."""
-        if self._windows:
-            raise RuntimeError(
-                f"{self.shard.input_path}: windows never completed: {list(self._windows)}"
-            )
+    def commit(self, expected_rows: int) -> Future:
+        """Once every window is written: close, check rows and schema, rename into place."""
+        unfinished = sorted(self._windows)
+        return self._io.submit(self._commit, expected_rows, unfinished)
+
+    def _commit(self, expected_rows: int, unfinished: list[int]) -> None:
+        if self._error is not None:
+            raise self._error
+        if unfinished:
+            raise RuntimeError(f"{self.shard.input_path}: windows never completed: {unfinished}")
         self._writer.close()
         written = pq.read_metadata(self.temp_path)
         if written.num_rows != expected_rows or self.rows_written != expected_rows:
@@ -139,11 +157,26 @@ class ShardWriter:
         os.replace(self.temp_path, self.shard.output_path)
         _fsync(Path(self.shard.output_path).parent)
 
-    def abort(self) -> None:
+    def abort(self) -> Future:
         """Drop the temporary file; the final name is untouched."""
+        return self._io.submit(self._abort)
+
+    def _abort(self) -> None:
         with contextlib.suppress(Exception):  # already failing; removing the file matters
             self._writer.close()
         self.temp_path.unlink(missing_ok=True)
+
+
+class InlineExecutor(Executor):
+    """Runs each task at once in the calling thread (for callers that want no thread)."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - delivered through the future
+            future.set_exception(exc)
+        return future
 
 
 def _fsync(path: Path) -> None:

@@ -126,7 +126,7 @@ def cli() -> None:
     type=int,
     default=None,
     help="Padded-token budget per batch: rows x longest row stays under it. Short texts "
-    "travel in big batches, long ones in small. [default: 4096 on CPU, 32768 on GPU]",
+    "travel in big batches, long ones in small. [default: 2048 on CPU, 32768 on GPU]",
     **_env("BATCH_TOKENS"),
 )
 @click.option(

@@ -40,11 +40,29 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from etl.encoder import default_threads, load_tokenizer
-    from etl.modelinfo import resolve_model
+    from etl.encoder import default_threads
 
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
+    report: dict = {"date": dt.date.today().isoformat(), "machine": _machine(threads)}
+    work = Path(tempfile.mkdtemp(prefix="embed-etl-bench-"))
+    if not args.no_speed:
+        _speed(args, report, work, torch)
+    if args.memory:
+        report["memory"] = _memory(args, work)
+    _print(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for path in (args.out / f"bench-{stamp}.json", args.out / "latest.json"):
+        path.write_text(json.dumps(report, indent=1))
+    _say(f"figures written to {args.out / 'latest.json'}")
+
+
+def _speed(args, report: dict, work: Path, torch) -> None:
+    """(a), (b) and (c) on the same rows, interleaved, --repeats times."""
+    from etl.encoder import load_tokenizer
+    from etl.modelinfo import resolve_model
+
     model = resolve_model(None)
     tokenizer = load_tokenizer(model)
     table = _rows(args.corpus, args.rows)
@@ -53,23 +71,20 @@ def main() -> None:
     config = json.loads(Path(model.path, "config.json").read_text())
     useful_flops = _useful_flops(lengths, config)
     per_text = useful_flops / len(texts)
-    report: dict = {
-        "date": dt.date.today().isoformat(),
-        "machine": _machine(threads),
-        "rows": len(texts),
-        "max_length": args.max_length,
-        "real_tokens": int(lengths.sum()),
-        "useful_gflop": round(useful_flops / 1e9, 1),
-        "repeats": args.repeats,
-    }
+    report.update(
+        rows=len(texts),
+        max_length=args.max_length,
+        real_tokens=int(lengths.sum()),
+        useful_gflop=round(useful_flops / 1e9, 1),
+        repeats=args.repeats,
+    )
     _say(
         f"{len(texts):,} rows, {lengths.sum():,} tokens (median {int(np.median(lengths))}), "
-        f"{threads} threads, {report['machine']['cpu']}"
+        f"{report['machine']['threads']} threads, {report['machine']['cpu']}"
     )
     report["matmul_peak_gflops"] = round(_matmul_peak(torch) / 1e9, 1)
     _say(f"float32 matmul peak: {report['matmul_peak_gflops']} GFLOP/s")
 
-    work = Path(tempfile.mkdtemp(prefix="embed-etl-bench-"))
     shard_dir = work / "in"
     shard_dir.mkdir()
     for i, start in enumerate(range(0, table.num_rows, 10_000)):
@@ -118,14 +133,6 @@ def main() -> None:
     report["peak_rss_mb_this_process"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
     )
-    if args.memory:
-        report["memory"] = _memory(args, work)
-    _print(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    for path in (args.out / f"bench-{stamp}.json", args.out / "latest.json"):
-        path.write_text(json.dumps(report, indent=1))
-    _say(f"figures written to {args.out / 'latest.json'}")
 
 
 def _parse() -> argparse.Namespace:
@@ -143,6 +150,10 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--memory", action="store_true", help="also the flat-memory runs (slow)")
     parser.add_argument("--memory-small", type=int, default=10_000)
+    parser.add_argument(
+        "--memory-dtype", default="bfloat16", help="dtype of the memory runs (speed only)"
+    )
+    parser.add_argument("--no-speed", action="store_true", help="only the memory runs")
     parser.add_argument("--job-args", default="", help="extra options for the job runs")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results")
     args = parser.parse_args()
@@ -295,7 +306,13 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def _memory(args, work: Path) -> dict:
-    """Peak RSS of the whole job (as users run it) on the first 10k rows and on everything."""
+    """Peak RSS of the whole job (as users run it) on the first 10k rows and on everything.
+
+    Read from /proc (VmHWM of the job process, RSS of its process tree sampled every 0.1 s):
+    a child's ru_maxrss would include this process's own peak, inherited at fork.
+    """
+    import psutil
+
     small = work / "mem-small"
     small.mkdir()
     pq.write_table(_rows(args.corpus, args.memory_small), small / "part-00000.parquet")
@@ -314,24 +331,46 @@ def _memory(args, work: Path) -> dict:
             "--max-length",
             str(args.max_length),
             "--dtype",
-            args.fast_dtype,
+            args.memory_dtype,
             "--no-progress",
         ]
         with tempfile.TemporaryFile() as stdout:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=stdout, stderr=subprocess.DEVNULL)
-            _, _, usage = os.wait4(proc.pid, 0)  # the peak RSS of this child and its workers
+            main_peak, tree_peak = 0, 0
+            job = psutil.Process(proc.pid)
+            while proc.poll() is None:
+                try:
+                    main_peak = max(main_peak, _vm_hwm(proc.pid))
+                    tree = [job, *job.children(recursive=True)]
+                    tree_peak = max(tree_peak, sum(p.memory_info().rss for p in tree))
+                except (psutil.Error, OSError):
+                    pass
+                time.sleep(0.1)
             stdout.seek(0)
             summary = json.loads(stdout.read())
         result[name] = {
             "rows": summary["rows"],
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
             "seconds": summary["seconds"],
+            "peak_rss_mb": round(main_peak / 2**20, 1),
+            "peak_tree_rss_mb": round(tree_peak / 2**20, 1),
         }
-        _say(f"memory {name}: {summary['rows']:,} rows, peak RSS {result[name]['peak_rss_mb']} MB")
-    result["ratio"] = round(
-        result["rows_all"]["peak_rss_mb"] / result["rows_small"]["peak_rss_mb"], 3
-    )
+        _say(
+            f"memory {name}: {summary['rows']:,} rows, peak RSS {result[name]['peak_rss_mb']} MB "
+            f"(with its workers {result[name]['peak_tree_rss_mb']} MB)"
+        )
+    result["dtype"] = args.memory_dtype
+    for key in ("peak_rss_mb", "peak_tree_rss_mb"):
+        ratio = result["rows_all"][key] / result["rows_small"][key]
+        result[key.replace("peak", "ratio").replace("_mb", "")] = round(ratio, 3)
     return result
+
+
+def _vm_hwm(pid: int) -> int:
+    """Peak resident set size of a live process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _machine(threads: int) -> dict:
@@ -355,6 +394,21 @@ def _machine(threads: int) -> dict:
 
 
 def _print(report: dict) -> None:
+    if "results" in report:
+        _print_speed(report)
+    if "memory" in report:
+        m = report["memory"]
+        small, everything = m["rows_small"], m["rows_all"]
+        print(
+            f"peak RSS of the job ({m['dtype']}): "
+            f"{small['rows']:,} rows {small['peak_rss_mb']} MB, "
+            f"{everything['rows']:,} rows {everything['peak_rss_mb']} MB: ratio {m['ratio_rss']}; "
+            f"with its tokenizer worker {small['peak_tree_rss_mb']} MB and "
+            f"{everything['peak_tree_rss_mb']} MB: ratio {m['ratio_tree_rss']}"
+        )
+
+
+def _print_speed(report: dict) -> None:
     rows = report["results"]
     print(
         f"\n{report['rows']:,} rows of the shared corpus, max_length {report['max_length']}, "
@@ -393,13 +447,6 @@ def _print(report: dict) -> None:
         f"mean {cos['job_fast_vs_job_exact']['mean']}"
     )
     print(f"peak RSS of this process: {report['peak_rss_mb_this_process']} MB")
-    if "memory" in report:
-        m = report["memory"]
-        small, everything = m["rows_small"], m["rows_all"]
-        print(
-            f"peak RSS of the job: {small['rows']:,} rows {small['peak_rss_mb']} MB, "
-            f"{everything['rows']:,} rows {everything['peak_rss_mb']} MB: ratio {m['ratio']}"
-        )
 
 
 def _say(message: str) -> None:

@@ -1,0 +1,50 @@
+"""The CUDA path: as the CPU in float32, close in half precision. Skipped without a GPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from etl.config import JobConfig
+from etl.pipeline import run_job
+from tests.conftest import tiny_texts, write_shard
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"),
+]
+
+
+def _vectors(tmp_path, model, name, **kw):
+    cfg = JobConfig(
+        inputs=(str(tmp_path / "in"),),
+        output_dir=str(tmp_path / name),
+        model=str(model),
+        normalize=True,
+        progress=False,
+        **kw,
+    )
+    assert run_job(cfg).ok
+    return np.array(pq.read_table(tmp_path / name / "s.parquet").column("emb_mean").to_pylist())
+
+
+@pytest.mark.parametrize("model_name", ["tiny", "real"])
+def test_cuda_matches_cpu(tmp_path, tiny_model, real_model, model_name):
+    model = tiny_model if model_name == "tiny" else real_model
+    write_shard(tmp_path / "in" / "s.parquet", tiny_texts(300, seed=5))
+    cpu = _vectors(tmp_path, model, "cpu", device="cpu")
+    gpu32 = _vectors(tmp_path, model, "gpu32", device="cuda", dtype="float32", num_workers=2)
+    np.testing.assert_allclose(gpu32, cpu, atol=1e-4)
+    for dtype in ("float16", "bfloat16"):
+        half = _vectors(tmp_path, model, f"gpu-{dtype}", device="cuda", dtype=dtype)
+        assert (half * cpu).sum(1).min() >= 0.99, dtype
+
+
+def test_auto_picks_cuda_and_half_precision(tmp_path, real_model):
+    write_shard(tmp_path / "in" / "s.parquet", tiny_texts(10))
+    cfg = JobConfig(inputs=(str(tmp_path / "in"),), output_dir=str(tmp_path / "o"), progress=False)
+    run_job(cfg)
+    meta = pq.read_schema(tmp_path / "o" / "s.parquet").metadata
+    assert meta[b"embed_etl.dtype"] in (b"bfloat16", b"float16")

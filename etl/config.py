@@ -11,6 +11,7 @@ from etl.modelinfo import ModelInfo
 POOLINGS = ("mean", "cls", "max", "pooler")
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class JobConfig:
     only_failed: bool = False  # redo only shards recorded as failed
     shard_index: int | None = None  # with num_shards: run only this part of the inputs
     num_shards: int | None = None
+    workers: int = 1  # worker processes (or Ray actors), each with its own model
+    devices: tuple[str, ...] = ()  # one worker per device, e.g. ("cuda:0", "cuda:1")
+    engine: str = "local"  # local | ray
+    ray_address: str | None = None  # None: a local Ray, or RAY_ADDRESS if set
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -69,14 +74,21 @@ class JobConfig:
             raise ConfigError(f"--num-workers: expected 0 or more, got {self.num_workers}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"--dtype {self.dtype}: expected one of {', '.join(DTYPES)}")
-        device = self.device
-        base, _, index = device.partition(":")
-        if (
-            base not in ("auto", "cpu", "cuda", "mps")
-            or (index and not index.isdigit())
-            or (index and base != "cuda")
-        ):
-            raise ConfigError(f"--device {device}: expected {DEVICES_HELP}")
+        _check_device("--device", self.device)
+        for device in self.devices:
+            _check_device("--devices", device)
+            if device == "auto":
+                raise ConfigError("--devices: name each device, e.g. cuda:0,cuda:1")
+        _positive("--workers", self.workers)
+        if self.devices and self.workers not in (1, len(self.devices)):
+            raise ConfigError(
+                f"--workers {self.workers} --devices {','.join(self.devices)}: one worker runs "
+                "per device; give one of the two"
+            )
+        if self.engine not in ENGINES:
+            raise ConfigError(f"--engine {self.engine}: expected one of {', '.join(ENGINES)}")
+        if self.ray_address and self.engine != "ray":
+            raise ConfigError("--ray-address goes with --engine ray")
         if (self.shard_index is None) != (self.num_shards is None):
             raise ConfigError("--shard-index and --num-shards go together")
         if self.num_shards is not None:
@@ -134,6 +146,16 @@ def build_output_spec(cfg: JobConfig, model: ModelInfo, dtype: str) -> OutputSpe
         max_length=max_length,
         dtype=dtype,
     )
+
+
+def _check_device(option: str, device: str) -> None:
+    base, _, index = device.partition(":")
+    if (
+        base not in ("auto", "cpu", "cuda", "mps")
+        or (index and not index.isdigit())
+        or (index and base != "cuda")
+    ):
+        raise ConfigError(f"{option} {device}: expected {DEVICES_HELP}")
 
 
 def _positive(option: str, value: int | None, allow_none: bool = False) -> None:

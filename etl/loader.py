@@ -55,13 +55,19 @@ class ShardStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Item]:
         worker = get_worker_info()
+        held_elsewhere = []
         for index, shard in enumerate(self.shards):
             if self.claim is None:
                 if worker is not None and index % worker.num_workers != worker.id:
                     continue
             elif not self.claim(shard):
-                continue  # another process (or worker) has it
+                held_elsewhere.append((index, shard))  # another process (or worker) has it
+                continue
             yield from self._shard(index, shard)
+        # A process that died meanwhile left claims that are stale now: take those over.
+        for index, shard in held_elsewhere:
+            if self.claim(shard):
+                yield from self._shard(index, shard)
 
     def _shard(self, index: int, shard: Shard) -> Iterator[Item]:
         spec = self.spec

@@ -1,45 +1,71 @@
-"""run_job: the one flow from input shards to embedding files."""
+"""run_job: the one flow from input shards to embedding files.
+
+plan_job decides what is left to do without loading the model; then one ShardWorker (this
+process), several worker processes (--workers, --devices) or a pool of Ray actors
+(--engine ray) claim and embed the pending shards.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import sys
-import threading
 import time
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
-from etl import __version__
-from etl.claims import HEARTBEAT_SECONDS, ClaimBook
 from etl.config import JobConfig, build_output_spec
-from etl.contract import (
-    Batch,
-    JobSummary,
-    OutputSpec,
-    Shard,
-    ShardEnd,
-    ShardFailed,
-    ShardResult,
-    ShardStart,
-)
+from etl.contract import JobSummary, OutputSpec, Shard, ShardResult
 from etl.errors import ConfigError, InputError
 from etl.manifest import ManifestStore
 from etl.modelinfo import resolve_model
-from etl.resume import (
-    check_existing_outputs,
-    check_job_record,
-    job_record,
-    select_pending,
-)
+from etl.resume import check_existing_outputs, check_job_record, job_record, select_pending
 from etl.shards import discover, partition
-from etl.sink import ShardWriter
 from etl.source import check_columns
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What a run will do, decided before any model is loaded."""
+
+    cfg: JobConfig
+    spec: OutputSpec
+    device: str  # the device the fingerprint's dtype was resolved for
+    pending: tuple[Shard, ...]
+    done: tuple[Shard, ...]
+    total_rows: int  # rows in the pending shards, from their footers
+
+
+def plan_job(cfg: JobConfig, where: tuple[str, str] | None = None) -> JobPlan:
+    """Discover inputs, resolve the model's facts and the output spec, find what is left.
+
+    ``where`` is (device, auto dtype) when the model runs elsewhere (a Ray cluster); by
+    default both are resolved on this machine. Raises ConfigError, ModelError or
+    OutputConflictError before anything is written.
+    """
+    from etl.encoder import resolve_device, resolve_dtype
+
+    shards = discover(cfg.inputs, cfg.output_dir)
+    if cfg.num_shards is not None:
+        shards = partition(shards, cfg.num_shards)[cfg.shard_index]
+    model = resolve_model(cfg.model)
+    if where is None:
+        local = resolve_device(cfg.devices[0] if cfg.devices else cfg.device)
+        device, dtype = str(local), resolve_dtype(cfg.dtype, local)
+    else:
+        device, dtype = where[0], where[1] if cfg.dtype == "auto" else cfg.dtype
+    spec = build_output_spec(cfg, model, dtype)
+    store = ManifestStore(cfg.output_dir)
+    if not cfg.overwrite:
+        check_job_record(store.read_job(), spec, cfg.output_dir, store)
+    pending, done = select_pending(shards, store, spec, cfg)
+    total_rows = 0
+    if pending:
+        if not cfg.overwrite:
+            check_existing_outputs(pending, spec, cfg.output_dir)
+        total_rows = preflight(pending, spec)
+    return JobPlan(cfg, spec, device, tuple(pending), tuple(done), total_rows)
 
 
 def run_job(cfg: JobConfig) -> JobSummary:
@@ -48,63 +74,67 @@ def run_job(cfg: JobConfig) -> JobSummary:
     Fails before writing anything on bad options, a model that does not load or an output
     directory that holds results of other options. Afterwards a bad shard only fails itself.
     """
-    from etl.encoder import Encoder, load_tokenizer, resolve_device, resolve_dtype
-    from etl.loader import ShardStream, make_loader
-
     started = time.perf_counter()
-    shards = discover(cfg.inputs, cfg.output_dir)
-    if cfg.num_shards is not None:
-        shards = partition(shards, cfg.num_shards)[cfg.shard_index]
-    model = resolve_model(cfg.model)
-    device = resolve_device(cfg.device)
-    spec = build_output_spec(cfg, model, resolve_dtype(cfg.dtype, device))
-    store = ManifestStore(cfg.output_dir)
-    if not cfg.overwrite:
-        check_job_record(store.read_job(), spec, cfg.output_dir)
-    pending, done = select_pending(shards, store, spec, cfg)
-    skipped = [ShardResult(s, "skipped") for s in done]
-    if not pending:
-        log.info("nothing to do: %d shard(s) already done", len(done))
-        return JobSummary(spec.fingerprint, skipped, time.perf_counter() - started)
-    if not cfg.overwrite:
-        check_existing_outputs(pending, spec, cfg.output_dir)
-    total_rows = preflight(pending, spec)
+    where = None
+    if cfg.engine == "ray":
+        from etl.ray_engine import cluster_device, connect
 
-    tokenizer = load_tokenizer(model)
-    encoder = Encoder(spec, cfg, device)
-    batching = resolve_batching(cfg, spec, device.type)
-    encoder.warm_up(*largest_batch(batching, spec.max_length))
-    _record_job(store, spec, cfg)
+        connect(cfg)
+        where = cluster_device(cfg)
+    plan = plan_job(cfg, where)
+    skipped = [ShardResult(s, "skipped") for s in plan.done]
+    if not plan.pending:
+        log.info("nothing to do: %d shard(s) already done", len(plan.done))
+        return JobSummary(plan.spec.fingerprint, skipped, time.perf_counter() - started)
     log.info(
-        "%d shard(s) to do, %d already done; model %s on %s (%s)",
-        len(pending),
-        len(done),
-        model.name,
-        device,
-        spec.dtype,
+        "%d shard(s) to do, %d already done; model %s, %s",
+        len(plan.pending),
+        len(plan.done),
+        plan.spec.model.name,
+        plan.spec.dtype,
     )
+    if cfg.engine == "ray":
+        from etl.ray_engine import run_on_ray
 
-    claims = ClaimBook(store.claims_dir, store, spec.fingerprint)
-    stream = ShardStream(pending, spec, tokenizer, batching, claims)
-    workers = cfg.num_workers if cfg.num_workers is not None else default_workers(device.type)
-    loader = make_loader(stream, workers, pin_memory=device.type == "cuda")
-    runner = _Runner(pending, spec, encoder, store, claims)
-    results = runner.consume(loader, total_rows, cfg.progress)
-    elsewhere = [
-        ShardResult(s, "claimed_elsewhere") for i, s in enumerate(pending) if i not in runner.seen
-    ]
-    everything = sorted(skipped + results + elsewhere, key=lambda r: r.shard.rel_name)
-    return JobSummary(spec.fingerprint, everything, time.perf_counter() - started)
+        results = run_on_ray(plan)
+    elif cfg.workers > 1 or len(cfg.devices) > 1:
+        from etl.local_workers import run_local_workers
+
+        results = run_local_workers(plan)
+    else:
+        from etl.worker import ShardWorker
+
+        worker = ShardWorker(cfg, plan.spec, plan.device)
+        record_job(plan)  # after the model loaded and ran its warm-up batch
+        results = worker.process(plan.pending, plan.total_rows, cfg.progress)
+    everything = sorted(skipped + merge_results(plan, results), key=lambda r: r.shard.rel_name)
+    return JobSummary(plan.spec.fingerprint, everything, time.perf_counter() - started)
 
 
-def _record_job(store: ManifestStore, spec: OutputSpec, cfg: JobConfig) -> None:
-    """Write job.json; a concurrent start with other options is refused here, before output."""
-    record = job_record(spec, cfg)
-    if cfg.overwrite:
+def record_job(plan: JobPlan) -> None:
+    """Write job.json once per run, before the first output: a concurrent start with other
+    options is refused here; --overwrite forgets the previous records first."""
+    store = ManifestStore(plan.cfg.output_dir)
+    record = job_record(plan.spec, plan.cfg)
+    if plan.cfg.overwrite:
         store.clear()
         store.write_job(record)
         return
-    check_job_record(store.create_job(record), spec, cfg.output_dir)
+    existing = store.create_job(record)
+    check_job_record(existing, plan.spec, plan.cfg.output_dir, store)
+    if existing is not None and existing.get("fingerprint") != plan.spec.fingerprint:
+        store.write_job(record)  # the old record had no results behind it: replace it
+
+
+def merge_results(plan: JobPlan, results: list[ShardResult]) -> list[ShardResult]:
+    """One result per pending shard from several workers' reports: done or failed wins."""
+    rank = {"done": 3, "failed": 2, "claimed_elsewhere": 1}
+    best: dict[str, ShardResult] = {}
+    for result in results:
+        current = best.get(result.shard.rel_name)
+        if current is None or rank.get(result.status, 0) > rank.get(current.status, 0):
+            best[result.shard.rel_name] = result
+    return [best.get(s.rel_name, ShardResult(s, "claimed_elsewhere")) for s in plan.pending]
 
 
 def preflight(shards: list[Shard], spec: OutputSpec) -> int:
@@ -131,216 +161,3 @@ def preflight(shards: list[Shard], spec: OutputSpec) -> int:
     if problem is not None and not usable:
         raise ConfigError(str(problem))
     return total
-
-
-def resolve_batching(cfg: JobConfig, spec: OutputSpec, device_type: str):
-    """Token budget: small on CPU (big padded batches lose there), large on GPUs."""
-    from etl.loader import Batching
-
-    budget = cfg.batch_tokens or (2048 if device_type == "cpu" else 32768)
-    if budget < spec.max_length:
-        raise ConfigError(
-            f"--batch-tokens {budget}: must be at least --max-length ({spec.max_length}) so "
-            "that one full-length row fits"
-        )
-    return Batching(max_tokens=budget, max_rows=cfg.batch_size, window_rows=cfg.sort_window)
-
-
-def largest_batch(batching, max_length: int) -> tuple[int, int]:
-    """Rows and length of the most expensive batch (attention grows with length squared)."""
-    return max(1, min(batching.max_rows, batching.max_tokens // max_length)), max_length
-
-
-def default_workers(device_type: str) -> int:
-    from etl.encoder import default_threads
-
-    return 1 if device_type == "cpu" else min(4, max(1, default_threads() - 1))
-
-
-@dataclass
-class _Active:
-    """A shard being written."""
-
-    index: int
-    result: ShardResult
-    writer: ShardWriter
-    identity: dict[str, int]
-    started: float = field(default_factory=time.perf_counter)
-    started_at: float = field(default_factory=time.time)
-
-
-class _Runner:
-    """The main loop: batches through the model into the shard writers; records and releases."""
-
-    def __init__(self, shards, spec, encoder, store: ManifestStore, claims: ClaimBook) -> None:
-        self.shards = shards
-        self.spec = spec
-        self.encoder = encoder
-        self.store = store
-        self.claims = claims
-        self.active: dict[int, _Active] = {}
-        self.results: dict[int, ShardResult] = {}
-        self.seen: set[int] = set()  # shards this process claimed
-        self.committing: list[tuple[_Active, int, Future]] = []
-        self.io: Executor | None = None
-        self.tokens = 0
-
-    def consume(self, loader, total_rows: int, progress: bool | None) -> list[ShardResult]:
-        from tqdm import tqdm
-
-        tqdm.monitor_interval = 0  # no monitor thread: DataLoader workers fork after this
-        bar = tqdm(
-            total=total_rows,
-            unit="rows",
-            file=sys.stderr,
-            disable=not progress if progress is not None else None,
-            dynamic_ncols=True,
-            smoothing=0.05,
-        )
-        stop = threading.Event()
-        # Joined on the way out: a daemon thread still waking at interpreter exit can abort
-        # the process ("terminate called without an active exception").
-        heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), name="claims-heartbeat")
-        started = time.perf_counter()
-        try:
-            items = iter(loader)  # workers start (fork) here, before any thread of ours
-            heartbeat.start()
-            # One thread turns finished windows into Parquet while the model runs.
-            self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-etl-io")
-            for item in items:
-                if isinstance(item, Batch):
-                    if self._batch(item):
-                        bar.update(item.size + (item.window.null_rows if item.window else 0))
-                        rate = self.tokens / max(time.perf_counter() - started, 1e-9)
-                        bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
-                elif isinstance(item, ShardStart):
-                    self._start(item)
-                elif isinstance(item, ShardEnd):
-                    self._end(item)
-                elif isinstance(item, ShardFailed):
-                    self._failed(item)
-                self._settle(wait=False)
-        finally:
-            stop.set()
-            if heartbeat.is_alive():
-                heartbeat.join()
-            for active in self.active.values():
-                active.writer.abort()
-            self._settle(wait=True)  # shards whose rename is under way still get recorded
-            if self.io is not None:
-                self.io.shutdown(wait=True)
-            self.claims.release_all()
-            bar.close()
-        return [self.results[i] for i in sorted(self.results)]
-
-    def _heartbeat(self, stop: threading.Event) -> None:
-        while not stop.wait(HEARTBEAT_SECONDS):
-            self.claims.heartbeat()
-
-    def _start(self, item: ShardStart) -> None:
-        self.seen.add(item.shard_index)
-        shard = self.shards[item.shard_index]
-        result = ShardResult(shard, "running")
-        try:
-            writer = ShardWriter(shard, self.spec, item.schema, io=self.io)
-        except Exception as exc:  # noqa: BLE001 - e.g. output directory not writable
-            self._record_failure(item.shard_index, result, f"{type(exc).__name__}: {exc}", {})
-            return
-        self.active[item.shard_index] = _Active(
-            item.shard_index, result, writer, item.input_identity
-        )
-
-    def _batch(self, batch: Batch) -> bool:
-        active = self.active.get(batch.shard_index)
-        if active is None:
-            return False  # its shard already failed: drop the rest of it
-        result = active.result
-        try:
-            if batch.window is not None:
-                result.null_rows += batch.window.null_rows
-                result.truncated_rows += batch.window.truncated_rows
-                result.tokens += batch.window.real_tokens
-            vectors = {}
-            if batch.size:
-                vectors = {name: v.numpy() for name, v in self.encoder.encode(batch).items()}
-                result.padded_tokens += batch.input_ids.numel()
-                self.tokens += int(batch.attention_mask.sum())
-            active.writer.add(batch.window_index, batch.window, batch.rows.numpy(), vectors)
-        except Exception as exc:  # fail this shard, keep the job going
-            log.debug("batch failed", exc_info=True)
-            self._abort(active, f"{type(exc).__name__}: {exc}")
-            return False
-        return True
-
-    def _end(self, item: ShardEnd) -> None:
-        active = self.active.pop(item.shard_index, None)
-        if active is not None:
-            self.committing.append((active, item.num_rows, active.writer.commit(item.num_rows)))
-
-    def _settle(self, wait: bool) -> None:
-        """Record the shards whose commit finished: done only after the rename, else failed."""
-        pending = []
-        for active, rows, future in self.committing:
-            if not (wait or future.done()):
-                pending.append((active, rows, future))
-                continue
-            try:
-                future.result()
-            except Exception as exc:  # noqa: BLE001 - the shard fails; the others go on
-                self._abort(active, f"{type(exc).__name__}: {exc}")
-                continue
-            result = active.result
-            result.status, result.rows = "done", rows
-            result.seconds = time.perf_counter() - active.started
-            self.store.write(result.shard, self._record(result, active, rows_out=rows))
-            self.claims.release(result.shard)
-            self.results[active.index] = result
-            log.info("done %s: %d rows in %.1f s", result.shard.rel_name, rows, result.seconds)
-        self.committing = pending
-
-    def _failed(self, item: ShardFailed) -> None:
-        if item.detail:
-            log.debug("%s", item.detail)
-        self.seen.add(item.shard_index)
-        active = self.active.get(item.shard_index)
-        if active is not None:
-            self._abort(active, item.message)
-        else:
-            result = ShardResult(self.shards[item.shard_index], "running")
-            self._record_failure(item.shard_index, result, item.message, {})
-
-    def _abort(self, active: _Active, message: str) -> None:
-        active.writer.abort()
-        self.active.pop(active.index, None)
-        active.result.seconds = time.perf_counter() - active.started
-        self._record_failure(active.index, active.result, message, active.identity, active)
-
-    def _record_failure(self, index, result, message, identity, active=None) -> None:
-        result.status, result.error = "failed", message
-        record = self._record(result, active)
-        record.update(identity)
-        self.store.write(result.shard, record)
-        self.claims.release(result.shard)
-        self.results[index] = result
-        log.error("failed %s: %s", result.shard.rel_name, message)
-
-    def _record(self, result: ShardResult, active: _Active | None, rows_out: int = 0) -> dict:
-        record = {
-            "status": result.status,
-            "fingerprint": self.spec.fingerprint,
-            "rows_in": result.rows,
-            "rows_out": rows_out,
-            "null_rows": result.null_rows,
-            "truncated_rows": result.truncated_rows,
-            "tokens": result.tokens,
-            "padded_tokens": result.padded_tokens,
-            "seconds": round(result.seconds, 3),
-            "error": result.error,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "version": __version__,
-        }
-        if active is not None:
-            record["started_at"] = active.started_at
-            record.update(active.identity)
-        return record

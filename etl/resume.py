@@ -31,15 +31,29 @@ def job_record(spec: OutputSpec, cfg: JobConfig) -> dict[str, Any]:
     }
 
 
-def check_job_record(existing: dict[str, Any] | None, spec: OutputSpec, output_dir: str) -> None:
-    """Refuse an output directory whose results were made with other options."""
+def check_job_record(
+    existing: dict[str, Any] | None, spec: OutputSpec, output_dir: str, store: ManifestStore
+) -> None:
+    """Refuse an output directory whose results were made with other options.
+
+    A job record with nothing behind it (no shard recorded, no shard being worked on: say,
+    the first attempt stopped at a model that did not load) does not count.
+    """
     if existing is None or existing.get("fingerprint") == spec.fingerprint:
+        return
+    if not store.records() and not _anyone_working(store):
         return
     raise OutputConflictError(
         f"--output {output_dir} holds results made with other options "
         f"({describe_difference(existing.get('identity', {}), spec.identity())}); "
         "use another --output, or --overwrite to replace them"
     )
+
+
+def _anyone_working(store: ManifestStore) -> bool:
+    from etl.claims import ClaimBook
+
+    return bool(ClaimBook(store.claims_dir, store, "").running())
 
 
 def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:

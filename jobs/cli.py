@@ -167,6 +167,36 @@ def cli() -> None:
     **_env("PROGRESS"),
 )
 @click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Worker processes (Ray actors with --engine ray), each with its own copy of the "
+    "model, claiming whole shards. On CPU they split the cores.",
+    **_env("WORKERS"),
+)
+@click.option(
+    "--devices",
+    default=None,
+    help="Comma-separated devices, one worker each, e.g. cuda:0,cuda:1.",
+    **_env("DEVICES"),
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: processes on this machine. ray: actors on a Ray cluster "
+    "(pip install 'embed-etl[ray]'); --output must be on storage every node sees.",
+    **_env("ENGINE"),
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="Ray cluster to join (e.g. ray://head:10001). [default: RAY_ADDRESS, else a local Ray]",
+    **_env("RAY_ADDRESS"),
+)
+@click.option(
     "--overwrite",
     is_flag=True,
     help="Redo every shard and replace outputs, even ones made with other options. Without "
@@ -303,6 +333,10 @@ def _build_config(**options: Any) -> JobConfig:
     options["keep_columns"] = tuple(options["keep_columns"])
     options["poolings"] = tuple(options["poolings"]) or ("mean",)
     options["layers"] = tuple(options["layers"]) or (-1,)
+    devices = options.pop("devices", None)
+    options["devices"] = (
+        tuple(d.strip() for d in devices.split(",") if d.strip()) if devices else ()
+    )
     return JobConfig(**options)
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import os
 import queue
 import signal
 import sys
+import time
 from typing import Any
 
 from etl.contract import Shard, ShardResult
@@ -92,6 +94,15 @@ def _round(cfg, spec, devices, threads, shards: list[Shard], results, bar) -> bo
                 if payload.status in ("done", "failed"):
                     results[payload.shard.rel_name] = payload
                     bar.update(payload.rows)
+            elif kind == "ready":
+                index, pid, device, seconds = payload
+                log.info(
+                    "worker %d ready on %s (pid %d, model loaded in %.1f s)",
+                    index,
+                    device,
+                    pid,
+                    seconds,
+                )
             elif kind == "error":
                 errors.append(payload)
     except BaseException:
@@ -123,7 +134,11 @@ def _worker_main(index: int, cfg, spec, shards: list[Shard], messages: Any) -> N
         stream=sys.stderr,
     )
     try:
+        started = time.perf_counter()
         worker = ShardWorker(cfg, spec, cfg.device)
+        messages.put(
+            ("ready", (index, os.getpid(), str(worker.device), time.perf_counter() - started))
+        )
         worker.process(shards, on_result=lambda r: messages.put(("result", r)))
     except EmbedEtlError as exc:
         messages.put(("error", str(exc)))

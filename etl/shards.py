@@ -52,17 +52,19 @@ def partition(shards: list[Shard], num_parts: int) -> list[list[Shard]]:
 
 
 def _expand(spec: str):
+    """(path, relative name) pairs. Relative names are lexical, so symlinked files and
+    directories keep the names they have under INPUT, wherever they point."""
     path = Path(spec).expanduser()
     if glob.has_magic(spec):
         root = _glob_root(spec)
         for hit in sorted(glob.glob(os.path.expanduser(spec), recursive=True)):
             hit_path = Path(hit)
             if hit_path.is_file() and _is_parquet(hit_path):
-                yield hit_path, hit_path.resolve().relative_to(root).as_posix()
+                yield hit_path, _relative(hit_path, root)
             elif hit_path.is_dir():
                 yield from _walk(hit_path, root)
     elif path.is_dir():
-        yield from _walk(path, path.resolve())
+        yield from _walk(path, Path(os.path.abspath(path)))
     elif path.is_file():
         yield path, path.name
     elif not path.exists():
@@ -70,24 +72,34 @@ def _expand(spec: str):
 
 
 def _walk(directory: Path, root: Path):
-    for dirpath, dirnames, filenames in os.walk(directory):
+    seen = set()  # real directories already walked: a symlink loop is walked once
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         # Hidden and underscore-prefixed entries are metadata or temporary files by convention.
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
         for name in sorted(filenames):
             candidate = Path(dirpath) / name
-            if not name.startswith((".", "_")) and _is_parquet(candidate):
-                yield candidate, candidate.resolve().relative_to(root).as_posix()
+            if not name.startswith((".", "_")) and _is_parquet(candidate) and candidate.is_file():
+                yield candidate, _relative(candidate, root)
+
+
+def _relative(path: Path, root: Path) -> str:
+    return Path(os.path.relpath(os.path.abspath(path), root)).as_posix()
 
 
 def _glob_root(spec: str) -> Path:
-    """The directory part of a glob before its first wildcard."""
+    """The directory part of a glob before its first wildcard (absolute, links kept)."""
     parts = Path(os.path.expanduser(spec)).parts
     fixed = []
     for part in parts:
         if glob.has_magic(part):
             break
         fixed.append(part)
-    return Path(*fixed).resolve() if fixed else Path.cwd().resolve()
+    return Path(os.path.abspath(Path(*fixed))) if fixed else Path(os.path.abspath("."))
 
 
 def _is_parquet(path: Path) -> bool:

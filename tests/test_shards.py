@@ -41,3 +41,23 @@ def test_clashing_names_and_missing_inputs_are_usage_errors(tmp_path):
         discover((str(tmp_path / "nope.parquet"),), "out")
     with pytest.raises(ConfigError, match="no Parquet files"):
         discover((str(tmp_path / "*.csv"),), "out")
+
+
+def test_symlinked_files_and_directories_keep_their_names_under_input(tmp_path):
+    """A corpus directory of links to shards stored elsewhere: names are those of the links."""
+    store = tmp_path / "store"
+    write_shard(store / "real-0.parquet", ["x"])
+    write_shard(store / "more" / "real-1.parquet", ["y"])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "p0.parquet").symlink_to(store / "real-0.parquet")
+    (corpus / "extra").symlink_to(store / "more", target_is_directory=True)
+    for spec in (str(corpus), str(corpus / "*")):
+        shards = discover((spec,), str(tmp_path / "out"))
+        assert [s.rel_name for s in shards] == ["extra/real-1.parquet", "p0.parquet"], spec
+        assert shards[1].input_path.endswith("p0.parquet")
+        assert shards[1].output_path == str((tmp_path / "out" / "p0.parquet").resolve())
+    # A link back up the tree is not followed twice.
+    (corpus / "extra" / "loop").symlink_to(corpus, target_is_directory=True)
+    names = [s.rel_name for s in discover((str(corpus),), str(tmp_path / "out"))]
+    assert names == ["extra/real-1.parquet", "p0.parquet"]

@@ -12,6 +12,10 @@ POOLINGS = ("mean", "cls", "max", "pooler")
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 ENGINES = ("local", "ray")
+LONG_TEXT = ("truncate", "chunk", "error")
+OUTPUT_DTYPES = ("float32", "float16", "int8", "binary")
+ROW_COLUMNS = ("n_tokens", "truncated")  # written for every row, beside the vectors
+CALIBRATION_ROWS = 2048  # int8: rows sampled from the corpus to fix the ranges
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,12 @@ class JobConfig:
     devices: tuple[str, ...] = ()  # one worker per device, e.g. ("cuda:0", "cuda:1")
     engine: str = "local"  # local | ray
     ray_address: str | None = None  # None: a local Ray, or RAY_ADDRESS if set
+    long_text: str = "truncate"  # truncate | chunk | error, for texts over max_length tokens
+    chunk_overlap: int = 0  # tokens shared by consecutive windows with long_text="chunk"
+    output_dtype: str = "float32"  # float32 | float16 | int8 | binary
+    truncate_dim: int | None = None  # keep only the first D dimensions
+    calibration: str | None = None  # int8: calibration.json of another job, or a Parquet sample
+    calibration_rows: int = CALIBRATION_ROWS
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -99,10 +109,37 @@ class JobConfig:
                     f"for --num-shards {self.num_shards}"
                 )
         for name in self.keep_columns:
+            if name in ROW_COLUMNS:
+                raise ConfigError(
+                    f"--keep-column {name}: the output has its own {name} column; "
+                    "rename the input column"
+                )
             if name == self.text_column:
                 continue  # copying the text through is allowed
             if name.startswith("emb_"):
                 raise ConfigError(f"--keep-column {name}: names starting with emb_ are reserved")
+        if self.id_column in ROW_COLUMNS:
+            raise ConfigError(
+                f"--id-column {self.id_column}: the output has its own {self.id_column} column"
+            )
+        if self.long_text not in LONG_TEXT:
+            raise ConfigError(
+                f"--long-text {self.long_text}: expected one of {', '.join(LONG_TEXT)}"
+            )
+        if not isinstance(self.chunk_overlap, int) or self.chunk_overlap < 0:
+            raise ConfigError(
+                f"--chunk-overlap: expected 0 or more tokens, got {self.chunk_overlap}"
+            )
+        if self.chunk_overlap and self.long_text != "chunk":
+            raise ConfigError("--chunk-overlap goes with --long-text chunk")
+        if self.output_dtype not in OUTPUT_DTYPES:
+            raise ConfigError(
+                f"--output-dtype {self.output_dtype}: expected one of {', '.join(OUTPUT_DTYPES)}"
+            )
+        _positive("--truncate-dim", self.truncate_dim, allow_none=True)
+        if self.calibration and self.output_dtype != "int8":
+            raise ConfigError("--calibration goes with --output-dtype int8")
+        _positive("--calibration-rows", self.calibration_rows)
 
 
 def build_output_spec(cfg: JobConfig, model: ModelInfo, dtype: str) -> OutputSpec:
@@ -136,6 +173,22 @@ def build_output_spec(cfg: JobConfig, model: ModelInfo, dtype: str) -> OutputSpe
         )
     if max_length < 2:
         raise ConfigError("--max-length: expected at least 2 (room for [CLS] and [SEP])")
+    if cfg.long_text == "chunk" and cfg.chunk_overlap >= max_length - 2:
+        raise ConfigError(
+            f"--chunk-overlap {cfg.chunk_overlap}: must be less than the {max_length - 2} text "
+            f"tokens of a window (--max-length {max_length} minus [CLS] and [SEP])"
+        )
+    dim = cfg.truncate_dim or model.hidden_size
+    if dim > model.hidden_size:
+        raise ConfigError(
+            f"--truncate-dim {dim}: {model.name} has {model.hidden_size} dimensions; "
+            f"expected 1..{model.hidden_size}"
+        )
+    if cfg.output_dtype == "binary" and dim % 8:
+        raise ConfigError(
+            f"--output-dtype binary packs 8 dimensions per byte: {dim} dimensions is not a "
+            "multiple of 8 (pick another --truncate-dim)"
+        )
     return OutputSpec(
         model=model,
         columns=tuple(columns),
@@ -145,7 +198,29 @@ def build_output_spec(cfg: JobConfig, model: ModelInfo, dtype: str) -> OutputSpe
         normalize=cfg.normalize,
         max_length=max_length,
         dtype=dtype,
+        long_text=cfg.long_text,
+        chunk_overlap=cfg.chunk_overlap,
+        output_dtype=cfg.output_dtype,
+        truncate_dim=cfg.truncate_dim if dim != model.hidden_size else None,
+        calibration_source=calibration_source(cfg) if cfg.output_dtype == "int8" else None,
     )
+
+
+def calibration_source(cfg: JobConfig) -> str:
+    """What fixes the int8 ranges, for the fingerprint: the corpus sample or a file's content."""
+    if not cfg.calibration:
+        return f"sample:{cfg.calibration_rows}"
+    import hashlib
+    from pathlib import Path
+
+    path = Path(cfg.calibration)
+    if not path.is_file():
+        raise ConfigError(
+            f"--calibration {cfg.calibration}: no such file (expected a calibration.json "
+            "written by another job, or a Parquet file of sample texts)"
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return f"file:{digest}"
 
 
 def _check_device(option: str, device: str) -> None:

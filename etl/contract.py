@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 from etl.modelinfo import ModelInfo
 
 if TYPE_CHECKING:  # keep torch and pyarrow out of planning commands
+    import numpy as np
     import pyarrow as pa
     import torch
 
-OUTPUT_FORMAT_VERSION = 1  # bump when the output layout changes so that old files differ
+OUTPUT_FORMAT_VERSION = 2  # bump when the output layout changes so that old files differ
+# 2: n_tokens and truncated columns; output dtypes, --truncate-dim, --long-text
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,14 @@ class OutputSpec:
     normalize: bool
     max_length: int
     dtype: str  # compute dtype actually used: float32 | float16 | bfloat16
+    long_text: str = "truncate"  # truncate | chunk | error
+    chunk_overlap: int = 0  # tokens shared by consecutive windows (chunk only)
+    output_dtype: str = "float32"  # float32 | float16 | int8 | binary
+    truncate_dim: int | None = None  # keep the first D dimensions
+    calibration_source: str | None = None  # int8: "sample" or "file:<sha256>"
+    # int8 only: per-column ranges, fixed once per job. Not part of the identity: resuming a
+    # job must not need the model, and the ranges follow from the identity's calibration source.
+    calibration: dict[str, Any] | None = field(default=None, compare=False)
 
     def identity(self) -> dict[str, Any]:
         """Everything that changes the output files; two runs mix only if this is equal."""
@@ -51,6 +61,11 @@ class OutputSpec:
             "normalize": self.normalize,
             "max_length": self.max_length,
             "dtype": self.dtype,
+            "long_text": self.long_text,
+            "chunk_overlap": self.chunk_overlap if self.long_text == "chunk" else None,
+            "output_dtype": self.output_dtype,
+            "truncate_dim": self.truncate_dim,
+            "calibration": self.calibration_source,
         }
 
     @property
@@ -60,7 +75,13 @@ class OutputSpec:
 
     @property
     def dim(self) -> int:
+        """Width of the model's vectors (what pooling produces)."""
         return self.model.hidden_size
+
+    @property
+    def out_dim(self) -> int:
+        """Dimensions kept in the output (before binary packing)."""
+        return self.truncate_dim or self.model.hidden_size
 
     @property
     def deepest_layer(self) -> int:
@@ -97,6 +118,9 @@ class WindowInfo:
     null_rows: int = 0  # rows whose text is null: no batch carries them
     real_tokens: int = 0  # tokens fed to the model (after truncation)
     truncated_rows: int = 0
+    chunked_rows: int = 0  # rows split into several windows (--long-text chunk)
+    n_tokens: np.ndarray | None = None  # (num_rows,) tokens before truncation; -1 = null text
+    multi: np.ndarray | None = None  # (num_rows,) bool: row has several windows; None = none
 
 
 @dataclass
@@ -158,6 +182,7 @@ class ShardResult:
     rows: int = 0
     null_rows: int = 0
     truncated_rows: int = 0
+    chunked_rows: int = 0
     tokens: int = 0  # real tokens fed to the model
     padded_tokens: int = 0  # tokens the model computed, padding included
     seconds: float = 0.0
@@ -196,6 +221,7 @@ class JobSummary:
             "padding_ratio": round(padded / tokens, 4) if tokens else None,
             "null_rows": sum(r.null_rows for r in done),
             "truncated_rows": sum(r.truncated_rows for r in done),
+            "chunked_rows": sum(r.chunked_rows for r in done),
             "shards_done": len(done),
             "shards_failed": self.count("failed"),
             "shards_skipped": self.count("skipped"),  # done before this run
@@ -208,6 +234,7 @@ class JobSummary:
                     "rows": r.rows,
                     "null_rows": r.null_rows,
                     "truncated_rows": r.truncated_rows,
+                    "chunked_rows": r.chunked_rows,
                     "seconds": round(r.seconds, 3),
                     **({"error": r.error} if r.error else {}),
                 }

@@ -13,7 +13,7 @@ from etl.config import JobConfig
 from etl.contract import Batch, OutputSpec
 from etl.errors import ConfigError, ModelError
 from etl.modelinfo import ModelInfo
-from etl.pooling import l2_normalize, pool
+from etl.pooling import pool
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,7 @@ class Encoder:
                         else out.hidden_states[column.layer]
                     )  # (B, T, H)
                     vectors = pool(hidden, mask, column.pooling)  # (B, H)
-                if self.spec.normalize:
-                    vectors = l2_normalize(vectors)
-                result[column.name] = vectors
+                result[column.name] = vectors  # normalized by the sink, after chunks are joined
         return {name: v.to("cpu", non_blocking=False) for name, v in result.items()}
 
     def warm_up(self, rows: int, length: int) -> None:

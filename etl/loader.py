@@ -22,7 +22,7 @@ from etl.contract import Batch, OutputSpec, Shard, ShardEnd, ShardFailed, ShardS
 from etl.errors import EmbedEtlError
 from etl.manifest import input_identity
 from etl.source import iter_windows, open_shard, text_values
-from etl.tokens import tokenize_window
+from etl.tokens import chunk_windows, content_ids, tokenize_window
 
 Item = ShardStart | Batch | ShardEnd | ShardFailed
 
@@ -81,7 +81,7 @@ class ShardStream(IterableDataset):
             for record_batch in iter_windows(
                 parquet, shard.input_path, columns, self.batching.window_rows
             ):
-                yield from self._window(index, windows, record_batch, passthrough)
+                yield from self._window(index, windows, record_batch, passthrough, shard, rows)
                 rows += record_batch.num_rows
                 windows += 1
             yield ShardEnd(index, rows, windows)
@@ -92,37 +92,86 @@ class ShardStream(IterableDataset):
                 index, f"{shard.input_path}: {type(exc).__name__}: {exc}", traceback.format_exc()
             )
 
-    def _window(self, index: int, number: int, record_batch, passthrough: list[str]):
-        texts = text_values(record_batch.column(self.spec.text_column))
+    def _window(
+        self, index: int, number: int, record_batch, passthrough: list[str], shard, first_row: int
+    ):
+        spec = self.spec
+        texts = text_values(record_batch.column(spec.text_column))
         present = [i for i, text in enumerate(texts) if text is not None]
         ids, n_tokens = tokenize_window(
-            self.tokenizer, [texts[i] for i in present], self.spec.max_length
+            self.tokenizer, [texts[i] for i in present], spec.max_length
         )
-        plan = plan_batches([len(x) for x in ids], self.batching.max_tokens, self.batching.max_rows)
+        long_rows = [j for j, (x, n) in enumerate(zip(ids, n_tokens, strict=True)) if n > len(x)]
+        if long_rows and spec.long_text == "error":
+            j = long_rows[0]
+            row_id = record_batch.column(spec.id_column)[present[j]].as_py()
+            raise EmbedEtlError(
+                f"{shard.input_path}: row {first_row + present[j]} (id {row_id!r}) has "
+                f"{n_tokens[j]} tokens, more than --max-length {spec.max_length} "
+                "(--long-text error; use truncate or chunk to embed it)"
+            )
+        sequences: list = ids  # one per present row, or several for a chunked row
+        seq_rows = np.asarray(present, dtype=np.int64)  # row in the window of each sequence
+        multi = None
+        if long_rows and spec.long_text == "chunk":
+            sequences, seq_rows, multi = self._chunk(
+                ids, present, long_rows, texts, record_batch.num_rows
+            )
+        lengths = np.zeros(record_batch.num_rows, dtype=np.int64) - 1
+        lengths[present] = n_tokens
+        plan = plan_batches(
+            [len(x) for x in sequences], self.batching.max_tokens, self.batching.max_rows
+        )
+        chunked = multi is not None
         info = WindowInfo(
             index=number,
             num_rows=record_batch.num_rows,
             num_batches=max(1, len(plan)),
             passthrough=record_batch.select(passthrough),
             null_rows=record_batch.num_rows - len(present),
-            real_tokens=sum(len(x) for x in ids),
-            truncated_rows=sum(1 for x, n in zip(ids, n_tokens, strict=True) if n > len(x)),
+            real_tokens=sum(len(x) for x in sequences),
+            truncated_rows=0 if chunked else len(long_rows),
+            chunked_rows=len(long_rows) if chunked else 0,
+            n_tokens=lengths,
+            multi=multi,
         )
         if not plan:  # all rows null (or none): the sink still needs the window
             empty = torch.zeros((0, 0), dtype=torch.long)
             yield Batch(index, number, torch.zeros(0, dtype=torch.long), empty, empty, info)
             return
-        positions = np.asarray(present, dtype=np.int64)
         for j, members in enumerate(plan):
-            input_ids, mask = pad([ids[i] for i in members], self.tokenizer.pad_token_id)
+            input_ids, mask = pad([sequences[i] for i in members], self.tokenizer.pad_token_id)
             yield Batch(
                 shard_index=index,
                 window_index=number,
-                rows=torch.from_numpy(positions[members]),
+                rows=torch.from_numpy(seq_rows[members]),
                 input_ids=torch.from_numpy(input_ids),
                 attention_mask=torch.from_numpy(mask),
                 window=info if j == 0 else None,
             )
+
+    def _chunk(self, ids, present, long_rows, texts, num_rows):
+        """Replace each long row's truncated ids by windows over its whole text."""
+        spec, tokenizer = self.spec, self.tokenizer
+        long_set = set(long_rows)
+        sequences, seq_rows = [], []
+        multi = np.zeros(num_rows, dtype=bool)
+        for j, row in enumerate(present):
+            if j not in long_set:
+                sequences.append(ids[j])
+                seq_rows.append(row)
+                continue
+            windows = chunk_windows(
+                content_ids(tokenizer, texts[row]),
+                spec.max_length,
+                spec.chunk_overlap,
+                tokenizer.cls_token_id,
+                tokenizer.sep_token_id,
+            )
+            sequences += windows
+            seq_rows += [row] * len(windows)
+            multi[row] = len(windows) > 1
+        return sequences, np.asarray(seq_rows, dtype=np.int64), multi
 
 
 def make_loader(stream: ShardStream, num_workers: int, pin_memory: bool) -> DataLoader:

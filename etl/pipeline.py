@@ -93,18 +93,22 @@ def run_job(cfg: JobConfig) -> JobSummary:
         plan.spec.model.name,
         plan.spec.dtype,
     )
+    from etl.calibration import with_calibration
+
     if cfg.engine == "ray":
         from etl.ray_engine import run_on_ray
 
-        results = run_on_ray(plan)
+        results = run_on_ray(with_calibration(plan))
     elif cfg.workers > 1 or len(cfg.devices) > 1:
         from etl.local_workers import run_local_workers
 
-        results = run_local_workers(plan)
+        results = run_local_workers(with_calibration(plan))
     else:
         from etl.worker import ShardWorker
 
         worker = ShardWorker(cfg, plan.spec, plan.device)
+        plan = with_calibration(plan, worker)  # int8 only: ranges fixed once per job
+        worker.spec = plan.spec
         record_job(plan)  # after the model loaded and ran its warm-up batch
         results = worker.process(plan.pending, plan.total_rows, cfg.progress)
     everything = sorted(skipped + merge_results(plan, results), key=lambda r: r.shard.rel_name)

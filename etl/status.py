@@ -41,6 +41,7 @@ class StatusReport:
             **self.counts(),
             "rows_done": sum(s.get("rows", 0) for s in done),
             "truncated_rows": sum(s.get("truncated_rows", 0) for s in done),
+            "chunked_rows": sum(s.get("chunked_rows", 0) for s in done),
             "null_rows": sum(s.get("null_rows", 0) for s in done),
             "failed_shards": [
                 {"input": s["input"], "error": s.get("error")}
@@ -99,6 +100,7 @@ def _counts(record: dict[str, Any]) -> dict[str, Any]:
         "rows": record.get("rows_out", 0),
         "null_rows": record.get("null_rows", 0),
         "truncated_rows": record.get("truncated_rows", 0),
+        "chunked_rows": record.get("chunked_rows", 0),
         "seconds": record.get("seconds"),
     }
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 PIECE_CHARS = 1 << 16  # counting a long text: this many characters at a time
 
 
@@ -75,6 +77,43 @@ def count_tokens(tokenizer: Any, text: str) -> int:
         total += len(backend.encode(text[start:end], add_special_tokens=False))
         start = end
     return total
+
+
+def content_ids(tokenizer: Any, text: str) -> np.ndarray:
+    """Token ids (int32) of the whole text without special tokens, tokenized piece by piece.
+
+    Pieces end at whitespace, which BERT-style pre-tokenizers split on anyway, so the ids are
+    those of the whole text; time and memory grow with one piece, not with the text.
+    """
+    backend = tokenizer.backend_tokenizer
+    backend.no_truncation()
+    pieces = []
+    start = 0
+    while start < len(text):
+        end = _cut(text, start, PIECE_CHARS)
+        pieces.append(
+            np.asarray(
+                backend.encode(text[start:end], add_special_tokens=False).ids, dtype=np.int32
+            )
+        )
+        start = end
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+
+
+def chunk_windows(
+    content: np.ndarray, max_length: int, overlap: int, cls_id: int, sep_id: int
+) -> list[np.ndarray]:
+    """Windows of at most max_length tokens ([CLS] + text tokens + [SEP]) covering the text.
+
+    Consecutive windows share ``overlap`` text tokens; the last window ends at the text's end.
+    """
+    width = max_length - 2  # text tokens per window
+    stride = width - overlap
+    starts = [0]
+    while starts[-1] + width < len(content):
+        starts.append(starts[-1] + stride)
+    cls, sep = np.array([cls_id], dtype=content.dtype), np.array([sep_id], dtype=content.dtype)
+    return [np.concatenate([cls, content[s : s + width], sep]) for s in starts]
 
 
 def _encode(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:

@@ -58,18 +58,25 @@ class ShardWorker:
         total_rows: int = 0,
         progress: bool | None = False,
         on_result: ResultCallback | None = None,
+        spec: OutputSpec | None = None,
+        output_dir: str | None = None,
     ) -> list[ShardResult]:
-        """Claim and embed every shard nobody else holds; one result per shard claimed."""
+        """Claim and embed every shard nobody else holds; one result per shard claimed.
+
+        ``spec`` and ``output_dir`` replace the job's (same model and columns), for the int8
+        calibration sample, which runs through this same path into a scratch directory.
+        """
         from etl.loader import ShardStream, make_loader
 
-        store = ManifestStore(self.cfg.output_dir)
-        claims = ClaimBook(store.claims_dir, store, self.spec.fingerprint)
-        stream = ShardStream(shards, self.spec, self.tokenizer, self.batching, claims)
+        spec = spec or self.spec
+        store = ManifestStore(output_dir or self.cfg.output_dir)
+        claims = ClaimBook(store.claims_dir, store, spec.fingerprint)
+        stream = ShardStream(shards, spec, self.tokenizer, self.batching, claims)
         workers = self.cfg.num_workers
         if workers is None:
             workers = default_workers(self.device.type)
         loader = make_loader(stream, workers, pin_memory=self.device.type == "cuda")
-        runner = _Runner(list(shards), self.spec, self.encoder, store, claims, on_result)
+        runner = _Runner(list(shards), spec, self.encoder, store, claims, on_result)
         return runner.consume(loader, total_rows, progress)
 
 
@@ -218,13 +225,17 @@ class _Runner:
             if batch.window is not None:
                 result.null_rows += batch.window.null_rows
                 result.truncated_rows += batch.window.truncated_rows
+                result.chunked_rows += batch.window.chunked_rows
                 result.tokens += batch.window.real_tokens
-            vectors = {}
+            vectors, weights = {}, None
             if batch.size:
                 vectors = {name: v.numpy() for name, v in self.encoder.encode(batch).items()}
+                weights = batch.attention_mask.sum(dim=1).numpy()  # (B,) tokens per sequence
                 result.padded_tokens += batch.input_ids.numel()
-                self.tokens += int(batch.attention_mask.sum())
-            active.writer.add(batch.window_index, batch.window, batch.rows.numpy(), vectors)
+                self.tokens += int(weights.sum())
+            active.writer.add(
+                batch.window_index, batch.window, batch.rows.numpy(), vectors, weights
+            )
         except Exception as exc:  # fail this shard, keep the job going
             log.debug("batch failed", exc_info=True)
             self._abort(active, f"{type(exc).__name__}: {exc}")
@@ -291,6 +302,7 @@ class _Runner:
             "rows_out": rows_out,
             "null_rows": result.null_rows,
             "truncated_rows": result.truncated_rows,
+            "chunked_rows": result.chunked_rows,
             "tokens": result.tokens,
             "padded_tokens": result.padded_tokens,
             "seconds": round(result.seconds, 3),

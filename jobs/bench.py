@@ -9,7 +9,8 @@ the default model, mean pooling, normalized):
 Prints texts/s, tokens/s, ratios, useful model FLOP/s against a float32 matmul peak measured in
 the same run, padding ratio, per-row cosines and peak RSS; writes the same figures as JSON.
 With --memory, also embeds 10k rows and the whole corpus in child processes and compares their
-peak RSS (flat memory: the whole corpus should stay within 1.25x of 10k rows).
+peak RSS (flat memory: the whole corpus should stay within 1.25x of 10k rows). With --sizes,
+writes one whole shard with each --output-dtype and compares the file sizes.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def main() -> None:
         _speed(args, report, work, torch)
     if args.memory:
         report["memory"] = _memory(args, work)
+    if args.sizes:
+        report["sizes"] = _sizes(args, work)
     _print(report)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -153,7 +156,10 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "--memory-dtype", default="bfloat16", help="dtype of the memory runs (speed only)"
     )
-    parser.add_argument("--no-speed", action="store_true", help="only the memory runs")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed runs")
+    parser.add_argument(
+        "--sizes", action="store_true", help="also the output size of one shard per --output-dtype"
+    )
     parser.add_argument("--job-args", default="", help="extra options for the job runs")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results")
     args = parser.parse_args()
@@ -365,6 +371,44 @@ def _memory(args, work: Path) -> dict:
     return result
 
 
+def _sizes(args, work: Path) -> dict:
+    """One whole shard of the corpus written with each --output-dtype: file and vector bytes."""
+    from etl.config import OUTPUT_DTYPES, JobConfig
+    from etl.pipeline import run_job
+
+    shard = sorted(args.corpus.glob("*.parquet"))[0]
+    result = {"shard": shard.name, "rows": pq.read_metadata(shard).num_rows, "dtypes": {}}
+    for dtype in OUTPUT_DTYPES:
+        out = work / f"sizes-{dtype}"
+        cfg = JobConfig(
+            inputs=(str(shard),),
+            output_dir=str(out),
+            normalize=True,
+            max_length=args.max_length,
+            output_dtype=dtype,
+            threads=args.threads,
+            progress=False,
+        )
+        assert run_job(cfg).ok
+        path = out / shard.name
+        meta = pq.read_metadata(path)
+        names = meta.schema.to_arrow_schema().names
+        column = names.index("emb_mean")
+        vector_bytes = sum(
+            meta.row_group(g).column(i).total_compressed_size
+            for g in range(meta.num_row_groups)
+            for i in range(meta.num_columns)
+            if meta.schema.column(i).path.split(".")[0] == names[column]
+        )
+        result["dtypes"][dtype] = {
+            "file_bytes": path.stat().st_size,
+            "vector_bytes": vector_bytes,
+            "vector_bytes_per_row": round(vector_bytes / meta.num_rows, 1),
+        }
+        _say(f"sizes {dtype}: file {path.stat().st_size:,} bytes, vectors {vector_bytes:,} bytes")
+    return result
+
+
 def _vm_hwm(pid: int) -> int:
     """Peak resident set size of a live process, in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -396,6 +440,8 @@ def _machine(threads: int) -> dict:
 def _print(report: dict) -> None:
     if "results" in report:
         _print_speed(report)
+    if "sizes" in report:
+        _print_sizes(report["sizes"])
     if "memory" in report:
         m = report["memory"]
         small, everything = m["rows_small"], m["rows_all"]
@@ -405,6 +451,18 @@ def _print(report: dict) -> None:
             f"{everything['rows']:,} rows {everything['peak_rss_mb']} MB: ratio {m['ratio_rss']}; "
             f"with its tokenizer worker {small['peak_tree_rss_mb']} MB and "
             f"{everything['peak_tree_rss_mb']} MB: ratio {m['ratio_tree_rss']}"
+        )
+
+
+def _print_sizes(sizes: dict) -> None:
+    print(f"\none shard, {sizes['shard']} ({sizes['rows']:,} rows), normalized emb_mean:")
+    header = ("--output-dtype", "file MB", "vectors MB", "bytes/row", "vs float32")
+    print(f"{header[0]:<16}{header[1]:>9}{header[2]:>12}{header[3]:>11}{header[4]:>12}")
+    base = sizes["dtypes"]["float32"]["file_bytes"]
+    for dtype, r in sizes["dtypes"].items():
+        print(
+            f"{dtype:<16}{r['file_bytes'] / 1e6:>9.2f}{r['vector_bytes'] / 1e6:>12.2f}"
+            f"{r['vector_bytes_per_row']:>11}{base / r['file_bytes']:>11.1f}x"
         )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from etl import __version__
-from etl.config import DEVICES_HELP, DTYPES, POOLINGS, JobConfig
+from etl.config import DEVICES_HELP, DTYPES, LONG_TEXT, OUTPUT_DTYPES, POOLINGS, JobConfig
 from etl.errors import ConfigError, EmbedEtlError
 
 EXIT_OK = 0
@@ -110,6 +110,51 @@ def cli() -> None:
     help="Truncate texts to this many tokens, [CLS] and [SEP] included. "
     "[default: the model's configured length; 256 for the default model]",
     **_env("MAX_LENGTH"),
+)
+@click.option(
+    "--long-text",
+    type=click.Choice(LONG_TEXT),
+    default="truncate",
+    show_default=True,
+    help="Texts longer than --max-length: truncate (keep the first tokens; the row's "
+    "`truncated` column says so), chunk (embed windows over the whole text and join them: "
+    "token-weighted mean, max for max pooling) or error (fail the shard, naming the row).",
+    **_env("LONG_TEXT"),
+)
+@click.option(
+    "--chunk-overlap",
+    type=int,
+    default=0,
+    show_default=True,
+    help="With --long-text chunk: text tokens shared by consecutive windows.",
+    **_env("CHUNK_OVERLAP"),
+)
+@click.option(
+    "--output-dtype",
+    type=click.Choice(OUTPUT_DTYPES),
+    default="float32",
+    show_default=True,
+    help="How vectors are stored: float32; float16 (half the size); int8 (a quarter; "
+    "per-dimension ranges fixed once per job, in the file metadata); binary (sign bits, "
+    "uint8[dim/8], 1/32 of the size, for Hamming search).",
+    **_env("OUTPUT_DTYPE"),
+)
+@click.option(
+    "--truncate-dim",
+    type=int,
+    default=None,
+    help="Keep only the first D dimensions (Matryoshka models), renormalized with "
+    "--normalize. [default: all]",
+    **_env("TRUNCATE_DIM"),
+)
+@click.option(
+    "--calibration",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --output-dtype int8: take the ranges from another job's "
+    "_embed_etl/calibration.json, or compute them on the texts of this Parquet file. "
+    "[default: 2,048 rows sampled from the inputs]",
+    **_env("CALIBRATION"),
 )
 @click.option(
     "--batch-size",
@@ -283,8 +328,16 @@ def _status_text(report: dict[str, Any]) -> str:
         f"rows done    {report['rows_done']:,} ({report['truncated_rows']:,} truncated, "
         f"{report['null_rows']:,} null text)",
     ]
+    if report.get("chunked_rows"):
+        lines.append(f"chunked      {report['chunked_rows']:,} long rows embedded in windows")
     if report.get("note"):
         lines.append(f"note         {report['note']}")
+    cut = [s for s in report["shards"] if s.get("truncated_rows")]
+    if cut:
+        lines += ["", "truncated rows by shard (--long-text chunk keeps the whole text):"]
+        lines += [f"  {s['input']}  {s['truncated_rows']:,}" for s in cut[:20]]
+        if len(cut) > 20:
+            lines.append(f"  ... {len(cut) - 20} more shards (--json lists all)")
     running = [s for s in report["shards"] if s["status"] == "running"]
     if running:
         lines += ["", "running:"] + [

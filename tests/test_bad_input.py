@@ -131,9 +131,11 @@ def test_all_null_window_and_zero_row_shard(tmp_path, tiny_model):
     assert result.exit_code == 0, result.output
     empty = pq.read_table(tmp_path / "out" / "empty.parquet")
     assert empty.num_rows == 0
-    assert empty.schema.names == ["id", "text", "emb_mean"]
+    assert empty.schema.names == ["id", "text", "n_tokens", "truncated", "emb_mean"]
     assert empty.schema.field("emb_mean").type == pa.list_(pa.float32(), 32)
-    assert pq.read_table(tmp_path / "out" / "nulls.parquet").column("emb_mean").null_count == 5
+    nulls = pq.read_table(tmp_path / "out" / "nulls.parquet")
+    for column in ("emb_mean", "n_tokens", "truncated"):  # no text: nothing to measure either
+        assert nulls.column(column).null_count == 5, column
 
 
 def test_dictionary_and_large_string_text_work_like_plain_strings(tmp_path, tiny_model):
@@ -182,7 +184,7 @@ def test_huge_string_is_truncated_counted_and_memory_stays_bounded(tmp_path, tin
     write_shard(tmp_path / "a" / "in" / "s.parquet", ["the cat", huge[:60]])
     write_shard(tmp_path / "b" / "in" / "s.parquet", ["the cat", huge])
 
-    def run(root):
+    def run(root, *extra):
         code = (
             "import json, resource, sys; from jobs.cli import main; sys.argv = sys.argv[1:]\n"
             "try: main()\n"
@@ -203,6 +205,7 @@ def test_huge_string_is_truncated_counted_and_memory_stays_bounded(tmp_path, tin
             "--num-workers",
             "0",
             "--no-progress",
+            *extra,
         ]
         proc = subprocess.run(
             [sys.executable, "-c", code, *args],
@@ -223,3 +226,14 @@ def test_huge_string_is_truncated_counted_and_memory_stays_bounded(tmp_path, tin
     cut = pq.read_table(tmp_path / "b" / "out" / "s.parquet").column("emb_mean").to_pylist()[1]
     short = pq.read_table(tmp_path / "a" / "out" / "s.parquet").column("emb_mean").to_pylist()[1]
     np.testing.assert_allclose(cut, short, atol=1e-5)  # both are the first 16 tokens
+
+    # --long-text chunk embeds all of it (38,572 windows): tokenized in pieces, memory bounded.
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "in").symlink_to(tmp_path / "b" / "in")
+    summary, rss = run(tmp_path / "c", "--long-text", "chunk")
+    assert summary["chunked_rows"] == 1 and summary["truncated_rows"] == 0
+    # 540,000 text tokens in windows of 14, each with [CLS] and [SEP]; plus "the cat" (4).
+    assert summary["tokens"] == 540_000 + 2 * 38_572 + 4
+    assert (rss - small_rss) / 1024 < 150, f"peak RSS grew by {(rss - small_rss) / 1024:.0f} MB"
+    table = pq.read_table(tmp_path / "c" / "out" / "s.parquet")
+    assert table.column("n_tokens").to_pylist() == [4, 540_002]

@@ -86,7 +86,8 @@ def test_options_come_from_environment_variables(tmp_path, tiny_model):
     }
     result = _run(["run", str(tmp_path / "in"), "--no-progress"], env=env)
     assert result.exit_code == 0, result.output
-    assert pq.read_schema(tmp_path / "out" / "s.parquet").names == ["id", "emb_cls", "emb_max"]
+    names = pq.read_schema(tmp_path / "out" / "s.parquet").names
+    assert names == ["id", "n_tokens", "truncated", "emb_cls", "emb_max"]
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,8 @@ def test_exact_schema_and_metadata(tmp_path, tiny_model):
             ("id", pa.int64()),
             ("lang", pa.string()),
             ("text", pa.string()),
+            ("n_tokens", pa.int32()),
+            ("truncated", pa.bool_()),
             ("emb_mean", vector),
             ("emb_mean_layer1", vector),
             ("emb_cls", vector),
@@ -63,6 +65,8 @@ def test_exact_schema_and_metadata(tmp_path, tiny_model):
     assert meta["embed_etl.pooling"] == "mean,cls" and meta["embed_etl.layers"] == "3,1"
     assert meta["embed_etl.normalize"] == "true" and meta["embed_etl.max_length"] == "32"
     assert meta["embed_etl.dtype"] == "float32" and meta["embed_etl.version"]
+    assert meta["embed_etl.output_dtype"] == "float32" and meta["embed_etl.output_dim"] == "32"
+    assert meta["embed_etl.long_text"] == "truncate"
     table = pq.read_table(path)
     assert (
         table.column("text").to_pylist() == texts and table.column("lang").to_pylist() == ["en"] * 9

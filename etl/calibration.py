@@ -1,0 +1,232 @@
+"""int8 ranges, fixed once per job so that every shard of a corpus is quantized alike.
+
+The ranges are each dimension's min and max over a calibration sample: rows taken from the
+job's inputs (the first rows of up to 64 shards spread over the sorted list; the same sample
+whichever part of the job runs first), or the texts of a Parquet file given with
+--calibration, or the ranges of another job (its calibration.json). The sample goes through the
+job's own path (tokenizer, model, pooling, chunking, --truncate-dim, --normalize) into a
+scratch directory, so the ranges are those of the vectors actually stored. The result lives in
+``<output>/_embed_etl/calibration.json`` and in every file's metadata; later runs of the same
+job read it back instead of sampling again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from etl.contract import Shard
+from etl.errors import ConfigError, EmbedEtlError
+from etl.manifest import ManifestStore, read_json, write_json_atomic
+from etl.shards import discover
+from etl.source import text_values
+from etl.vectors import int8_ranges
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_FILE = "calibration.json"
+SAMPLE_SHARDS = 64  # the sample reads the head of at most this many shards
+
+
+def with_calibration(plan, worker=None):
+    """The plan with its spec's int8 ranges set (a no-op for other output dtypes).
+
+    ``worker`` (a ShardWorker of this job) is reused when given; otherwise one is loaded here.
+    """
+    spec, cfg = plan.spec, plan.cfg
+    if spec.output_dtype != "int8":
+        return plan
+    path = ManifestStore(cfg.output_dir).root / CALIBRATION_FILE
+    existing = read_json(path)
+    if existing and existing.get("fingerprint") == spec.fingerprint and not cfg.overwrite:
+        data = existing
+    else:
+        data = _calibrate(plan, worker)
+        data = _store(path, data, replace=cfg.overwrite)
+    log.info("int8 ranges from %s (%s rows)", data["source"], data.get("rows", "?"))
+    return dataclasses.replace(plan, spec=dataclasses.replace(spec, calibration=data))
+
+
+def _calibrate(plan, worker) -> dict[str, Any]:
+    spec, cfg = plan.spec, plan.cfg
+    given = cfg.calibration
+    if given and not _is_parquet(given):
+        return _from_ranges_file(given, spec)
+    texts = _sample_file(given, cfg) if given else _sample_inputs(cfg)
+    if not texts:
+        raise EmbedEtlError(
+            f"--output-dtype int8: no non-null {cfg.text_column!r} texts to calibrate the ranges "
+            f"from in {given or 'the inputs'}"
+        )
+    columns = _embed_sample(plan, worker, texts)
+    return {
+        "fingerprint": spec.fingerprint,
+        "source": spec.calibration_source,
+        "model": spec.model.name,
+        "model_config_sha256": spec.model.config_sha256,
+        "normalize": spec.normalize,
+        "dim": spec.out_dim,
+        "rows": len(texts),
+        "columns": columns,
+        "created_at": time.time(),
+    }
+
+
+def _is_parquet(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PAR1"
+
+
+def _from_ranges_file(path: str, spec) -> dict[str, Any]:
+    """Ranges of another job: same model, dimensions, normalization and columns, or refused."""
+    data = read_json(Path(path))
+    if not data or "columns" not in data:
+        raise ConfigError(
+            f"--calibration {path}: expected a calibration.json written by embed-etl "
+            "(under another output's _embed_etl/), or a Parquet file of sample texts"
+        )
+    wanted = {
+        "model_config_sha256": spec.model.config_sha256,
+        "dim": spec.out_dim,
+        "normalize": spec.normalize,
+    }
+    for key, value in wanted.items():
+        if data.get(key) != value:
+            raise ConfigError(
+                f"--calibration {path}: made with {key} {data.get(key)!r}, this job has {value!r}"
+            )
+    missing = [c.name for c in spec.columns if c.name not in data["columns"]]
+    if missing:
+        raise ConfigError(f"--calibration {path}: no ranges for column(s) {', '.join(missing)}")
+    columns = {c.name: data["columns"][c.name] for c in spec.columns}
+    return {
+        **data,
+        "fingerprint": spec.fingerprint,
+        "source": spec.calibration_source,
+        "columns": columns,
+        "from_file": str(path),
+    }
+
+
+def _sample_inputs(cfg) -> list[str]:
+    """The first rows of up to SAMPLE_SHARDS shards, spread evenly over all of the job's inputs."""
+    shards = discover(cfg.inputs, cfg.output_dir)  # every part of the job: one sample for all
+    picks = sorted(
+        {round(i) for i in np.linspace(0, len(shards) - 1, min(SAMPLE_SHARDS, len(shards)))}
+    )
+    per_shard = math.ceil(cfg.calibration_rows / len(picks))
+    texts: list[str] = []
+    for i in picks:
+        try:
+            texts += _head_texts(shards[i].input_path, cfg.text_column, per_shard)
+        except Exception as exc:  # noqa: BLE001 - a bad shard fails later, on its own
+            log.warning("calibration sample: skipping %s: %s", shards[i].input_path, exc)
+    return texts[: cfg.calibration_rows]
+
+
+def _sample_file(path: str, cfg) -> list[str]:
+    try:
+        return _head_texts(path, cfg.text_column, cfg.calibration_rows)
+    except Exception as exc:
+        raise ConfigError(
+            f"--calibration {path}: cannot read column {cfg.text_column!r}: {exc}"
+        ) from exc
+
+
+def _head_texts(path: str, column: str, rows: int) -> list[str]:
+    texts: list[str] = []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=min(rows, 8192), columns=[column]):
+        texts += [t for t in text_values(batch.column(0)) if t is not None]
+        if len(texts) >= rows:
+            break
+    return texts[:rows]
+
+
+def _embed_sample(plan, worker, texts: list[str]) -> dict[str, dict[str, list[float]]]:
+    """Embed the sample as float32 through the job's own path; per column min and max."""
+    from etl.encoder import resolve_device
+    from etl.worker import ShardWorker
+
+    spec, cfg = plan.spec, plan.cfg
+    scratch = ManifestStore(cfg.output_dir).root / f"calibration-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        (scratch / "in").mkdir(parents=True)
+        sample_path = scratch / "in" / "sample.parquet"
+        pq.write_table(
+            pa.table({"id": pa.array(range(len(texts)), pa.int64()), "text": texts}), sample_path
+        )
+        sample_spec = dataclasses.replace(
+            spec,
+            text_column="text",
+            id_column="id",
+            keep_columns=(),
+            output_dtype="float32",
+            calibration_source=None,
+            calibration=None,
+        )
+        own_worker = worker is None
+        if own_worker:
+            try:
+                device = str(resolve_device(plan.device))
+            except ConfigError:  # the cluster's device (Ray) is not on this machine
+                device = "cpu"
+            worker = ShardWorker(cfg, sample_spec, device)
+        log.info("int8: calibrating the ranges on %d sample rows", len(texts))
+        shard = Shard(str(sample_path), "sample.parquet", str(scratch / "out" / "sample.parquet"))
+        (result,) = worker.process([shard], spec=sample_spec, output_dir=str(scratch / "out"))
+        if result.status != "done":
+            raise EmbedEtlError(f"int8 calibration sample failed: {result.error}")
+        table = pq.read_table(shard.output_path)
+        columns = {}
+        for column in spec.columns:
+            values = table.column(column.name).combine_chunks().flatten().to_numpy()
+            columns[column.name] = int8_ranges(values.reshape(-1, spec.out_dim))
+        if own_worker:  # the job's workers load their own model: give this one's memory back
+            del worker
+            _release_accelerator_memory()
+        return columns
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _release_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _store(path: Path, data: dict[str, Any], replace: bool) -> dict[str, Any]:
+    """Write calibration.json; of two processes starting at once the first one's ranges win."""
+    if replace:
+        write_json_atomic(path, data)
+        return data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    private = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    private.write_text(json.dumps(data, indent=1, sort_keys=True))
+    try:
+        os.link(private, path)
+        return data
+    except FileExistsError:
+        existing = read_json(path)
+        if existing and existing.get("fingerprint") == data["fingerprint"]:
+            return existing  # another process of this job got there first: use its ranges
+        write_json_atomic(path, data)  # left by a job with other options
+        return data
+    finally:
+        private.unlink(missing_ok=True)

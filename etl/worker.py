@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from etl import __version__
 from etl.claims import HEARTBEAT_SECONDS, ClaimBook
@@ -80,6 +81,17 @@ class ShardWorker:
         return runner.consume(loader, total_rows, progress)
 
 
+def _rows_done(batch: Batch, multi) -> int:
+    """Rows a batch completes, for the progress bar: one per sequence, except that a row
+    split into windows counts once, with its window's first batch (null rows too)."""
+    rows = batch.size
+    if rows and multi is not None:
+        rows = int((~multi[batch.rows.numpy()]).sum())
+    if batch.window is not None:
+        rows += batch.window.null_rows + batch.window.chunked_rows
+    return rows
+
+
 def resolve_batching(cfg: JobConfig, spec: OutputSpec, device_type: str):
     """Token budget: small on CPU (big padded batches lose there), large on GPUs."""
     from etl.loader import Batching
@@ -141,6 +153,7 @@ class _Runner:
         self.committing: list[tuple[_Active, int, Future]] = []
         self.io: Executor | None = None
         self.tokens = 0
+        self.multi: dict[int, Any] = {}  # shard -> its current window's chunked rows
 
     def consume(self, loader, total_rows: int, progress: bool | None) -> list[ShardResult]:
         from tqdm import tqdm
@@ -166,8 +179,9 @@ class _Runner:
             self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-etl-io")
             for item in items:
                 if isinstance(item, Batch):
-                    if self._batch(item):
-                        bar.update(item.size + (item.window.null_rows if item.window else 0))
+                    rows = self._batch(item)
+                    if rows is not None:
+                        bar.update(rows)
                         rate = self.tokens / max(time.perf_counter() - started, 1e-9)
                         bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
                 elif isinstance(item, ShardStart):
@@ -216,10 +230,11 @@ class _Runner:
             item.shard_index, result, writer, item.input_identity
         )
 
-    def _batch(self, batch: Batch) -> bool:
+    def _batch(self, batch: Batch) -> int | None:
+        """Embed one batch into its shard's writer; the rows it completes, None if it failed."""
         active = self.active.get(batch.shard_index)
         if active is None:
-            return False  # its shard already failed: drop the rest of it
+            return None  # its shard already failed: drop the rest of it
         result = active.result
         try:
             if batch.window is not None:
@@ -233,14 +248,17 @@ class _Runner:
                 weights = batch.attention_mask.sum(dim=1).numpy()  # (B,) tokens per sequence
                 result.padded_tokens += batch.input_ids.numel()
                 self.tokens += int(weights.sum())
+            if batch.window is not None:
+                self.multi[batch.shard_index] = batch.window.multi
+            rows = _rows_done(batch, self.multi.get(batch.shard_index))
             active.writer.add(
                 batch.window_index, batch.window, batch.rows.numpy(), vectors, weights
             )
         except Exception as exc:  # fail this shard, keep the job going
             log.debug("batch failed", exc_info=True)
             self._abort(active, f"{type(exc).__name__}: {exc}")
-            return False
-        return True
+            return None
+        return rows
 
     def _end(self, item: ShardEnd) -> None:
         active = self.active.pop(item.shard_index, None)

@@ -187,7 +187,7 @@ def cli() -> None:
     default="auto",
     show_default=True,
     help="Compute precision (autocast). auto = float32 on CPU and MPS (exact), bfloat16 "
-    "(or float16) on CUDA. Outputs are always float32 vectors.",
+    "(or float16) on CUDA. Vectors are pooled in float32; --output-dtype sets how they are stored.",
     **_env("DTYPE"),
 )
 @click.option(

@@ -197,3 +197,21 @@ def test_huge_text_windows_are_exact_and_tokenized_piecewise(tiny_model):
     assert windows[-1][-2] == content[-1]  # the last window reaches the end of the text
     covered = np.concatenate([w[1:-1] if i == 0 else w[3:-1] for i, w in enumerate(windows)])
     assert np.array_equal(covered, content)  # overlap 2: every token once, in order
+
+
+def test_progress_counts_a_chunked_row_once():
+    from etl.contract import Batch, WindowInfo
+    from etl.worker import _rows_done
+
+    # Window of 4 rows: row 1 is null, row 2 was split into 3 windows.
+    multi = np.array([False, False, True, False])
+    info = WindowInfo(0, 4, 2, passthrough=None, null_rows=1, chunked_rows=1, multi=multi)
+
+    def batch(rows, window=None):
+        ids = torch.ones((len(rows), 3), dtype=torch.long)
+        return Batch(0, 0, torch.tensor(rows), ids, ids, window)
+
+    first, second = batch([0, 2, 2], info), batch([2, 3])
+    assert _rows_done(first, multi) + _rows_done(second, multi) == 4
+    plain = WindowInfo(0, 2, 1, passthrough=None)
+    assert _rows_done(batch([0, 1], plain), None) == 2

@@ -154,7 +154,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--memory", action="store_true", help="also the flat-memory runs (slow)")
     parser.add_argument("--memory-small", type=int, default=10_000)
     parser.add_argument(
-        "--memory-dtype", default="bfloat16", help="dtype of the memory runs (speed only)"
+        "--memory-dtype", default="float32", help="compute dtype of the memory runs"
     )
     parser.add_argument("--no-speed", action="store_true", help="skip the speed runs")
     parser.add_argument(

@@ -35,7 +35,3 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     """Pool (B, T, H) hidden states with a (B, T) attention mask into (B, H), in float32."""
     return POOLERS[how](hidden.float(), mask)
 
-
-def l2_normalize(vectors: torch.Tensor) -> torch.Tensor:
-    """Unit-length rows; an all-zero row stays zero instead of becoming NaN."""
-    return torch.nn.functional.normalize(vectors, p=2.0, dim=-1)

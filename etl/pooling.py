@@ -34,4 +34,3 @@ POOLERS = {"cls": cls_pool, "mean": mean_pool, "max": max_pool}
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     """Pool (B, T, H) hidden states with a (B, T) attention mask into (B, H), in float32."""
     return POOLERS[how](hidden.float(), mask)
-

@@ -22,7 +22,7 @@ from etl.contract import Batch, OutputSpec, Shard, ShardEnd, ShardFailed, ShardS
 from etl.errors import EmbedEtlError
 from etl.manifest import input_identity
 from etl.source import iter_windows, open_shard, text_values
-from etl.tokens import chunk_windows, content_ids, tokenize_window
+from etl.tokens import chunk_windows, tokenize_window
 
 Item = ShardStart | Batch | ShardEnd | ShardFailed
 
@@ -98,8 +98,9 @@ class ShardStream(IterableDataset):
         spec = self.spec
         texts = text_values(record_batch.column(spec.text_column))
         present = [i for i, text in enumerate(texts) if text is not None]
+        whole: dict[int, np.ndarray] | None = {} if spec.long_text == "chunk" else None
         ids, n_tokens = tokenize_window(
-            self.tokenizer, [texts[i] for i in present], spec.max_length
+            self.tokenizer, [texts[i] for i in present], spec.max_length, whole
         )
         long_rows = [j for j, (x, n) in enumerate(zip(ids, n_tokens, strict=True)) if n > len(x)]
         if long_rows and spec.long_text == "error":
@@ -114,9 +115,7 @@ class ShardStream(IterableDataset):
         seq_rows = np.asarray(present, dtype=np.int64)  # row in the window of each sequence
         multi = None
         if long_rows and spec.long_text == "chunk":
-            sequences, seq_rows, multi = self._chunk(
-                ids, present, long_rows, texts, record_batch.num_rows
-            )
+            sequences, seq_rows, multi = self._chunk(ids, present, whole, record_batch.num_rows)
         lengths = np.zeros(record_batch.num_rows, dtype=np.int64) - 1
         lengths[present] = n_tokens
         plan = plan_batches(
@@ -150,19 +149,18 @@ class ShardStream(IterableDataset):
                 window=info if j == 0 else None,
             )
 
-    def _chunk(self, ids, present, long_rows, texts, num_rows):
+    def _chunk(self, ids, present, whole, num_rows):
         """Replace each long row's truncated ids by windows over its whole text."""
         spec, tokenizer = self.spec, self.tokenizer
-        long_set = set(long_rows)
         sequences, seq_rows = [], []
         multi = np.zeros(num_rows, dtype=bool)
         for j, row in enumerate(present):
-            if j not in long_set:
+            if j not in whole:
                 sequences.append(ids[j])
                 seq_rows.append(row)
                 continue
             windows = chunk_windows(
-                content_ids(tokenizer, texts[row]),
+                whole[j],
                 spec.max_length,
                 spec.chunk_overlap,
                 tokenizer.cls_token_id,

@@ -16,9 +16,17 @@ PIECE_CHARS = 1 << 16  # counting a long text: this many characters at a time
 
 
 def tokenize_window(
-    tokenizer: Any, texts: list[str], max_length: int
+    tokenizer: Any,
+    texts: list[str],
+    max_length: int,
+    whole: dict[int, np.ndarray] | None = None,
 ) -> tuple[list[list[int]], list[int]]:
-    """Token ids truncated to max_length, and each text's token count before truncation."""
+    """Token ids truncated to max_length, and each text's token count before truncation.
+
+    With ``whole`` (--long-text chunk), the ids of every text longer than max_length, special
+    tokens left out, are stored there by position: each long text is tokenized once, for its
+    count and its windows alike.
+    """
     if not texts:
         return [], []
     head_chars = head_budget(max_length)
@@ -33,8 +41,16 @@ def tokenize_window(
             ids[i] = _encode(tokenizer, [heads[i]], max_length)[0]
     n_tokens = [len(x) for x in ids]
     for i, x in enumerate(ids):
-        if len(x) == max_length:  # possibly truncated (rare): count the full text
+        if len(x) < max_length:
+            continue
+        # Possibly truncated (rare): count the full text, or keep its ids when asked.
+        if whole is None:
             n_tokens[i] = count_tokens(tokenizer, texts[i])
+            continue
+        content = content_ids(tokenizer, texts[i])
+        n_tokens[i] = len(content) + _specials(tokenizer)
+        if n_tokens[i] > max_length:
+            whole[i] = content
     return ids, n_tokens
 
 
@@ -65,18 +81,9 @@ def _cut(text: str, start: int, chars: int) -> int:
 
 def count_tokens(tokenizer: Any, text: str) -> int:
     """Tokens of the whole text, special tokens included, in bounded memory."""
-    backend = tokenizer.backend_tokenizer
-    backend.no_truncation()  # a batch call leaves truncation on; the next call sets it again
     if len(text) <= PIECE_CHARS:
-        return len(backend.encode(text, add_special_tokens=True))
-    specials = len(backend.encode("", add_special_tokens=True))
-    total, start = specials, 0
-    while start < len(text):
-        end = _cut(text, start, PIECE_CHARS)
-        # Each piece but the first starts at a whitespace, so words keep their boundaries.
-        total += len(backend.encode(text[start:end], add_special_tokens=False))
-        start = end
-    return total
+        return len(_backend(tokenizer).encode(text, add_special_tokens=True))
+    return _specials(tokenizer) + sum(len(piece) for piece in _pieces(tokenizer, text))
 
 
 def content_ids(tokenizer: Any, text: str) -> np.ndarray:
@@ -85,19 +92,32 @@ def content_ids(tokenizer: Any, text: str) -> np.ndarray:
     Pieces end at whitespace, which BERT-style pre-tokenizers split on anyway, so the ids are
     those of the whole text; time and memory grow with one piece, not with the text.
     """
-    backend = tokenizer.backend_tokenizer
-    backend.no_truncation()
-    pieces = []
+    pieces = [np.asarray(piece.ids, dtype=np.int32) for piece in _pieces(tokenizer, text)]
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+
+
+def _pieces(tokenizer: Any, text: str):
+    """Encodings (no special tokens) of the text's pieces of about PIECE_CHARS characters.
+
+    Each piece but the first starts at a whitespace, so words keep their boundaries.
+    """
+    backend = _backend(tokenizer)
     start = 0
     while start < len(text):
         end = _cut(text, start, PIECE_CHARS)
-        pieces.append(
-            np.asarray(
-                backend.encode(text[start:end], add_special_tokens=False).ids, dtype=np.int32
-            )
-        )
+        yield backend.encode(text[start:end], add_special_tokens=False)
         start = end
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+
+
+def _backend(tokenizer: Any):
+    backend = tokenizer.backend_tokenizer
+    backend.no_truncation()  # a batch call leaves truncation on; the next call sets it again
+    return backend
+
+
+def _specials(tokenizer: Any) -> int:
+    """Special tokens the tokenizer adds to one sequence ([CLS] and [SEP] for BERT)."""
+    return len(_backend(tokenizer).encode("", add_special_tokens=True))
 
 
 def chunk_windows(

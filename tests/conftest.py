@@ -90,3 +90,26 @@ def write_shard(path: Path, texts: list, ids: list | None = None, **extra) -> Pa
     columns.update(extra)
     pq.write_table(pa.table(columns), path)
     return path
+
+
+def run_cli(tmp_path: Path, model: Path, *extra: str):
+    """`embed-etl run <tmp>/in -o <tmp>/out --model MODEL` in-process; never a traceback."""
+    from click.testing import CliRunner
+
+    from jobs.cli import cli
+
+    args = [
+        "run",
+        str(tmp_path / "in"),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        str(model),
+        "--num-workers",
+        "0",
+        "--no-progress",
+        *extra,
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert "Traceback" not in result.output
+    return result

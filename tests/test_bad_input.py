@@ -10,28 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from jobs.cli import cli
-from tests.conftest import REPO, tiny_texts, write_shard
-
-
-def _cli(tmp_path, tiny_model, *extra):
-    args = [
-        "run",
-        str(tmp_path / "in"),
-        "-o",
-        str(tmp_path / "out"),
-        "--model",
-        str(tiny_model),
-        "--num-workers",
-        "0",
-        "--no-progress",
-        *extra,
-    ]
-    result = CliRunner().invoke(cli, args)
-    assert "Traceback" not in result.output
-    return result
+from tests.conftest import REPO, run_cli, tiny_texts, write_shard
 
 
 def _good_shard(tmp_path):
@@ -80,7 +60,7 @@ def test_unreadable_file_fails_only_its_shard(tmp_path, tiny_model, kind, expect
         "truncated": _truncated_parquet(tmp_path),
     }[kind]
     _write_bytes(bad, data)
-    result = _cli(tmp_path, tiny_model)
+    result = run_cli(tmp_path, tiny_model)
     assert result.exit_code == 3
     message = _failed_message(result)
     assert str(bad) in message and expected in message
@@ -93,7 +73,7 @@ def test_missing_column_in_one_shard_names_column_file_and_columns(tmp_path, tin
     _good_shard(tmp_path)
     bad = tmp_path / "in" / "bad.parquet"
     pq.write_table(pa.table({"id": [1], "body": ["x"]}), bad)
-    result = _cli(tmp_path, tiny_model)
+    result = run_cli(tmp_path, tiny_model)
     assert result.exit_code == 3
     message = _failed_message(result)
     assert "no column 'text' (--text-column)" in message and str(bad) in message
@@ -104,7 +84,7 @@ def test_missing_column_in_one_shard_names_column_file_and_columns(tmp_path, tin
 def test_text_column_of_the_wrong_type_fails_its_shard(tmp_path, tiny_model):
     _good_shard(tmp_path)
     pq.write_table(pa.table({"id": [1, 2], "text": [3, 4]}), tmp_path / "in" / "bad.parquet")
-    result = _cli(tmp_path, tiny_model)
+    result = run_cli(tmp_path, tiny_model)
     assert result.exit_code == 3
     assert "has type int64; expected a string column" in _failed_message(result)
     _assert_good_complete(tmp_path)
@@ -113,7 +93,7 @@ def test_text_column_of_the_wrong_type_fails_its_shard(tmp_path, tiny_model):
 def test_null_text_keeps_the_row_with_null_vectors_and_is_counted(tmp_path, tiny_model):
     texts = ["the cat", None, "", "   ", None, "a dog ran far"]
     write_shard(tmp_path / "in" / "s.parquet", texts)
-    result = _cli(tmp_path, tiny_model, "--pooling", "mean", "--pooling", "cls")
+    result = run_cli(tmp_path, tiny_model, "--pooling", "mean", "--pooling", "cls")
     assert result.exit_code == 0
     summary = json.loads(result.stdout)
     assert summary["null_rows"] == 2 and summary["rows"] == 6
@@ -127,7 +107,7 @@ def test_null_text_keeps_the_row_with_null_vectors_and_is_counted(tmp_path, tiny
 def test_all_null_window_and_zero_row_shard(tmp_path, tiny_model):
     write_shard(tmp_path / "in" / "nulls.parquet", [None] * 5)
     write_shard(tmp_path / "in" / "empty.parquet", [])
-    result = _cli(tmp_path, tiny_model, "--keep-column", "text")
+    result = run_cli(tmp_path, tiny_model, "--keep-column", "text")
     assert result.exit_code == 0, result.output
     empty = pq.read_table(tmp_path / "out" / "empty.parquet")
     assert empty.num_rows == 0
@@ -154,7 +134,7 @@ def test_dictionary_and_large_string_text_work_like_plain_strings(tmp_path, tiny
     assert pa.types.is_dictionary(
         pq.read_schema(tmp_path / "in" / "dict.parquet").field("text").type
     )
-    assert _cli(tmp_path, tiny_model).exit_code == 0
+    assert run_cli(tmp_path, tiny_model).exit_code == 0
     vectors = {
         n: np.array(pq.read_table(tmp_path / "out" / f"{n}.parquet").column("emb_mean").to_pylist())
         for n in variants
@@ -167,7 +147,7 @@ def test_duplicate_and_null_ids_are_kept_as_they_are(tmp_path, tiny_model):
     ids = pa.array([7, 7, None, 3, None], pa.int64())
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"id": ids, "text": tiny_texts(5)}), tmp_path / "in" / "s.parquet")
-    assert _cli(tmp_path, tiny_model).exit_code == 0
+    assert run_cli(tmp_path, tiny_model).exit_code == 0
     assert pq.read_table(tmp_path / "out" / "s.parquet").column("id").to_pylist() == [
         7,
         7,

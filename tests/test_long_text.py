@@ -16,7 +16,7 @@ from etl.modelinfo import resolve_model
 from etl.pipeline import run_job
 from etl.tokens import PIECE_CHARS, chunk_windows, content_ids
 from jobs.cli import cli
-from tests.conftest import TINY_WORDS, tiny_texts, write_shard
+from tests.conftest import TINY_WORDS, run_cli, tiny_texts, write_shard
 
 MAX_LENGTH = 16  # [CLS] + 14 text tokens + [SEP] per window
 
@@ -132,24 +132,7 @@ def test_long_text_error_fails_the_shard_naming_the_row(tmp_path, tiny_model):
         ["the cat", _long_text(30), _long_text(40)],
         ids=[5, 77, 78],
     )
-    result = CliRunner().invoke(
-        cli,
-        [
-            "run",
-            str(tmp_path / "in"),
-            "-o",
-            str(tmp_path / "out"),
-            "--model",
-            str(tiny_model),
-            "--max-length",
-            str(MAX_LENGTH),
-            "--long-text",
-            "error",
-            "--num-workers",
-            "0",
-            "--no-progress",
-        ],
-    )
+    result = run_cli(tmp_path, tiny_model, "--max-length", str(MAX_LENGTH), "--long-text", "error")
     assert result.exit_code == 3, result.output
     assert "Traceback" not in result.output
     assert "bad.parquet: row 1 (id 77) has 32 tokens, more than --max-length 16" in result.stderr
@@ -164,22 +147,8 @@ def test_chunk_overlap_is_checked_against_the_window():
 
 def test_chunk_overlap_must_leave_room(tmp_path, tiny_model):
     write_shard(tmp_path / "in" / "s.parquet", ["the cat"])
-    result = CliRunner().invoke(
-        cli,
-        [
-            "run",
-            str(tmp_path / "in"),
-            "-o",
-            str(tmp_path / "out"),
-            "--model",
-            str(tiny_model),
-            "--max-length",
-            "16",
-            "--long-text",
-            "chunk",
-            "--chunk-overlap",
-            "14",
-        ],
+    result = run_cli(
+        tmp_path, tiny_model, "--max-length", "16", "--long-text", "chunk", "--chunk-overlap", "14"
     )
     assert result.exit_code == 2
     assert "--chunk-overlap 14: must be less than the 14 text tokens of a window" in result.stderr

@@ -9,13 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 from etl.config import JobConfig
 from etl.pipeline import run_job
 from etl.vectors import dequantize_int8, hamming
-from jobs.cli import cli
-from tests.conftest import tiny_texts, write_shard
+from tests.conftest import run_cli, tiny_texts, write_shard
 
 
 @pytest.fixture
@@ -164,21 +162,9 @@ def test_int8_ranges_from_another_job_or_a_sample_file(tmp_path, tiny_model, two
     assert stored["rows"] == 30
 
     # Ranges made for other vectors are refused, naming the file and what differs.
-    args = [
-        "run",
-        str(two_shards),
-        "-o",
-        str(tmp_path / "d"),
-        "--model",
-        str(tiny_model),
-        "--output-dtype",
-        "int8",
-        "--calibration",
-        str(calibration),
-        "--num-workers",
-        "0",
-    ]
-    result = CliRunner().invoke(cli, args)
+    result = run_cli(
+        tmp_path, tiny_model, "--output-dtype", "int8", "--calibration", str(calibration)
+    )
     assert result.exit_code == 2, result.output
     assert (
         f"--calibration {calibration}: made with normalize True, this job has False"
@@ -206,11 +192,10 @@ def test_int8_ranges_from_another_job_or_a_sample_file(tmp_path, tiny_model, two
     ],
 )
 def test_bad_compact_options_are_usage_errors(tmp_path, tiny_model, two_shards, args, message):
-    base = ["run", str(two_shards), "-o", str(tmp_path / "o"), "--model", str(tiny_model)]
-    result = CliRunner().invoke(cli, [*base, *args])
+    result = run_cli(tmp_path, tiny_model, *args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
-    assert not (tmp_path / "o" / "p0.parquet").exists()
+    assert not (tmp_path / "out" / "p0.parquet").exists()
 
 
 def test_compact_outputs_on_the_real_model(tmp_path, corpus, real_model):

@@ -13,7 +13,6 @@ job read it back instead of sampling again.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -28,7 +27,7 @@ import pyarrow.parquet as pq
 
 from etl.contract import Shard
 from etl.errors import ConfigError, EmbedEtlError
-from etl.manifest import ManifestStore, read_json, write_json_atomic
+from etl.manifest import ManifestStore, create_json, read_json, write_json_atomic
 from etl.shards import discover
 from etl.source import text_values
 from etl.vectors import int8_ranges
@@ -213,20 +212,11 @@ def _release_accelerator_memory() -> None:
 
 def _store(path: Path, data: dict[str, Any], replace: bool) -> dict[str, Any]:
     """Write calibration.json; of two processes starting at once the first one's ranges win."""
-    if replace:
-        write_json_atomic(path, data)
-        return data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    private = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    private.write_text(json.dumps(data, indent=1, sort_keys=True))
-    try:
-        os.link(private, path)
-        return data
-    except FileExistsError:
-        existing = read_json(path)
-        if existing and existing.get("fingerprint") == data["fingerprint"]:
+    if not replace:
+        existing = create_json(path, data)
+        if existing is None:
+            return data
+        if existing.get("fingerprint") == data["fingerprint"]:
             return existing  # another process of this job got there first: use its ranges
-        write_json_atomic(path, data)  # left by a job with other options
-        return data
-    finally:
-        private.unlink(missing_ok=True)
+    write_json_atomic(path, data)  # --overwrite, or left by a job with other options
+    return data

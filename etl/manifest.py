@@ -42,6 +42,24 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(temp, path)
 
 
+def create_json(path: Path, data: dict[str, Any]) -> dict[str, Any] | None:
+    """Write ``path`` unless it exists; return the existing content, if any.
+
+    The file is linked into place, so of two processes creating it at once exactly one
+    writes it and the other reads (and can compare) it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    private = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    private.write_text(json.dumps(data, indent=1, sort_keys=True))
+    try:
+        os.link(private, path)
+    except FileExistsError:
+        return read_json(path)
+    finally:
+        private.unlink(missing_ok=True)
+    return None
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
@@ -98,21 +116,9 @@ class ManifestStore:
         return read_json(self.job_path)
 
     def create_job(self, job: dict[str, Any]) -> dict[str, Any] | None:
-        """Write the job record unless one exists; return the existing one, if any.
-
-        The record is linked into place, so of two processes starting at once exactly one
-        writes it and the other reads (and compares) it.
-        """
-        self.root.mkdir(parents=True, exist_ok=True)
-        private = self.root / f".job.{os.getpid()}.tmp"
-        private.write_text(json.dumps(job, indent=1, sort_keys=True))
-        try:
-            os.link(private, self.job_path)
-        except FileExistsError:
-            return self.read_job()
-        finally:
-            private.unlink(missing_ok=True)
-        return None
+        """Write the job record unless one exists; return the existing one, if any
+        (of two processes starting at once, one writes it and the other compares)."""
+        return create_json(self.job_path, job)
 
     def write_job(self, job: dict[str, Any]) -> None:
         write_json_atomic(self.job_path, job)

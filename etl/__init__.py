@@ -1,3 +1,48 @@
-"""embed-etl: Parquet shards of text in, sentence-embedding columns out."""
+"""embed-etl: Parquet shards of text in, sentence-embedding columns out.
 
-__version__ = "0.1.0"
+The public API, used by the CLI, the Ray actors and anyone embedding from Python:
+
+    from etl import JobConfig, run_job
+    summary = run_job(JobConfig(inputs=("corpus/",), output_dir="vectors/"))
+
+How a run flows, and where each step lives:
+
+    config.JobConfig     every option, validated once
+    plan.plan_job        inputs, the output spec and its fingerprint, what is left (no model)
+    job.run_job          start the engine, calibrate (int8), record the job, run
+    engines/             where shards run: this process, N processes, Ray actors
+    worker/              one model loaded once; claim, embed, write, record each shard
+    stages/              per shard: source -> tokens -> batching -> loader -> encoder
+                         -> pooling -> vectors -> sink
+    state/               the job's records under <output>/_embed_etl/
+    storage              the one seam to where outputs live
+
+Importing this package does not import torch or transformers.
+"""
+
+from etl.config import JobConfig
+from etl.errors import ConfigError, EmbedEtlError, InputError, ModelError, OutputConflictError
+from etl.job import run_job
+from etl.plan import JobPlan, plan_job, plan_parts
+from etl.state.status import StatusReport, job_status
+from etl.summary import JobSummary
+from etl.version import __version__
+from etl.worker.shard_worker import ShardWorker
+
+__all__ = [
+    "ConfigError",
+    "EmbedEtlError",
+    "InputError",
+    "JobConfig",
+    "JobPlan",
+    "JobSummary",
+    "ModelError",
+    "OutputConflictError",
+    "ShardWorker",
+    "StatusReport",
+    "__version__",
+    "job_status",
+    "plan_job",
+    "plan_parts",
+    "run_job",
+]

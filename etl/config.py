@@ -1,12 +1,13 @@
-"""JobConfig: every option of a run, validated once; and its resolution against a model."""
+"""JobConfig: every option of a run, with its default and its check, validated once on creation.
+
+The CLI takes its choices and defaults from here; resolving the options against a model (layers,
+lengths, column names) is etl.spec's job."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from etl.contract import ColumnSpec, OutputSpec
 from etl.errors import ConfigError
-from etl.modelinfo import ModelInfo
 
 POOLINGS = ("mean", "cls", "max", "pooler")
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
@@ -48,6 +49,7 @@ class JobConfig:
     devices: tuple[str, ...] = ()  # one worker per device, e.g. ("cuda:0", "cuda:1")
     engine: str = "local"  # local | ray
     ray_address: str | None = None  # None: a local Ray, or RAY_ADDRESS if set
+    ray_timeout: float = 600.0  # seconds for every Ray actor to be placed and load the model
     long_text: str = "truncate"  # truncate | chunk | error, for texts over max_length tokens
     chunk_overlap: int = 0  # tokens shared by consecutive windows with long_text="chunk"
     output_dtype: str = "float32"  # float32 | float16 | int8 | binary
@@ -99,6 +101,8 @@ class JobConfig:
             raise ConfigError(f"--engine {self.engine}: expected one of {', '.join(ENGINES)}")
         if self.ray_address and self.engine != "ray":
             raise ConfigError("--ray-address goes with --engine ray")
+        if not isinstance(self.ray_timeout, (int, float)) or self.ray_timeout <= 0:
+            raise ConfigError(f"--ray-timeout: expected seconds above 0, got {self.ray_timeout}")
         if (self.shard_index is None) != (self.num_shards is None):
             raise ConfigError("--shard-index and --num-shards go together")
         if self.num_shards is not None:
@@ -140,87 +144,6 @@ class JobConfig:
         if self.calibration and self.output_dtype != "int8":
             raise ConfigError("--calibration goes with --output-dtype int8")
         _positive("--calibration-rows", self.calibration_rows)
-
-
-def build_output_spec(cfg: JobConfig, model: ModelInfo, dtype: str) -> OutputSpec:
-    """Resolve layers, column names and max length against the model; compute the fingerprint."""
-    top = model.num_layers
-    absolute = []
-    for layer in cfg.layers:
-        k = layer if layer >= 0 else top + 1 + layer
-        if not 0 <= k <= top:
-            raise ConfigError(
-                f"--layer {layer}: {model.name} has hidden states 0..{top} "
-                f"(0 = embedding layer, {top} = last layer); negative values count from "
-                f"-1 (= {top}) down to {-(top + 1)} (= 0)"
-            )
-        if k not in absolute:
-            absolute.append(k)
-    columns = []
-    for pooling in dict.fromkeys(cfg.poolings):
-        for k in absolute:
-            if pooling == "pooler" and k != top:
-                raise ConfigError(
-                    f"--pooling pooler --layer {k}: the pooler exists only on top of the last "
-                    f"layer ({top}); ask for other layers in a separate run, or use cls"
-                )
-            name = f"emb_{pooling}" if k == top else f"emb_{pooling}_layer{k}"
-            columns.append(ColumnSpec(name=name, pooling=pooling, layer=k))
-    max_length = cfg.max_length or model.default_max_length
-    if max_length > model.max_positions:
-        raise ConfigError(
-            f"--max-length {max_length}: {model.name} accepts at most {model.max_positions} tokens"
-        )
-    if max_length < 2:
-        raise ConfigError("--max-length: expected at least 2 (room for [CLS] and [SEP])")
-    if cfg.long_text == "chunk" and cfg.chunk_overlap >= max_length - 2:
-        raise ConfigError(
-            f"--chunk-overlap {cfg.chunk_overlap}: must be less than the {max_length - 2} text "
-            f"tokens of a window (--max-length {max_length} minus [CLS] and [SEP])"
-        )
-    dim = cfg.truncate_dim or model.hidden_size
-    if dim > model.hidden_size:
-        raise ConfigError(
-            f"--truncate-dim {dim}: {model.name} has {model.hidden_size} dimensions; "
-            f"expected 1..{model.hidden_size}"
-        )
-    if cfg.output_dtype == "binary" and dim % 8:
-        raise ConfigError(
-            f"--output-dtype binary packs 8 dimensions per byte: {dim} dimensions is not a "
-            "multiple of 8 (pick another --truncate-dim)"
-        )
-    return OutputSpec(
-        model=model,
-        columns=tuple(columns),
-        text_column=cfg.text_column,
-        id_column=cfg.id_column,
-        keep_columns=cfg.keep_columns,
-        normalize=cfg.normalize,
-        max_length=max_length,
-        dtype=dtype,
-        long_text=cfg.long_text,
-        chunk_overlap=cfg.chunk_overlap,
-        output_dtype=cfg.output_dtype,
-        truncate_dim=cfg.truncate_dim if dim != model.hidden_size else None,
-        calibration_source=calibration_source(cfg) if cfg.output_dtype == "int8" else None,
-    )
-
-
-def calibration_source(cfg: JobConfig) -> str:
-    """What fixes the int8 ranges, for the fingerprint: the corpus sample or a file's content."""
-    if not cfg.calibration:
-        return f"sample:{cfg.calibration_rows}"
-    import hashlib
-    from pathlib import Path
-
-    path = Path(cfg.calibration)
-    if not path.is_file():
-        raise ConfigError(
-            f"--calibration {cfg.calibration}: no such file (expected a calibration.json "
-            "written by another job, or a Parquet file of sample texts)"
-        )
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return f"file:{digest}"
 
 
 def _check_device(option: str, device: str) -> None:

@@ -1,101 +1,34 @@
-"""The data that passes between stages: small typed records, kept together in one place."""
+"""The records that cross stage boundaries: shards, batches, reader messages, shard results.
+
+Reader -> worker: ShardStart, then Batch (the first of each window carries its WindowInfo),
+then ShardEnd or ShardFailed. Worker -> engine -> job: one ShardResult per shard, and a
+WorkerInfo per worker that loaded the model.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from etl.modelinfo import ModelInfo
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # keep torch and pyarrow out of planning commands
     import numpy as np
     import pyarrow as pa
     import torch
 
-OUTPUT_FORMAT_VERSION = 2  # bump when the output layout changes so that old files differ
-# 2: n_tokens and truncated columns; output dtypes, --truncate-dim, --long-text
 
+class ShardStatus(str, enum.Enum):
+    """Where a shard stands. Values are what the manifest, the summary and `status` show."""
 
-@dataclass(frozen=True)
-class ColumnSpec:
-    """One embedding column: which pooling over which hidden-states index."""
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # done by an earlier run
+    ELSEWHERE = "claimed_elsewhere"  # another process holds it
+    RUNNING = "running"
+    PENDING = "pending"
 
-    name: str  # emb_<pooling> for the last layer, emb_<pooling>_layer<k> otherwise
-    pooling: str  # cls | mean | max | pooler
-    layer: int  # absolute hidden-states index: 0 = embedding output, 1..L = encoder layers
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """What every output file holds, resolved against the model; its fingerprint guards reruns."""
-
-    model: ModelInfo
-    columns: tuple[ColumnSpec, ...]
-    text_column: str
-    id_column: str
-    keep_columns: tuple[str, ...]
-    normalize: bool
-    max_length: int
-    dtype: str  # compute dtype actually used: float32 | float16 | bfloat16
-    long_text: str = "truncate"  # truncate | chunk | error
-    chunk_overlap: int = 0  # tokens shared by consecutive windows (chunk only)
-    output_dtype: str = "float32"  # float32 | float16 | int8 | binary
-    truncate_dim: int | None = None  # keep the first D dimensions
-    calibration_source: str | None = None  # int8: "sample" or "file:<sha256>"
-    # int8 only: per-column ranges, fixed once per job. Not part of the identity: resuming a
-    # job must not need the model, and the ranges follow from the identity's calibration source.
-    calibration: dict[str, Any] | None = field(default=None, compare=False)
-
-    def identity(self) -> dict[str, Any]:
-        """Everything that changes the output files; two runs mix only if this is equal."""
-        return {
-            "format": OUTPUT_FORMAT_VERSION,
-            "model_config_sha256": self.model.config_sha256,
-            "model_weights": self.model.weights_id,
-            "text_column": self.text_column,
-            "id_column": self.id_column,
-            "keep_columns": list(self.keep_columns),
-            "columns": [[c.name, c.pooling, c.layer] for c in self.columns],
-            "normalize": self.normalize,
-            "max_length": self.max_length,
-            "dtype": self.dtype,
-            "long_text": self.long_text,
-            "chunk_overlap": self.chunk_overlap if self.long_text == "chunk" else None,
-            "output_dtype": self.output_dtype,
-            "truncate_dim": self.truncate_dim,
-            "calibration": self.calibration_source,
-        }
-
-    @property
-    def fingerprint(self) -> str:
-        canonical = json.dumps(self.identity(), sort_keys=True).encode()
-        return hashlib.sha256(canonical).hexdigest()[:16]
-
-    @property
-    def dim(self) -> int:
-        """Width of the model's vectors (what pooling produces)."""
-        return self.model.hidden_size
-
-    @property
-    def out_dim(self) -> int:
-        """Dimensions kept in the output (before binary packing)."""
-        return self.truncate_dim or self.model.hidden_size
-
-    @property
-    def deepest_layer(self) -> int:
-        return max(c.layer for c in self.columns)
-
-    @property
-    def needs_pooler(self) -> bool:
-        return any(c.pooling == "pooler" for c in self.columns)
-
-    @property
-    def inner_layers(self) -> tuple[int, ...]:
-        """Requested layers below the deepest one: these need the model's hidden_states."""
-        deepest = self.deepest_layer
-        return tuple(sorted({c.layer for c in self.columns if c.layer != deepest}))
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -103,8 +36,8 @@ class Shard:
     """One input file and where its output goes; the unit of work, output, retry and resume."""
 
     input_path: str
-    rel_name: str  # path relative to its input root, used for the output path and the manifest
-    output_path: str
+    rel_name: str  # path relative to its input root: names the manifest record and the claim
+    output_key: str  # where its output goes, relative to --output
 
 
 @dataclass
@@ -178,7 +111,7 @@ class ShardResult:
     """How one shard ended: counts, timings and, when it failed, why."""
 
     shard: Shard
-    status: str  # done | failed | skipped (done before) | claimed_elsewhere
+    status: ShardStatus
     rows: int = 0
     null_rows: int = 0
     truncated_rows: int = 0
@@ -187,58 +120,13 @@ class ShardResult:
     padded_tokens: int = 0  # tokens the model computed, padding included
     seconds: float = 0.0
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class JobSummary:
-    """What a run did, printed as one JSON line on stdout at the end."""
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker that loaded the model: which process, where, and how long loading took."""
 
-    fingerprint: str
-    shards: list[ShardResult]
-    seconds: float = 0.0
-
-    def count(self, status: str) -> int:
-        return sum(1 for r in self.shards if r.status == status)
-
-    @property
-    def ok(self) -> bool:
-        return self.count("failed") == 0
-
-    def to_dict(self) -> dict[str, Any]:
-        done = [r for r in self.shards if r.status == "done"]
-        rows = sum(r.rows for r in done)
-        tokens = sum(r.tokens for r in done)
-        padded = sum(r.padded_tokens for r in done)
-        seconds = round(self.seconds, 3)
-        return {
-            "status": "ok" if self.ok else "failed",
-            "rows": rows,
-            "tokens": tokens,
-            "seconds": seconds,
-            "rows_per_s": round(rows / self.seconds, 1) if self.seconds > 0 else None,
-            "tokens_per_s": round(tokens / self.seconds, 1) if self.seconds > 0 else None,
-            "padding_ratio": round(padded / tokens, 4) if tokens else None,
-            "null_rows": sum(r.null_rows for r in done),
-            "truncated_rows": sum(r.truncated_rows for r in done),
-            "chunked_rows": sum(r.chunked_rows for r in done),
-            "shards_done": len(done),
-            "shards_failed": self.count("failed"),
-            "shards_skipped": self.count("skipped"),  # done before this run
-            "shards_elsewhere": self.count("claimed_elsewhere"),  # another process has them
-            "fingerprint": self.fingerprint,
-            "shards": [
-                {
-                    "input": r.shard.rel_name,
-                    "status": r.status,
-                    "rows": r.rows,
-                    "null_rows": r.null_rows,
-                    "truncated_rows": r.truncated_rows,
-                    "chunked_rows": r.chunked_rows,
-                    "seconds": round(r.seconds, 3),
-                    **({"error": r.error} if r.error else {}),
-                }
-                for r in self.shards
-                if r.status in ("done", "failed")
-            ],
-        }
+    pid: int
+    device: str
+    load_seconds: float
+    host: str = ""

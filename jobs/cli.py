@@ -11,9 +11,8 @@ from typing import Any
 
 import click
 
-from etl import __version__
-from etl.config import DEVICES_HELP, DTYPES, LONG_TEXT, OUTPUT_DTYPES, POOLINGS, JobConfig
-from etl.errors import ConfigError, EmbedEtlError
+from etl import ConfigError, EmbedEtlError, JobConfig, __version__
+from etl.config import DEVICES_HELP, DTYPES, ENGINES, LONG_TEXT, OUTPUT_DTYPES, POOLINGS
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # the job could not run: model, output directory, internal error
@@ -32,6 +31,11 @@ EXIT_CODES_HELP = (
 
 def _env(name: str) -> dict[str, Any]:
     return {"envvar": f"EMBED_ETL_{name}", "show_envvar": True}
+
+
+def _default(field: str) -> Any:
+    """The JobConfig default of an option, shown in --help: one source for both."""
+    return {"default": JobConfig.__dataclass_fields__[field].default, "show_default": True}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -57,15 +61,13 @@ def cli() -> None:
 )
 @click.option(
     "--text-column",
-    default="text",
-    show_default=True,
+    **_default("text_column"),
     help="Column to embed.",
     **_env("TEXT_COLUMN"),
 )
 @click.option(
     "--id-column",
-    default="id",
-    show_default=True,
+    **_default("id_column"),
     help="Row key, copied to the output.",
     **_env("ID_COLUMN"),
 )
@@ -98,8 +100,7 @@ def cli() -> None:
 )
 @click.option(
     "--normalize/--no-normalize",
-    default=False,
-    show_default=True,
+    **_default("normalize"),
     help="L2-normalize every vector (what cosine-similarity indexes want).",
     **_env("NORMALIZE"),
 )
@@ -114,8 +115,7 @@ def cli() -> None:
 @click.option(
     "--long-text",
     type=click.Choice(LONG_TEXT),
-    default="truncate",
-    show_default=True,
+    **_default("long_text"),
     help="Texts longer than --max-length: truncate (keep the first tokens; the row's "
     "`truncated` column says so), chunk (embed windows over the whole text and join them: "
     "token-weighted mean, max for max pooling) or error (fail the shard, naming the row).",
@@ -124,16 +124,14 @@ def cli() -> None:
 @click.option(
     "--chunk-overlap",
     type=int,
-    default=0,
-    show_default=True,
+    **_default("chunk_overlap"),
     help="With --long-text chunk: text tokens shared by consecutive windows.",
     **_env("CHUNK_OVERLAP"),
 )
 @click.option(
     "--output-dtype",
     type=click.Choice(OUTPUT_DTYPES),
-    default="float32",
-    show_default=True,
+    **_default("output_dtype"),
     help="How vectors are stored: float32; float16 (half the size); int8 (a quarter; "
     "per-dimension ranges fixed once per job, in the file metadata); binary (sign bits, "
     "uint8[dim/8], 1/32 of the size, for Hamming search).",
@@ -161,8 +159,7 @@ def cli() -> None:
     "--max-batch-size",
     "batch_size",
     type=int,
-    default=256,
-    show_default=True,
+    **_default("batch_size"),
     help="Most rows in one batch.",
     **_env("BATCH_SIZE"),
 )
@@ -176,16 +173,14 @@ def cli() -> None:
 )
 @click.option(
     "--device",
-    default="auto",
-    show_default=True,
+    **_default("device"),
     help=f"Where the model runs: {DEVICES_HELP}. auto = CUDA, else MPS, else CPU.",
     **_env("DEVICE"),
 )
 @click.option(
     "--dtype",
     type=click.Choice(DTYPES),
-    default="auto",
-    show_default=True,
+    **_default("dtype"),
     help="Compute precision (autocast). auto = float32 on CPU and MPS (exact), bfloat16 "
     "(or float16) on CUDA. Vectors are pooled in float32; --output-dtype sets how they are stored.",
     **_env("DTYPE"),
@@ -214,8 +209,7 @@ def cli() -> None:
 @click.option(
     "--workers",
     type=int,
-    default=1,
-    show_default=True,
+    **_default("workers"),
     help="Worker processes (Ray actors with --engine ray), each with its own copy of the "
     "model, claiming whole shards. On CPU they split the cores.",
     **_env("WORKERS"),
@@ -228,9 +222,8 @@ def cli() -> None:
 )
 @click.option(
     "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
+    type=click.Choice(ENGINES),
+    **_default("engine"),
     help="local: processes on this machine. ray: actors on a Ray cluster "
     "(pip install 'embed-etl[ray]'); --output must be on storage every node sees.",
     **_env("ENGINE"),
@@ -240,6 +233,14 @@ def cli() -> None:
     default=None,
     help="Ray cluster to join (e.g. ray://head:10001). [default: RAY_ADDRESS, else a local Ray]",
     **_env("RAY_ADDRESS"),
+)
+@click.option(
+    "--ray-timeout",
+    type=float,
+    **_default("ray_timeout"),
+    help="Seconds for every Ray actor to be placed on a node and load the model; then the job "
+    "stops with what the nodes offer.",
+    **_env("RAY_TIMEOUT"),
 )
 @click.option(
     "--overwrite",
@@ -282,7 +283,7 @@ def run(verbose: bool, output: str, **options: Any) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
 
     def job() -> int:
-        from etl.pipeline import run_job
+        from etl import run_job
 
         cfg = _build_config(output_dir=output, **options)
         summary = run_job(cfg)
@@ -304,7 +305,7 @@ def status(output: str, as_json: bool, inputs: tuple[str, ...]) -> None:
     _setup_logging(False)
 
     def show() -> int:
-        from etl.status import job_status
+        from etl import job_status
 
         report = job_status(output, inputs)
         if as_json:
@@ -363,7 +364,7 @@ def plan(inputs: tuple[str, ...], num_shards: int, output: str | None, as_json: 
     """
 
     def show() -> int:
-        from etl.status import plan_parts
+        from etl import plan_parts
 
         result = plan_parts(inputs, num_shards, output)
         if as_json:
@@ -384,8 +385,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 def _build_config(**options: Any) -> JobConfig:
     options["inputs"] = tuple(options["inputs"])
     options["keep_columns"] = tuple(options["keep_columns"])
-    options["poolings"] = tuple(options["poolings"]) or ("mean",)
-    options["layers"] = tuple(options["layers"]) or (-1,)
+    for name in ("poolings", "layers"):  # repeatable: nothing given means the default
+        options[name] = tuple(options[name]) or JobConfig.__dataclass_fields__[name].default
     devices = options.pop("devices", None)
     options["devices"] = (
         tuple(d.strip() for d in devices.split(",") if d.strip()) if devices else ()

@@ -61,7 +61,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_model() -> Path:
-    from etl.modelinfo import default_model_path
+    from etl.model.locate import default_model_path
 
     return default_model_path()
 
@@ -113,3 +113,34 @@ def run_cli(tmp_path: Path, model: Path, *extra: str):
     result = CliRunner().invoke(cli, args)
     assert "Traceback" not in result.output
     return result
+
+
+def job_config(inputs, output, model=None, **kw):
+    """The JobConfig every test builds: quiet, readers in-process unless asked otherwise."""
+    from etl import JobConfig
+
+    inputs = (inputs,) if isinstance(inputs, (str, Path)) else inputs
+    return JobConfig(
+        inputs=tuple(str(i) for i in inputs),
+        output_dir=str(output),
+        model=str(model) if model is not None else None,
+        progress=False,
+        **{"num_workers": 0, **kw},
+    )
+
+
+def run_ok(inputs, output, model=None, **kw) -> dict:
+    """Run a job in this process; assert it succeeded; its summary as a dict."""
+    from etl import run_job
+
+    summary = run_job(job_config(inputs, output, model, **kw)).to_dict()
+    assert summary["status"] == "ok", summary
+    return summary
+
+
+def records(output) -> list:
+    """The manifest records (ShardRecord) of an output location."""
+    from etl.state.manifest import Manifest
+    from etl.storage import open_storage
+
+    return Manifest(open_storage(output)).records()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from etl.batching import pad, plan_batches
+from etl.stages.batching import pad, plan_batches
 
 
 @pytest.mark.parametrize("budget,max_rows", [(64, 8), (100, 3), (1000, 1000), (5, 4)])

@@ -7,16 +7,21 @@ import os
 import subprocess
 import sys
 
-from etl.claims import ClaimBook, Owner
-from etl.contract import Shard
-from etl.manifest import ManifestStore
+from etl.contract import Shard, ShardStatus
+from etl.inputs import input_identity
+from etl.state.claims import ClaimBook, Owner
+from etl.state.manifest import Manifest, ShardRecord
+from etl.storage import open_storage
 
-SHARD = Shard("/in/a.parquet", "sub/a.parquet", "/out/sub/a.parquet")
+SHARD = Shard("/in/a.parquet", "sub/a.parquet", "sub/a.parquet")
 
 
 def _book(tmp_path, owner=None, stale_after=600.0):
-    store = ManifestStore(tmp_path)
-    return ClaimBook(store.claims_dir, store, "fp", owner=owner, stale_after=stale_after)
+    return ClaimBook(Manifest(open_storage(tmp_path)), "fp", owner=owner, stale_after=stale_after)
+
+
+def _path(book, shard):
+    return book.storage.local_path(book.key(shard))
 
 
 def test_one_holder_at_a_time_and_release(tmp_path):
@@ -47,7 +52,7 @@ def test_other_host_claims_go_stale_only_without_heartbeat(tmp_path):
     holder = _book(tmp_path, owner=remote)
     assert holder(SHARD)
     assert not _book(tmp_path, stale_after=600)(SHARD)  # fresh: respected
-    path = holder.path(SHARD)
+    path = _path(holder, SHARD)
     os.utime(path, (0, 0))  # no heartbeat since 1970
     taker = _book(tmp_path, stale_after=600)
     assert taker(SHARD)
@@ -56,23 +61,21 @@ def test_other_host_claims_go_stale_only_without_heartbeat(tmp_path):
 
 def test_heartbeat_refreshes_only_own_claims(tmp_path):
     mine, theirs = _book(tmp_path), _book(tmp_path, owner=Owner(host="elsewhere", pid=1, started=1))
-    other = Shard("/in/b.parquet", "b.parquet", "/out/b.parquet")
+    other = Shard("/in/b.parquet", "b.parquet", "b.parquet")
     assert mine(SHARD) and theirs(other)
     for shard, book in ((SHARD, mine), (other, theirs)):
-        os.utime(book.path(shard), (0, 0))
+        os.utime(_path(book, shard), (0, 0))
     mine.heartbeat()
-    assert os.stat(mine.path(SHARD)).st_mtime > 0 and os.stat(theirs.path(other)).st_mtime == 0
+    assert os.stat(_path(mine, SHARD)).st_mtime > 0 and os.stat(_path(theirs, other)).st_mtime == 0
 
 
 def test_a_shard_done_meanwhile_is_not_claimed(tmp_path):
     src = tmp_path / "a.parquet"
     src.write_bytes(b"x")
-    out = tmp_path / "out.parquet"
-    out.write_bytes(b"y")
-    shard = Shard(str(src), "a.parquet", str(out))
+    (tmp_path / "out.parquet").write_bytes(b"y")
+    shard = Shard(str(src), "a.parquet", "out.parquet")
     book = _book(tmp_path)
-    from etl.manifest import input_identity
-
-    book.manifest.write(shard, {"status": "done", "fingerprint": "fp", **input_identity(str(src))})
+    done = ShardRecord("a.parquet", ShardStatus.DONE, "fp", str(src), **input_identity(str(src)))
+    book.manifest.write(done)
     assert not book(shard)
-    assert not book.path(shard).exists()
+    assert not _path(book, shard).exists()

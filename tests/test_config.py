@@ -2,13 +2,25 @@ import dataclasses
 
 import pytest
 
-from etl.config import JobConfig, build_output_spec
+from etl.config import JobConfig
 from etl.errors import ConfigError
-from etl.modelinfo import ModelInfo
+from etl.model.facts import ModelInfo
+from etl.spec import build_output_spec
 
 
 def _model(layers: int = 6) -> ModelInfo:
-    return ModelInfo("m", "/m", "bert", layers, 384, 512, 256, "c" * 64, "w")
+    return ModelInfo(
+        name="m",
+        path="/m",
+        model_type="bert",
+        num_layers=layers,
+        hidden_size=384,
+        intermediate_size=1536,
+        max_positions=512,
+        default_max_length=256,
+        config_sha256="c" * 64,
+        weights_id="w",
+    )
 
 
 def _cfg(**kw) -> JobConfig:

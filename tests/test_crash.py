@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from etl.manifest import ManifestStore
-from tests.conftest import REPO, tiny_texts, write_shard
+from etl.contract import ShardStatus
+from tests.conftest import REPO, records, tiny_texts, write_shard
 
 SHARDS = 5
 ROWS = 3000
@@ -94,7 +94,7 @@ def _temp_files(output: Path) -> list[Path]:
 
 
 def _done(output: Path) -> int:
-    return sum(1 for r in ManifestStore(output).records() if r["status"] == "done")
+    return sum(1 for r in records(output) if r.status == ShardStatus.DONE)
 
 
 def _assert_final_files_complete(output: Path) -> None:
@@ -165,9 +165,9 @@ def test_two_processes_on_one_output_do_every_shard_once(tmp_path, tiny_model, c
     _assert_final_files_complete(out)
     assert len(list(out.glob("p*.parquet"))) == SHARDS
     assert all(done), "one process did no shard at all: the test did not exercise concurrency"
-    records = ManifestStore(out).records()
-    assert {r["pid"] for r in records} == {p.pid for p in procs}
-    assert all(r["status"] == "done" for r in records) and len(records) == SHARDS
+    done = records(out)
+    assert {r.pid for r in done} == {p.pid for p in procs}
+    assert all(r.status == ShardStatus.DONE for r in done) and len(done) == SHARDS
 
 
 def test_sigterm_stops_cleanly_and_a_rerun_finishes(tmp_path, tiny_model, corpus):

@@ -7,9 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from etl.config import JobConfig
-from etl.pipeline import run_job
-from tests.conftest import tiny_texts, write_shard
+from etl import run_job
+from tests.conftest import job_config, run_ok, tiny_texts, write_shard
 
 pytestmark = [
     pytest.mark.cuda,
@@ -18,15 +17,7 @@ pytestmark = [
 
 
 def _vectors(tmp_path, model, name, **kw):
-    cfg = JobConfig(
-        inputs=(str(tmp_path / "in"),),
-        output_dir=str(tmp_path / name),
-        model=str(model),
-        normalize=True,
-        progress=False,
-        **kw,
-    )
-    assert run_job(cfg).ok
+    run_ok(tmp_path / "in", tmp_path / name, model, normalize=True, **kw)
     return np.array(pq.read_table(tmp_path / name / "s.parquet").column("emb_mean").to_pylist())
 
 
@@ -44,7 +35,6 @@ def test_cuda_matches_cpu(tmp_path, tiny_model, real_model, model_name):
 
 def test_auto_picks_cuda_and_half_precision(tmp_path, real_model):
     write_shard(tmp_path / "in" / "s.parquet", tiny_texts(10))
-    cfg = JobConfig(inputs=(str(tmp_path / "in"),), output_dir=str(tmp_path / "o"), progress=False)
-    run_job(cfg)
+    run_job(job_config(tmp_path / "in", tmp_path / "o"))
     meta = pq.read_schema(tmp_path / "o" / "s.parquet").metadata
     assert meta[b"embed_etl.dtype"] in (b"bfloat16", b"float16")

@@ -10,13 +10,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from etl.config import JobConfig
-from etl.encoder import load_tokenizer
-from etl.modelinfo import resolve_model
-from etl.pipeline import run_job
-from etl.tokens import PIECE_CHARS, chunk_windows, content_ids
+from etl import JobConfig
+from etl.model.locate import resolve_model
+from etl.stages.encoder import load_tokenizer
+from etl.stages.tokens import PIECE_CHARS, chunk_windows, content_ids
 from jobs.cli import cli
-from tests.conftest import TINY_WORDS, run_cli, tiny_texts, write_shard
+from tests.conftest import TINY_WORDS, run_cli, run_ok, tiny_texts, write_shard
 
 MAX_LENGTH = 16  # [CLS] + 14 text tokens + [SEP] per window
 
@@ -27,17 +26,7 @@ def _long_text(tokens: int, seed: int = 7) -> str:
 
 
 def _run(tmp_path, tiny_model, out, **kw):
-    cfg = JobConfig(
-        inputs=(str(tmp_path / "in"),),
-        output_dir=str(tmp_path / out),
-        model=str(tiny_model),
-        max_length=MAX_LENGTH,
-        num_workers=0,
-        progress=False,
-        **kw,
-    )
-    summary = run_job(cfg).to_dict()
-    assert summary["status"] == "ok", summary
+    summary = run_ok(tmp_path / "in", tmp_path / out, tiny_model, max_length=MAX_LENGTH, **kw)
     return summary, pq.read_table(tmp_path / out / "s.parquet")
 
 
@@ -170,7 +159,7 @@ def test_huge_text_windows_are_exact_and_tokenized_piecewise(tiny_model):
 
 def test_progress_counts_a_chunked_row_once():
     from etl.contract import Batch, WindowInfo
-    from etl.worker import _rows_done
+    from etl.worker.progress import rows_done
 
     # Window of 4 rows: row 1 is null, row 2 was split into 3 windows.
     multi = np.array([False, False, True, False])
@@ -181,6 +170,6 @@ def test_progress_counts_a_chunked_row_once():
         return Batch(0, 0, torch.tensor(rows), ids, ids, window)
 
     first, second = batch([0, 2, 2], info), batch([2, 3])
-    assert _rows_done(first, multi) + _rows_done(second, multi) == 4
+    assert rows_done(first, multi) + rows_done(second, multi) == 4
     plain = WindowInfo(0, 2, 1, passthrough=None)
-    assert _rows_done(batch([0, 1], plain), None) == 2
+    assert rows_done(batch([0, 1], plain), None) == 2

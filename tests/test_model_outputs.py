@@ -7,12 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from etl.config import JobConfig, build_output_spec
 from etl.contract import Batch
-from etl.encoder import Encoder
-from etl.modelinfo import read_model_info
-from etl.pipeline import run_job
-from tests.conftest import TINY_LAYERS, tiny_texts, write_shard
+from etl.model.facts import read_model_info
+from etl.spec import build_output_spec
+from etl.stages.encoder import Encoder
+from tests.conftest import TINY_LAYERS, job_config, run_ok, tiny_texts, write_shard
 
 REAL_TEXTS = [
     "Here is some text to encode",
@@ -70,16 +69,7 @@ def _run(tmp_path, model_dir, texts, **kw):
     shard = write_shard(
         tmp_path / "in" / "s.parquet", texts, ids=[100 + i for i in range(len(texts))]
     )
-    cfg = JobConfig(
-        inputs=(str(shard),),
-        output_dir=str(tmp_path / "out"),
-        model=str(model_dir),
-        num_workers=0,
-        progress=False,
-        **kw,
-    )
-    summary = run_job(cfg)
-    assert summary.ok, summary.to_dict()
+    run_ok(shard, tmp_path / "out", model_dir, **kw)
     return pq.read_table(tmp_path / "out" / "s.parquet")
 
 
@@ -131,9 +121,7 @@ def test_layer_k_runs_only_k_layers_and_gives_hidden_states_k(model_case):
     model_dir, texts, max_length = model_case
     info = read_model_info(model_dir, str(model_dir))
     k = 2
-    cfg = JobConfig(
-        inputs=("x",), output_dir="y", model=str(model_dir), layers=(k,), poolings=("mean",)
-    )
+    cfg = job_config("x", "y", model_dir, layers=(k,), poolings=("mean",))
     spec = build_output_spec(cfg, info, "float32")
     encoder = Encoder(spec, cfg, torch.device("cpu"))
     layers = encoder.model.encoder.layer
@@ -141,7 +129,7 @@ def test_layer_k_runs_only_k_layers_and_gives_hidden_states_k(model_case):
     calls = []
     for layer in layers:
         layer.register_forward_hook(lambda *_: calls.append(1))
-    from etl.encoder import load_tokenizer
+    from etl.stages.encoder import load_tokenizer
 
     tokenizer = load_tokenizer(info)
     enc = tokenizer(texts[:1], truncation=True, max_length=max_length, return_tensors="pt")
@@ -154,9 +142,7 @@ def test_layer_k_runs_only_k_layers_and_gives_hidden_states_k(model_case):
 
 def test_row_alone_equals_row_among_much_longer_rows(tiny_model):
     info = read_model_info(tiny_model, "tiny")
-    cfg = JobConfig(
-        inputs=("x",), output_dir="y", model=str(tiny_model), poolings=("mean", "max", "cls")
-    )
+    cfg = job_config("x", "y", tiny_model, poolings=("mean", "max", "cls"))
     encoder = Encoder(build_output_spec(cfg, info, "float32"), cfg, torch.device("cpu"))
     short = torch.tensor([[2, 5, 3]])
     alone = encoder.encode(Batch(0, 0, torch.arange(1), short, torch.ones_like(short)))

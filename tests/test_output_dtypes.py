@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from etl.config import JobConfig
-from etl.pipeline import run_job
-from etl.vectors import dequantize_int8, hamming
-from tests.conftest import run_cli, tiny_texts, write_shard
+from etl.stages.vectors import dequantize_int8, hamming
+from tests.conftest import run_cli, run_ok, tiny_texts, write_shard
 
 
 @pytest.fixture
@@ -28,17 +25,7 @@ def two_shards(tmp_path):
 
 
 def _run(inputs, out, model, **kw):
-    cfg = JobConfig(
-        inputs=(str(inputs),),
-        output_dir=str(out),
-        model=str(model),
-        num_workers=0,
-        progress=False,
-        **kw,
-    )
-    summary = run_job(cfg).to_dict()
-    assert summary["status"] == "ok", summary
-    return summary
+    return run_ok(inputs, out, model, **kw)
 
 
 def _matrix(path, column="emb_mean", dtype=np.float32):
@@ -91,29 +78,33 @@ def test_binary_packs_the_sign_bits(tmp_path, tiny_model, two_shards):
         assert np.array_equal(np.unpackbits(packed, axis=1).astype(bool), signs)
 
 
-def test_int8_ranges_are_fixed_once_per_job(tmp_path, tiny_model, two_shards, caplog):
+def test_int8_ranges_are_fixed_once_per_job(tmp_path, tiny_model, two_shards, monkeypatch):
+    import etl.calibrate
+
+    samples = []
+    real = etl.calibrate._embed_sample
+    monkeypatch.setattr(etl.calibrate, "_embed_sample", lambda *a: samples.append(1) or real(*a))
     out = tmp_path / "int8"
-    with caplog.at_level(logging.INFO, logger="etl.calibration"):
-        # Two runs of the same job, one part each: the second reads the first one's ranges.
-        _run(
-            two_shards,
-            out,
-            tiny_model,
-            normalize=True,
-            output_dtype="int8",
-            shard_index=0,
-            num_shards=2,
-        )
-        _run(
-            two_shards,
-            out,
-            tiny_model,
-            normalize=True,
-            output_dtype="int8",
-            shard_index=1,
-            num_shards=2,
-        )
-    assert sum("calibrating" in m for m in caplog.messages) == 1
+    # Two runs of the same job, one part each: the second reads the first one's ranges.
+    _run(
+        two_shards,
+        out,
+        tiny_model,
+        normalize=True,
+        output_dtype="int8",
+        shard_index=0,
+        num_shards=2,
+    )
+    _run(
+        two_shards,
+        out,
+        tiny_model,
+        normalize=True,
+        output_dtype="int8",
+        shard_index=1,
+        num_shards=2,
+    )
+    assert len(samples) == 1  # the sample was embedded once, by the first run
     ranges = [json.loads(_meta(out / f"p{i}.parquet")["embed_etl.int8_ranges"]) for i in range(2)]
     stored = json.loads((out / "_embed_etl" / "calibration.json").read_text())
     assert ranges[0] == ranges[1] == stored["columns"]

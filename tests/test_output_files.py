@@ -7,22 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from etl.config import JobConfig
-from etl.pipeline import run_job
-from tests.conftest import tiny_texts, write_shard
+from tests.conftest import run_ok, tiny_texts, write_shard
 
 
 def _job(tmp_path, tiny_model, inputs, out="out", **kw):
-    cfg = JobConfig(
-        inputs=tuple(str(i) for i in inputs),
-        output_dir=str(tmp_path / out),
-        model=str(tiny_model),
-        progress=False,
-        **{"num_workers": 0, **kw},
-    )
-    summary = run_job(cfg)
-    assert summary.ok, summary.to_dict()
-    return summary
+    return run_ok(inputs, tmp_path / out, tiny_model, **kw)
 
 
 def test_exact_schema_and_metadata(tmp_path, tiny_model):

@@ -6,10 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from etl.config import JobConfig
-from etl.encoder import load_tokenizer
-from etl.modelinfo import resolve_model
-from etl.pipeline import run_job
+from etl.model.locate import resolve_model
+from etl.stages.encoder import load_tokenizer
+from tests.conftest import run_ok
 
 
 def test_default_model_tokenizer_ids():
@@ -44,16 +43,9 @@ def test_mean_normalized_matches_sentence_transformers(tmp_path, corpus, real_mo
     half = sample.num_rows // 2
     pq.write_table(sample.slice(0, half), src / "a.parquet")
     pq.write_table(sample.slice(half), src / "b.parquet")
-    cfg = JobConfig(
-        inputs=(str(src),),
-        output_dir=str(tmp_path / "out"),
-        normalize=True,
-        progress=False,
-        num_workers=2,
-    )
-    summary = run_job(cfg)
-    assert summary.ok and summary.to_dict()["rows"] == sample.num_rows
-    assert summary.to_dict()["truncated_rows"] > 0  # the comparison covers truncation too
+    summary = run_ok(src, tmp_path / "out", normalize=True, num_workers=2)
+    assert summary["rows"] == sample.num_rows
+    assert summary["truncated_rows"] > 0  # the comparison covers truncation too
 
     out = pa.concat_tables(
         [pq.read_table(tmp_path / "out" / n) for n in ("a.parquet", "b.parquet")]

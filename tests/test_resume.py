@@ -9,13 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from etl.config import JobConfig
-from etl.errors import OutputConflictError
-from etl.manifest import ManifestStore
-from etl.pipeline import run_job
-from etl.shards import discover, partition
+from etl import OutputConflictError, run_job
+from etl.contract import ShardStatus
+from etl.inputs import discover, partition
+from etl.state.job_record import read_job
+from etl.state.manifest import Manifest
+from etl.storage import open_storage
 from jobs.cli import cli
-from tests.conftest import tiny_texts, write_shard
+from tests.conftest import job_config, records, tiny_texts, write_shard
 
 
 @pytest.fixture
@@ -29,26 +30,22 @@ def corpus3(tmp_path):
     return tmp_path / "in"
 
 
-def _cfg(tmp_path, tiny_model, inputs, **kw) -> JobConfig:
-    return JobConfig(
-        inputs=(str(inputs),),
-        output_dir=str(tmp_path / "out"),
-        model=str(tiny_model),
-        num_workers=0,
-        progress=False,
-        **kw,
-    )
+def _cfg(tmp_path, tiny_model, inputs, **kw):
+    return job_config(inputs, tmp_path / "out", tiny_model, **kw)
 
 
 class EncoderSpy:
     """Counts model loads and batches through the real encoder."""
 
     def __init__(self, monkeypatch):
-        import etl.encoder
+        import etl.stages.encoder
 
         self.loads = 0
         self.batches = 0
-        real_init, real_encode = etl.encoder.Encoder.__init__, etl.encoder.Encoder.encode
+        real_init, real_encode = (
+            etl.stages.encoder.Encoder.__init__,
+            etl.stages.encoder.Encoder.encode,
+        )
 
         def init(encoder, *a, **kw):
             self.loads += 1
@@ -58,8 +55,8 @@ class EncoderSpy:
             self.batches += 1
             return real_encode(encoder, batch)
 
-        monkeypatch.setattr(etl.encoder.Encoder, "__init__", init)
-        monkeypatch.setattr(etl.encoder.Encoder, "encode", encode)
+        monkeypatch.setattr(etl.stages.encoder.Encoder, "__init__", init)
+        monkeypatch.setattr(etl.stages.encoder.Encoder, "encode", encode)
 
 
 def test_rerun_does_zero_work_and_does_not_load_the_model(
@@ -105,12 +102,12 @@ def test_other_options_into_the_same_output_are_refused_unless_overwrite(
     assert summary["shards_done"] == 3
     meta = pq.read_schema(tmp_path / "out" / "p0.parquet").metadata
     assert meta[b"embed_etl.normalize"] == b"true"
-    assert ManifestStore(tmp_path / "out").read_job()["identity"]["normalize"] is True
+    assert read_job(open_storage(tmp_path / "out"))["identity"]["normalize"] is True
 
 
 def test_output_of_other_options_without_manifest_is_refused(tmp_path, tiny_model, corpus3):
     run_job(_cfg(tmp_path, tiny_model, corpus3))
-    ManifestStore(tmp_path / "out").clear()
+    Manifest(open_storage(tmp_path / "out")).clear()
     with pytest.raises(OutputConflictError, match=r"p0\.parquet was made with other options"):
         run_job(_cfg(tmp_path, tiny_model, corpus3, max_length=16))
 
@@ -191,9 +188,13 @@ def test_shard_index_runs_only_its_part(tmp_path, tiny_model, corpus3):
 
 def test_manifest_record_says_what_was_done(tmp_path, tiny_model, corpus3):
     run_job(_cfg(tmp_path, tiny_model, corpus3))
-    record = ManifestStore(tmp_path / "out").records()[0]
-    assert record["status"] == "done" and record["rows_in"] == record["rows_out"] == 20
+    record = records(tmp_path / "out")[0]
+    assert record.status == ShardStatus.DONE and record.rows_in == record.rows_out == 20
     st = os.stat(corpus3 / "p0.parquet")
-    assert (record["input_size"], record["input_mtime_ns"]) == (st.st_size, st.st_mtime_ns)
+    assert (record.input_size, record.input_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert record.fingerprint == read_job(open_storage(tmp_path / "out"))["fingerprint"]
+    assert record.seconds > 0 and record.tokens > 0 and record.pid == os.getpid()
+    assert record.started_at <= record.finished_at and record.host
+    raw = json.loads((tmp_path / "out" / "_embed_etl" / "shards" / "p0.parquet.json").read_text())
     for key in ("fingerprint", "seconds", "started_at", "finished_at", "tokens", "host", "pid"):
-        assert key in record
+        assert key in raw  # the JSON on disk, for other tools

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from etl.encoder import load_tokenizer
-from etl.modelinfo import resolve_model
-from etl.tokens import PIECE_CHARS, count_tokens, head, tokenize_window
+from etl.model.locate import resolve_model
+from etl.stages.encoder import load_tokenizer
+from etl.stages.tokens import PIECE_CHARS, count_tokens, head, tokenize_window
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Find the input shards and map each to its output path."""
+"""Find the input shards, map each to its output key, and split them into parts."""
 
 from __future__ import annotations
 
@@ -36,9 +36,15 @@ def discover(inputs: tuple[str, ...], output_dir: str | None) -> list[Shard]:
                 )
             found[rel] = path
     return [
-        Shard(input_path=str(path), rel_name=rel, output_path=str(out_root / _output_name(rel)))
+        Shard(input_path=str(path), rel_name=rel, output_key=output_key(rel))
         for rel, path in sorted(found.items())
     ]
+
+
+def input_identity(path: str) -> dict[str, int]:
+    """Size and modification time of an input: a changed input makes its shard pending again."""
+    st = os.stat(path)
+    return {"input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns}
 
 
 def partition(shards: list[Shard], num_parts: int) -> list[list[Shard]]:
@@ -110,7 +116,8 @@ def _is_within(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def _output_name(rel: str) -> str:
+def output_key(rel: str) -> str:
+    """Where the output of the input with this relative name goes, under --output."""
     return rel if rel.lower().endswith(".parquet") else f"{Path(rel).with_suffix('')}.parquet"
 
 

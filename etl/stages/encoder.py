@@ -10,10 +10,11 @@ from typing import Any
 import torch
 
 from etl.config import JobConfig
-from etl.contract import Batch, OutputSpec
+from etl.contract import Batch
 from etl.errors import ConfigError, ModelError
-from etl.modelinfo import ModelInfo
-from etl.pooling import pool
+from etl.model.facts import ModelInfo
+from etl.spec import OutputSpec
+from etl.stages.pooling import pool
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,302 @@
+"""--workers N / --devices: one worker process per device (or per share of the CPU cores).
+
+Each process loads the model once, says it is ready, and then claims whole shards from the
+shared output location until none is left, exactly as separate `embed-etl run` processes would.
+The parent only starts them, shows progress and collects their results. A worker that dies is
+replaced (up to MAX_RESTARTS times); the dead one's claim goes stale at once on this host, so
+its shard is taken over by the replacement or by another worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from etl.config import JobConfig
+from etl.contract import Shard, ShardResult, ShardStatus, WorkerInfo
+from etl.engines.base import Engine
+from etl.errors import EmbedEtlError
+from etl.plan import JobPlan
+from etl.spec import OutputSpec
+from etl.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+MAX_RESTARTS = 2  # replacements per run, for workers that died
+
+
+# Parent -> worker (each worker has its own command queue; None = stop).
+@dataclass
+class Process:
+    """Embed these shards: the calibration sample (reply: SampleDone) or the job (Result...)."""
+
+    shards: list[Shard]
+    spec: OutputSpec
+    storage: LocalStorage
+    sample: bool = False
+
+
+# Worker -> parent (one queue for all).
+@dataclass
+class Ready:
+    index: int
+    pid: int
+    device: str
+    seconds: float  # model load and warm-up
+
+
+@dataclass
+class Result:
+    index: int
+    result: ShardResult
+
+
+@dataclass
+class SampleDone:
+    index: int
+    results: list[ShardResult]
+
+
+@dataclass
+class Failed:
+    index: int
+    message: str  # an EmbedEtlError the worker could not get past (say, the model)
+
+
+@dataclass
+class _Worker:
+    process: Any  # multiprocessing.Process
+    commands: Any  # its command queue
+    device: str
+    ready: bool = False
+    busy: bool = False  # running the job's shards
+    handled: bool = False  # its exit was noticed
+
+
+class LocalProcesses(Engine):
+    """Worker processes on this machine, spawned (fresh interpreters, no inherited threads)."""
+
+    def __init__(self, cfg: JobConfig) -> None:
+        super().__init__(cfg)
+        self.context = multiprocessing.get_context("spawn")
+        self.events = self.context.Queue()
+        self.workers: dict[int, _Worker] = {}
+        self.spec: OutputSpec | None = None
+        self.results: dict[str, ShardResult] = {}
+        self.errors: list[str] = []
+
+    def start(self, plan: JobPlan) -> None:
+        cfg = self.cfg
+        devices = list(cfg.devices) or [plan.placement.device] * cfg.workers
+        threads = cfg.threads
+        if threads is None and devices[0].startswith("cpu"):
+            from etl.stages.encoder import default_threads
+
+            threads = max(1, default_threads() // len(devices))  # split the cores
+        self.worker_cfg = dataclasses.replace(
+            cfg, workers=1, devices=(), threads=threads, progress=False
+        )
+        self.spec = plan.spec
+        log.info("%d worker processes on %s", len(devices), ", ".join(devices))
+        for index, device in enumerate(devices):
+            self._spawn(index, device)
+        while not all(w.ready for w in self.workers.values()):
+            self._handle(self._next_event(), plan=None)
+            self._fail_if_gone(self.workers, "while loading the model")
+
+    def embed_sample(
+        self, shards: Sequence[Shard], spec: OutputSpec, storage: LocalStorage
+    ) -> list[ShardResult]:
+        index = min(self.workers)
+        self.workers[index].commands.put(Process(list(shards), spec, storage, sample=True))
+        while True:
+            event = self._next_event()
+            if isinstance(event, SampleDone) and event.index == index:
+                return event.results
+            self._handle(event, plan=None)
+            self._fail_if_gone([index], "while embedding the int8 calibration sample")
+
+    def run(self, plan: JobPlan) -> list[ShardResult]:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=plan.total_rows,
+            unit="rows",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=not self.cfg.progress if self.cfg.progress is not None else None,
+        )
+        try:
+            for index in self.workers:
+                self._dispatch(index, plan)
+            while True:
+                self._handle(self._next_event(), plan)
+                self._restart_dead(plan)
+                if self._all_ended():
+                    break
+        finally:
+            self.bar.close()
+        left = [s for s in plan.pending if s.rel_name not in self.results]
+        died = any(w.process.exitcode not in (0, None) for w in self.workers.values())
+        if left and (died or self.errors):
+            why = self.errors[0] if self.errors else "its worker process died"
+            for shard in left:  # out of restarts, or a worker could not go on
+                self.results[shard.rel_name] = ShardResult(
+                    shard, ShardStatus.FAILED, error=f"{why}; rerun to finish it"
+                )
+        return list(self.results.values())
+
+    def stop(self, failed: bool = False) -> None:
+        if failed:
+            self._terminate()
+        for worker in self.workers.values():
+            if worker.process.is_alive():
+                worker.commands.put(None)
+        for worker in self.workers.values():
+            worker.process.join(timeout=30)
+            if worker.process.is_alive():
+                worker.process.terminate()
+                worker.process.join()
+        self.workers.clear()
+
+    def _spawn(self, index: int, device: str) -> None:
+        commands = self.context.Queue()
+        process = self.context.Process(
+            target=_worker_main,
+            args=(index, self.worker_cfg, self.spec, device, commands, self.events),
+            name=f"embed-etl-worker-{index}",
+        )
+        process.start()
+        self.workers[index] = _Worker(process, commands, device)
+
+    def _dispatch(self, index: int, plan: JobPlan) -> None:
+        """Give a ready worker the shards no worker has finished yet."""
+        left = [s for s in plan.pending if s.rel_name not in self.results]
+        worker = self.workers[index]
+        worker.busy = True
+        worker.commands.put(Process(left, plan.spec, plan.storage))
+
+    def _next_event(self) -> Any:
+        try:
+            return self.events.get(timeout=0.5)
+        except queue.Empty:
+            return None
+
+    def _all_ended(self) -> bool:
+        """No worker alive, every exit noticed, nothing left to read."""
+        for worker in self.workers.values():
+            if worker.process.is_alive():
+                return False
+            if worker.process.exitcode not in (0, None) and not worker.handled:
+                return False
+        return self.events.empty()
+
+    def _handle(self, event: Any, plan: JobPlan | None) -> None:
+        if event is None:
+            return
+        if isinstance(event, Ready):
+            self.workers[event.index].ready = True
+            self.started.append(
+                WorkerInfo(event.pid, event.device, round(event.seconds, 3), socket.gethostname())
+            )
+            log.info(
+                "worker %d ready on %s (pid %d, model loaded in %.1f s)",
+                event.index,
+                event.device,
+                event.pid,
+                event.seconds,
+            )
+            if plan is not None:  # a replacement, started while the job runs
+                self._dispatch(event.index, plan)
+        elif isinstance(event, Result):
+            if event.result.status in (ShardStatus.DONE, ShardStatus.FAILED):
+                self.results[event.result.shard.rel_name] = event.result
+                self.bar.update(event.result.rows)
+        elif isinstance(event, Failed):
+            if plan is None:  # while loading: nothing was written yet
+                self._terminate()
+                raise EmbedEtlError(event.message)
+            log.error("worker %d: %s", event.index, event.message)
+            self.errors.append(event.message)
+
+    def _fail_if_gone(self, indices: Any, doing: str) -> None:
+        """A worker we wait for that exits without a word fails the whole job."""
+        for index in indices:
+            worker = self.workers[index]
+            if worker.process.exitcode is not None and self.events.empty():
+                self._terminate()
+                raise EmbedEtlError(
+                    f"worker {index} on {worker.device} exited with code "
+                    f"{worker.process.exitcode} {doing}; run with --workers 1 to see why"
+                )
+
+    def _restart_dead(self, plan: JobPlan) -> None:
+        for index, worker in list(self.workers.items()):
+            code = worker.process.exitcode
+            if code is None or code == 0 or worker.handled:
+                continue
+            worker.handled = True
+            log.error("worker %d (pid %s) ended with exit code %s", index, worker.process.pid, code)
+            left = [s for s in plan.pending if s.rel_name not in self.results]
+            if left and self.restarts < MAX_RESTARTS:
+                self.restarts += 1
+                log.warning("%d shard(s) left: starting worker %d again", len(left), index)
+                self._spawn(index, worker.device)
+
+    def _terminate(self) -> None:
+        for worker in self.workers.values():
+            if worker.process.is_alive():
+                worker.process.terminate()  # SIGTERM: the worker unwinds and releases its claims
+        for worker in self.workers.values():
+            worker.process.join()
+
+
+def _worker_main(
+    index: int, cfg: JobConfig, spec: OutputSpec, device: str, commands: Any, events: Any
+) -> None:
+    """Entry point of a worker process: load once, then do what the parent asks."""
+    from etl.worker.shard_worker import ShardWorker
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        started = time.perf_counter()
+        worker = ShardWorker(cfg, spec, device)
+        events.put(Ready(index, os.getpid(), str(worker.device), time.perf_counter() - started))
+        while (command := commands.get()) is not None:
+            if command.sample:
+                results = worker.process(command.shards, command.spec, command.storage)
+                events.put(SampleDone(index, results))
+                continue
+            worker.process(
+                command.shards,
+                command.spec,
+                command.storage,
+                on_result=lambda r: events.put(Result(index, r)),
+            )
+            break
+    except EmbedEtlError as exc:
+        events.put(Failed(index, str(exc)))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    finally:
+        events.close()
+        events.join_thread()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,234 @@
+"""--engine ray: the same per-shard work on a Ray cluster (pip install 'embed-etl[ray]').
+
+A pool of actors, each loading the model once (one GPU each where the cluster has GPUs), claims
+and embeds whole shards through ShardWorker, with the same atomic writes, manifest and claims as
+local runs: an output location can be filled partly by Ray and partly by local processes. Ray
+restarts a crashed actor and retries its task (max_restarts, max_task_retries); the new actor
+takes over the dead one's claims and skips finished shards. The output location must be one
+every node sees (a shared file system).
+
+Actors are sized from the nodes' own resources, not the cluster's total: an actor needs all
+its CPUs (and its GPU) on one node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from etl.config import JobConfig
+from etl.contract import Shard, ShardResult, WorkerInfo
+from etl.engines.base import Engine
+from etl.errors import ConfigError, EmbedEtlError
+from etl.plan import JobPlan, Placement
+from etl.spec import OutputSpec
+from etl.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+CPUS_PER_ACTOR_DEFAULT = 4
+MAX_RESTARTS = 2
+
+
+class ShardActor:
+    """Runs in a Ray worker process: one model, reused for every shard it claims."""
+
+    def __init__(self, cfg: JobConfig, spec: OutputSpec) -> None:
+        from etl.worker.shard_worker import ShardWorker
+
+        logging.basicConfig(level=logging.INFO)
+        started = time.perf_counter()
+        self.worker = ShardWorker(cfg, spec, cfg.device)
+        self.load_seconds = time.perf_counter() - started
+
+    def ready(self) -> WorkerInfo:
+        """Answered once the model is loaded."""
+        return WorkerInfo(
+            os.getpid(), str(self.worker.device), round(self.load_seconds, 3), socket.gethostname()
+        )
+
+    def process(
+        self, shards: Sequence[Shard], spec: OutputSpec, storage: LocalStorage
+    ) -> list[ShardResult]:
+        return self.worker.process(shards, spec, storage)
+
+
+@dataclass(frozen=True)
+class Node:
+    """What one alive node offers."""
+
+    cpus: float
+    gpus: float
+
+
+class RayActors(Engine):
+    """Actors on the cluster at --ray-address (or RAY_ADDRESS), or on a local Ray."""
+
+    def __init__(self, cfg: JobConfig) -> None:
+        super().__init__(cfg)
+        self.ray = connect(cfg)
+        self.actors: list[Any] = []
+
+    def placement(self) -> Placement:
+        """Where the actors will run, and whether that GPU has bfloat16: probed on the cluster,
+        since the driver (an Airflow worker, a laptop) may have no GPU at all."""
+        ray, cfg = self.ray, self.cfg
+        if cfg.device.startswith("cpu") or not any(n.gpus >= 1 for n in nodes(ray)):
+            if cfg.device.startswith("cuda"):
+                raise ConfigError(f"--device {cfg.device}: the Ray cluster has no GPUs")
+            return Placement("cpu", "float32")
+
+        @ray.remote(num_gpus=1, num_cpus=0)
+        def probe() -> bool:
+            import torch
+
+            return bool(torch.cuda.is_bf16_supported())
+
+        return Placement("cuda", "bfloat16" if ray.get(probe.remote()) else "float16")
+
+    def start(self, plan: JobPlan) -> None:
+        ray, cfg = self.ray, self.cfg
+        gpu = plan.placement.device.startswith("cuda")
+        cpus, count = size_actors(cfg, nodes(ray), gpu)
+        log.info("ray: %d actor(s), %s CPU%s each", count, cpus, " and 1 GPU" if gpu else "")
+        actor_cfg = dataclasses.replace(
+            cfg,
+            workers=1,
+            devices=(),
+            device="cuda" if gpu else "cpu",
+            threads=cpus,
+            progress=False,
+        )
+        actor_class = ray.remote(ShardActor).options(
+            num_cpus=cpus,
+            num_gpus=1 if gpu else 0,
+            max_restarts=MAX_RESTARTS,
+            max_task_retries=MAX_RESTARTS,
+        )
+        self.actors = [actor_class.remote(actor_cfg, plan.spec) for _ in range(count)]
+        self._wait_ready(cpus, gpu)
+
+    def embed_sample(
+        self, shards: Sequence[Shard], spec: OutputSpec, storage: LocalStorage
+    ) -> list[ShardResult]:
+        return self._get(self.actors[0].process.remote(list(shards), spec, storage))
+
+    def run(self, plan: JobPlan) -> list[ShardResult]:
+        refs = [a.process.remote(list(plan.pending), plan.spec, plan.storage) for a in self.actors]
+        return [result for batch in self._get(refs) for result in batch]
+
+    def stop(self, failed: bool = False) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors = []
+
+    def _wait_ready(self, cpus: int, gpu: bool) -> None:
+        """Every actor placed and its model loaded within --ray-timeout, or a clear error."""
+        ray = self.ray
+        refs = [a.ready.remote() for a in self.actors]
+        deadline = time.monotonic() + self.cfg.ray_timeout
+        pending = refs
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise EmbedEtlError(
+                    f"--engine ray: {len(pending)} of {len(refs)} actors ({cpus} CPU"
+                    f"{' and 1 GPU' if gpu else ''} each) were not placed or ready within "
+                    f"--ray-timeout {self.cfg.ray_timeout:g} s; the cluster's nodes offer "
+                    f"{describe_nodes(nodes(ray))}. Lower --workers or --threads, or add nodes"
+                )
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=min(left, 30.0))
+            if pending:
+                log.info("ray: waiting for %d actor(s) to be placed and loaded", len(pending))
+        for info in self._get(refs):
+            self.started.append(info)
+            log.info(
+                "ray actor ready on %s %s (pid %d, model loaded in %.1f s)",
+                info.host,
+                info.device,
+                info.pid,
+                info.load_seconds,
+            )
+
+    def _get(self, refs: Any) -> Any:
+        """ray.get, with the library's own error when an actor could not load the model."""
+        try:
+            return self.ray.get(refs)
+        except self.ray.exceptions.RayError as exc:
+            cause = _embed_etl_cause(exc)
+            if cause is not None:
+                raise cause from exc
+            raise
+
+
+def connect(cfg: JobConfig) -> Any:
+    """Join the cluster at --ray-address (or RAY_ADDRESS), or start a local Ray."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(
+            "--engine ray: Ray is not installed; pip install 'embed-etl[ray]'"
+        ) from exc
+    if not ray.is_initialized():
+        try:
+            ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=True)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            where = cfg.ray_address or os.environ.get("RAY_ADDRESS") or "a local Ray"
+            raise ConfigError(f"--ray-address {where}: cannot connect: {exc}") from exc
+    return ray
+
+
+def nodes(ray: Any) -> list[Node]:
+    """The alive nodes' CPUs and GPUs."""
+    return [
+        Node(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
+
+
+def size_actors(cfg: JobConfig, found: list[Node], gpu: bool) -> tuple[int, int]:
+    """(CPUs per actor, number of actors): each actor on one node, CPUs capped by the largest."""
+    usable = [n for n in found if n.gpus >= 1] if gpu else found
+    largest = int(max((n.cpus for n in usable), default=0))
+    if largest < 1:
+        raise ConfigError(f"--engine ray: no node offers a CPU{' and a GPU' if gpu else ''}")
+    if cfg.threads is not None and cfg.threads > largest:
+        raise ConfigError(
+            f"--threads {cfg.threads}: each Ray actor needs its CPUs on one node, and the "
+            f"largest node offers {largest} ({describe_nodes(found)})"
+        )
+    cpus = cfg.threads or (1 if gpu else min(CPUS_PER_ACTOR_DEFAULT, largest))
+    fits = sum(int(min(n.cpus // cpus, n.gpus) if gpu else n.cpus // cpus) for n in usable)
+    count = cfg.workers if cfg.workers > 1 else max(1, fits)
+    if count > fits:
+        log.warning(
+            "ray: %d actors of %d CPU(s) asked for, the nodes fit %d now; the rest wait for "
+            "room (up to --ray-timeout)",
+            count,
+            cpus,
+            fits,
+        )
+    return cpus, count
+
+
+def describe_nodes(found: list[Node]) -> str:
+    return ", ".join(f"{n.cpus:g} CPU" + (f" {n.gpus:g} GPU" if n.gpus else "") for n in found)
+
+
+def _embed_etl_cause(exc: BaseException) -> EmbedEtlError | None:
+    """The EmbedEtlError an actor raised (say, in loading the model), if that is the cause."""
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, EmbedEtlError):
+            return current
+        current = getattr(current, "cause", None) or current.__cause__
+    return None

@@ -1,0 +1,71 @@
+"""run_job: the one flow from input shards to embedding files, the same for every engine.
+
+plan       discover inputs, resolve the output spec, skip what is done (no model loaded)
+start      the engine loads the model in each of its workers and runs the largest batch
+calibrate  int8 only: the ranges, fixed once per job, on one of those workers
+record     job.json, once, before the first output
+run        the engine's workers claim and embed the pending shards
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from etl.calibrate import with_calibration
+from etl.config import JobConfig
+from etl.contract import ShardResult, ShardStatus
+from etl.engines import engine_for
+from etl.plan import JobPlan, plan_job
+from etl.state.job_record import record_job
+from etl.summary import JobSummary
+
+log = logging.getLogger(__name__)
+
+
+def run_job(cfg: JobConfig) -> JobSummary:
+    """Embed every input shard of ``cfg`` that is not done yet into ``cfg.output_dir``.
+
+    Fails before writing anything on bad options, a model that does not load or an output
+    location that holds results of other options. Afterwards a bad shard only fails itself.
+    """
+    started = time.perf_counter()
+    with engine_for(cfg) as engine:
+        plan = plan_job(cfg, engine.placement())
+        skipped = [ShardResult(s, ShardStatus.SKIPPED) for s in plan.done]
+        if not plan.pending:
+            log.info("nothing to do: %d shard(s) already done", len(plan.done))
+            return JobSummary(plan.spec.fingerprint, skipped, time.perf_counter() - started)
+        log.info(
+            "%d shard(s) to do, %d already done; model %s, %s",
+            len(plan.pending),
+            len(plan.done),
+            plan.spec.model.name,
+            plan.spec.dtype,
+        )
+        try:
+            engine.start(plan)
+            plan = with_calibration(plan, engine)
+            record_job(plan.storage, plan.spec, cfg)
+            results = engine.run(plan)
+        finally:
+            plan.storage.discard_temporaries()
+    everything = sorted(skipped + merge_results(plan, results), key=lambda r: r.shard.rel_name)
+    return JobSummary(
+        plan.spec.fingerprint,
+        everything,
+        time.perf_counter() - started,
+        workers=engine.started,
+        worker_restarts=engine.restarts,
+    )
+
+
+def merge_results(plan: JobPlan, results: list[ShardResult]) -> list[ShardResult]:
+    """One result per pending shard from several workers' reports: done or failed wins."""
+    rank = {ShardStatus.DONE: 3, ShardStatus.FAILED: 2, ShardStatus.ELSEWHERE: 1}
+    best: dict[str, ShardResult] = {}
+    for result in results:
+        current = best.get(result.shard.rel_name)
+        if current is None or rank.get(result.status, 0) > rank.get(current.status, 0):
+            best[result.shard.rel_name] = result
+    return [best.get(s.rel_name, ShardResult(s, ShardStatus.ELSEWHERE)) for s in plan.pending]

@@ -1,0 +1,165 @@
+"""What a run will do, decided before any model is loaded: inputs, output spec, what is left.
+
+plan_job discovers the inputs, reads the model's facts, resolves the output spec and its
+fingerprint, refuses an output made with other options, skips the shards already done and reads
+the footers of the rest (a column missing from every input is a usage error here).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from etl.config import JobConfig
+from etl.contract import Shard
+from etl.errors import ConfigError, InputError, OutputConflictError
+from etl.inputs import discover, partition
+from etl.model.locate import resolve_model
+from etl.spec import METADATA_PREFIX, OutputSpec, build_output_spec
+from etl.stages.source import check_columns
+from etl.state.job_record import check_job_record, read_job
+from etl.state.manifest import Manifest
+from etl.storage import LocalStorage, open_storage
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the models run, and the compute dtype that `--dtype auto` picks there."""
+
+    device: str  # cpu, cuda, cuda:N, mps
+    dtype: str  # float32, float16, bfloat16
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What a run will do, decided before any model is loaded."""
+
+    cfg: JobConfig
+    spec: OutputSpec
+    placement: Placement
+    storage: LocalStorage  # the output location
+    pending: tuple[Shard, ...]
+    done: tuple[Shard, ...]
+    total_rows: int  # rows in the pending shards, from their footers
+
+
+def local_placement(cfg: JobConfig) -> Placement:
+    """The device the options name on this machine, and its dtype."""
+    from etl.stages.encoder import resolve_device, resolve_dtype
+
+    device = resolve_device(cfg.devices[0] if cfg.devices else cfg.device)
+    return Placement(str(device), resolve_dtype(cfg.dtype, device))
+
+
+def plan_job(cfg: JobConfig, placement: Placement | None = None) -> JobPlan:
+    """Discover inputs, resolve the model's facts and the output spec, find what is left.
+
+    ``placement`` is where the models run when that is not this machine (a Ray cluster).
+    Raises ConfigError, ModelError or OutputConflictError before anything is written.
+    """
+    shards = discover(cfg.inputs, cfg.output_dir)
+    if cfg.num_shards is not None:
+        shards = partition(shards, cfg.num_shards)[cfg.shard_index]
+    model = resolve_model(cfg.model)
+    placement = placement or local_placement(cfg)
+    dtype = placement.dtype if cfg.dtype == "auto" else cfg.dtype
+    spec = build_output_spec(cfg, model, dtype)
+    storage = open_storage(cfg.output_dir)
+    if not cfg.overwrite:
+        check_job_record(read_job(storage), spec, cfg.output_dir, storage)
+    pending, done = select_pending(shards, Manifest(storage), spec, cfg)
+    total_rows = 0
+    if pending:
+        if not cfg.overwrite:
+            check_existing_outputs(pending, spec, storage)
+        total_rows = preflight(pending, spec)
+    return JobPlan(cfg, spec, placement, storage, tuple(pending), tuple(done), total_rows)
+
+
+def select_pending(
+    shards: list[Shard], manifest: Manifest, spec: OutputSpec, cfg: JobConfig
+) -> tuple[list[Shard], list[Shard]]:
+    """Split shards into (to do, already done). --only-failed keeps just the failed ones."""
+    if cfg.overwrite:
+        return list(shards), []
+    pending, done = [], []
+    for shard in shards:
+        if manifest.is_done(shard, spec.fingerprint):
+            done.append(shard)
+        elif not cfg.only_failed or manifest.is_failed(shard):
+            pending.append(shard)
+    return pending, done
+
+
+def check_existing_outputs(shards: list[Shard], spec: OutputSpec, storage: LocalStorage) -> None:
+    """An output file made with other options (say, the manifest was deleted) is not replaced."""
+    key = (METADATA_PREFIX + "fingerprint").encode()
+    for shard in shards:
+        if not storage.exists(shard.output_key):
+            continue
+        try:
+            with storage.open(shard.output_key) as handle:
+                metadata = pq.read_schema(handle).metadata or {}
+        except Exception:  # noqa: BLE001 - not one of ours, or damaged: it gets replaced
+            continue
+        found = metadata.get(key, b"").decode()
+        if found and found != spec.fingerprint:
+            raise OutputConflictError(
+                f"{storage.uri(shard.output_key)} was made with other options (fingerprint "
+                f"{found}, this run {spec.fingerprint}); use another --output, or --overwrite "
+                "to replace it"
+            )
+
+
+def preflight(shards: list[Shard], spec: OutputSpec) -> int:
+    """Read every footer once; refuse a column that no readable shard has. Returns total rows.
+
+    A column missing from only some shards fails just those shards later, with the same message.
+    """
+    total = 0
+    usable = False
+    problem: InputError | None = None
+    for shard in shards:
+        try:
+            metadata = pq.read_metadata(shard.input_path)
+        except Exception:  # noqa: BLE001 - an unreadable shard fails on its own, later
+            continue
+        total += metadata.num_rows
+        if usable:
+            continue
+        try:
+            check_columns(metadata.schema.to_arrow_schema(), shard.input_path, spec)
+            usable = True
+        except InputError as exc:
+            problem = problem or exc
+    if problem is not None and not usable:
+        raise ConfigError(str(problem))
+    return total
+
+
+def plan_parts(inputs: tuple[str, ...], num_shards: int, output_dir: str | None) -> dict[str, Any]:
+    """Which input files each of num_shards parts gets (what --shard-index I selects)."""
+    if num_shards < 1:
+        raise ConfigError(f"--num-shards: expected at least 1, got {num_shards}")
+    shards = discover(inputs, output_dir)
+    parts = []
+    for index, part in enumerate(partition(shards, num_shards)):
+        parts.append(
+            {
+                "shard_index": index,
+                "inputs": [s.rel_name for s in part],
+                "paths": [s.input_path for s in part],
+                "bytes": sum(_size(s.input_path) for s in part),
+            }
+        )
+    return {"num_shards": num_shards, "total_inputs": len(shards), "parts": parts}
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

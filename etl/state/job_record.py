@@ -1,0 +1,96 @@
+"""job.json: the fingerprint of the options that made an output, written once per job.
+
+Two runs write into one output only if their fingerprints agree; a run with other options is
+refused with what differs, unless --overwrite, which forgets the old records first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from etl.config import JobConfig
+from etl.errors import OutputConflictError
+from etl.spec import OutputSpec
+from etl.state.claims import ClaimBook
+from etl.state.keys import JOB
+from etl.state.manifest import Manifest
+from etl.storage import LocalStorage
+from etl.version import __version__
+
+
+def job_record(spec: OutputSpec, cfg: JobConfig) -> dict[str, Any]:
+    """What job.json holds: the fingerprint, what it is made of, and how to find the inputs."""
+    return {
+        "fingerprint": spec.fingerprint,
+        "identity": spec.identity(),
+        "model": spec.model.name,
+        "inputs": [str(Path(i).expanduser().absolute()) for i in cfg.inputs],
+        "created_at": time.time(),
+        "version": __version__,
+    }
+
+
+def read_job(storage: LocalStorage) -> dict[str, Any] | None:
+    data = storage.read(JOB)
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None  # unreadable: as if absent
+
+
+def record_job(storage: LocalStorage, spec: OutputSpec, cfg: JobConfig) -> None:
+    """Write job.json before the first output; a concurrent start with other options is
+    refused here. --overwrite forgets the previous records first."""
+    record = json.dumps(job_record(spec, cfg), indent=1, sort_keys=True).encode()
+    if cfg.overwrite:
+        Manifest(storage).clear()
+        storage.put(JOB, record)
+        return
+    if storage.create(JOB, record):
+        return
+    existing = read_job(storage)
+    check_job_record(existing, spec, cfg.output_dir, storage)
+    if existing is None or existing.get("fingerprint") != spec.fingerprint:
+        storage.put(JOB, record)  # the old record had no results behind it: replace it
+
+
+def check_job_record(
+    existing: dict[str, Any] | None, spec: OutputSpec, output_dir: str, storage: LocalStorage
+) -> None:
+    """Refuse an output whose results were made with other options.
+
+    A job record with nothing behind it (no shard recorded, no shard being worked on: say,
+    the first attempt stopped at a model that did not load) does not count.
+    """
+    if existing is None or existing.get("fingerprint") == spec.fingerprint:
+        return
+    manifest = Manifest(storage)
+    if not manifest.records() and not ClaimBook(manifest, "").running():
+        return
+    raise OutputConflictError(
+        f"--output {output_dir} holds results made with other options "
+        f"({describe_difference(existing.get('identity', {}), spec.identity())}); "
+        "use another --output, or --overwrite to replace them"
+    )
+
+
+def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """'normalize: false -> true; max_length: 256 -> 128' for the keys that differ."""
+    changed = [
+        f"{key}: {_short(old.get(key))} -> {_short(new.get(key))}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+    return "; ".join(changed) or "fingerprint differs"
+
+
+def _short(value: Any) -> str:
+    text = (
+        "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    )
+    return text if len(text) <= 60 else text[:28] + "…" + text[-28:]

@@ -1,0 +1,33 @@
+"""Where each piece of job state lives under the output location (storage keys)."""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.parse
+
+STATE_DIR = "_embed_etl"
+JOB = f"{STATE_DIR}/job.json"
+CALIBRATION = f"{STATE_DIR}/calibration.json"
+RECORDS = f"{STATE_DIR}/shards"
+CLAIMS = f"{STATE_DIR}/claims"
+
+
+def state_name(rel_name: str) -> str:
+    """A flat name for a shard's record and claim: its relative name, quoted (or hashed if long)."""
+    quoted = urllib.parse.quote(rel_name, safe="")
+    if len(quoted) <= 180:
+        return quoted
+    return f"{quoted[:120]}~{hashlib.sha256(rel_name.encode()).hexdigest()[:16]}"
+
+
+def record_key(rel_name: str) -> str:
+    return f"{RECORDS}/{state_name(rel_name)}.json"
+
+
+def claim_key(rel_name: str) -> str:
+    return f"{CLAIMS}/{state_name(rel_name)}.claim"
+
+
+def scratch_prefix(tag: str) -> str:
+    """A folder for one process's scratch files (the int8 calibration sample)."""
+    return f"{STATE_DIR}/{tag}"

@@ -1,0 +1,151 @@
+"""The manifest: one record per shard saying what was done, under ``_embed_etl/shards/``.
+
+A record is written whole (put) after the shard's output was published, so a reader never sees
+half of one. A shard counts as done when its record says so with the job's fingerprint, its
+input still has the size and modification time recorded, and its output exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from etl.contract import Shard, ShardResult, ShardStatus
+from etl.inputs import input_identity
+from etl.state.keys import JOB, RECORDS, record_key
+from etl.storage import LocalStorage
+from etl.version import __version__
+
+
+@dataclass
+class ShardRecord:
+    """What the manifest keeps about one shard (the JSON fields of its record)."""
+
+    input: str  # relative name
+    status: ShardStatus
+    fingerprint: str
+    input_path: str = ""
+    output: str = ""
+    rows_in: int = 0
+    rows_out: int = 0
+    null_rows: int = 0
+    truncated_rows: int = 0
+    chunked_rows: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    host: str = ""
+    pid: int = 0
+    version: str = ""
+    started_at: float | None = None
+    finished_at: float = 0.0
+    input_size: int | None = None
+    input_mtime_ns: int | None = None
+
+    @classmethod
+    def of(
+        cls,
+        result: ShardResult,
+        fingerprint: str,
+        output: str,
+        identity: dict[str, int] | None = None,
+        started_at: float | None = None,
+        rows_out: int = 0,
+    ) -> ShardRecord:
+        """The record of a shard this process just finished (done or failed)."""
+        identity = identity or {}
+        return cls(
+            input=result.shard.rel_name,
+            status=result.status,
+            fingerprint=fingerprint,
+            input_path=result.shard.input_path,
+            output=output,
+            rows_in=result.rows,
+            rows_out=rows_out,
+            null_rows=result.null_rows,
+            truncated_rows=result.truncated_rows,
+            chunked_rows=result.chunked_rows,
+            tokens=result.tokens,
+            padded_tokens=result.padded_tokens,
+            seconds=round(result.seconds, 3),
+            error=result.error,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            started_at=started_at,
+            finished_at=time.time(),
+            input_size=identity.get("input_size"),
+            input_mtime_ns=identity.get("input_mtime_ns"),
+        )
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ShardRecord | None:
+        """Parse a record; None for one that is unreadable (its shard is then redone)."""
+        try:
+            raw: dict[str, Any] = json.loads(data)
+            known = {f.name for f in fields(cls)}
+            record = cls(**{k: v for k, v in raw.items() if k in known})
+            record.status = ShardStatus(record.status)
+            return record
+        except (ValueError, TypeError):
+            return None
+
+    def same_input(self, path: str) -> bool:
+        try:
+            now = input_identity(path)
+        except OSError:
+            return False
+        return (self.input_size, self.input_mtime_ns) == (
+            now["input_size"],
+            now["input_mtime_ns"],
+        )
+
+
+class Manifest:
+    """Per-shard records of one output location. Picklable."""
+
+    def __init__(self, storage: LocalStorage) -> None:
+        self.storage = storage
+
+    def read(self, shard: Shard) -> ShardRecord | None:
+        data = self.storage.read(record_key(shard.rel_name))
+        return ShardRecord.from_json(data) if data is not None else None
+
+    def records(self) -> list[ShardRecord]:
+        found = []
+        for entry in self.storage.list(RECORDS):
+            data = self.storage.read(entry.key)
+            record = ShardRecord.from_json(data) if data is not None else None
+            if record is not None:
+                found.append(record)
+        return found
+
+    def write(self, record: ShardRecord) -> None:
+        self.storage.put(record_key(record.input), record.to_json())
+
+    def is_done(self, shard: Shard, fingerprint: str) -> bool:
+        record = self.read(shard)
+        return (
+            record is not None
+            and record.status == ShardStatus.DONE
+            and record.fingerprint == fingerprint
+            and record.same_input(shard.input_path)
+            and self.storage.exists(shard.output_key)
+        )
+
+    def is_failed(self, shard: Shard) -> bool:
+        record = self.read(shard)
+        return record is not None and record.status == ShardStatus.FAILED
+
+    def clear(self) -> None:
+        """Forget every record and the job record (for --overwrite); claims stay."""
+        self.storage.delete_prefix(RECORDS)
+        self.storage.delete(JOB)

@@ -1,0 +1,240 @@
+"""The one seam to the output location: list, read, create-if-absent, put, swap, delete, upload.
+
+Every byte the job writes under --output goes through a Storage. Keys are '/'-separated paths
+relative to its root. The operations are the ones object stores offer as well (a create that
+fails when the key exists, a whole-object put, a replace conditional on the current content, a
+listing by prefix, an upload that appears only when published), so another backend can be added
+without touching the stages or the engines. LocalStorage is the one implementation today.
+
+Nothing half-written is ever left behind: every temporary file is registered before it exists,
+so ``discard_temporaries`` (run on the way out, however the run ends) removes each one that is
+still there, whatever instant an interrupt arrived at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+UPLOAD_MARK = ".inprogress-"  # .<name>.inprogress-<pid>: an output being written
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored object."""
+
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch
+
+
+class Upload:
+    """A file written for one key that appears under the key only once published."""
+
+    def __init__(self, storage: LocalStorage, key: str, temp: Path) -> None:
+        self.storage = storage
+        self.key = key
+        self.temp = temp
+
+    @property
+    def path(self) -> str:
+        """Where the writer writes (a local file)."""
+        return str(self.temp)
+
+    def publish(self) -> None:
+        """Make the whole file appear under its key at once, durably."""
+        final = self.storage.local_path(self.key)
+        _fsync(self.temp)
+        os.replace(self.temp, final)
+        _fsync(final.parent)
+        self.storage.forget(self.temp)
+
+    def discard(self) -> None:
+        self.temp.unlink(missing_ok=True)
+        self.storage.forget(self.temp)
+
+
+class LocalStorage:
+    """A directory on a local or shared file system. Picklable; each process tracks its own
+    temporary files."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self._temporaries: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {"root": self.root}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["root"])
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    def child(self, prefix: str) -> LocalStorage:
+        """A storage rooted at a folder key of this one."""
+        return LocalStorage(self.local_path(prefix))
+
+    def uri(self, key: str = "") -> str:
+        """The key as users see it in messages and records."""
+        return str(self.local_path(key))
+
+    def local_path(self, key: str) -> Path:
+        return self.root / key if key else self.root
+
+    def read(self, key: str) -> bytes | None:
+        """The object's bytes, or None if there is none."""
+        try:
+            return self.local_path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+    def open(self, key: str) -> BinaryIO:
+        """The object for reading (a Parquet footer, say); FileNotFoundError if absent."""
+        return open(self.local_path(key), "rb")
+
+    def exists(self, key: str) -> bool:
+        return self.local_path(key).is_file()
+
+    def stat(self, key: str) -> Entry | None:
+        try:
+            st = self.local_path(key).stat()
+        except OSError:
+            return None
+        return Entry(key, st.st_size, st.st_mtime)
+
+    def list(self, prefix: str) -> list[Entry]:
+        """Every object under ``prefix`` (a folder key), sorted; temporaries left out."""
+        base = self.local_path(prefix)
+        if not base.is_dir():
+            return []
+        found = []
+        for dirpath, _, filenames in os.walk(base):
+            for name in filenames:
+                if name.startswith("."):
+                    continue  # temporaries and locks
+                path = Path(dirpath) / name
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue  # deleted meanwhile
+                key = path.relative_to(self.root).as_posix()
+                found.append(Entry(key, st.st_size, st.st_mtime))
+        return sorted(found, key=lambda e: e.key)
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write the object unless the key exists; False if it does (someone else was first).
+
+        The bytes go to a private file first and are linked into place, so a reader sees the
+        whole object or none.
+        """
+        final = self.local_path(key)
+        private = self._temporary(final, f".create-{uuid.uuid4().hex[:8]}")
+        try:
+            private.write_bytes(data)
+            os.link(private, final)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            private.unlink(missing_ok=True)
+            self.forget(private)
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write the whole object, replacing any other at once."""
+        final = self.local_path(key)
+        temp = self._temporary(final, f".put-{uuid.uuid4().hex[:8]}")
+        try:
+            temp.write_bytes(data)
+            os.replace(temp, final)
+        finally:
+            temp.unlink(missing_ok=True)
+            self.forget(temp)
+
+    def swap(self, key: str, expected: bytes | None, data: bytes) -> bool:
+        """Replace the object only if it still holds ``expected`` (None: only if absent)."""
+        final = self.local_path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with _flock(final.parent / ".swap.lock"):
+            if self.read(key) != expected:
+                return False
+            self.put(key, data)
+            return True
+
+    def delete(self, key: str) -> None:
+        self.local_path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under a folder key."""
+        shutil.rmtree(self.local_path(prefix), ignore_errors=True)
+
+    def touch(self, key: str) -> None:
+        """Refresh the object's modification time (a heartbeat); no-op if it is gone."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.local_path(key))
+
+    def upload(self, key: str) -> Upload:
+        """Start writing an object; it appears under ``key`` only when published."""
+        final = self.local_path(key)
+        return Upload(self, key, self._temporary(final, f"{UPLOAD_MARK}{os.getpid()}"))
+
+    def discard_stale_uploads(self, key: str) -> None:
+        """Remove uploads of ``key`` left by processes that died (call only while holding the
+        key's claim, so that nobody else is writing it)."""
+        final = self.local_path(key)
+        if not final.parent.is_dir():
+            return
+        for leftover in final.parent.glob(f".{final.name}{UPLOAD_MARK}*"):
+            if leftover not in self._temporaries:
+                leftover.unlink(missing_ok=True)
+
+    def discard_temporaries(self) -> None:
+        """Remove every temporary file this process registered and did not finish."""
+        with self._lock:
+            leftovers, self._temporaries = self._temporaries, set()
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+
+    def forget(self, temp: Path) -> None:
+        with self._lock:
+            self._temporaries.discard(temp)
+
+    def _temporary(self, final: Path, suffix: str) -> Path:
+        """A hidden sibling of ``final``, registered for cleanup before it can exist."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = final.parent / f".{final.name}{suffix}"
+        with self._lock:
+            self._temporaries.add(temp)
+        return temp
+
+
+def open_storage(root: str | Path) -> LocalStorage:
+    """The storage behind an --output location."""
+    return LocalStorage(root)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,66 @@
+"""JobSummary: what a run did, printed by the CLI as one JSON line on stdout."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from etl.contract import ShardResult, ShardStatus, WorkerInfo
+
+
+@dataclass
+class JobSummary:
+    """Every shard's result, the job's fingerprint and the run's wall time."""
+
+    fingerprint: str
+    shards: list[ShardResult]
+    seconds: float = 0.0
+    workers: list[WorkerInfo] = field(default_factory=list)  # those that loaded the model
+    worker_restarts: int = 0  # worker processes started again after one died
+
+    def count(self, status: ShardStatus) -> int:
+        return sum(1 for r in self.shards if r.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return self.count(ShardStatus.FAILED) == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        done = [r for r in self.shards if r.status == ShardStatus.DONE]
+        rows = sum(r.rows for r in done)
+        tokens = sum(r.tokens for r in done)
+        padded = sum(r.padded_tokens for r in done)
+        seconds = round(self.seconds, 3)
+        return {
+            "status": "ok" if self.ok else "failed",
+            "rows": rows,
+            "tokens": tokens,
+            "seconds": seconds,
+            "rows_per_s": round(rows / self.seconds, 1) if self.seconds > 0 else None,
+            "tokens_per_s": round(tokens / self.seconds, 1) if self.seconds > 0 else None,
+            "padding_ratio": round(padded / tokens, 4) if tokens else None,
+            "null_rows": sum(r.null_rows for r in done),
+            "truncated_rows": sum(r.truncated_rows for r in done),
+            "chunked_rows": sum(r.chunked_rows for r in done),
+            "shards_done": len(done),
+            "shards_failed": self.count(ShardStatus.FAILED),
+            "shards_skipped": self.count(ShardStatus.SKIPPED),  # done before this run
+            "shards_elsewhere": self.count(ShardStatus.ELSEWHERE),  # another process has them
+            "workers": [asdict(w) for w in self.workers],
+            "worker_restarts": self.worker_restarts,
+            "fingerprint": self.fingerprint,
+            "shards": [
+                {
+                    "input": r.shard.rel_name,
+                    "status": r.status.value,
+                    "rows": r.rows,
+                    "null_rows": r.null_rows,
+                    "truncated_rows": r.truncated_rows,
+                    "chunked_rows": r.chunked_rows,
+                    "seconds": round(r.seconds, 3),
+                    **({"error": r.error} if r.error else {}),
+                }
+                for r in self.shards
+                if r.status in (ShardStatus.DONE, ShardStatus.FAILED)
+            ],
+        }

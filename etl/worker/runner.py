@@ -1,0 +1,248 @@
+"""The worker's loop: reader items through the model into shard writers; then record and release.
+
+A shard is recorded as done only after its output was published, and its claim is released
+only after its record is written. However the loop ends (done, a failure, SIGTERM), the readers
+are stopped first, then every claim of this run is released and every temporary file removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from etl.contract import Batch, Shard, ShardEnd, ShardFailed, ShardResult, ShardStart, ShardStatus
+from etl.spec import OutputSpec
+from etl.stages.sink import ShardWriter
+from etl.state.claims import HEARTBEAT_SECONDS, ClaimBook
+from etl.state.manifest import Manifest, ShardRecord
+from etl.worker.progress import Progress, rows_done
+
+log = logging.getLogger(__name__)
+
+ResultCallback = Callable[[ShardResult], None]
+
+
+@dataclass
+class _Active:
+    """A shard being written."""
+
+    index: int
+    result: ShardResult
+    writer: ShardWriter
+    identity: dict[str, int]
+    started: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class _Committing:
+    """A shard whose writer is closing and publishing its file on the io thread."""
+
+    active: _Active
+    rows: int
+    future: Future
+
+
+class Runner:
+    """Consumes one loader: the shards it was given, in the order the readers send them."""
+
+    def __init__(
+        self,
+        shards: list[Shard],
+        spec: OutputSpec,
+        encoder: Any,
+        manifest: Manifest,
+        claims: ClaimBook,
+        on_result: ResultCallback | None = None,
+    ) -> None:
+        self.shards = shards
+        self.spec = spec
+        self.encoder = encoder
+        self.manifest = manifest
+        self.storage = manifest.storage
+        self.claims = claims
+        self.on_result = on_result
+        self.active: dict[int, _Active] = {}
+        self.results: dict[int, ShardResult] = {}
+        self.seen: set[int] = set()  # shards this process claimed
+        self.committing: list[_Committing] = []
+        self.io: Executor | None = None
+        self.multi: dict[int, Any] = {}  # shard -> its current window's chunked rows
+
+    def consume(self, loader, total_rows: int, progress: bool | None) -> list[ShardResult]:
+        bar = Progress(total_rows, progress)
+        stop = threading.Event()
+        # Joined on the way out: a daemon thread still waking at interpreter exit can abort
+        # the process ("terminate called without an active exception").
+        heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), name="claims-heartbeat")
+        items = None
+        try:
+            items = iter(loader)  # readers start (fork) here, before any thread of ours
+            heartbeat.start()
+            # One thread turns finished windows into Parquet while the model runs.
+            self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-etl-io")
+            for item in items:
+                if isinstance(item, Batch):
+                    done = self._batch(item)
+                    if done is not None:
+                        bar.update(*done)
+                elif isinstance(item, ShardStart):
+                    self._start(item)
+                elif isinstance(item, ShardEnd):
+                    self._end(item)
+                elif isinstance(item, ShardFailed):
+                    self._failed(item)
+                self._settle(wait=False)
+        finally:
+            _stop_readers(items)  # no reader may claim a shard after the claims are released
+            stop.set()
+            if heartbeat.is_alive():
+                heartbeat.join()
+            for active in self.active.values():
+                active.writer.abort()
+            self._settle(wait=True)  # shards whose publish is under way still get recorded
+            if self.io is not None:
+                self.io.shutdown(wait=True)
+            self.claims.release_all()
+            self.storage.discard_temporaries()
+            bar.close()
+        # Shards this worker never claimed: another process or worker had them.
+        for index, shard in enumerate(self.shards):
+            if index not in self.seen:
+                self.results[index] = ShardResult(shard, ShardStatus.ELSEWHERE)
+        return [self.results[i] for i in sorted(self.results)]
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            self.claims.heartbeat()
+
+    def _start(self, item: ShardStart) -> None:
+        self.seen.add(item.shard_index)
+        shard = self.shards[item.shard_index]
+        result = ShardResult(shard, ShardStatus.RUNNING)
+        try:
+            writer = ShardWriter(shard, self.spec, item.schema, self.storage, io=self.io)
+        except Exception as exc:  # noqa: BLE001 - e.g. output location not writable
+            self._record_failure(item.shard_index, result, f"{type(exc).__name__}: {exc}")
+            return
+        self.active[item.shard_index] = _Active(
+            item.shard_index, result, writer, item.input_identity
+        )
+
+    def _batch(self, batch: Batch) -> tuple[int, int] | None:
+        """Embed one batch into its shard's writer: (rows it completes, tokens), None if the
+        shard failed."""
+        active = self.active.get(batch.shard_index)
+        if active is None:
+            return None  # its shard already failed: drop the rest of it
+        result = active.result
+        try:
+            if batch.window is not None:
+                result.null_rows += batch.window.null_rows
+                result.truncated_rows += batch.window.truncated_rows
+                result.chunked_rows += batch.window.chunked_rows
+                result.tokens += batch.window.real_tokens
+            vectors, weights, tokens = {}, None, 0
+            if batch.size:
+                vectors = {name: v.numpy() for name, v in self.encoder.encode(batch).items()}
+                weights = batch.attention_mask.sum(dim=1).numpy()  # (B,) tokens per sequence
+                result.padded_tokens += batch.input_ids.numel()
+                tokens = int(weights.sum())
+            if batch.window is not None:
+                self.multi[batch.shard_index] = batch.window.multi
+            rows = rows_done(batch, self.multi.get(batch.shard_index))
+            active.writer.add(
+                batch.window_index, batch.window, batch.rows.numpy(), vectors, weights
+            )
+        except Exception as exc:  # fail this shard, keep the job going
+            log.debug("batch failed", exc_info=True)
+            self._abort(active, f"{type(exc).__name__}: {exc}")
+            return None
+        return rows, tokens
+
+    def _end(self, item: ShardEnd) -> None:
+        active = self.active.pop(item.shard_index, None)
+        if active is not None:
+            future = active.writer.commit(item.num_rows)
+            self.committing.append(_Committing(active, item.num_rows, future))
+
+    def _settle(self, wait: bool) -> None:
+        """Record the shards whose commit finished: done only once published, else failed."""
+        pending = []
+        for entry in self.committing:
+            if not (wait or entry.future.done()):
+                pending.append(entry)
+                continue
+            active = entry.active
+            try:
+                entry.future.result()
+            except Exception as exc:  # noqa: BLE001 - the shard fails; the others go on
+                self._abort(active, f"{type(exc).__name__}: {exc}")
+                continue
+            result = active.result
+            result.status, result.rows = ShardStatus.DONE, entry.rows
+            result.seconds = time.perf_counter() - active.started
+            self._record(result, active, rows_out=entry.rows)
+            self.claims.release(result.shard)
+            self._finished(active.index, result)
+            log.info(
+                "done %s: %d rows in %.1f s", result.shard.rel_name, entry.rows, result.seconds
+            )
+        self.committing = pending
+
+    def _failed(self, item: ShardFailed) -> None:
+        if item.detail:
+            log.debug("%s", item.detail)
+        self.seen.add(item.shard_index)
+        active = self.active.get(item.shard_index)
+        if active is not None:
+            self._abort(active, item.message)
+        else:
+            result = ShardResult(self.shards[item.shard_index], ShardStatus.RUNNING)
+            self._record_failure(item.shard_index, result, item.message)
+
+    def _abort(self, active: _Active, message: str) -> None:
+        active.writer.abort()
+        self.active.pop(active.index, None)
+        active.result.seconds = time.perf_counter() - active.started
+        self._record_failure(active.index, active.result, message, active)
+
+    def _record_failure(
+        self, index: int, result: ShardResult, message: str, active: _Active | None = None
+    ) -> None:
+        result.status, result.error = ShardStatus.FAILED, message
+        self._record(result, active)
+        self.claims.release(result.shard)
+        self._finished(index, result)
+        log.error("failed %s: %s", result.shard.rel_name, message)
+
+    def _record(self, result: ShardResult, active: _Active | None, rows_out: int = 0) -> None:
+        record = ShardRecord.of(
+            result,
+            self.spec.fingerprint,
+            output=self.storage.uri(result.shard.output_key),
+            identity=active.identity if active is not None else None,
+            started_at=active.started_at if active is not None else None,
+            rows_out=rows_out,
+        )
+        self.manifest.write(record)
+
+    def _finished(self, index: int, result: ShardResult) -> None:
+        self.results[index] = result
+        if self.on_result is not None:
+            self.on_result(result)
+
+
+def _stop_readers(items: Any) -> None:
+    """Stop the DataLoader's reader processes now (they would stop when garbage-collected,
+    which an exception on its way out delays)."""
+    shutdown = getattr(items, "_shutdown_workers", None)
+    if shutdown is not None:
+        with contextlib.suppress(Exception):
+            shutdown()

@@ -1,0 +1,63 @@
+"""ShardWorker: a tokenizer and a model loaded once, then any number of shards through them.
+
+One process runs one worker: the plain `run`, each process of `--workers N`, each Ray actor.
+Workers coordinate only through the output location (claims and manifest), so any number of
+them, started in any way, can share a job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from etl.config import JobConfig
+from etl.contract import Shard, ShardResult
+from etl.spec import OutputSpec
+from etl.stages.batching import resolve_batching
+from etl.state.claims import ClaimBook
+from etl.state.manifest import Manifest
+from etl.storage import LocalStorage
+from etl.worker.runner import ResultCallback, Runner
+
+
+class ShardWorker:
+    """Loads the tokenizer and the model on ``device`` and checks them with the largest batch,
+    so that a model that does not load or fit fails before anything is written."""
+
+    def __init__(self, cfg: JobConfig, spec: OutputSpec, device: str | None = None) -> None:
+        from etl.stages.encoder import Encoder, load_tokenizer, resolve_device
+
+        self.cfg = cfg
+        self.device = resolve_device(device or cfg.device)
+        self.tokenizer = load_tokenizer(spec.model)
+        self.encoder = Encoder(spec, cfg, self.device)
+        self.batching = resolve_batching(
+            cfg.batch_tokens, cfg.batch_size, cfg.sort_window, spec.max_length, self.device.type
+        )
+        self.encoder.warm_up(*self.batching.largest_batch())
+
+    def process(
+        self,
+        shards: Sequence[Shard],
+        spec: OutputSpec,
+        storage: LocalStorage,
+        total_rows: int = 0,
+        progress: bool | None = False,
+        on_result: ResultCallback | None = None,
+    ) -> list[ShardResult]:
+        """Claim and embed every shard nobody else holds; one result per shard.
+
+        ``spec`` has the columns the worker was loaded for; it may differ in how vectors are
+        stored (the int8 ranges, or float32 for the calibration sample).
+        """
+        from etl.stages.encoder import default_threads
+        from etl.stages.loader import ShardStream, default_workers, make_loader
+
+        manifest = Manifest(storage)
+        claims = ClaimBook(manifest, spec.fingerprint)
+        stream = ShardStream(shards, spec, self.tokenizer, self.batching, claims)
+        workers = self.cfg.num_workers
+        if workers is None:
+            workers = default_workers(self.device.type, default_threads())
+        loader = make_loader(stream, workers, pin_memory=self.device.type == "cuda")
+        runner = Runner(list(shards), spec, self.encoder, manifest, claims, on_result)
+        return runner.consume(loader, total_rows, progress)

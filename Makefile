@@ -8,6 +8,7 @@ ARGS ?=
 # torch is installed first, pinned, so that pip takes the CPU wheel and not a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 # The example Airflow DAG is checked with Airflow itself, in a venv of its own (Airflow pins
 # many packages); installing it takes under a minute.
 AIRFLOW_VENV ?= .venv-airflow
@@ -20,14 +21,18 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## Create .venv with torch (CPU), the package and its test tools
+install: $(STAMP) ## Create .venv with torch (CPU) and the package: what the job needs, no more
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
+
+# The test tools (pytest, Ray, sentence-transformers, polars, ruff) come with `make test` only.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(TEST_STAMP)
 
 embed: $(STAMP) ## Embed INPUT (default: the sample corpus) into OUTPUT; extra options in ARGS
 	$(BIN)/embed-etl run $(INPUT) --output $(OUTPUT) $(ARGS)
@@ -37,23 +42,23 @@ $(AIRFLOW_STAMP):
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet "$(AIRFLOW_SPEC)" pytest
 	touch $(AIRFLOW_STAMP)
 
-test: $(STAMP) $(AIRFLOW_STAMP) ## Run the test suite (offline, a few minutes on 2 cores)
+test: $(TEST_STAMP) $(AIRFLOW_STAMP) ## Run the test suite (offline, a few minutes on 2 cores)
 	$(BIN)/python -m pytest -m "not slow" --ignore=tests/airflow_dag $(ARGS)
 	$(AIRFLOW_VENV)/bin/python -m pytest tests/airflow_dag --confcutdir=tests/airflow_dag -p no:cacheprovider
 
-test-slow: $(STAMP) ## Run only the slow tests
+test-slow: $(TEST_STAMP) ## Run only the slow tests
 	$(BIN)/python -m pytest -m slow --ignore=tests/airflow_dag $(ARGS)
 
-bench: $(STAMP) ## Benchmark against sentence-transformers on the shared corpus
-	$(BIN)/python jobs/bench.py $(ARGS)
+bench: $(TEST_STAMP) ## Benchmark against sentence-transformers on the shared corpus
+	$(BIN)/python -m benchmarks $(ARGS)
 
-lint: $(STAMP) ## ruff lint and format check
-	$(BIN)/ruff check etl jobs tests
-	$(BIN)/ruff format --check etl jobs tests
+lint: $(TEST_STAMP) ## ruff lint and format check
+	$(BIN)/ruff check etl jobs tests benchmarks
+	$(BIN)/ruff format --check etl jobs tests benchmarks
 
-fmt: $(STAMP) ## Format and autofix with ruff
-	$(BIN)/ruff format etl jobs tests
-	$(BIN)/ruff check --fix etl jobs tests
+fmt: $(TEST_STAMP) ## Format and autofix with ruff
+	$(BIN)/ruff format etl jobs tests benchmarks
+	$(BIN)/ruff check --fix etl jobs tests benchmarks
 
 clean: ## Remove outputs and caches (keeps .venv)
 	rm -rf out build *.egg-info .pytest_cache .ruff_cache

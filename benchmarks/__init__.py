@@ -1,0 +1,7 @@
+"""`make bench`: this job against what users would write instead, on the same rows and machine.
+
+Not part of the installed package. Run with `python -m benchmarks` (see --help):
+  speed   this job, sentence-transformers and the one-text loop on the same corpus rows
+  memory  peak RSS of the whole job on 10k rows and on the whole corpus (--memory)
+  sizes   one shard written with each --output-dtype (--sizes)
+"""

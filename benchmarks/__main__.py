@@ -1,0 +1,72 @@
+"""python -m benchmarks [--memory] [--sizes] [--no-speed] ...: run, print, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from benchmarks import memory, sizes, speed
+from benchmarks.common import DEFAULT_CORPUS, REPO, machine, say
+
+
+def main() -> None:
+    args = _parse()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from etl.stages.encoder import default_threads
+
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
+    report: dict = {"date": dt.date.today().isoformat(), "machine": machine(threads)}
+    work = Path(tempfile.mkdtemp(prefix="embed-etl-bench-"))
+    if not args.no_speed:
+        speed.measure(args, report, work)
+        speed.show(report)
+    if args.memory:
+        report["memory"] = memory.measure(args, work)
+        memory.show(report["memory"])
+    if args.sizes:
+        report["sizes"] = sizes.measure(args, work)
+        sizes.show(report["sizes"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for path in (args.out / f"bench-{stamp}.json", args.out / "latest.json"):
+        path.write_text(json.dumps(report, indent=1))
+    say(f"figures written to {args.out / 'latest.json'}")
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument(
+        "--corpus", type=Path, default=Path(os.environ.get("EMBED_ETL_CORPUS", DEFAULT_CORPUS))
+    )
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=1, help="medians over this many runs")
+    parser.add_argument("--seed-rows", type=int, default=600, help="subset for the seed loop")
+    parser.add_argument("--sweep-rows", type=int, default=2000, help="subset for ST batch sweep")
+    parser.add_argument("--st-batch-sizes", default="2,4,8,16,32,64,128")
+    parser.add_argument("--fast-dtype", default="bfloat16", help="dtype of the fast mode")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--memory", action="store_true", help="also the flat-memory runs (slow)")
+    parser.add_argument("--memory-small", type=int, default=10_000)
+    parser.add_argument("--memory-dtype", default="float32", help="compute dtype of memory runs")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed runs")
+    parser.add_argument(
+        "--sizes", action="store_true", help="also the output size of one shard per --output-dtype"
+    )
+    parser.add_argument("--job-args", default="", help="extra JobConfig options: key=value ...")
+    parser.add_argument("--out", type=Path, default=REPO / "bench-results")
+    args = parser.parse_args()
+    if not args.corpus.is_dir():
+        parser.error(f"--corpus {args.corpus}: not a directory (set EMBED_ETL_CORPUS)")
+    return args
+
+
+if __name__ == "__main__":
+    main()

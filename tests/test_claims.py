@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 from etl.contract import Shard, ShardStatus
 from etl.inputs import input_identity
@@ -38,6 +39,28 @@ def test_claim_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
     dead.wait()
     assert _book(tmp_path, owner=Owner(pid=dead.pid, started=1))(SHARD)
     assert _book(tmp_path)(SHARD)
+
+
+def test_of_many_takers_of_a_stale_claim_exactly_one_gets_it(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert _book(tmp_path, owner=Owner(pid=dead.pid, started=1))(SHARD)
+    takers = [_book(tmp_path) for _ in range(8)]  # live owners, each with its own token
+    barrier = threading.Barrier(len(takers))
+    won = []
+
+    def take(book) -> None:
+        barrier.wait()
+        if book(SHARD):
+            won.append(book.owner.token)
+
+    threads = [threading.Thread(target=take, args=(b,)) for b in takers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1
+    assert json.loads(_path(takers[0], SHARD).read_text())["token"] == won[0]
 
 
 def test_reused_pid_does_not_keep_a_claim_alive(tmp_path):

@@ -73,7 +73,9 @@ def _start(tiny_model, inputs, output, *extra) -> subprocess.Popen:
     return proc
 
 
-def _wait_until(proc: subprocess.Popen, condition, what: str, timeout: float = 300) -> None:
+def _wait_until(
+    proc: subprocess.Popen, condition, what: str, timeout: float = 300, pause: float = 0.005
+) -> None:
     """Poll the output directory (not the clock) until the job reaches a state."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -81,7 +83,7 @@ def _wait_until(proc: subprocess.Popen, condition, what: str, timeout: float = 3
             pytest.fail(f"job ended before {what}: {proc.stderr.read()}")
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)
+        time.sleep(pause)
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -170,17 +172,61 @@ def test_two_processes_on_one_output_do_every_shard_once(tmp_path, tiny_model, c
     assert all(r.status == ShardStatus.DONE for r in done) and len(done) == SHARDS
 
 
-def test_sigterm_stops_cleanly_and_a_rerun_finishes(tmp_path, tiny_model, corpus):
+def _leftovers(output: Path) -> list[Path]:
+    """What an interrupted run must not leave: temporary files (hidden names) and claims."""
+    return [
+        p
+        for p in output.rglob("*")
+        if p.is_file()
+        and ((p.name.startswith(".") and p.name != ".swap.lock") or p.suffix == ".claim")
+    ]
+
+
+def _outputs(output: Path) -> int:
+    return len(list(output.glob("p*.parquet")))
+
+
+def test_sigterm_at_any_point_of_a_shard_leaves_nothing_behind(tmp_path, tiny_model, corpus):
+    """SIGTERM when the job is recorded, at a claim, the instant an upload file appears (20
+    times), when an output is published and when a shard is recorded done: every time the job
+    exits 130 having removed its temporary files and claims, and a rerun finishes the job."""
     out = tmp_path / "out"
+    claims = out / "_embed_etl" / "claims"
+    points = [
+        ("the job is recorded", lambda: (out / "_embed_etl" / "job.json").exists()),
+        ("a claim is taken", lambda: claims.is_dir() and any(claims.glob("*.claim"))),
+        *[("an upload appears", lambda: bool(_temp_files(out)))] * 20,
+    ]
+    for i, (what, reached) in enumerate(points):
+        # Every other run reads and tokenizes in a DataLoader process, the others in-process.
+        proc = _start(tiny_model, corpus, out, *(("--num-workers", "0") if i % 2 else ()))
+        _signal_when(proc, reached, what)
+        assert not _leftovers(out), (what, _leftovers(out))
+    for what, count in (("an output is published", _outputs), ("a shard is recorded done", _done)):
+        before = count(out)
+        proc = _start(tiny_model, corpus, out)
+        _signal_when(proc, lambda count=count, before=before: count(out) > before, what)
+        assert not _leftovers(out), (what, _leftovers(out))
+    _assert_final_files_complete(out)
+    done_before = _done(out)
+    assert done_before < SHARDS
+
     proc = _start(tiny_model, corpus, out)
-    _wait_until(proc, lambda: _temp_files(out), "first shard in progress")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert json.loads(stdout)["shards_done"] == SHARDS - done_before
+    _assert_final_files_complete(out)
+    ids = [
+        i for p in sorted(out.glob("p*.parquet")) for i in pq.read_table(p).column("id").to_pylist()
+    ]
+    assert sorted(ids) == list(range(SHARDS * ROWS))  # every row exactly once
+    assert not _leftovers(out)
+
+
+def _signal_when(proc: subprocess.Popen, reached, what: str) -> None:
+    """SIGTERM the job the moment ``reached()`` holds, then check that it unwound cleanly."""
+    _wait_until(proc, reached, what, pause=0.0005)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=300)  # a loaded machine may take a while to unwind
-    assert proc.returncode == 130 and "rerun the same command" in stderr
-    assert "Traceback" not in stderr
-    assert not _temp_files(out)  # cleaned up on the way out
-    assert not list((out / "_embed_etl" / "claims").glob("*.claim"))
-    proc = _start(tiny_model, corpus, out)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr
-    _assert_final_files_complete(out)
+    assert proc.returncode == 130, (what, proc.returncode, stderr)
+    assert "rerun the same command" in stderr and "Traceback" not in stderr, stderr

@@ -205,3 +205,81 @@ def test_plan_output_feeds_the_dag_and_status_feeds_its_check(tmp_path, tiny_mod
         runner.invoke(cli, ["status", "-o", str(tmp_path / "out"), "--json"]).stdout
     )
     assert check_complete(status, SHARDS).startswith(f"{SHARDS} shards")
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    """A real two-node Ray cluster on this machine, one CPU per node, on 127.0.0.1 only."""
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # nodes advertise 127.0.0.1
+    cluster = Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={"num_cpus": 1, "include_dashboard": False},
+    )
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """The job as a user runs it, in its own process (its own Ray driver)."""
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "run", *args, "--no-progress"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_joining_a_two_node_cluster_gives_the_files_of_a_local_run(
+    tmp_path, tiny_model, corpus, two_node_cluster
+):
+    _run(tmp_path, tiny_model, corpus, "single", normalize=True)
+    address = two_node_cluster.address
+    proc = _cli(
+        str(corpus),
+        "-o",
+        str(tmp_path / "ray"),
+        "--model",
+        str(tiny_model),
+        "--normalize",
+        "--engine",
+        "ray",
+        "--workers",
+        "2",
+        "--ray-address",
+        address,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["shards_done"] == SHARDS
+    assert len({w["pid"] for w in summary["workers"]}) == 2  # one actor on each 1-CPU node
+    _assert_same_outputs(tmp_path / "single", tmp_path / "ray")
+
+
+def test_actors_that_fit_no_node_are_a_clear_error_not_a_hang(
+    tmp_path, tiny_model, corpus, two_node_cluster
+):
+    address = two_node_cluster.address
+    base = [str(corpus), "--model", str(tiny_model), "--engine", "ray", "--ray-address", address]
+    # Bigger than any node: refused before any actor starts.
+    too_big = _cli(*base, "-o", str(tmp_path / "big"), "--threads", "2")
+    assert too_big.returncode == 2, too_big.stderr
+    assert "--threads 2" in too_big.stderr and "largest node offers 1" in too_big.stderr
+    assert "Traceback" not in too_big.stderr
+    assert not (tmp_path / "big").exists()
+    # More actors than the nodes hold: the ones left over are never placed; a clear error
+    # after --ray-timeout, and nothing written.
+    too_many = _cli(*base, "-o", str(tmp_path / "many"), "--workers", "3", "--ray-timeout", "20")
+    assert too_many.returncode == 1, too_many.stderr
+    assert "1 of 3 actors" in too_many.stderr and "--ray-timeout 20" in too_many.stderr
+    assert "Traceback" not in too_many.stderr
+    assert not (tmp_path / "many").exists()

@@ -29,6 +29,7 @@ from etl.errors import EmbedEtlError
 from etl.plan import JobPlan
 from etl.spec import OutputSpec
 from etl.storage import LocalStorage
+from etl.worker.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,7 @@ class Process:
 @dataclass
 class Ready:
     index: int
-    pid: int
-    device: str
-    seconds: float  # model load and warm-up
+    worker: WorkerInfo
 
 
 @dataclass
@@ -79,7 +78,6 @@ class _Worker:
     commands: Any  # its command queue
     device: str
     ready: bool = False
-    busy: bool = False  # running the job's shards
     handled: bool = False  # its exit was noticed
 
 
@@ -127,15 +125,7 @@ class LocalProcesses(Engine):
             self._fail_if_gone([index], "while embedding the int8 calibration sample")
 
     def run(self, plan: JobPlan) -> list[ShardResult]:
-        from tqdm import tqdm
-
-        self.bar = tqdm(
-            total=plan.total_rows,
-            unit="rows",
-            file=sys.stderr,
-            dynamic_ncols=True,
-            disable=not self.cfg.progress if self.cfg.progress is not None else None,
-        )
+        self.bar = Progress(plan.total_rows, self.cfg.progress)
         try:
             for index in self.workers:
                 self._dispatch(index, plan)
@@ -182,9 +172,7 @@ class LocalProcesses(Engine):
     def _dispatch(self, index: int, plan: JobPlan) -> None:
         """Give a ready worker the shards no worker has finished yet."""
         left = [s for s in plan.pending if s.rel_name not in self.results]
-        worker = self.workers[index]
-        worker.busy = True
-        worker.commands.put(Process(left, plan.spec, plan.storage))
+        self.workers[index].commands.put(Process(left, plan.spec, plan.storage))
 
     def _next_event(self) -> Any:
         try:
@@ -206,22 +194,14 @@ class LocalProcesses(Engine):
             return
         if isinstance(event, Ready):
             self.workers[event.index].ready = True
-            self.started.append(
-                WorkerInfo(event.pid, event.device, round(event.seconds, 3), socket.gethostname())
-            )
-            log.info(
-                "worker %d ready on %s (pid %d, model loaded in %.1f s)",
-                event.index,
-                event.device,
-                event.pid,
-                event.seconds,
-            )
+            self.started.append(event.worker)
+            log.info("worker %d ready: %s", event.index, event.worker)
             if plan is not None:  # a replacement, started while the job runs
                 self._dispatch(event.index, plan)
         elif isinstance(event, Result):
             if event.result.status in (ShardStatus.DONE, ShardStatus.FAILED):
                 self.results[event.result.shard.rel_name] = event.result
-                self.bar.update(event.result.rows)
+                self.bar.update(event.result.rows, event.result.tokens)
         elif isinstance(event, Failed):
             if plan is None:  # while loading: nothing was written yet
                 self._terminate()
@@ -276,7 +256,9 @@ def _worker_main(
     try:
         started = time.perf_counter()
         worker = ShardWorker(cfg, spec, device)
-        events.put(Ready(index, os.getpid(), str(worker.device), time.perf_counter() - started))
+        seconds = round(time.perf_counter() - started, 3)
+        info = WorkerInfo(os.getpid(), str(worker.device), seconds, socket.gethostname())
+        events.put(Ready(index, info))
         while (command := commands.get()) is not None:
             if command.sample:
                 results = worker.process(command.shards, command.spec, command.storage)

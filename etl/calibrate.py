@@ -78,7 +78,7 @@ def _calibrate(plan: JobPlan, engine: Engine) -> dict[str, Any]:
         "model": spec.model.name,
         "model_config_sha256": spec.model.config_sha256,
         "normalize": spec.normalize,
-        "dim": spec.out_dim,
+        "dims": {c.name: spec.out_dim(c) for c in spec.columns},
         "rows": len(texts),
         "columns": columns,
         "created_at": time.time(),
@@ -103,7 +103,7 @@ def _from_ranges_file(path: str, spec: OutputSpec) -> dict[str, Any]:
         )
     wanted = {
         "model_config_sha256": spec.model.config_sha256,
-        "dim": spec.out_dim,
+        "dims": {c.name: spec.out_dim(c) for c in spec.columns},
         "normalize": spec.normalize,
     }
     for key, value in wanted.items():
@@ -184,5 +184,5 @@ def _embed_sample(plan: JobPlan, engine: Engine, texts: list[str]) -> dict[str, 
     columns = {}
     for column in spec.columns:
         values = embedded.column(column.name).combine_chunks().flatten().to_numpy()
-        columns[column.name] = int8_ranges(values.reshape(-1, spec.out_dim))
+        columns[column.name] = int8_ranges(values.reshape(-1, spec.out_dim(column)))
     return columns

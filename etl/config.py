@@ -9,7 +9,17 @@ from dataclasses import dataclass
 
 from etl.errors import ConfigError
 
-POOLINGS = ("mean", "cls", "max", "pooler")
+# --pooling: sentence-transformers' modes, the model's pooler, and per-token vectors.
+POOLINGS = (
+    "mean",
+    "cls",
+    "max",
+    "mean_sqrt_len_tokens",
+    "weightedmean",
+    "lasttoken",
+    "pooler",
+    "tokens",
+)
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 ENGINES = ("local", "ray")
@@ -29,9 +39,9 @@ class JobConfig:
     text_column: str = "text"
     id_column: str = "id"
     keep_columns: tuple[str, ...] = ()
-    poolings: tuple[str, ...] = ("mean",)
+    poolings: tuple[str, ...] = ()  # empty: the model's own recipe (sentence-transformers')
     layers: tuple[int, ...] = (-1,)
-    normalize: bool = False
+    normalize: bool | None = None  # None: as the model's recipe says (off without one)
     max_length: int | None = None  # None: the model's configured limit
     batch_size: int = 256  # most rows in one batch
     batch_tokens: int | None = None  # padded-token budget per batch; None: picked by device
@@ -56,6 +66,9 @@ class JobConfig:
     truncate_dim: int | None = None  # keep only the first D dimensions
     calibration: str | None = None  # int8: calibration.json of another job, or a Parquet sample
     calibration_rows: int = CALIBRATION_ROWS
+    prompt: str | None = None  # prepended to every text
+    prompt_name: str | None = None  # one of the model's configured prompts
+    trust_remote_code: bool = False  # allow models that ship their own Python code
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -70,8 +83,6 @@ class JobConfig:
         _no_duplicates("--keep-column", self.keep_columns)
         if self.id_column in self.keep_columns:
             raise ConfigError(f"--keep-column {self.id_column}: the id column is always kept")
-        if not self.poolings:
-            raise ConfigError("--pooling: give at least one of " + ", ".join(POOLINGS))
         for pooling in self.poolings:
             if pooling not in POOLINGS:
                 raise ConfigError(f"--pooling {pooling}: expected one of {', '.join(POOLINGS)}")
@@ -144,6 +155,13 @@ class JobConfig:
         if self.calibration and self.output_dtype != "int8":
             raise ConfigError("--calibration goes with --output-dtype int8")
         _positive("--calibration-rows", self.calibration_rows)
+        if self.prompt is not None and self.prompt_name is not None:
+            raise ConfigError("--prompt and --prompt-name: give one of the two")
+        if "tokens" in self.poolings and self.output_dtype in ("int8", "binary"):
+            raise ConfigError(
+                f"--pooling tokens --output-dtype {self.output_dtype}: token vectors are stored "
+                "as float32 or float16"
+            )
 
 
 def _check_device(option: str, device: str) -> None:

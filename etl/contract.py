@@ -54,6 +54,8 @@ class WindowInfo:
     chunked_rows: int = 0  # rows split into several windows (--long-text chunk)
     n_tokens: np.ndarray | None = None  # (num_rows,) tokens before truncation; -1 = null text
     multi: np.ndarray | None = None  # (num_rows,) bool: row has several windows; None = none
+    drop_head: np.ndarray | None = None  # (num_rows,) tokens a later window repeats, per row
+    drop_tail: int = 0  # special tokens at the end of every window
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Batch:
     input_ids: torch.Tensor  # (B, T) int64
     attention_mask: torch.Tensor  # (B, T) int64, 1 = real token
     window: WindowInfo | None = None  # set on the first batch of a window only
+    parts: torch.Tensor | None = None  # (B,) window number within its row (--long-text chunk)
 
     def pin_memory(self) -> Batch:
         """Called by DataLoader(pin_memory=True) so host-to-GPU copies can be asynchronous."""

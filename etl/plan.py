@@ -7,6 +7,7 @@ the footers of the rest (a column missing from every input is a usage error here
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 
 from etl.config import JobConfig
 from etl.contract import Shard
-from etl.errors import ConfigError, InputError, OutputConflictError
+from etl.errors import ConfigError, InputError, ModelError, OutputConflictError
 from etl.inputs import discover, partition
 from etl.model.locate import resolve_model
 from etl.spec import METADATA_PREFIX, OutputSpec, build_output_spec
@@ -23,6 +24,8 @@ from etl.stages.source import check_columns
 from etl.state.job_record import check_job_record, read_job
 from etl.state.manifest import Manifest
 from etl.storage import LocalStorage, open_storage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class JobPlan:
 
 def local_placement(cfg: JobConfig) -> Placement:
     """The device the options name on this machine, and its dtype."""
-    from etl.stages.encoder import resolve_device, resolve_dtype
+    from etl.stages.device import resolve_device, resolve_dtype
 
     device = resolve_device(cfg.devices[0] if cfg.devices else cfg.device)
     return Placement(str(device), resolve_dtype(cfg.dtype, device))
@@ -64,6 +67,17 @@ def plan_job(cfg: JobConfig, placement: Placement | None = None) -> JobPlan:
     if cfg.num_shards is not None:
         shards = partition(shards, cfg.num_shards)[cfg.shard_index]
     model = resolve_model(cfg.model)
+    if model.custom_code and not cfg.trust_remote_code:
+        raise ModelError(
+            f"--model {model.name}: its config.json maps it to code shipped with the model "
+            f"(auto_map, model type {model.model_type}); pass --trust-remote-code if you trust it"
+        )
+    if not model.recipe.from_model and not cfg.poolings:
+        log.info(
+            "%s has no sentence-transformers configuration (modules.json): masked mean over "
+            "the last layer, not normalized unless --normalize",
+            model.name,
+        )
     placement = placement or local_placement(cfg)
     dtype = placement.dtype if cfg.dtype == "auto" else cfg.dtype
     spec = build_output_spec(cfg, model, dtype)

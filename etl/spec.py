@@ -1,8 +1,9 @@
 """What every output file holds, resolved against the model, and the fingerprint that guards it.
 
-build_output_spec turns a JobConfig and a model's facts into an OutputSpec: absolute layers,
-column names, max length, dimensions. Its identity (everything that changes the bytes of the
-vectors) hashes to the fingerprint that output files, the manifest and reruns compare.
+build_output_spec turns a JobConfig and a model's facts into an OutputSpec: the model's own
+recipe unless --pooling says otherwise, absolute layers, column names and widths, the prompt, max
+length. Its identity (everything that changes the bytes of the vectors) hashes to the
+fingerprint that output files, the manifest and reruns compare.
 """
 
 from __future__ import annotations
@@ -14,21 +15,43 @@ from pathlib import Path
 from typing import Any
 
 from etl.config import JobConfig
-from etl.errors import ConfigError
+from etl.errors import ConfigError, ModelError
 from etl.model.facts import ModelInfo
+from etl.model.recipe import Recipe
 
 METADATA_PREFIX = "embed_etl."  # file metadata keys: embed_etl.model, embed_etl.fingerprint, ...
-OUTPUT_FORMAT_VERSION = 2  # bump when the output layout changes so that old files differ
+OUTPUT_FORMAT_VERSION = 3  # bump when the output layout changes so that old files differ
 # 2: n_tokens and truncated columns; output dtypes, --truncate-dim, --long-text
+# 3: the model's own recipe (pooling modes, Dense, Normalize, prompts); token vectors
+MODEL_COLUMN = "emb_model"  # the model's own sentence vector
 
 
 @dataclass(frozen=True)
 class ColumnSpec:
-    """One embedding column: which pooling over which hidden-states index."""
+    """One output column: which pooling over which hidden-states index, and what follows."""
 
-    name: str  # emb_<pooling> for the last layer, emb_<pooling>_layer<k> otherwise
-    pooling: str  # cls | mean | max | pooler
+    name: str  # emb_model[_layer<k>] (the model's recipe), emb_<pooling>[_layer<k>] (--pooling)
+    pooling: tuple[str, ...]  # modes concatenated in this order; ("tokens",) = every token
     layer: int  # absolute hidden-states index: 0 = embedding output, 1..L = encoder layers
+    dim: int  # width before --truncate-dim: pooled (modes x hidden), or the last Dense's
+    dense: bool = False  # the model's Dense layers follow the pooling
+    include_prompt: bool = True  # False: prompt tokens are left out of the pooling
+    source: str = "options"  # model (its recipe) | default (no recipe) | options (--pooling)
+
+    @property
+    def tokens(self) -> bool:
+        return self.pooling == ("tokens",)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "pooling": "+".join(self.pooling),
+            "layer": self.layer,
+            "dim": self.dim,
+            "dense": self.dense,
+            "include_prompt": self.include_prompt,
+            "source": self.source,
+        }
 
 
 @dataclass(frozen=True)
@@ -48,20 +71,24 @@ class OutputSpec:
     output_dtype: str = "float32"  # float32 | float16 | int8 | binary
     truncate_dim: int | None = None  # keep the first D dimensions
     calibration_source: str | None = None  # int8: "sample" or "file:<sha256>"
+    prompt: str = ""  # prepended to every text
+    prompt_name: str | None = None  # the model's name for that prompt, if it is one of them
     # int8 only: per-column ranges, fixed once per job. Not part of the identity: resuming a
     # job must not need the model, and the ranges follow from the identity's calibration source.
     calibration: dict[str, Any] | None = field(default=None, compare=False)
 
     def identity(self) -> dict[str, Any]:
         """Everything that changes the output files; two runs mix only if this is equal."""
+        recipe = self.model.recipe
         return {
             "format": OUTPUT_FORMAT_VERSION,
             "model_config_sha256": self.model.config_sha256,
             "model_weights": self.model.weights_id,
+            "recipe": recipe.identity() if recipe.from_model else None,
             "text_column": self.text_column,
             "id_column": self.id_column,
             "keep_columns": list(self.keep_columns),
-            "columns": [[c.name, c.pooling, c.layer] for c in self.columns],
+            "columns": [c.describe() for c in self.columns],
             "normalize": self.normalize,
             "max_length": self.max_length,
             "dtype": self.dtype,
@@ -70,6 +97,7 @@ class OutputSpec:
             "output_dtype": self.output_dtype,
             "truncate_dim": self.truncate_dim,
             "calibration": self.calibration_source,
+            "prompt": self.prompt,
         }
 
     @property
@@ -77,15 +105,9 @@ class OutputSpec:
         canonical = json.dumps(self.identity(), sort_keys=True).encode()
         return hashlib.sha256(canonical).hexdigest()[:16]
 
-    @property
-    def dim(self) -> int:
-        """Width of the model's vectors (what pooling produces)."""
-        return self.model.hidden_size
-
-    @property
-    def out_dim(self) -> int:
-        """Dimensions kept in the output (before binary packing)."""
-        return self.truncate_dim or self.model.hidden_size
+    def out_dim(self, column: ColumnSpec) -> int:
+        """Dimensions of a column kept in the output (before binary packing)."""
+        return min(self.truncate_dim or column.dim, column.dim)
 
     @property
     def deepest_layer(self) -> int:
@@ -93,7 +115,7 @@ class OutputSpec:
 
     @property
     def needs_pooler(self) -> bool:
-        return any(c.pooling == "pooler" for c in self.columns)
+        return any(c.pooling == ("pooler",) for c in self.columns)
 
     @property
     def inner_layers(self) -> tuple[int, ...]:
@@ -101,31 +123,42 @@ class OutputSpec:
         deepest = self.deepest_layer
         return tuple(sorted({c.layer for c in self.columns if c.layer != deepest}))
 
+    @property
+    def has_tokens(self) -> bool:
+        return any(c.tokens for c in self.columns)
+
 
 def build_output_spec(cfg: JobConfig, model: ModelInfo, dtype: str) -> OutputSpec:
-    """Resolve layers, column names and max length against the model; compute the fingerprint."""
+    """Resolve the recipe, layers, column names, prompt and lengths against the model."""
     top = model.num_layers
-    absolute = []
-    for layer in cfg.layers:
-        k = layer if layer >= 0 else top + 1 + layer
-        if not 0 <= k <= top:
-            raise ConfigError(
-                f"--layer {layer}: {model.name} has hidden states 0..{top} "
-                f"(0 = embedding layer, {top} = last layer); negative values count from "
-                f"-1 (= {top}) down to {-(top + 1)} (= 0)"
-            )
-        if k not in absolute:
-            absolute.append(k)
+    layers = _absolute_layers(cfg.layers, model)
+    recipe = model.recipe
     columns = []
+    if not cfg.poolings:  # the model's own recipe, or the masked mean without one
+        source = "model" if recipe.from_model else "default"
+        base = MODEL_COLUMN if recipe.from_model else "emb_" + "+".join(recipe.pooling)
+        for k in layers:
+            dense = bool(recipe.dense) and k == top  # the Dense was trained on the last layer
+            columns.append(
+                ColumnSpec(
+                    name=base if k == top else f"{base}_layer{k}",
+                    pooling=recipe.pooling,
+                    layer=k,
+                    dim=_recipe_dim(recipe, model, dense),
+                    dense=dense,
+                    include_prompt=recipe.include_prompt,
+                    source=source,
+                )
+            )
     for pooling in dict.fromkeys(cfg.poolings):
-        for k in absolute:
+        for k in layers:
             if pooling == "pooler" and k != top:
                 raise ConfigError(
                     f"--pooling pooler --layer {k}: the pooler exists only on top of the last "
                     f"layer ({top}); ask for other layers in a separate run, or use cls"
                 )
             name = f"emb_{pooling}" if k == top else f"emb_{pooling}_layer{k}"
-            columns.append(ColumnSpec(name=name, pooling=pooling, layer=k))
+            columns.append(ColumnSpec(name, (pooling,), k, model.hidden_size))
     max_length = cfg.max_length or model.default_max_length
     if max_length > model.max_positions:
         raise ConfigError(
@@ -138,32 +171,88 @@ def build_output_spec(cfg: JobConfig, model: ModelInfo, dtype: str) -> OutputSpe
             f"--chunk-overlap {cfg.chunk_overlap}: must be less than the {max_length - 2} text "
             f"tokens of a window (--max-length {max_length} minus [CLS] and [SEP])"
         )
-    dim = cfg.truncate_dim or model.hidden_size
-    if dim > model.hidden_size:
+    narrowest = min(c.dim for c in columns)
+    if cfg.truncate_dim is not None and cfg.truncate_dim > narrowest:
         raise ConfigError(
-            f"--truncate-dim {dim}: {model.name} has {model.hidden_size} dimensions; "
-            f"expected 1..{model.hidden_size}"
+            f"--truncate-dim {cfg.truncate_dim}: the vectors of {model.name} have {narrowest} "
+            f"dimensions; expected 1..{narrowest}"
         )
-    if cfg.output_dtype == "binary" and dim % 8:
-        raise ConfigError(
-            f"--output-dtype binary packs 8 dimensions per byte: {dim} dimensions is not a "
-            "multiple of 8 (pick another --truncate-dim)"
-        )
+    for column in columns:
+        width = min(cfg.truncate_dim or column.dim, column.dim)
+        if cfg.output_dtype == "binary" and width % 8:
+            raise ConfigError(
+                f"--output-dtype binary packs 8 dimensions per byte: {width} dimensions is not a "
+                f"multiple of 8 ({column.name}; pick another --truncate-dim)"
+            )
+    prompt, prompt_name = _prompt(cfg, model)
+    truncate = cfg.truncate_dim if any(cfg.truncate_dim != c.dim for c in columns) else None
     return OutputSpec(
         model=model,
         columns=tuple(columns),
         text_column=cfg.text_column,
         id_column=cfg.id_column,
         keep_columns=cfg.keep_columns,
-        normalize=cfg.normalize,
+        # The model's Normalize belongs to its recipe: --pooling leaves the whole head out.
+        normalize=cfg.normalize
+        if cfg.normalize is not None
+        else recipe.normalize and not cfg.poolings,
         max_length=max_length,
         dtype=dtype,
         long_text=cfg.long_text,
         chunk_overlap=cfg.chunk_overlap,
         output_dtype=cfg.output_dtype,
-        truncate_dim=cfg.truncate_dim if dim != model.hidden_size else None,
+        truncate_dim=truncate,
         calibration_source=calibration_source(cfg) if cfg.output_dtype == "int8" else None,
+        prompt=prompt,
+        prompt_name=prompt_name,
     )
+
+
+def _absolute_layers(layers: tuple[int, ...], model: ModelInfo) -> list[int]:
+    top, absolute = model.num_layers, []
+    for layer in layers:
+        k = layer if layer >= 0 else top + 1 + layer
+        if not 0 <= k <= top:
+            raise ConfigError(
+                f"--layer {layer}: {model.name} has hidden states 0..{top} "
+                f"(0 = embedding layer, {top} = last layer); negative values count from "
+                f"-1 (= {top}) down to {-(top + 1)} (= 0)"
+            )
+        if k not in absolute:
+            absolute.append(k)
+    return absolute
+
+
+def _recipe_dim(recipe: Recipe, model: ModelInfo, dense: bool) -> int:
+    """Width of the recipe's vector; the Dense layers must chain from the pooled width."""
+    width = len(recipe.pooling) * model.hidden_size
+    for layer in recipe.dense if dense else ():
+        if layer.in_features != width:
+            raise ModelError(
+                f"--model {model.name}: {layer.path} takes {layer.in_features} features, the "
+                f"vectors before it have {width}"
+            )
+        width = layer.out_features
+    return width
+
+
+def _prompt(cfg: JobConfig, model: ModelInfo) -> tuple[str, str | None]:
+    """(prompt text, its name): --prompt, --prompt-name, or the model's default prompt."""
+    prompts = model.recipe.prompts
+    if cfg.prompt is not None:
+        return cfg.prompt, None
+    name = cfg.prompt_name or model.recipe.default_prompt_name
+    if name is None:
+        return "", None
+    if name not in prompts:
+        known = ", ".join(sorted(prompts)) or "none"
+        if cfg.prompt_name is None:
+            raise ModelError(
+                f"--model {model.name}: its default prompt {name!r} is not one of its prompts "
+                f"({known})"
+            )
+        raise ConfigError(f"--prompt-name {name}: {model.name} has the prompts: {known}")
+    return prompts[name], name
 
 
 def calibration_source(cfg: JobConfig) -> str:

@@ -83,9 +83,12 @@ def cli() -> None:
     "poolings",
     multiple=True,
     type=click.Choice(POOLINGS),
-    help="How to turn token vectors into one row vector (repeatable): mean = masked mean, "
-    "cls = [CLS] vector, max = masked max, pooler = the model's dense+tanh over [CLS] (last "
-    "layer only). [default: mean]",
+    help="Your own pooling instead of the model's recipe (repeatable; the model's Dense layers "
+    "are then not applied): mean = masked mean, cls = first token, max = masked max, "
+    "mean_sqrt_len_tokens, weightedmean (by position), lasttoken (last real token), pooler = "
+    "the model's dense+tanh over [CLS] (last layer only), tokens = every token's vector, with "
+    "a token_ids column. [default: the model's own sentence-transformers recipe (pooling, "
+    "Dense, Normalize); masked mean for a model without one]",
     **_env("POOLING"),
 )
 @click.option(
@@ -100,9 +103,30 @@ def cli() -> None:
 )
 @click.option(
     "--normalize/--no-normalize",
-    **_default("normalize"),
-    help="L2-normalize every vector (what cosine-similarity indexes want).",
+    default=None,
+    help="L2-normalize every vector (what cosine-similarity indexes want). [default: as the "
+    "model's recipe says (its Normalize module); off for a model without one]",
     **_env("NORMALIZE"),
+)
+@click.option(
+    "--prompt",
+    default=None,
+    help="Text put before every text, as the model expects (e5: 'passage: '). Part of the "
+    "fingerprint; n_tokens counts it.",
+    **_env("PROMPT"),
+)
+@click.option(
+    "--prompt-name",
+    default=None,
+    help="One of the model's configured prompts, by name (query, passage, ...). [default: the "
+    "model's default prompt, if it has one]",
+    **_env("PROMPT_NAME"),
+)
+@click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="Allow a model that ships its own Python code to run it. Only for models you trust.",
+    **_env("TRUST_REMOTE_CODE"),
 )
 @click.option(
     "--max-length",

@@ -174,7 +174,7 @@ def test_console_script_embeds_the_sample_corpus(tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["rows"] == 50 and summary["shards_done"] == 2
-    assert pq.read_schema(out / "part-00000.parquet").field("emb_mean").type.list_size == 384
+    assert pq.read_schema(out / "part-00000.parquet").field("emb_model").type.list_size == 384
 
 
 def test_readme_reference_lists_every_option_of_every_command():

@@ -18,6 +18,7 @@ from tests.conftest import REPO, records, tiny_texts, write_shard
 
 SHARDS = 5
 ROWS = 3000
+SLOW = pytest.mark.slow
 
 
 @pytest.fixture
@@ -44,9 +45,8 @@ def _no_job_outlives_its_test():
             _kill(proc)
 
 
-def _start(tiny_model, inputs, output, *extra) -> subprocess.Popen:
-    """The job as users run it, slowed by tiny batches so that it can be caught mid-shard."""
-    args = [
+def _start_args(tiny_model, inputs, output, *extra) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "jobs.cli",
@@ -56,13 +56,15 @@ def _start(tiny_model, inputs, output, *extra) -> subprocess.Popen:
         str(output),
         "--model",
         str(tiny_model),
-        "--batch-size",
-        "4",
         "--no-progress",
         *extra,
     ]
+
+
+def _start(tiny_model, inputs, output, *extra) -> subprocess.Popen:
+    """The job as users run it, slowed by tiny batches so that it can be caught mid-shard."""
     proc = subprocess.Popen(
-        args,
+        _start_args(tiny_model, inputs, output, "--batch-size", "4", *extra),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -73,9 +75,7 @@ def _start(tiny_model, inputs, output, *extra) -> subprocess.Popen:
     return proc
 
 
-def _wait_until(
-    proc: subprocess.Popen, condition, what: str, timeout: float = 300, pause: float = 0.005
-) -> None:
+def _wait_until(proc: subprocess.Popen, condition, what: str, timeout: float = 300) -> None:
     """Poll the output directory (not the clock) until the job reaches a state."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -83,7 +83,7 @@ def _wait_until(
             pytest.fail(f"job ended before {what}: {proc.stderr.read()}")
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
-        time.sleep(pause)
+        time.sleep(0.005)
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -186,35 +186,43 @@ def _outputs(output: Path) -> int:
     return len(list(output.glob("p*.parquet")))
 
 
-def test_sigterm_at_any_point_of_a_shard_leaves_nothing_behind(tmp_path, tiny_model, corpus):
-    """SIGTERM when the job is recorded, at a claim, the instant an upload file appears (20
-    times), when an output is published and when a shard is recorded done: every time the job
-    exits 130 having removed its temporary files and claims, and a rerun finishes the job."""
+@pytest.mark.parametrize(
+    "uploads", [pytest.param(3, id="3-uploads"), pytest.param(20, id="20-uploads", marks=SLOW)]
+)
+def test_sigterm_at_any_point_of_a_shard_leaves_nothing_behind(
+    tmp_path, tiny_model, corpus, uploads
+):
+    """SIGTERM when the job is recorded, at a claim, the instant an upload file appears (polled
+    every 0.5 ms; 3 times in `make test`, 20 in `make test-slow`), when an output is published
+    and when a shard is recorded done: every time the job exits 130 having removed its temporary
+    files and claims, and a rerun finishes the job."""
     out = tmp_path / "out"
-    claims = out / "_embed_etl" / "claims"
-    points = [
-        ("the job is recorded", lambda: (out / "_embed_etl" / "job.json").exists()),
-        ("a claim is taken", lambda: claims.is_dir() and any(claims.glob("*.claim"))),
-        *[("an upload appears", lambda: bool(_temp_files(out)))] * 20,
-    ]
-    for i, (what, reached) in enumerate(points):
-        # Every other run reads and tokenizes in a DataLoader process, the others in-process.
+
+    def points():
+        claims = out / "_embed_etl" / "claims"
+        yield "the job is recorded", lambda: (out / "_embed_etl" / "job.json").exists()
+        yield "a claim is taken", lambda: claims.is_dir() and any(claims.glob("*.claim"))
+        for _ in range(uploads):
+            yield "an upload appears", lambda: bool(_temp_files(out))
+        n = _outputs(out)
+        yield "an output is published", lambda: _outputs(out) > n
+        n = _done(out)
+        yield "a shard is recorded done", lambda: _done(out) > n
+
+    for i, (what, reached) in enumerate(points()):
+        # Half the runs read and tokenize in a DataLoader process, the others in-process.
         proc = _start(tiny_model, corpus, out, *(("--num-workers", "0") if i % 2 else ()))
         _signal_when(proc, reached, what)
-        assert not _leftovers(out), (what, _leftovers(out))
-    for what, count in (("an output is published", _outputs), ("a shard is recorded done", _done)):
-        before = count(out)
-        proc = _start(tiny_model, corpus, out)
-        _signal_when(proc, lambda count=count, before=before: count(out) > before, what)
         assert not _leftovers(out), (what, _leftovers(out))
     _assert_final_files_complete(out)
     done_before = _done(out)
     assert done_before < SHARDS
 
-    proc = _start(tiny_model, corpus, out)
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr
-    assert json.loads(stdout)["shards_done"] == SHARDS - done_before
+    rerun = subprocess.run(  # default batching: the tiny batches above only slow a run down
+        _start_args(tiny_model, corpus, out), cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["shards_done"] == SHARDS - done_before
     _assert_final_files_complete(out)
     ids = [
         i for p in sorted(out.glob("p*.parquet")) for i in pq.read_table(p).column("id").to_pylist()
@@ -225,7 +233,13 @@ def test_sigterm_at_any_point_of_a_shard_leaves_nothing_behind(tmp_path, tiny_mo
 
 def _signal_when(proc: subprocess.Popen, reached, what: str) -> None:
     """SIGTERM the job the moment ``reached()`` holds, then check that it unwound cleanly."""
-    _wait_until(proc, reached, what, pause=0.0005)
+    deadline = time.monotonic() + 300
+    while not reached():
+        if proc.poll() is not None:
+            pytest.fail(f"job ended before {what}: {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.0005)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=300)  # a loaded machine may take a while to unwind
     assert proc.returncode == 130, (what, proc.returncode, stderr)

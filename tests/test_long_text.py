@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from etl import JobConfig
 from etl.model.locate import resolve_model
-from etl.stages.encoder import load_tokenizer
+from etl.stages.tokenizer import load_tokenizer
 from etl.stages.tokens import PIECE_CHARS, chunk_windows, content_ids
 from jobs.cli import cli
 from tests.conftest import TINY_WORDS, run_cli, run_ok, tiny_texts, write_shard
@@ -150,7 +150,8 @@ def test_huge_text_windows_are_exact_and_tokenized_piecewise(tiny_model):
     content = content_ids(tokenizer, text)
     tokenizer.backend_tokenizer.no_truncation()
     assert content.tolist() == tokenizer(text, add_special_tokens=False)["input_ids"]
-    windows = chunk_windows(content, 16, 2, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    specials = (tokenizer.cls_token_id,), (tokenizer.sep_token_id,)
+    windows = chunk_windows(content, 16, 2, *specials)
     assert all(len(w) <= 16 for w in windows)
     assert windows[-1][-2] == content[-1]  # the last window reaches the end of the text
     covered = np.concatenate([w[1:-1] if i == 0 else w[3:-1] for i, w in enumerate(windows)])

@@ -129,7 +129,7 @@ def test_layer_k_runs_only_k_layers_and_gives_hidden_states_k(model_case):
     calls = []
     for layer in layers:
         layer.register_forward_hook(lambda *_: calls.append(1))
-    from etl.stages.encoder import load_tokenizer
+    from etl.stages.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(info)
     enc = tokenizer(texts[:1], truncation=True, max_length=max_length, return_tensors="pt")

@@ -28,6 +28,9 @@ def _run(inputs, out, model, **kw):
     return run_ok(inputs, out, model, **kw)
 
 
+MODEL = "emb_model"  # the packaged model's own vectors: mean pooling, normalized
+
+
 def _matrix(path, column="emb_mean", dtype=np.float32):
     return np.array(pq.read_table(path).column(column).to_pylist(), dtype=dtype)
 
@@ -198,28 +201,28 @@ def test_compact_outputs_on_the_real_model(tmp_path, corpus, real_model):
     pq.write_table(docs, (tmp_path / "in").mkdir() or tmp_path / "in" / "docs.parquet")
     pq.write_table(queries, tmp_path / "in" / "queries.parquet")
     for dtype in ("float32", "int8", "binary"):
-        _run(tmp_path / "in", tmp_path / dtype, real_model, normalize=True, output_dtype=dtype)
+        _run(tmp_path / "in", tmp_path / dtype, real_model, output_dtype=dtype)  # mean, normalized
 
     sizes = {
         d: (tmp_path / d / "docs.parquet").stat().st_size for d in ("float32", "int8", "binary")
     }
     assert sizes["int8"] < 0.3 * sizes["float32"]  # a byte per dimension, not an int32
     assert sizes["binary"] < 0.05 * sizes["float32"]
-    exact = _matrix(tmp_path / "float32" / "docs.parquet")
+    exact = _matrix(tmp_path / "float32" / "docs.parquet", MODEL)
     ranges = json.loads(_meta(tmp_path / "int8" / "docs.parquet")["embed_etl.int8_ranges"])
     back = dequantize_int8(
-        _matrix(tmp_path / "int8" / "docs.parquet", dtype=np.int8), ranges["emb_mean"]
+        _matrix(tmp_path / "int8" / "docs.parquet", MODEL, np.int8), ranges[MODEL]
     )
     cosines = _cosines(back, exact)
     print(f"int8 cosine vs float32: min {cosines.min():.5f} mean {cosines.mean():.5f}")
     assert cosines.min() >= 0.99
 
-    packed = _matrix(tmp_path / "binary" / "docs.parquet", dtype=np.uint8)
+    packed = _matrix(tmp_path / "binary" / "docs.parquet", MODEL, np.uint8)
     assert np.array_equal(np.unpackbits(packed, axis=1).astype(bool), exact > 0)
-    exact_q = _matrix(tmp_path / "float32" / "queries.parquet")
-    packed_q = _matrix(tmp_path / "binary" / "queries.parquet", dtype=np.uint8)
+    exact_q = _matrix(tmp_path / "float32" / "queries.parquet", MODEL)
+    packed_q = _matrix(tmp_path / "binary" / "queries.parquet", MODEL, np.uint8)
     back_q = dequantize_int8(
-        _matrix(tmp_path / "int8" / "queries.parquet", dtype=np.int8), ranges["emb_mean"]
+        _matrix(tmp_path / "int8" / "queries.parquet", MODEL, np.int8), ranges[MODEL]
     )
     found, rescored = [], []
     for q in range(20):

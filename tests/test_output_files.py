@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -54,7 +56,15 @@ def test_exact_schema_and_metadata(tmp_path, tiny_model):
     assert meta["embed_etl.pooling"] == "mean,cls" and meta["embed_etl.layers"] == "3,1"
     assert meta["embed_etl.normalize"] == "true" and meta["embed_etl.max_length"] == "32"
     assert meta["embed_etl.dtype"] == "float32" and meta["embed_etl.version"]
-    assert meta["embed_etl.output_dtype"] == "float32" and meta["embed_etl.output_dim"] == "32"
+    assert meta["embed_etl.output_dtype"] == "float32" and meta["embed_etl.hidden_size"] == "32"
+    columns = json.loads(meta["embed_etl.columns"])
+    assert [(c["name"], c["pooling"], c["layer"], c["dim"]) for c in columns] == [
+        ("emb_mean", "mean", 3, 32),
+        ("emb_mean_layer1", "mean", 1, 32),
+        ("emb_cls", "cls", 3, 32),
+        ("emb_cls_layer1", "cls", 1, 32),
+    ]
+    assert {c["source"] for c in columns} == {"options"} and meta["embed_etl.recipe"] == "default"
     assert meta["embed_etl.long_text"] == "truncate"
     table = pq.read_table(path)
     assert (

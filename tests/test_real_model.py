@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from etl.model.locate import resolve_model
-from etl.stages.encoder import load_tokenizer
+from etl.stages.tokenizer import load_tokenizer
 from tests.conftest import run_ok
 
 
@@ -43,7 +43,7 @@ def test_mean_normalized_matches_sentence_transformers(tmp_path, corpus, real_mo
     half = sample.num_rows // 2
     pq.write_table(sample.slice(0, half), src / "a.parquet")
     pq.write_table(sample.slice(half), src / "b.parquet")
-    summary = run_ok(src, tmp_path / "out", normalize=True, num_workers=2)
+    summary = run_ok(src, tmp_path / "out", num_workers=2)  # the model's recipe: mean, Normalize
     assert summary["rows"] == sample.num_rows
     assert summary["truncated_rows"] > 0  # the comparison covers truncation too
 
@@ -51,10 +51,11 @@ def test_mean_normalized_matches_sentence_transformers(tmp_path, corpus, real_mo
         [pq.read_table(tmp_path / "out" / n) for n in ("a.parquet", "b.parquet")]
     )
     assert out.column("id").to_pylist() == sample.column("id").to_pylist()
-    ours = np.array(out.column("emb_mean").to_pylist(), dtype=np.float32)
+    ours = np.array(out.column("emb_model").to_pylist(), dtype=np.float32)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)  # normalized
 
     st = SentenceTransformer(str(real_model), device="cpu")
-    theirs = st.encode(sample.column("text").to_pylist(), normalize_embeddings=True, batch_size=32)
+    theirs = st.encode(sample.column("text").to_pylist(), batch_size=32)
     cosine = (ours * theirs).sum(1) / (
         np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1)
     )

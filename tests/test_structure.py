@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.conftest import REPO
 
 ETL = REPO / "etl"
-TORCH_USERS = {"etl.stages.encoder", "etl.stages.loader", "etl.stages.pooling"}
+TORCH_USERS = {f"etl.stages.{m}" for m in ("device", "encoder", "head", "loader", "pooling")}
 
 
 def _modules() -> dict[str, Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from etl.model.locate import resolve_model
-from etl.stages.encoder import load_tokenizer
+from etl.stages.tokenizer import load_tokenizer
 from etl.stages.tokens import PIECE_CHARS, count_tokens, head, tokenize_window
 
 

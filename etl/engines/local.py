@@ -98,7 +98,7 @@ class LocalProcesses(Engine):
         devices = list(cfg.devices) or [plan.placement.device] * cfg.workers
         threads = cfg.threads
         if threads is None and devices[0].startswith("cpu"):
-            from etl.stages.encoder import default_threads
+            from etl.stages.device import default_threads
 
             threads = max(1, default_threads() // len(devices))  # split the cores
         self.worker_cfg = dataclasses.replace(

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from etl.errors import ModelError
+from etl.model.recipe import Recipe, read_recipe
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -30,6 +31,8 @@ class ModelInfo:
     default_max_length: int  # what the model was trained or configured to use
     config_sha256: str
     weights_id: str  # hash of weight file names and sizes: cheap, changes when weights change
+    recipe: Recipe = field(default_factory=lambda: Recipe(from_model=False), compare=False)
+    custom_code: bool = False  # config.json maps the model to its own Python code (auto_map)
 
     def flops_per_token(self, seq_len: float, layers: int | None = None) -> float:
         """Useful FLOPs to encode one token of a sequence of seq_len real tokens.
@@ -63,7 +66,7 @@ def read_model_info(path: Path, name: str) -> ModelInfo:
             "expected a BERT-family encoder"
         )
     max_positions = _max_positions(config)
-    weights = [p for p in (path / f for f in WEIGHT_FILES) if p.exists()]
+    weights = sorted(path.glob("model*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
     if not weights:
         raise ModelError(f"--model {name}: no {' or '.join(WEIGHT_FILES)} in {path}")
     weights_id = hashlib.sha256(
@@ -80,13 +83,15 @@ def read_model_info(path: Path, name: str) -> ModelInfo:
         default_max_length=min(_configured_max_length(path, max_positions), max_positions),
         config_sha256=hashlib.sha256(raw).hexdigest(),
         weights_id=weights_id,
+        recipe=read_recipe(path, name),
+        custom_code=bool(config.get("auto_map")),
     )
 
 
 def _max_positions(config: dict) -> int:
     positions = int(config.get("max_position_embeddings", 512))
     # RoBERTa-style models reserve positions 0..pad_token_id for padding.
-    if config.get("model_type") in {"roberta", "xlm-roberta", "camembert"}:
+    if config.get("model_type") in {"roberta", "xlm-roberta", "camembert", "mpnet"}:
         positions -= int(config.get("pad_token_id", 1)) + 1
     return positions
 

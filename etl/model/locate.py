@@ -43,15 +43,19 @@ def _hub_snapshot(repo_id: str) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError as exc:  # pragma: no cover - transformers depends on it
         raise ModelError(f"--model {repo_id}: huggingface_hub is needed for hub ids") from exc
-    patterns = ["*.json", "*.txt", "*.model", "model.safetensors"]
+    # Config, tokenizer and sentence-transformers module files (1_Pooling/, 2_Dense/...), the
+    # weights, and the code of models that ship their own (loaded only with --trust-remote-code).
+    patterns = ["*.json", "*.txt", "*.model", "*.py", "*model*.safetensors"]
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
     except Exception:  # noqa: BLE001 - any cache miss means: try the network
         log.info("model %s is not in the local cache; trying the hub", repo_id)
     try:
         path = Path(snapshot_download(repo_id, allow_patterns=patterns))
-        if not (path / "model.safetensors").exists():
-            path = Path(snapshot_download(repo_id, allow_patterns=[*patterns, "pytorch_model.bin"]))
+        if not any(path.glob("model*.safetensors")):
+            path = Path(
+                snapshot_download(repo_id, allow_patterns=[*patterns, "*pytorch_model*.bin"])
+            )
         return path
     except Exception as exc:
         raise ModelError(

@@ -14,6 +14,7 @@ from etl.errors import ConfigError
 
 CPU_BUDGET = 2048  # padded tokens per batch: 1,024-3,072 measured flat on 2 cores (README)
 GPU_BUDGET = 32768
+TOKEN_WINDOW_BYTES = 256 << 20  # token vectors a window of rows may hold until it is written
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,19 @@ class Batching:
 
 
 def resolve_batching(
-    batch_tokens: int | None, batch_size: int, sort_window: int, max_length: int, device_type: str
+    batch_tokens: int | None,
+    batch_size: int,
+    sort_window: int,
+    max_length: int,
+    device_type: str,
+    token_width: int = 0,
 ) -> Batching:
-    """The token budget: the user's, else small on a CPU and large on a GPU."""
+    """The token budget: the user's, else small on a CPU and large on a GPU. With token
+    outputs (``token_width`` floats per token) a window holds at most TOKEN_WINDOW_BYTES."""
+    if token_width:
+        sort_window = min(
+            sort_window, max(16, TOKEN_WINDOW_BYTES // (max_length * token_width * 4))
+        )
     budget = batch_tokens or (CPU_BUDGET if device_type == "cpu" else GPU_BUDGET)
     if budget < max_length:
         raise ConfigError(
@@ -66,12 +77,16 @@ def plan_batches(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list
     return batches
 
 
-def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad to the batch's own longest sequence; return (input_ids, attention_mask)."""
+def pad(
+    sequences: Sequence[Sequence[int]], pad_id: int, left: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pad to the batch's own longest sequence, on the right (or the left, for the decoder
+    embedders whose tokenizer says so); return (input_ids, attention_mask)."""
     longest = max(len(s) for s in sequences)
     ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)  # (B, T)
     mask = np.zeros((len(sequences), longest), dtype=np.int64)  # (B, T)
     for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
+        span = slice(longest - len(seq), longest) if left else slice(0, len(seq))
+        ids[row, span] = seq
+        mask[row, span] = 1
     return ids, mask

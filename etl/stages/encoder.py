@@ -1,4 +1,9 @@
-"""Load the tokenizer and model once, cut the model to the deepest layer asked for, run batches."""
+"""Load the model once, cut it to the deepest layer asked for, turn batches into vectors.
+
+One forward pass gives every output column: each pools one hidden layer (the model's own modes,
+or --pooling's), the model's Dense layers follow where its recipe has them, and token vectors
+are handed over whole. Normalizing waits for the sink, after a long text's windows are joined.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,11 @@ import torch
 
 from etl.config import JobConfig
 from etl.contract import Batch
-from etl.errors import ConfigError, ModelError
+from etl.errors import ModelError
 from etl.model.facts import ModelInfo
 from etl.spec import OutputSpec
+from etl.stages.device import attention_backend, cpu_supports, default_threads
+from etl.stages.head import DenseHead
 from etl.stages.pooling import pool
 
 log = logging.getLogger(__name__)
@@ -23,74 +30,31 @@ log = logging.getLogger(__name__)
 # GB) without speeding anything up. 16 entries: flat memory, same speed (see README).
 ONEDNN_CACHE_CAPACITY = "16"
 
-# Where BERT-family models keep their list of transformer layers.
+# Where the supported architectures keep their list of transformer layers.
 LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA, then MPS, then the CPU; an explicit device must exist."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
-        index = torch.device(device).index or 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-            )
-    if device == "mps" and not _mps_available():
-        raise ConfigError("--device mps: MPS is not available on this machine")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> str:
-    """'auto' is float32 on CPU and MPS (exact), bfloat16 or float16 on CUDA."""
-    if dtype != "auto":
-        return dtype
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "float32"
-
-
-def default_threads() -> int:
-    """The cores this process may run on (respects taskset, cgroups' cpusets)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS
-        return os.cpu_count() or 1
-
-
-def load_tokenizer(model: ModelInfo) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model.path)
-    except Exception as exc:
-        raise ModelError(f"--model {model.name}: cannot load its tokenizer: {exc}") from exc
-    if tokenizer.pad_token_id is None:
-        raise ModelError(f"--model {model.name}: its tokenizer has no padding token")
-    # We always pass max_length explicitly; a huge limit keeps transformers from warning when
-    # we count the tokens of a long row before truncation.
-    tokenizer.model_max_length = 1 << 30
-    return tokenizer
+# The norm some architectures (ModernBERT, decoders) apply after their last layer only.
+FINAL_NORMS = ("norm", "final_norm")
 
 
 class Encoder:
     """The model on its device, cut to the deepest requested layer, turning batches into vectors."""
 
-    def __init__(self, spec: OutputSpec, cfg: JobConfig, device: torch.device) -> None:
+    def __init__(
+        self, spec: OutputSpec, cfg: JobConfig, device: torch.device, prompt_length: int = 0
+    ) -> None:
         self.spec = spec
         self.device = device
+        self.prompt_length = prompt_length  # left out of pooling where include_prompt is off
         # Read by oneDNN when it first runs, which is our warm-up; a user's setting wins.
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
         torch.set_num_threads(cfg.threads or default_threads())
-        self.model = _load_model(spec, device)
-        if device.type == "cpu" and not _cpu_supports(spec.dtype):
+        self.model = _load_model(spec, device, cfg.trust_remote_code)
+        recipe = spec.model.recipe
+        self.head = None
+        if any(c.dense for c in spec.columns):
+            self.head = DenseHead(recipe.dense, spec.model.name).eval().to(device)
+        self.inner = {c.layer for c in spec.columns if c.layer != spec.deepest_layer}
+        if device.type == "cpu" and not cpu_supports(spec.dtype):
             log.warning(
                 "--dtype %s: this CPU has no native %s instructions; expect it to be slower "
                 "than float32",
@@ -104,25 +68,33 @@ class Encoder:
         )
 
     def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One forward pass; every requested (pooling, layer) as (B, H) float32 on the CPU."""
+        """One forward pass: (B, D) float32 vectors per column on the CPU; a token column
+        gets its (B, T, H) hidden states (the batch's mask says which tokens are real)."""
         non_blocking = self.device.type == "cuda"
         ids = batch.input_ids.to(self.device, non_blocking=non_blocking)  # (B, T)
         mask = batch.attention_mask.to(self.device, non_blocking=non_blocking)  # (B, T)
-        inner = self.spec.inner_layers
         with torch.inference_mode(), self.autocast:
-            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=bool(inner))
+            out = self.model(
+                input_ids=ids, attention_mask=mask, output_hidden_states=bool(self.inner)
+            )
             result = {}
             for column in self.spec.columns:
-                if column.pooling == "pooler":
-                    vectors = out.pooler_output.float()  # (B, H)
-                else:
-                    hidden = (
-                        out.last_hidden_state
-                        if column.layer == self.spec.deepest_layer
-                        else out.hidden_states[column.layer]
-                    )  # (B, T, H)
-                    vectors = pool(hidden, mask, column.pooling)  # (B, H)
-                result[column.name] = vectors  # normalized by the sink, after chunks are joined
+                if column.pooling == ("pooler",):
+                    result[column.name] = out.pooler_output.float()  # (B, H)
+                    continue
+                hidden = (
+                    out.last_hidden_state
+                    if column.layer == self.spec.deepest_layer
+                    else out.hidden_states[column.layer]
+                )  # (B, T, H)
+                if column.tokens:
+                    result[column.name] = hidden.float()  # (B, T, H)
+                    continue
+                skip = 0 if column.include_prompt else self.prompt_length
+                vectors = pool(hidden, mask, column.pooling, skip)  # (B, modes x H)
+                if column.dense and self.head is not None:
+                    vectors = self.head(vectors)  # (B, D)
+                result[column.name] = vectors
         return {name: v.to("cpu", non_blocking=False) for name, v in result.items()}
 
     def warm_up(self, rows: int, length: int) -> None:
@@ -137,9 +109,14 @@ class Encoder:
                 f"warm-up batch of {rows} x {length} tokens ran out of memory on {self.device}; "
                 "lower --batch-tokens or --batch-size"
             ) from exc
+        except Exception as exc:  # an architecture that loads but cannot embed
+            raise ModelError(
+                f"--model {self.spec.model.name}: a {self.spec.model.model_type} model failed "
+                f"on a first batch: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
-def _load_model(spec: OutputSpec, device: torch.device) -> torch.nn.Module:
+def _load_model(spec: OutputSpec, device: torch.device, trust_remote_code: bool) -> Any:
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
@@ -148,11 +125,14 @@ def _load_model(spec: OutputSpec, device: torch.device) -> torch.nn.Module:
     attention = attention_backend(device, spec.dtype)
     try:
         model, loading = AutoModel.from_pretrained(
-            info.path, output_loading_info=True, attn_implementation=attention
+            info.path,
+            output_loading_info=True,
+            attn_implementation=attention,
+            trust_remote_code=trust_remote_code,
         )
     except Exception as exc:
         raise ModelError(
-            f"--model {info.name}: cannot load weights from {info.path}: {exc}"
+            f"--model {info.name}: cannot load a {info.model_type} model from {info.path}: {exc}"
         ) from exc
     missing = sorted(loading.get("missing_keys", ()))
     pooler_missing = [k for k in missing if "pooler" in k]
@@ -170,20 +150,6 @@ def _load_model(spec: OutputSpec, device: torch.device) -> torch.nn.Module:
     return model.eval().to(device)
 
 
-def attention_backend(device: torch.device, dtype: str) -> str | None:
-    """FlashAttention-2 where it is installed (CUDA, half precision): it skips the padding
-    instead of computing it. None lets transformers choose (SDPA where the model has it)."""
-    if device.type == "cuda" and dtype in ("float16", "bfloat16"):
-        try:
-            from transformers.utils import is_flash_attn_2_available
-        except ImportError:  # pragma: no cover - older transformers
-            return None
-        if is_flash_attn_2_available():
-            log.info("attention: flash_attention_2 (padding is skipped)")
-            return "flash_attention_2"
-    return None
-
-
 def _keep_layers(model: torch.nn.Module, keep: int, info: ModelInfo) -> None:
     """Drop transformer layers above `keep`, so asking for layer k runs k layers."""
     if keep == info.num_layers:
@@ -198,6 +164,11 @@ def _keep_layers(model: torch.nn.Module, keep: int, info: ModelInfo) -> None:
     for attr in ("num_hidden_layers", "n_layers"):
         if hasattr(model.config, attr):
             setattr(model.config, attr, keep)
+    # A norm meant for the last layer's output must not touch layer k's: hidden_states[k] of
+    # the whole model is taken before it.
+    for name in FINAL_NORMS:
+        if isinstance(getattr(model, name, None), torch.nn.Module):
+            setattr(model, name, torch.nn.Identity())
 
 
 def _find_layers(model: torch.nn.Module, count: int) -> torch.nn.ModuleList | None:
@@ -208,22 +179,3 @@ def _find_layers(model: torch.nn.Module, count: int) -> torch.nn.ModuleList | No
         if isinstance(obj, torch.nn.ModuleList) and len(obj) == count:
             return obj
     return None
-
-
-def _cpu_supports(dtype: str) -> bool:
-    """Whether oneDNN has native kernels for this dtype here (AVX512-BF16, AMX, AVX512-FP16)."""
-    probe = {
-        "bfloat16": "_is_mkldnn_bf16_supported",
-        "float16": "_is_mkldnn_fp16_supported",
-    }.get(dtype)
-    if probe is None:
-        return True
-    try:
-        return bool(getattr(torch.ops.mkldnn, probe)())
-    except (AttributeError, RuntimeError):
-        return True  # cannot tell: say nothing
-
-
-def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend and backend.is_available())

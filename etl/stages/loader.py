@@ -22,7 +22,8 @@ from etl.inputs import input_identity
 from etl.spec import OutputSpec
 from etl.stages.batching import Batching, pad, plan_batches
 from etl.stages.source import iter_windows, open_shard, text_values
-from etl.stages.tokens import chunk_windows, tokenize_window
+from etl.stages.tokenizer import Layout
+from etl.stages.tokens import chunk_windows, common_prefix, content_ids, tokenize_window
 
 Item = ShardStart | Batch | ShardEnd | ShardFailed
 
@@ -35,14 +36,17 @@ class ShardStream(IterableDataset):
         shards: Sequence[Shard],
         spec: OutputSpec,
         tokenizer: Any,
+        layout: Layout,
         batching: Batching,
         claim: Callable[[Shard], bool] | None = None,
     ) -> None:
         self.shards = list(shards)
         self.spec = spec
         self.tokenizer = tokenizer
+        self.layout = layout
         self.batching = batching
         self.claim = claim
+        self._prompt_ids: np.ndarray | None = None
 
     def __iter__(self) -> Iterator[Item]:
         worker = get_worker_info()
@@ -90,9 +94,8 @@ class ShardStream(IterableDataset):
         texts = text_values(record_batch.column(spec.text_column))
         present = [i for i, text in enumerate(texts) if text is not None]
         whole: dict[int, np.ndarray] | None = {} if spec.long_text == "chunk" else None
-        ids, n_tokens = tokenize_window(
-            self.tokenizer, [texts[i] for i in present], spec.max_length, whole
-        )
+        prompted = [spec.prompt + texts[i] for i in present]  # what the model sees
+        ids, n_tokens = tokenize_window(self.tokenizer, prompted, spec.max_length, whole)
         long_rows = [j for j, (x, n) in enumerate(zip(ids, n_tokens, strict=True)) if n > len(x)]
         if long_rows and spec.long_text == "error":
             j = long_rows[0]
@@ -104,9 +107,11 @@ class ShardStream(IterableDataset):
             )
         sequences: list = ids  # one per present row, or several for a chunked row
         seq_rows = np.asarray(present, dtype=np.int64)  # row in the window of each sequence
-        multi = None
+        multi = parts = drop_head = None
         if long_rows and spec.long_text == "chunk":
-            sequences, seq_rows, multi = self._chunk(ids, present, whole, record_batch.num_rows)
+            sequences, seq_rows, parts, multi, drop_head = self._chunk(
+                ids, present, whole, record_batch.num_rows
+            )
         lengths = np.zeros(record_batch.num_rows, dtype=np.int64) - 1
         lengths[present] = n_tokens
         plan = plan_batches(
@@ -124,13 +129,18 @@ class ShardStream(IterableDataset):
             chunked_rows=len(long_rows) if chunked else 0,
             n_tokens=lengths,
             multi=multi,
+            drop_head=drop_head,
+            drop_tail=len(self.layout.suffix),
         )
         if not plan:  # all rows null (or none): the sink still needs the window
             empty = torch.zeros((0, 0), dtype=torch.long)
             yield Batch(index, number, torch.zeros(0, dtype=torch.long), empty, empty, info)
             return
+        layout = self.layout
         for j, members in enumerate(plan):
-            input_ids, mask = pad([sequences[i] for i in members], self.tokenizer.pad_token_id)
+            input_ids, mask = pad(
+                [sequences[i] for i in members], layout.pad_id, left=layout.left_padding
+            )
             yield Batch(
                 shard_index=index,
                 window_index=number,
@@ -138,29 +148,44 @@ class ShardStream(IterableDataset):
                 input_ids=torch.from_numpy(input_ids),
                 attention_mask=torch.from_numpy(mask),
                 window=info if j == 0 else None,
+                parts=torch.from_numpy(parts[members]) if parts is not None else None,
             )
 
     def _chunk(self, ids, present, whole, num_rows):
-        """Replace each long row's truncated ids by windows over its whole text."""
-        spec, tokenizer = self.spec, self.tokenizer
-        sequences, seq_rows = [], []
+        """Replace each long row's truncated ids by windows over its whole text.
+
+        Every window repeats the special tokens and the prompt. Returns the sequences, their
+        rows, their order within their row, which rows have several windows, and per row the
+        tokens a later window repeats (specials, prompt, overlap), for token outputs.
+        """
+        spec, layout = self.spec, self.layout
+        if self._prompt_ids is None:
+            self._prompt_ids = content_ids(self.tokenizer, spec.prompt)
+        sequences, seq_rows, parts = [], [], []
         multi = np.zeros(num_rows, dtype=bool)
+        drop_head = np.zeros(num_rows, dtype=np.int64)
         for j, row in enumerate(present):
             if j not in whole:
                 sequences.append(ids[j])
                 seq_rows.append(row)
+                parts.append(0)
                 continue
+            lead = common_prefix(whole[j], self._prompt_ids) if spec.prompt else 0
             windows = chunk_windows(
-                whole[j],
-                spec.max_length,
-                spec.chunk_overlap,
-                tokenizer.cls_token_id,
-                tokenizer.sep_token_id,
+                whole[j], spec.max_length, spec.chunk_overlap, layout.prefix, layout.suffix, lead
             )
             sequences += windows
             seq_rows += [row] * len(windows)
+            parts += range(len(windows))
             multi[row] = len(windows) > 1
-        return sequences, np.asarray(seq_rows, dtype=np.int64), multi
+            drop_head[row] = len(layout.prefix) + lead + spec.chunk_overlap
+        return (
+            sequences,
+            np.asarray(seq_rows, dtype=np.int64),
+            np.asarray(parts, dtype=np.int64),
+            multi,
+            drop_head,
+        )
 
 
 def default_workers(device_type: str, cores: int) -> int:

@@ -12,25 +12,36 @@ import pyarrow.parquet as pq
 
 from etl.contract import Shard, WindowInfo
 from etl.spec import METADATA_PREFIX, OutputSpec
-from etl.stages.vectors import arrow_type, encode, finish, to_arrow
+from etl.stages.vectors import arrow_type
+from etl.stages.window import TokenInput, Window
 from etl.storage import LocalStorage
 from etl.version import __version__
 
+TOKEN_IDS = "token_ids"  # with token outputs: the ids of the tokens, aligned with their vectors
+
 
 def output_schema(input_schema: pa.Schema, spec: OutputSpec, shard: Shard) -> pa.Schema:
-    """id column, kept columns (types as in the input), n_tokens, truncated, then one vector
-    column per (pooling, layer)."""
+    """id column, kept columns (types as in the input), n_tokens, truncated, token_ids (with
+    token outputs), then one column per (pooling, layer)."""
     fields = [input_schema.field(spec.id_column)]
     fields += [input_schema.field(name) for name in spec.keep_columns]
     fields += [pa.field("n_tokens", pa.int32()), pa.field("truncated", pa.bool_())]
-    kind = arrow_type(spec.output_dtype, spec.out_dim)
-    fields += [pa.field(c.name, kind) for c in spec.columns]
+    if spec.has_tokens:
+        fields.append(pa.field(TOKEN_IDS, pa.list_(pa.int32())))
+    for c in spec.columns:
+        if c.tokens:
+            width = spec.truncate_dim or spec.model.hidden_size
+            kind = pa.list_(arrow_type(spec.output_dtype, width))
+        else:
+            kind = arrow_type(spec.output_dtype, spec.out_dim(c))
+        fields.append(pa.field(c.name, kind))
     return pa.schema(fields, metadata=file_metadata(spec, shard))
 
 
 def file_metadata(spec: OutputSpec, shard: Shard) -> dict[str, str]:
     """Key-value metadata that says how every vector in the file was made."""
     model = spec.model
+    recipe = model.recipe
     values = {
         "version": __version__,
         "fingerprint": spec.fingerprint,
@@ -39,18 +50,23 @@ def file_metadata(spec: OutputSpec, shard: Shard) -> dict[str, str]:
         "model_type": model.model_type,
         "model_config_sha256": model.config_sha256,
         "num_layers": str(model.num_layers),
-        "dim": str(spec.dim),
-        "pooling": ",".join(dict.fromkeys(c.pooling for c in spec.columns)),
+        "hidden_size": str(model.hidden_size),
+        "recipe": "model" if recipe.from_model else "default",
+        "pooling": ",".join(dict.fromkeys("+".join(c.pooling) for c in spec.columns)),
         "layers": ",".join(str(k) for k in dict.fromkeys(c.layer for c in spec.columns)),
-        "columns": json.dumps([[c.name, c.pooling, c.layer] for c in spec.columns]),
+        "columns": json.dumps([c.describe() for c in spec.columns]),
         "normalize": json.dumps(spec.normalize),
         "max_length": str(spec.max_length),
         "dtype": spec.dtype,
         "text_column": spec.text_column,
         "long_text": spec.long_text,
         "output_dtype": spec.output_dtype,
-        "output_dim": str(spec.out_dim),
+        "prompt": spec.prompt,
     }
+    if recipe.from_model:
+        values["dense"] = json.dumps([[d.path, d.out_features, d.activation] for d in recipe.dense])
+    if spec.prompt_name:
+        values["prompt_name"] = spec.prompt_name
     if spec.long_text == "chunk":
         values["chunk_overlap"] = str(spec.chunk_overlap)
     if spec.truncate_dim is not None:
@@ -60,64 +76,6 @@ def file_metadata(spec: OutputSpec, shard: Shard) -> dict[str, str]:
         values["int8_formula"] = "x = (code + 128) * (max - min) / 255 + min"
         values["calibration"] = spec.calibration_source
     return {METADATA_PREFIX + key: value for key, value in values.items()}
-
-
-class _Window:
-    """One window's vectors while its batches arrive; rows are filled by position.
-
-    A row split into several windows (--long-text chunk) is joined here: the token-weighted
-    mean of its window vectors, or their element-wise max for max pooling.
-    """
-
-    def __init__(self, info: WindowInfo, spec: OutputSpec) -> None:
-        self.info = info
-        self.spec = spec
-        self.vectors = {
-            c.name: np.zeros((info.num_rows, spec.dim), dtype=np.float32) for c in spec.columns
-        }
-        self.maxed = {c.name for c in spec.columns if c.pooling == "max"}
-        self.weight = None
-        if info.multi is not None:
-            self.weight = np.zeros(info.num_rows, dtype=np.float64)
-            for name in self.maxed:
-                self.vectors[name][info.multi] = -np.inf
-        self.filled = np.zeros(info.num_rows, dtype=bool)
-        self.batches_seen = 0
-
-    @property
-    def complete(self) -> bool:
-        return self.batches_seen == self.info.num_batches
-
-    def add(self, rows: np.ndarray, vectors: dict, weights: np.ndarray | None) -> None:
-        multi = self.info.multi
-        if multi is None or not multi[rows].any():
-            for name, values in vectors.items():
-                self.vectors[name][rows] = values
-        else:
-            joined = multi[rows]  # (B,) sequences that are one window of a chunked row
-            alone = ~joined
-            w = weights[joined].astype(np.float32)[:, None]  # (b, 1) tokens per window
-            for name, values in vectors.items():
-                self.vectors[name][rows[alone]] = values[alone]
-                if name in self.maxed:
-                    np.maximum.at(self.vectors[name], rows[joined], values[joined])
-                else:
-                    np.add.at(self.vectors[name], rows[joined], values[joined] * w)
-            np.add.at(self.weight, rows[joined], weights[joined])
-        self.filled[rows] = True
-
-    def finished(self, name: str) -> np.ndarray:
-        """(num_rows, D) the column's vectors as stored: joined, truncated, normalized, encoded."""
-        values = self.vectors[name]
-        multi = self.info.multi
-        if multi is not None and multi.any() and name not in self.maxed:
-            values[multi] /= self.weight[multi, None].astype(np.float32)
-        if not self.filled.all():
-            values[~self.filled] = 0.0  # null rows: masked out, but keep the values finite
-        spec = self.spec
-        values = finish(values, spec.truncate_dim, spec.normalize)
-        ranges = spec.calibration["columns"][name] if spec.output_dtype == "int8" else None
-        return encode(values, spec.output_dtype, ranges)
 
 
 class ShardWriter:
@@ -157,7 +115,7 @@ class ShardWriter:
             write_statistics=passthrough,
         )
         self._io = io or InlineExecutor()
-        self._windows: dict[int, _Window] = {}
+        self._windows: dict[int, Window] = {}
         self._next_window = 0
         self._error: BaseException | None = None  # first failed write, raised by commit
         self.rows_written = 0
@@ -169,26 +127,27 @@ class ShardWriter:
         rows: np.ndarray,
         vectors: dict,
         weights: np.ndarray | None = None,
+        tokens: TokenInput | None = None,
     ) -> None:
-        """Place a batch's vectors (name -> (B, H)) at their rows; write windows that are done.
+        """Place a batch's vectors (name -> (B, D)) at their rows; write windows that are done.
 
-        ``weights`` (B,) are the sequences' token counts, used to join a chunked row's windows.
+        ``weights`` (B,) are the sequences' token counts, used to join a chunked row's windows;
+        ``tokens`` the batch's ids, mask and window numbers, for token outputs.
         """
         if info is not None:
-            self._windows[window_index] = _Window(info, self.spec)
+            self._windows[window_index] = Window(info, self.spec)
         window = self._windows[window_index]
         if len(rows):
-            window.add(rows, vectors, weights)
+            window.add(rows, vectors, weights, tokens)
         window.batches_seen += 1
         while self._next_window in self._windows and self._windows[self._next_window].complete:
             self._io.submit(self._write, self._windows.pop(self._next_window))
             self._next_window += 1
 
-    def _write(self, window: _Window) -> None:
+    def _write(self, window: Window) -> None:
         if self._error is not None:
             return
         try:
-            nulls = pa.array(~window.filled) if not window.filled.all() else None
             info = window.info
             arrays = list(info.passthrough.columns)
             n_tokens = info.n_tokens
@@ -196,8 +155,10 @@ class ShardWriter:
             arrays.append(pa.array(n_tokens.astype(np.int32), mask=null_text))
             limit = self.spec.max_length if self.spec.long_text != "chunk" else np.inf
             arrays.append(pa.array(n_tokens > limit, mask=null_text))
+            if self.spec.has_tokens:
+                arrays.append(window.finished_token_ids())
             for column in self.spec.columns:
-                arrays.append(to_arrow(window.finished(column.name), nulls))
+                arrays.append(window.finished(column.name))
             batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
             self._writer.write_batch(batch)
             self.rows_written += batch.num_rows

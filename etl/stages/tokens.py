@@ -111,7 +111,10 @@ def _pieces(tokenizer: Any, text: str):
 
 def _backend(tokenizer: Any):
     backend = tokenizer.backend_tokenizer
-    backend.no_truncation()  # a batch call leaves truncation on; the next call sets it again
+    # A batch call leaves truncation on, and a tokenizer.json may ask for padding (all-MiniLM's
+    # pads to 128): counting needs neither. The next batch call sets both again.
+    backend.no_truncation()
+    backend.no_padding()
     return backend
 
 
@@ -121,19 +124,36 @@ def _specials(tokenizer: Any) -> int:
 
 
 def chunk_windows(
-    content: np.ndarray, max_length: int, overlap: int, cls_id: int, sep_id: int
+    content: np.ndarray,
+    max_length: int,
+    overlap: int,
+    prefix: tuple[int, ...],
+    suffix: tuple[int, ...],
+    lead: int = 0,
 ) -> list[np.ndarray]:
-    """Windows of at most max_length tokens ([CLS] + text tokens + [SEP]) covering the text.
+    """Windows of at most max_length tokens covering the text: the special tokens before it,
+    the content's first ``lead`` tokens (the prompt, repeated in every window), a slice of the
+    rest, the special tokens after it.
 
     Consecutive windows share ``overlap`` text tokens; the last window ends at the text's end.
+    The first window is what truncation keeps.
     """
-    width = max_length - 2  # text tokens per window
+    head, text = content[:lead], content[lead:]
+    width = max_length - len(prefix) - len(suffix) - lead  # text tokens per window
     stride = width - overlap
     starts = [0]
-    while starts[-1] + width < len(content):
+    while starts[-1] + width < len(text):
         starts.append(starts[-1] + stride)
-    cls, sep = np.array([cls_id], dtype=content.dtype), np.array([sep_id], dtype=content.dtype)
-    return [np.concatenate([cls, content[s : s + width], sep]) for s in starts]
+    before = np.concatenate([np.asarray(prefix, dtype=content.dtype), head])
+    after = np.asarray(suffix, dtype=content.dtype)
+    return [np.concatenate([before, text[s : s + width], after]) for s in starts]
+
+
+def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    """How many leading tokens two id sequences share (a prompt's tokens inside a text)."""
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if len(differ) else n
 
 
 def _encode(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:

@@ -157,8 +157,12 @@ class Runner:
             if batch.window is not None:
                 self.multi[batch.shard_index] = batch.window.multi
             rows = rows_done(batch, self.multi.get(batch.shard_index))
+            token_input = None
+            if self.spec.has_tokens and batch.size:
+                parts = batch.parts.numpy() if batch.parts is not None else None
+                token_input = (batch.input_ids.numpy(), batch.attention_mask.numpy(), parts)
             active.writer.add(
-                batch.window_index, batch.window, batch.rows.numpy(), vectors, weights
+                batch.window_index, batch.window, batch.rows.numpy(), vectors, weights, token_input
             )
         except Exception as exc:  # fail this shard, keep the job going
             log.debug("batch failed", exc_info=True)

@@ -1,0 +1,134 @@
+"""One window of rows while its batches arrive: vectors placed by row, chunked rows joined.
+
+A row split into several windows (--long-text chunk) is joined here: the token-weighted mean of
+its window vectors, or their element-wise max for max pooling. Token outputs keep each row's
+token vectors and ids; a chunked row's windows are put back in text order, each token once (the
+specials, prompt and overlap a later window repeats are dropped).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from etl.contract import WindowInfo
+from etl.spec import OutputSpec
+from etl.stages.vectors import encode, finish, l2_normalize, to_arrow
+
+TokenInput = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids (B, T), mask (B, T), parts
+
+
+class Window:
+    """Collects one window's batches; ``complete`` once all of them arrived."""
+
+    def __init__(self, info: WindowInfo, spec: OutputSpec) -> None:
+        self.info = info
+        self.spec = spec
+        pooled = [c for c in spec.columns if not c.tokens]
+        self.vectors = {c.name: np.zeros((info.num_rows, c.dim), np.float32) for c in pooled}
+        self.maxed = {c.name for c in pooled if c.pooling == ("max",) and not c.dense}
+        self.tokens: dict[str, list[dict[int, np.ndarray]]] = {
+            c.name: [{} for _ in range(info.num_rows)] for c in spec.columns if c.tokens
+        }
+        self.token_ids: list[dict[int, np.ndarray]] = [{} for _ in range(info.num_rows)]
+        self.weight = None
+        if info.multi is not None:
+            self.weight = np.zeros(info.num_rows, dtype=np.float64)
+            for name in self.maxed:
+                self.vectors[name][info.multi] = -np.inf
+        self.filled = np.zeros(info.num_rows, dtype=bool)
+        self.batches_seen = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.batches_seen == self.info.num_batches
+
+    def add(
+        self,
+        rows: np.ndarray,
+        vectors: dict,
+        weights: np.ndarray | None,
+        tokens: TokenInput | None = None,
+    ) -> None:
+        """Place a batch: (B, D) vectors per column at their rows; (B, T, H) token columns."""
+        multi = self.info.multi
+        pooled = {name: v for name, v in vectors.items() if name not in self.tokens}
+        if multi is None or not multi[rows].any():
+            for name, values in pooled.items():
+                self.vectors[name][rows] = values
+        else:
+            joined = multi[rows]  # (B,) sequences that are one window of a chunked row
+            alone = ~joined
+            w = weights[joined].astype(np.float32)[:, None]  # (b, 1) tokens per window
+            for name, values in pooled.items():
+                self.vectors[name][rows[alone]] = values[alone]
+                if name in self.maxed:
+                    np.maximum.at(self.vectors[name], rows[joined], values[joined])
+                else:
+                    np.add.at(self.vectors[name], rows[joined], values[joined] * w)
+            np.add.at(self.weight, rows[joined], weights[joined])
+        if tokens is not None:
+            self._add_tokens(rows, vectors, tokens)
+        self.filled[rows] = True
+
+    def _add_tokens(self, rows: np.ndarray, vectors: dict, tokens: TokenInput) -> None:
+        ids, mask, parts = tokens
+        real = mask.astype(bool)  # (B, T): either padding side
+        for i, row in enumerate(rows):
+            part = int(parts[i]) if parts is not None else 0
+            self.token_ids[row][part] = ids[i][real[i]].astype(np.int32)
+            for name in self.tokens:
+                self.tokens[name][row][part] = vectors[name][i][real[i]]  # (n, H)
+
+    def finished(self, name: str) -> pa.Array:
+        """The column as stored: joined, truncated, normalized, encoded; nulls for null texts."""
+        nulls = pa.array(~self.filled) if not self.filled.all() else None
+        if name in self.tokens:
+            return self._finished_tokens(self.tokens[name], nulls)
+        values = self.vectors[name]
+        multi = self.info.multi
+        if multi is not None and multi.any() and name not in self.maxed:
+            values[multi] /= self.weight[multi, None].astype(np.float32)
+        if not self.filled.all():
+            values[~self.filled] = 0.0  # null rows: masked out, but keep the values finite
+        spec = self.spec
+        values = finish(values, spec.truncate_dim, spec.normalize)
+        ranges = spec.calibration["columns"][name] if spec.output_dtype == "int8" else None
+        return to_arrow(encode(values, spec.output_dtype, ranges), nulls)
+
+    def finished_token_ids(self) -> pa.Array:
+        nulls = pa.array(~self.filled) if not self.filled.all() else None
+        empty = np.zeros(0, np.int32)
+        rows = [self._in_text_order(parts, row, empty) for row, parts in enumerate(self.token_ids)]
+        offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int32)
+        flat = np.concatenate(rows) if rows else np.zeros(0, np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat), mask=nulls)
+
+    def _finished_tokens(self, per_row: list[dict[int, np.ndarray]], nulls) -> pa.Array:
+        spec = self.spec
+        empty = np.zeros((0, spec.model.hidden_size), np.float32)
+        rows = [self._in_text_order(parts, row, empty) for row, parts in enumerate(per_row)]
+        width = spec.truncate_dim or spec.model.hidden_size
+        flat = np.concatenate(rows)[:, :width].astype(np.float32, copy=False)  # (all tokens, H)
+        if spec.normalize:
+            flat = l2_normalize(flat)
+        vectors = to_arrow(encode(flat, spec.output_dtype), None)
+        offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), vectors, mask=nulls)
+
+    def _in_text_order(
+        self, parts: dict[int, np.ndarray], row: int, empty: np.ndarray
+    ) -> np.ndarray:
+        """A row's tokens (or ids): its windows in order, what a later one repeats dropped."""
+        if len(parts) <= 1:
+            return next(iter(parts.values())) if parts else empty
+        head = int(self.info.drop_head[row]) if self.info.drop_head is not None else 0
+        tail = self.info.drop_tail
+        last = max(parts)
+        pieces = []
+        for part in sorted(parts):
+            tokens = parts[part]
+            start = head if part else 0
+            end = len(tokens) if part == last else len(tokens) - tail
+            pieces.append(tokens[start:end])
+        return np.concatenate(pieces)

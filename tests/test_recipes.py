@@ -225,3 +225,22 @@ def test_token_vectors_of_a_chunked_row_cover_each_token_once(tmp_path, bert_st)
     vectors = table.column("emb_tokens").to_pylist()
     assert [len(v) for v in vectors] == [len(i) for i in ids]
     assert table.schema.field("emb_tokens").type.value_type.value_type == "halffloat"
+
+
+def test_do_lower_case_in_the_recipe_lower_cases_like_sentence_transformers(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    roberta = next(c for c in CASES if c.arch == "roberta")  # byte-level BPE: case-sensitive
+    model = save_sentence_transformer(roberta, tmp_path / "m")
+    settings_file = model / "sentence_bert_config.json"
+    settings = json.loads(settings_file.read_text())
+    settings_file.write_text(json.dumps({**settings, "do_lower_case": True}))
+    rows = [t.upper() for t in texts(6, seed=2)]
+    write_shard(tmp_path / "in" / "s.parquet", rows)
+    run_ok(tmp_path / "in", tmp_path / "out", model)
+    ours = np.array(pq.read_table(tmp_path / "out" / "s.parquet").column("emb_model").to_pylist())
+    st = SentenceTransformer(str(model), device="cpu")
+    assert st[0].do_lower_case
+    np.testing.assert_allclose(ours, st.encode(rows), atol=1e-4, rtol=0)
+    lower = [t.lower() for t in rows]
+    np.testing.assert_allclose(ours, st.encode(lower), atol=1e-4, rtol=0)  # case is gone

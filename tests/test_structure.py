@@ -142,3 +142,10 @@ def test_the_public_api_imports_without_torch():
     assert heavy == "[]"
     for name in ("JobConfig", "run_job", "plan_job", "job_status", "ConfigError", "ModelError"):
         assert repr(name) in api
+
+
+def test_every_folder_of_the_package_is_a_package_that_gets_installed():
+    """setuptools' find_packages skips a folder without __init__.py: it would be missing from
+    a non-editable install."""
+    for folder in {p.parent for p in ETL.rglob("*.py")}:
+        assert (folder / "__init__.py").exists(), folder

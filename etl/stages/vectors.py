@@ -1,5 +1,5 @@
-"""From pooled float32 vectors to what the output stores: joined windows, fewer dimensions,
-unit length, and the output dtype (float32, float16, int8 with fixed ranges, or sign bits).
+"""From pooled float32 vectors to what the output stores: fewer dimensions, unit length, and
+the output dtype (float32, float16, int8 with fixed ranges, or sign bits).
 
 All functions take and return numpy arrays of shape (N, D) and leave their inputs alone.
 """

@@ -30,7 +30,7 @@ from etl.errors import ConfigError, EmbedEtlError
 from etl.inputs import discover
 from etl.plan import JobPlan
 from etl.spec import OutputSpec
-from etl.stages.source import text_values
+from etl.stages.source import parquet_file, text_values
 from etl.stages.vectors import int8_ranges
 from etl.state.calibration import calibration_scratch, read_calibration, store_calibration
 
@@ -151,7 +151,7 @@ def _sample_file(path: str, cfg) -> list[str]:
 
 def _head_texts(path: str, column: str, rows: int) -> list[str]:
     texts: list[str] = []
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=min(rows, 8192), columns=[column]):
+    for batch in parquet_file(path).iter_batches(batch_size=min(rows, 8192), columns=[column]):
         texts += [t for t in text_values(batch.column(0)) if t is not None]
         if len(texts) >= rows:
             break

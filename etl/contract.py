@@ -35,9 +35,11 @@ class ShardStatus(str, enum.Enum):
 class Shard:
     """One input file and where its output goes; the unit of work, output, retry and resume."""
 
-    input_path: str
+    input_path: str  # a local path or a URI
     rel_name: str  # path relative to its input root: names the manifest record and the claim
     output_key: str  # where its output goes, relative to --output
+    input_size: int | None = None  # as listed when the inputs were found (None: not known)
+    input_mtime_ns: int | None = None
 
 
 @dataclass

@@ -21,3 +21,7 @@ class InputError(EmbedEtlError):
 
 class OutputConflictError(EmbedEtlError):
     """The output directory holds results that this run must not mix with or overwrite."""
+
+
+class StorageError(EmbedEtlError):
+    """A store refused or failed a request: access denied, unreachable (names the URI)."""

@@ -1,13 +1,18 @@
-"""Find the input shards, map each to its output key, and split them into parts."""
+"""Find the input shards (local paths, directories, globs, or URIs: s3://bucket/prefix/, globs
+in them), map each to its output key, and split them into parts."""
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
+import posixpath
 from pathlib import Path
 
 from etl.contract import Shard
 from etl.errors import ConfigError
+from etl.storage import files
+from etl.storage.base import is_uri
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 
@@ -19,32 +24,34 @@ def discover(inputs: tuple[str, ...], output_dir: str | None) -> list[Shard]:
     output directory, so outputs mirror the input tree. Files under the output directory itself
     are never taken as inputs.
     """
-    out_root = Path(output_dir or ".").resolve()
-    found: dict[str, Path] = {}
+    out_root = _canonical(output_dir or ".")
+    found: dict[str, str] = {}
+    listed: dict[str, tuple[int, int]] = {}  # size and mtime of remote files, from listings
     for spec in inputs:
-        matches = list(_expand(spec))
+        matches = list(_expand_uri(spec, listed) if is_uri(spec) else _expand(spec))
         if output_dir is not None:
-            matches = [(p, rel) for p, rel in matches if not _is_within(p.resolve(), out_root)]
+            matches = [(p, rel) for p, rel in matches if not _within(_canonical(p), out_root)]
         if not matches:
             raise ConfigError(f"INPUT {spec}: no Parquet files found (looked for {_suffixes()})")
         for path, rel in matches:
             previous = found.get(rel)
-            if previous is not None and previous.resolve() != path.resolve():
+            if previous is not None and _canonical(previous) != _canonical(path):
                 raise ConfigError(
                     f"INPUT: {previous} and {path} have the same relative name {rel!r} and "
                     "would both be written to one output; give their common parent directory"
                 )
-            found[rel] = path
-    return [
-        Shard(input_path=str(path), rel_name=rel, output_key=output_key(rel))
-        for rel, path in sorted(found.items())
-    ]
+            found[rel] = str(path)
+    shards = []
+    for rel, path in sorted(found.items()):
+        size, mtime = listed.get(path) or _identity(path)
+        shards.append(Shard(path, rel, output_key(rel), size, mtime))
+    return shards
 
 
 def input_identity(path: str) -> dict[str, int]:
     """Size and modification time of an input: a changed input makes its shard pending again."""
-    st = os.stat(path)
-    return {"input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns}
+    found = files.info(path)
+    return {"input_size": found.size, "input_mtime_ns": found.mtime_ns}
 
 
 def partition(shards: list[Shard], num_parts: int) -> list[list[Shard]]:
@@ -112,8 +119,62 @@ def _is_parquet(path: Path) -> bool:
     return path.suffix.lower() in PARQUET_SUFFIXES
 
 
-def _is_within(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
+def _identity(path: str) -> tuple[int | None, int | None]:
+    try:
+        found = files.info(path)
+    except OSError:
+        return None, None  # unreadable: its shard fails on its own, later
+    return found.size, found.mtime_ns
+
+
+def _expand_uri(spec: str, listed: dict[str, tuple[int, int]]):
+    """(URI, relative name) pairs under a prefix, a glob, or one object; each listed file's
+    size and modification time go into ``listed``."""
+    scheme = spec.split("://", 1)[0]
+    if glob.has_magic(spec):
+        head = spec.split("*")[0].split("?")[0].split("[")[0]
+        root = head.rsplit("/", 1)[0] if "/" in head.split("://", 1)[1] else head
+        for f in files.walk(root):
+            rel = _relative_uri(f.location, root)
+            if rel and fnmatch.fnmatchcase(_canonical(f.location), spec) and _wanted(rel):
+                listed[f.location] = (f.size, f.mtime_ns)
+                yield f.location, rel
+        return
+    where = files.kind(spec)
+    if where == "file":
+        yield spec, posixpath.basename(spec.rstrip("/"))
+    elif where == "dir":
+        for f in files.walk(spec):
+            rel = _relative_uri(f.location, spec)
+            if _wanted(rel):
+                listed[f.location] = (f.size, f.mtime_ns)
+                yield f.location, rel
+    else:
+        raise ConfigError(f"INPUT {spec}: no such {scheme}:// object or prefix")
+
+
+def _relative_uri(location: str, root: str) -> str:
+    path = location.split("://", 1)[1].lstrip("/")
+    base = root.split("://", 1)[1].strip("/")
+    return path[len(base) :].lstrip("/") if path.startswith(base) else path
+
+
+def _wanted(rel: str) -> bool:
+    """A Parquet file with no hidden or underscore-prefixed part in its name."""
+    parts = rel.split("/")
+    return _is_parquet(Path(parts[-1])) and not any(p.startswith((".", "_")) for p in parts)
+
+
+def _canonical(location: str | Path) -> str:
+    """A comparable form: a resolved local path, or the URI without a trailing slash."""
+    if is_uri(location):
+        scheme, rest = str(location).split("://", 1)
+        return f"{scheme}://{rest.strip('/')}"
+    return str(Path(location).resolve())
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def output_key(rel: str) -> str:

@@ -8,7 +8,6 @@ the footers of the rest (a column missing from every input is a usage error here
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ from etl.spec import METADATA_PREFIX, OutputSpec, build_output_spec
 from etl.stages.source import check_columns
 from etl.state.job_record import check_job_record, read_job
 from etl.state.manifest import Manifest
-from etl.storage import LocalStorage, open_storage
+from etl.storage import Storage, files, is_uri, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ class JobPlan:
     cfg: JobConfig
     spec: OutputSpec
     placement: Placement
-    storage: LocalStorage  # the output location
+    storage: Storage  # the output location
     pending: tuple[Shard, ...]
     done: tuple[Shard, ...]
     total_rows: int  # rows in the pending shards, from their footers
@@ -82,6 +81,19 @@ def plan_job(cfg: JobConfig, placement: Placement | None = None) -> JobPlan:
     dtype = placement.dtype if cfg.dtype == "auto" else cfg.dtype
     spec = build_output_spec(cfg, model, dtype)
     storage = open_storage(cfg.output_dir)
+    storage.check()  # no bucket, no access: one clear line now, not a failed shard later
+    if not storage.conditional:
+        if cfg.workers > 1 or len(cfg.devices) > 1 or cfg.engine == "ray":
+            raise ConfigError(
+                f"--output {cfg.output_dir}: this store has no create-if-absent write, so "
+                "workers cannot claim shards safely; run one process per part with "
+                "--shard-index/--num-shards"
+            )
+        log.warning(
+            "--output %s: this store has no create-if-absent write: claims cannot keep two "
+            "processes apart; give each process its own part with --shard-index/--num-shards",
+            cfg.output_dir,
+        )
     if not cfg.overwrite:
         check_job_record(read_job(storage), spec, cfg.output_dir, storage)
     pending, done = select_pending(shards, Manifest(storage), spec, cfg)
@@ -99,16 +111,17 @@ def select_pending(
     """Split shards into (to do, already done). --only-failed keeps just the failed ones."""
     if cfg.overwrite:
         return list(shards), []
+    index, outputs = manifest.done_index(), manifest.outputs()  # two listings, not per shard
     pending, done = [], []
     for shard in shards:
-        if manifest.is_done(shard, spec.fingerprint):
+        if manifest.done_per_index(shard, spec.fingerprint, index, outputs):
             done.append(shard)
         elif not cfg.only_failed or manifest.is_failed(shard):
             pending.append(shard)
     return pending, done
 
 
-def check_existing_outputs(shards: list[Shard], spec: OutputSpec, storage: LocalStorage) -> None:
+def check_existing_outputs(shards: list[Shard], spec: OutputSpec, storage: Storage) -> None:
     """An output file made with other options (say, the manifest was deleted) is not replaced."""
     key = (METADATA_PREFIX + "fingerprint").encode()
     for shard in shards:
@@ -138,7 +151,7 @@ def preflight(shards: list[Shard], spec: OutputSpec) -> int:
     problem: InputError | None = None
     for shard in shards:
         try:
-            metadata = pq.read_metadata(shard.input_path)
+            metadata = read_footer(shard.input_path)
         except Exception:  # noqa: BLE001 - an unreadable shard fails on its own, later
             continue
         total += metadata.num_rows
@@ -174,6 +187,14 @@ def plan_parts(inputs: tuple[str, ...], num_shards: int, output_dir: str | None)
 
 def _size(path: str) -> int:
     try:
-        return os.path.getsize(path)
+        return files.info(path).size
     except OSError:
         return 0
+
+
+def read_footer(path: str) -> pq.FileMetaData:
+    """A shard's Parquet footer: a few KB read from its end, wherever it lives."""
+    if not is_uri(path):
+        return pq.read_metadata(path)
+    with files.open_input(path) as handle:
+        return pq.read_metadata(handle)

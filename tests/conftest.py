@@ -115,6 +115,58 @@ def run_cli(tmp_path: Path, model: Path, *extra: str):
     return result
 
 
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API server (moto) on 127.0.0.1, for this test session; the job and boto3 find
+    it through the standard AWS environment variables only."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("moto")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Small multipart parts, so that tiny test shards go up in several parts.
+    env = {**os.environ, "S3_UPLOAD_PART_MIN_SIZE": "1024"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:  # wait until it answers
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail("the S3 server (moto) did not start")
+            time.sleep(0.05)
+    aws = {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "EMBED_ETL_S3_PART_SIZE": "65536",
+    }
+    saved = {k: os.environ.get(k) for k in aws}
+    os.environ.update(aws)
+    yield aws
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.terminate()
+    server.wait(timeout=30)
+
+
 def job_config(inputs, output, model=None, **kw):
     """The JobConfig every test builds: quiet, readers in-process unless asked otherwise."""
     from etl import JobConfig

@@ -57,7 +57,7 @@ def test_list_gives_objects_under_a_prefix_without_temporaries(tmp_path):
     for key in ("p/x.json", "p/sub/y.json", "q/z.json"):
         storage.put(key, b"{}")
     upload = storage.upload("p/w.parquet")
-    Path(upload.path).touch()  # being written: not listed
+    Path(upload.target).touch()  # being written: not listed
     assert [e.key for e in storage.list("p")] == ["p/sub/y.json", "p/x.json"]
     assert storage.list("nothing") == []
 
@@ -65,7 +65,7 @@ def test_list_gives_objects_under_a_prefix_without_temporaries(tmp_path):
 def test_an_upload_appears_only_when_published(tmp_path):
     storage = open_storage(tmp_path)
     upload = storage.upload("d/part.parquet")
-    pq.write_table(pa.table({"a": [1, 2]}), upload.path)
+    pq.write_table(pa.table({"a": [1, 2]}), upload.target)
     assert not storage.exists("d/part.parquet")
     upload.publish()
     assert storage.exists("d/part.parquet")
@@ -78,10 +78,10 @@ def test_temporaries_are_known_before_they_exist_and_discarded(tmp_path):
     storage = open_storage(tmp_path)
     never_written = storage.upload("a.parquet")  # registered; the file was never created
     half_written = storage.upload("b.parquet")
-    Path(half_written.path).write_bytes(b"PAR1 half")
+    Path(half_written.target).write_bytes(b"PAR1 half")
     storage.discard_temporaries()  # as on the way out of an interrupted run
     assert list(tmp_path.rglob("*")) == []
-    assert never_written.path != half_written.path
+    assert never_written.target != half_written.target
 
 
 def test_stale_uploads_of_dead_processes_are_removed_but_not_ours(tmp_path):
@@ -89,10 +89,10 @@ def test_stale_uploads_of_dead_processes_are_removed_but_not_ours(tmp_path):
     dead = tmp_path / ".part.parquet.inprogress-999999"
     dead.write_bytes(b"left by a killed run")
     ours = storage.upload("part.parquet")
-    Path(ours.path).write_bytes(b"ours")
+    Path(ours.target).write_bytes(b"ours")
     storage.discard_stale_uploads("part.parquet")
     assert not dead.exists()
-    assert Path(ours.path).read_bytes() == b"ours"
+    assert Path(ours.target).read_bytes() == b"ours"
 
 
 def test_storage_pickles_without_this_process_temporaries(tmp_path):

@@ -24,7 +24,7 @@ from etl.config import JobConfig
 from etl.contract import Shard, ShardResult, WorkerInfo
 from etl.plan import JobPlan, Placement, local_placement
 from etl.spec import OutputSpec
-from etl.storage import LocalStorage
+from etl.storage.base import Storage
 
 
 class Engine(ABC):
@@ -45,7 +45,7 @@ class Engine(ABC):
 
     @abstractmethod
     def embed_sample(
-        self, shards: Sequence[Shard], spec: OutputSpec, storage: LocalStorage
+        self, shards: Sequence[Shard], spec: OutputSpec, storage: Storage
     ) -> list[ShardResult]:
         """Embed a few shards on one loaded worker (the int8 calibration sample)."""
 

@@ -28,7 +28,7 @@ from etl.engines.base import Engine
 from etl.errors import EmbedEtlError
 from etl.plan import JobPlan
 from etl.spec import OutputSpec
-from etl.storage import LocalStorage
+from etl.storage.base import Storage
 from etl.worker.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Process:
 
     shards: list[Shard]
     spec: OutputSpec
-    storage: LocalStorage
+    storage: Storage
     sample: bool = False
 
 
@@ -113,7 +113,7 @@ class LocalProcesses(Engine):
             self._fail_if_gone(self.workers, "while loading the model")
 
     def embed_sample(
-        self, shards: Sequence[Shard], spec: OutputSpec, storage: LocalStorage
+        self, shards: Sequence[Shard], spec: OutputSpec, storage: Storage
     ) -> list[ShardResult]:
         index = min(self.workers)
         self.workers[index].commands.put(Process(list(shards), spec, storage, sample=True))

@@ -28,7 +28,7 @@ from etl.engines.base import Engine
 from etl.errors import ConfigError, EmbedEtlError
 from etl.plan import JobPlan, Placement
 from etl.spec import OutputSpec
-from etl.storage import LocalStorage
+from etl.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ShardActor:
         )
 
     def process(
-        self, shards: Sequence[Shard], spec: OutputSpec, storage: LocalStorage
+        self, shards: Sequence[Shard], spec: OutputSpec, storage: Storage
     ) -> list[ShardResult]:
         return self.worker.process(shards, spec, storage)
 
@@ -115,7 +115,7 @@ class RayActors(Engine):
         self._wait_ready(cpus, gpu)
 
     def embed_sample(
-        self, shards: Sequence[Shard], spec: OutputSpec, storage: LocalStorage
+        self, shards: Sequence[Shard], spec: OutputSpec, storage: Storage
     ) -> list[ShardResult]:
         return self._get(self.actors[0].process.remote(list(shards), spec, storage))
 

@@ -11,7 +11,7 @@ from etl.contract import Shard, ShardResult, WorkerInfo
 from etl.engines.base import Engine
 from etl.plan import JobPlan
 from etl.spec import OutputSpec
-from etl.storage import LocalStorage
+from etl.storage.base import Storage
 from etl.worker.shard_worker import ShardWorker
 
 
@@ -33,7 +33,7 @@ class SingleProcess(Engine):
         )
 
     def embed_sample(
-        self, shards: Sequence[Shard], spec: OutputSpec, storage: LocalStorage
+        self, shards: Sequence[Shard], spec: OutputSpec, storage: Storage
     ) -> list[ShardResult]:
         return self._worker().process(shards, spec, storage)
 

@@ -14,7 +14,7 @@ from etl.contract import Shard, WindowInfo
 from etl.spec import METADATA_PREFIX, OutputSpec
 from etl.stages.vectors import arrow_type
 from etl.stages.window import TokenInput, Window
-from etl.storage import LocalStorage
+from etl.storage.base import Storage
 from etl.version import __version__
 
 TOKEN_IDS = "token_ids"  # with token outputs: the ids of the tokens, aligned with their vectors
@@ -92,7 +92,7 @@ class ShardWriter:
         shard: Shard,
         spec: OutputSpec,
         input_schema: pa.Schema,
-        storage: LocalStorage,
+        storage: Storage,
         io: Executor | None = None,
     ) -> None:
         self.shard = shard
@@ -109,7 +109,7 @@ class ShardWriter:
             # indices bit-packed to 8 bits) each byte would be stored as a 4-byte integer.
             dictionary += [f"{c.name}.list.element" for c in spec.columns]
         self._writer = pq.ParquetWriter(
-            self.upload.path,
+            self.upload.target,
             self.schema,
             use_dictionary=dictionary,
             write_statistics=passthrough,
@@ -176,13 +176,16 @@ class ShardWriter:
         if unfinished:
             raise RuntimeError(f"{self.shard.input_path}: windows never completed: {unfinished}")
         self._writer.close()
-        written = pq.read_metadata(self.upload.path)
+        target = self.upload.target
+        # A local file is read back; an object being uploaded is checked by its writer's count.
+        written = (
+            pq.read_metadata(target) if isinstance(target, str) else self._writer.writer.metadata
+        )
+        where = self.upload.key
         if written.num_rows != expected_rows or self.rows_written != expected_rows:
-            raise RuntimeError(
-                f"{self.upload.path}: wrote {written.num_rows} rows, expected {expected_rows}"
-            )
+            raise RuntimeError(f"{where}: wrote {written.num_rows} rows, expected {expected_rows}")
         if not written.schema.to_arrow_schema().equals(self.schema, check_metadata=False):
-            raise RuntimeError(f"{self.upload.path}: schema differs from the planned one")
+            raise RuntimeError(f"{where}: schema differs from the planned one")
         self.upload.publish()
 
     def abort(self) -> Future:

@@ -9,18 +9,31 @@ import pyarrow.parquet as pq
 
 from etl.errors import InputError
 from etl.spec import OutputSpec
+from etl.storage import files
+from etl.storage.base import is_uri
 
 
 def open_shard(path: str, spec: OutputSpec) -> pq.ParquetFile:
-    """Open a shard and check that it has the columns the job needs, with usable types."""
+    """Open a shard and check that it has the columns the job needs, with usable types.
+
+    A remote shard is opened for random access: the reader fetches the footer, then one row
+    group at a time (its column chunks fetched together, ahead of decoding), never the file.
+    """
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = parquet_file(path)
     except FileNotFoundError as exc:
         raise InputError(f"{path}: file not found") from exc
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"{path}: not a readable Parquet file: {exc}") from exc
     check_columns(parquet.schema_arrow, path, spec)
     return parquet
+
+
+def parquet_file(path: str) -> pq.ParquetFile:
+    """A local path, or a URI opened for random access (row group by row group)."""
+    if is_uri(path):
+        return pq.ParquetFile(files.open_input(path), pre_buffer=True)
+    return pq.ParquetFile(path)
 
 
 def check_columns(schema: pa.Schema, path: str, spec: OutputSpec) -> None:

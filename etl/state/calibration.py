@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from etl.state.keys import CALIBRATION, scratch_prefix
-from etl.storage import LocalStorage
+from etl.storage.base import Storage
 
 
-def read_calibration(storage: LocalStorage) -> dict[str, Any] | None:
+def read_calibration(storage: Storage) -> dict[str, Any] | None:
     data = storage.read(CALIBRATION)
     if data is None:
         return None
@@ -22,7 +22,7 @@ def read_calibration(storage: LocalStorage) -> dict[str, Any] | None:
         return None
 
 
-def store_calibration(storage: LocalStorage, data: dict[str, Any], replace: bool) -> dict[str, Any]:
+def store_calibration(storage: Storage, data: dict[str, Any], replace: bool) -> dict[str, Any]:
     """Write calibration.json; of two processes starting at once the first one's ranges win.
 
     Returns the ranges the job must use: ours, or those another process of the same job
@@ -40,7 +40,7 @@ def store_calibration(storage: LocalStorage, data: dict[str, Any], replace: bool
 
 
 @contextlib.contextmanager
-def calibration_scratch(storage: LocalStorage, sample: bytes) -> Iterator[tuple[str, LocalStorage]]:
+def calibration_scratch(storage: Storage, sample: bytes) -> Iterator[tuple[str, Storage]]:
     """A scratch folder under the output (so every worker sees it, on any node) holding the
     sample as a Parquet input: yields (its path, a storage for the sample's output); removed
     on the way out."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from etl.contract import Shard
 from etl.state.keys import CLAIMS, claim_key
 from etl.state.manifest import Manifest
-from etl.storage import LocalStorage
+from etl.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class ClaimBook:
         stale_after: float = STALE_AFTER_SECONDS,
     ) -> None:
         self.manifest = manifest
-        self.storage: LocalStorage = manifest.storage
+        self.storage: Storage = manifest.storage
         self.fingerprint = fingerprint
         self.owner = owner or Owner()
         self.stale_after = stale_after

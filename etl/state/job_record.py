@@ -17,7 +17,7 @@ from etl.spec import OutputSpec
 from etl.state.claims import ClaimBook
 from etl.state.keys import JOB
 from etl.state.manifest import Manifest
-from etl.storage import LocalStorage
+from etl.storage.base import Storage, is_uri
 from etl.version import __version__
 
 
@@ -27,13 +27,13 @@ def job_record(spec: OutputSpec, cfg: JobConfig) -> dict[str, Any]:
         "fingerprint": spec.fingerprint,
         "identity": spec.identity(),
         "model": spec.model.name,
-        "inputs": [str(Path(i).expanduser().absolute()) for i in cfg.inputs],
+        "inputs": [i if is_uri(i) else str(Path(i).expanduser().absolute()) for i in cfg.inputs],
         "created_at": time.time(),
         "version": __version__,
     }
 
 
-def read_job(storage: LocalStorage) -> dict[str, Any] | None:
+def read_job(storage: Storage) -> dict[str, Any] | None:
     data = storage.read(JOB)
     if data is None:
         return None
@@ -43,7 +43,7 @@ def read_job(storage: LocalStorage) -> dict[str, Any] | None:
         return None  # unreadable: as if absent
 
 
-def record_job(storage: LocalStorage, spec: OutputSpec, cfg: JobConfig) -> None:
+def record_job(storage: Storage, spec: OutputSpec, cfg: JobConfig) -> None:
     """Write job.json before the first output; a concurrent start with other options is
     refused here. --overwrite forgets the previous records first."""
     record = json.dumps(job_record(spec, cfg), indent=1, sort_keys=True).encode()
@@ -60,7 +60,7 @@ def record_job(storage: LocalStorage, spec: OutputSpec, cfg: JobConfig) -> None:
 
 
 def check_job_record(
-    existing: dict[str, Any] | None, spec: OutputSpec, output_dir: str, storage: LocalStorage
+    existing: dict[str, Any] | None, spec: OutputSpec, output_dir: str, storage: Storage
 ) -> None:
     """Refuse an output whose results were made with other options.
 
@@ -70,7 +70,7 @@ def check_job_record(
     if existing is None or existing.get("fingerprint") == spec.fingerprint:
         return
     manifest = Manifest(storage)
-    if not manifest.records() and not ClaimBook(manifest, "").running():
+    if not manifest.recorded() and not ClaimBook(manifest, "").running():
         return
     raise OutputConflictError(
         f"--output {output_dir} holds results made with other options "

@@ -10,6 +10,7 @@ JOB = f"{STATE_DIR}/job.json"
 CALIBRATION = f"{STATE_DIR}/calibration.json"
 RECORDS = f"{STATE_DIR}/shards"
 CLAIMS = f"{STATE_DIR}/claims"
+DONE = f"{STATE_DIR}/done"  # one empty marker per done shard, its facts in its name
 
 
 def state_name(rel_name: str) -> str:
@@ -22,6 +23,11 @@ def state_name(rel_name: str) -> str:
 
 def record_key(rel_name: str) -> str:
     return f"{RECORDS}/{state_name(rel_name)}.json"
+
+
+def done_key(rel_name: str, marker: str) -> str:
+    """A done marker: the shard's state name, '@' (which quoting never leaves), its facts."""
+    return f"{DONE}/{state_name(rel_name)}@{marker}"
 
 
 def claim_key(rel_name: str) -> str:

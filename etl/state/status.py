@@ -10,7 +10,8 @@ from etl.errors import ConfigError, EmbedEtlError
 from etl.inputs import discover, output_key
 from etl.state.claims import ClaimBook
 from etl.state.job_record import read_job
-from etl.state.manifest import Manifest, ShardRecord
+from etl.state.keys import state_name
+from etl.state.manifest import Done, Manifest
 from etl.storage import open_storage
 
 STATES = (ShardStatus.DONE, ShardStatus.FAILED, ShardStatus.PENDING, ShardStatus.RUNNING)
@@ -22,24 +23,23 @@ class ShardState:
 
     input: str
     status: ShardStatus
-    record: ShardRecord | None = None  # its manifest record, when it is done or failed
+    done: Done | None = None  # its done marker: counts, without reading its record
+    error: str | None = None  # failed: why
     host: str | None = None  # running: who holds it
     pid: int | None = None
     reason: str | None = None  # pending although once done: why
 
     def to_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"input": self.input, "status": self.status.value}
-        record = self.record
-        if self.status == ShardStatus.DONE and record is not None:
+        if self.done is not None:
             entry.update(
-                rows=record.rows_out,
-                null_rows=record.null_rows,
-                truncated_rows=record.truncated_rows,
-                chunked_rows=record.chunked_rows,
-                seconds=record.seconds,
+                rows=self.done.rows,
+                null_rows=self.done.null_rows,
+                truncated_rows=self.done.truncated_rows,
+                chunked_rows=self.done.chunked_rows,
             )
-        elif self.status == ShardStatus.FAILED and record is not None:
-            entry["error"] = record.error
+        if self.status == ShardStatus.FAILED:
+            entry["error"] = self.error
         elif self.status == ShardStatus.RUNNING:
             entry.update(host=self.host, pid=self.pid)
         if self.reason:
@@ -84,39 +84,58 @@ class StatusReport:
 
 
 def job_status(output_dir: str, inputs: tuple[str, ...] = ()) -> StatusReport:
-    """Read the manifest and claims of ``output_dir``; inputs default to those of the job."""
+    """Read the manifest and claims of ``output_dir``; inputs default to those of the job.
+
+    Listings, not one request per shard: done markers and outputs say which shards are done;
+    only the records of the others are read (to tell failed from pending).
+    """
     storage = open_storage(output_dir)
+    storage.check()
     manifest = Manifest(storage)
     job = read_job(storage)
-    records = {r.input: r for r in manifest.records()}
-    if job is None and not records:
+    recorded = manifest.recorded()
+    if job is None and not recorded:
         raise ConfigError(f"--output {output_dir}: no embed-etl job found there")
     job = job or {}
-    fingerprint = job.get("fingerprint")
+    fingerprint = job.get("fingerprint") or ""
     given = list(inputs) or list(job.get("inputs", []))
-    report = StatusReport(output_dir, fingerprint, job.get("model"), given)
+    report = StatusReport(output_dir, fingerprint or None, job.get("model"), given)
     try:
         shards = discover(tuple(given), output_dir) if given else []
     except EmbedEtlError as exc:
         report.note = f"inputs not found ({exc}); showing recorded shards only"
         shards = []
     if not shards:
-        shards = [Shard(r.input_path, r.input, output_key(r.input)) for r in records.values()]
-    running = ClaimBook(manifest, fingerprint or "").running()
+        records = [r for r in (manifest.read_name(n) for n in sorted(recorded)) if r]
+        shards = [Shard(r.input_path, r.input, output_key(r.input)) for r in records]
+    index, outputs = manifest.done_index(), manifest.outputs()
+    running = ClaimBook(manifest, fingerprint).running()
     for shard in shards:
-        record = records.get(shard.rel_name)
-        if fingerprint and manifest.is_done(shard, fingerprint):
-            state = ShardState(shard.rel_name, ShardStatus.DONE, record)
-        elif shard.rel_name in running:
+        done = manifest.done_per_index(shard, fingerprint, index, outputs)
+        if shard.input_size is None and done is None and state_name(shard.rel_name) in recorded:
+            done = _done_by_record(manifest, shard, fingerprint)  # inputs gone: trust records
+        if done is not None:
+            report.shards.append(ShardState(shard.rel_name, ShardStatus.DONE, done))
+            continue
+        if shard.rel_name in running:
             holder = running[shard.rel_name]
             state = ShardState(
                 shard.rel_name, ShardStatus.RUNNING, host=holder.get("host"), pid=holder.get("pid")
             )
-        elif record is not None and record.status == ShardStatus.FAILED:
-            state = ShardState(shard.rel_name, ShardStatus.FAILED, record)
         else:
-            state = ShardState(shard.rel_name, ShardStatus.PENDING)
-            if record is not None and record.status == ShardStatus.DONE:
-                state.reason = "input or output changed since it was done"
+            record = manifest.read(shard) if state_name(shard.rel_name) in recorded else None
+            if record is not None and record.status == ShardStatus.FAILED:
+                state = ShardState(shard.rel_name, ShardStatus.FAILED, error=record.error)
+            else:
+                state = ShardState(shard.rel_name, ShardStatus.PENDING)
+                if record is not None and record.status == ShardStatus.DONE:
+                    state.reason = "input or output changed since it was done"
         report.shards.append(state)
     return report
+
+
+def _done_by_record(manifest: Manifest, shard: Shard, fingerprint: str) -> Done | None:
+    record = manifest.read(shard)
+    if record is None or record.status != ShardStatus.DONE or record.fingerprint != fingerprint:
+        return None
+    return Done.parse(record.marker())

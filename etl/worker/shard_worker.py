@@ -18,7 +18,7 @@ from etl.stages.batching import resolve_batching
 from etl.stages.tokenizer import Layout
 from etl.state.claims import ClaimBook
 from etl.state.manifest import Manifest
-from etl.storage import LocalStorage
+from etl.storage.base import Storage
 from etl.worker.runner import ResultCallback, Runner
 
 
@@ -53,7 +53,7 @@ class ShardWorker:
         self,
         shards: Sequence[Shard],
         spec: OutputSpec,
-        storage: LocalStorage,
+        storage: Storage,
         total_rows: int = 0,
         progress: bool | None = False,
         on_result: ResultCallback | None = None,

@@ -1,13 +1,8 @@
-"""The one seam to the output location: list, read, create-if-absent, put, swap, delete, upload.
+"""A directory as an output location (also a shared file system every node mounts).
 
-Every byte the job writes under --output goes through a Storage. Keys are '/'-separated paths
-relative to its root. The operations are the ones object stores offer as well (a create that
-fails when the key exists, a whole-object put, a replace conditional on the current content, a
-listing by prefix, an upload that appears only when published), so another backend can be added
-without touching the stages or the engines. LocalStorage is the one implementation today.
-
-Nothing half-written is ever left behind: every temporary file is registered before it exists,
-so ``discard_temporaries`` (run on the way out, however the run ends) removes each one that is
+Writes are atomic through temporary files renamed or linked into place. Nothing half-written is
+ever left behind: every temporary file is registered before it exists, so
+``discard_temporaries`` (run on the way out, however the run ends) removes each one that is
 still there, whatever instant an interrupt arrived at.
 """
 
@@ -20,23 +15,15 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from etl.storage.base import Entry, Storage, Upload
 
 UPLOAD_MARK = ".inprogress-"  # .<name>.inprogress-<pid>: an output being written
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One stored object."""
-
-    key: str
-    size: int
-    mtime: float  # seconds since the epoch
-
-
-class Upload:
+class LocalUpload(Upload):
     """A file written for one key that appears under the key only once published."""
 
     def __init__(self, storage: LocalStorage, key: str, temp: Path) -> None:
@@ -45,7 +32,7 @@ class Upload:
         self.temp = temp
 
     @property
-    def path(self) -> str:
+    def target(self) -> str:
         """Where the writer writes (a local file)."""
         return str(self.temp)
 
@@ -62,7 +49,7 @@ class Upload:
         self.storage.forget(self.temp)
 
 
-class LocalStorage:
+class LocalStorage(Storage):
     """A directory on a local or shared file system. Picklable; each process tracks its own
     temporary files."""
 
@@ -185,7 +172,7 @@ class LocalStorage:
     def upload(self, key: str) -> Upload:
         """Start writing an object; it appears under ``key`` only when published."""
         final = self.local_path(key)
-        return Upload(self, key, self._temporary(final, f"{UPLOAD_MARK}{os.getpid()}"))
+        return LocalUpload(self, key, self._temporary(final, f"{UPLOAD_MARK}{os.getpid()}"))
 
     def discard_stale_uploads(self, key: str) -> None:
         """Remove uploads of ``key`` left by processes that died (call only while holding the
@@ -215,11 +202,6 @@ class LocalStorage:
         with self._lock:
             self._temporaries.add(temp)
         return temp
-
-
-def open_storage(root: str | Path) -> LocalStorage:
-    """The storage behind an --output location."""
-    return LocalStorage(root)
 
 
 def _fsync(path: Path) -> None:

@@ -1,0 +1,122 @@
+"""What every storage backend offers: the objects, the operations, the upload."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored object."""
+
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch
+
+
+class Upload(ABC):
+    """An object being written; it appears under its key only once published, whole."""
+
+    key: str
+
+    @property
+    @abstractmethod
+    def target(self) -> Any:
+        """What a writer writes to: a local path, or a binary file object."""
+
+    @abstractmethod
+    def publish(self) -> None:
+        """Make the whole object appear under its key at once (after the writer closed)."""
+
+    @abstractmethod
+    def discard(self) -> None:
+        """Drop what was written; the key is untouched."""
+
+
+class Storage(ABC):
+    """An output location. Keys are '/'-separated and relative to it. Picklable: every
+    process opens its own connections and tracks its own temporaries."""
+
+    conditional: bool = True  # create-if-absent and swap are atomic across processes
+
+    @abstractmethod
+    def uri(self, key: str = "") -> str:
+        """The key as users see it in messages and records."""
+
+    @abstractmethod
+    def child(self, prefix: str) -> Storage:
+        """A storage rooted at a folder key of this one."""
+
+    @abstractmethod
+    def read(self, key: str) -> bytes | None:
+        """The object's bytes, or None if there is none."""
+
+    @abstractmethod
+    def open(self, key: str) -> BinaryIO:
+        """The object for reading; FileNotFoundError if absent."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def stat(self, key: str) -> Entry | None: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[Entry]:
+        """Every object under a folder key, sorted; temporaries left out."""
+
+    @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Write the object unless the key exists; False if it does (someone else was first)."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Write the whole object, replacing any other at once."""
+
+    @abstractmethod
+    def swap(self, key: str, expected: bytes | None, data: bytes) -> bool:
+        """Replace the object only if it still holds ``expected`` (None: only if absent)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete the object; deleting one that is gone is fine."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under a folder key."""
+
+    @abstractmethod
+    def touch(self, key: str) -> None:
+        """Refresh the object's modification time (a heartbeat); no-op if it is gone."""
+
+    @abstractmethod
+    def upload(self, key: str) -> Upload:
+        """Start writing an object that appears under ``key`` only when published."""
+
+    @abstractmethod
+    def discard_stale_uploads(self, key: str) -> None:
+        """Remove unfinished uploads of ``key`` left by processes that died (call only while
+        holding the key's claim, so that nobody else is writing it)."""
+
+    @abstractmethod
+    def discard_temporaries(self) -> None:
+        """Remove every temporary this process started and did not finish."""
+
+    def check(self) -> None:
+        """Raise a clear error now if the location cannot be used (no bucket, no access)."""
+        return
+
+
+def join(*parts: str) -> str:
+    """Join key parts with '/', ignoring empty ones."""
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def is_uri(location: str | Path) -> bool:
+    """s3://bucket/x, memory://x, gs://... (a Windows drive letter is not a scheme)."""
+    text = str(location)
+    scheme, sep, _ = text.partition("://")
+    return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").isalnum()

@@ -1,0 +1,97 @@
+"""An S3 upload as a file a Parquet writer writes to: parts go up as they fill (a multipart
+upload), and the object appears only when the upload is completed, at publish; an object
+smaller than one part is a single PUT then. Discarding aborts the upload."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from etl.storage.base import Upload
+
+PART_SIZE = 8 << 20  # multipart part size; S3 wants at least 5 MiB for all parts but the last
+
+
+class S3Upload(Upload):
+    """A binary file object for a writer: parts go up as they fill; published on complete."""
+
+    def __init__(self, storage: Any, key: str) -> None:  # an S3Storage
+        self.storage = storage
+        self.key = key
+        self.upload_id: str | None = None
+        self.parts: list[dict] = []
+        self.buffer = bytearray()
+        self.written = 0
+        self.closed = False
+
+    @property
+    def target(self) -> S3Upload:
+        return self
+
+    # The file protocol pyarrow's writer uses.
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        self.written += len(data)
+        size = self.storage.part_size
+        while len(self.buffer) >= size:
+            self._send(bytes(self.buffer[:size]))
+            del self.buffer[:size]
+        return len(data)
+
+    def tell(self) -> int:
+        return self.written
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def publish(self) -> None:
+        storage, full = self.storage, self.storage.full(self.key)
+        if self.upload_id is None:
+            storage.put(self.key, bytes(self.buffer))
+        else:
+            if self.buffer:
+                self._send(bytes(self.buffer))
+            storage.client.complete_multipart_upload(
+                Bucket=storage.bucket,
+                Key=full,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": self.parts},
+            )
+        self.buffer = bytearray()
+        storage.forget(self)
+
+    def discard(self) -> None:
+        storage = self.storage
+        if self.upload_id is not None:
+            # Already gone, or the store is unreachable: the next claimant aborts leftovers.
+            with contextlib.suppress(Exception):
+                storage.client.abort_multipart_upload(
+                    Bucket=storage.bucket, Key=storage.full(self.key), UploadId=self.upload_id
+                )
+            self.upload_id = None
+        self.buffer = bytearray()
+        storage.forget(self)
+
+    def _send(self, part: bytes) -> None:
+        storage, full = self.storage, self.storage.full(self.key)
+        client = storage.client
+        if self.upload_id is None:
+            started = client.create_multipart_upload(Bucket=storage.bucket, Key=full)
+            self.upload_id = started["UploadId"]
+        number = len(self.parts) + 1
+        sent = client.upload_part(
+            Bucket=storage.bucket, Key=full, UploadId=self.upload_id, PartNumber=number, Body=part
+        )
+        self.parts.append({"PartNumber": number, "ETag": sent["ETag"]})

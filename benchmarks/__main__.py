@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks import memory, sizes, speed
+from benchmarks import memory, sizes, speed, storage
 from benchmarks.common import DEFAULT_CORPUS, REPO, machine, say
 
 
@@ -33,6 +33,9 @@ def main() -> None:
     if args.sizes:
         report["sizes"] = sizes.measure(args, work)
         sizes.show(report["sizes"])
+    if args.storage:
+        report["storage"] = storage.measure(args, work)
+        storage.show(report["storage"])
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for path in (args.out / f"bench-{stamp}.json", args.out / "latest.json"):
@@ -60,6 +63,11 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "--sizes", action="store_true", help="also the output size of one shard per --output-dtype"
     )
+    parser.add_argument(
+        "--storage", action="store_true", help="also local disk against a local S3 server (moto)"
+    )
+    parser.add_argument("--storage-rows", type=int, default=4000)
+    parser.add_argument("--big-shard-mb", type=int, default=1024, help="for the memory of reads")
     parser.add_argument("--job-args", default="", help="extra JobConfig options: key=value ...")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results")
     args = parser.parse_args()

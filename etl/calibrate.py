@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from etl.spec import OutputSpec
 from etl.stages.source import parquet_file, text_values
 from etl.stages.vectors import int8_ranges
 from etl.state.calibration import calibration_scratch, read_calibration, store_calibration
+from etl.storage.files import read_bytes
 
 if TYPE_CHECKING:
     from etl.engines.base import Engine
@@ -86,14 +86,13 @@ def _calibrate(plan: JobPlan, engine: Engine) -> dict[str, Any]:
 
 
 def _is_parquet(path: str) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(4) == b"PAR1"
+    return read_bytes(path)[:4] == b"PAR1"
 
 
 def _from_ranges_file(path: str, spec: OutputSpec) -> dict[str, Any]:
     """Ranges of another job: same model, dimensions, normalization and columns, or refused."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(read_bytes(path))
     except (OSError, ValueError):
         data = None
     if not isinstance(data, dict) or "columns" not in data:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from etl.config import JobConfig
@@ -259,11 +258,14 @@ def calibration_source(cfg: JobConfig) -> str:
     """What fixes the int8 ranges, for the fingerprint: the corpus sample or a file's content."""
     if not cfg.calibration:
         return f"sample:{cfg.calibration_rows}"
-    path = Path(cfg.calibration)
-    if not path.is_file():
+    from etl.storage.files import read_bytes
+
+    try:
+        data = read_bytes(cfg.calibration)
+    except (FileNotFoundError, IsADirectoryError, OSError) as exc:
         raise ConfigError(
             f"--calibration {cfg.calibration}: no such file (expected a calibration.json "
             "written by another job, or a Parquet file of sample texts)"
-        )
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        ) from exc
+    digest = hashlib.sha256(data).hexdigest()[:16]
     return f"file:{digest}"

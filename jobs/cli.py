@@ -50,7 +50,11 @@ def cli() -> None:
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", envvar="EMBED_ETL_INPUT")
 @click.option(
-    "-o", "--output", required=True, help="Directory for the output shards.", **_env("OUTPUT")
+    "-o",
+    "--output",
+    required=True,
+    help="Directory or URI (s3://bucket/prefix/, gs://...) for the output shards.",
+    **_env("OUTPUT"),
 )
 @click.option(
     "--model",
@@ -171,7 +175,6 @@ def cli() -> None:
 )
 @click.option(
     "--calibration",
-    type=click.Path(dir_okay=False),
     default=None,
     help="With --output-dtype int8: take the ranges from another job's "
     "_embed_etl/calibration.json, or compute them on the texts of this Parquet file. "

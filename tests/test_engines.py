@@ -278,8 +278,8 @@ def test_actors_that_fit_no_node_are_a_clear_error_not_a_hang(
     assert not (tmp_path / "big").exists()
     # More actors than the nodes hold: the ones left over are never placed; a clear error
     # after --ray-timeout, and nothing written.
-    too_many = _cli(*base, "-o", str(tmp_path / "many"), "--workers", "3", "--ray-timeout", "20")
+    too_many = _cli(*base, "-o", str(tmp_path / "many"), "--workers", "3", "--ray-timeout", "8")
     assert too_many.returncode == 1, too_many.stderr
-    assert "1 of 3 actors" in too_many.stderr and "--ray-timeout 20" in too_many.stderr
+    assert "1 of 3 actors" in too_many.stderr and "--ray-timeout 8" in too_many.stderr
     assert "Traceback" not in too_many.stderr
     assert not (tmp_path / "many").exists()

@@ -102,6 +102,12 @@ def walk(location: str) -> list[FileInfo]:
     return sorted(files, key=lambda f: f.location)
 
 
+def read_bytes(location: str) -> bytes:
+    """A whole (small) file: a calibration file, say."""
+    with open_input(location) as handle:
+        return handle.read()
+
+
 def open_input(location: str) -> pa.NativeFile:
     """A random-access file: a Parquet reader fetches only what it reads."""
     fs, path = filesystem(location)

@@ -6,8 +6,10 @@ embed     one mapped BashOperator task per part (dynamic task mapping), retried 
 check     reads `embed-etl status --json` and fails unless every shard is done
 
 A retry (or clearing a failed mapped task) reruns the same command: done shards are skipped,
-so only what failed in that group is redone. Configure with Airflow Variables or environment:
-EMBED_ETL_INPUT, EMBED_ETL_OUTPUT (shared storage), EMBED_ETL_PARTS, EMBED_ETL_OPTIONS.
+so only what failed in that group is redone. Configure with the environment of the workers:
+EMBED_ETL_INPUT and EMBED_ETL_OUTPUT (object storage every worker sees, e.g. s3:// URIs, with
+the store's credentials in the workers' environment or role), EMBED_ETL_PARTS,
+EMBED_ETL_OPTIONS.
 Create the pool first: `airflow pools set embed_etl 2 "embed-etl GPU slots"`.
 """
 
@@ -27,8 +29,8 @@ except ImportError:  # Airflow 2
 
 from jobs.scheduling import check_complete, part_commands
 
-INPUT = os.environ.get("EMBED_ETL_INPUT", "/data/corpus")
-OUTPUT = os.environ.get("EMBED_ETL_OUTPUT", "/data/embeddings")
+INPUT = os.environ.get("EMBED_ETL_INPUT", "s3://corpus/pydocs/")
+OUTPUT = os.environ.get("EMBED_ETL_OUTPUT", "s3://vectors/pydocs/")
 PARTS = int(os.environ.get("EMBED_ETL_PARTS", "8"))
 OPTIONS = os.environ.get("EMBED_ETL_OPTIONS", "--normalize --no-progress")
 POOL = "embed_etl"

@@ -119,10 +119,12 @@ def _memory(args: argparse.Namespace, work: Path, s3) -> dict:
     s3.upload_file(str(path), "bench", "big/big.parquet")
     result = {"shard_mb": round(size / 2**20, 1)}
     for name, where in (("disk", str(path)), ("s3", "s3://bench/big/big.parquet")):
-        code = (
-            "import sys, resource; from etl.stages.source import parquet_file\n"
-            "rows = sum(b.num_rows for b in parquet_file(sys.argv[1]).iter_batches("
-            "batch_size=4096, columns=['id', 'text']))\n"
+        code = (  # the job's own reading stage, windows of 4,096 rows
+            "import sys, resource\n"
+            "from etl.stages.source import iter_windows, parquet_file\n"
+            "shard = parquet_file(sys.argv[1])\n"
+            "windows = iter_windows(shard, sys.argv[1], ['id', 'text'], 4096)\n"
+            "rows = sum(w.num_rows for w in windows)\n"
             "print(rows, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
         )
         out = subprocess.run(

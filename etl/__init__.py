@@ -26,6 +26,7 @@ from etl.job import run_job
 from etl.plan import JobPlan, plan_job, plan_parts
 from etl.state.status import StatusReport, job_status
 from etl.summary import JobSummary
+from etl.verify import VerifyReport, verify_job
 from etl.version import __version__
 from etl.worker.shard_worker import ShardWorker
 
@@ -40,9 +41,11 @@ __all__ = [
     "OutputConflictError",
     "ShardWorker",
     "StatusReport",
+    "VerifyReport",
     "__version__",
     "job_status",
     "plan_job",
     "plan_parts",
     "run_job",
+    "verify_job",
 ]

@@ -347,6 +347,57 @@ def status(output: str, as_json: bool, inputs: tuple[str, ...]) -> None:
     sys.exit(_guarded(show, False))
 
 
+@cli.command(epilog="Exit codes: 0 every shard checks out; 3 some shard has a problem.")
+@click.option(
+    "-o", "--output", required=True, help="The job's output directory or URI.", **_env("OUTPUT")
+)
+@click.option(
+    "--sample",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Check vectors (NaN, unit length) on this fraction of rows; ids and nulls on all.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, for scripts.")
+@click.argument("inputs", nargs=-1, metavar="[INPUT...]")
+def verify(output: str, sample: float, as_json: bool, inputs: tuple[str, ...]) -> None:
+    """Read the outputs back and check them against their inputs and the job.
+
+    Per shard: every input row once and in input order, row counts as the manifest says,
+    vector columns of the promised type and width, no NaN or infinity, unit length where the
+    job normalized, null vectors exactly where the text was null, the job's fingerprint.
+    INPUT defaults to the inputs the job was first run with.
+    """
+    _setup_logging(False)
+
+    def check() -> int:
+        from etl import verify_job
+
+        report = verify_job(output, inputs, sample)
+        if as_json:
+            click.echo(json.dumps(report.to_dict()))
+        else:
+            click.echo(_verify_text(report.to_dict()))
+        return EXIT_OK if report.ok else EXIT_SHARDS_FAILED
+
+    sys.exit(_guarded(check, False))
+
+
+def _verify_text(report: dict[str, Any]) -> str:
+    lines = [
+        f"output   {report['output']}  (fingerprint {report['fingerprint']})",
+        f"checked  {report['shards']} shards, {report['rows']:,} rows in {report['seconds']} s"
+        + (f", vectors on {report['sample']:.0%} of the rows" if report["sample"] < 1 else ""),
+    ]
+    if report["problems"]:
+        lines += ["", f"{report['shards_with_problems']} shards with problems:"]
+        for shard in report["problems"]:
+            lines += [f"  {shard['input']}"] + [f"    {p}" for p in shard["problems"]]
+    else:
+        lines.append("every shard checks out")
+    return "\n".join(lines)
+
+
 def _status_text(report: dict[str, Any]) -> str:
     lines = [
         f"output       {report['output']}",

@@ -1,0 +1,213 @@
+"""embed-etl verify: read the outputs back and check each against its input and the job.
+
+Per shard: every input row once, in input order (ids compared by position, nulls and duplicates
+included); row counts equal to the manifest's; every vector column of the type and width the
+job's fingerprint promises; no NaN or infinity; unit length where the job normalized (within
+NORM_TOLERANCE); null vectors exactly where the text was null; the file's fingerprint the
+job's. polars scans only the columns it needs, with its streaming engine, one shard at a time,
+so memory does not grow with the corpus; --sample checks vectors on a fraction of the rows
+(every id is still checked).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from etl.contract import Shard
+from etl.errors import ConfigError, EmbedEtlError
+from etl.inputs import discover
+from etl.spec import METADATA_PREFIX
+from etl.stages.source import parquet_file
+from etl.state.job_record import read_job
+from etl.state.manifest import Manifest
+from etl.storage import Storage, is_uri, open_storage
+
+NORM_TOLERANCE = {"float32": 1e-3, "float16": 1e-2}  # |norm - 1| allowed, by stored dtype
+FLOAT_TYPES = {"float32": pa.float32(), "float16": pa.float16()}
+
+
+@dataclass
+class ShardCheck:
+    """One shard: its rows and what is wrong with it (nothing, if ``problems`` is empty)."""
+
+    input: str
+    rows: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VerifyReport:
+    output_dir: str
+    fingerprint: str
+    sample: float
+    shards: list[ShardCheck] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not any(s.problems for s in self.shards)
+
+    def to_dict(self) -> dict[str, Any]:
+        bad = [s for s in self.shards if s.problems]
+        return {
+            "status": "ok" if self.ok else "failed",
+            "output": self.output_dir,
+            "fingerprint": self.fingerprint,
+            "shards": len(self.shards),
+            "rows": sum(s.rows for s in self.shards),
+            "shards_with_problems": len(bad),
+            "sample": self.sample,
+            "norm_tolerance": NORM_TOLERANCE,
+            "seconds": round(self.seconds, 3),
+            "problems": [{"input": s.input, "problems": s.problems} for s in bad],
+        }
+
+
+def verify_job(output_dir: str, inputs: tuple[str, ...] = (), sample: float = 1.0) -> VerifyReport:
+    """Check every shard of the job in ``output_dir`` (inputs default to the job's own)."""
+    if not 0 < sample <= 1:
+        raise ConfigError(f"--sample {sample}: expected a fraction in (0, 1]")
+    started = time.perf_counter()
+    storage = open_storage(output_dir)
+    storage.check()
+    job = read_job(storage)
+    if job is None:
+        raise ConfigError(f"--output {output_dir}: no embed-etl job found there")
+    report = VerifyReport(output_dir, job["fingerprint"], sample)
+    manifest = Manifest(storage)
+    shards = discover(tuple(inputs or job.get("inputs", ())), output_dir)
+    for shard in shards:
+        check = ShardCheck(shard.rel_name)
+        try:
+            _check_shard(shard, storage, manifest, job, sample, check)
+        except (OSError, pa.ArrowException, EmbedEtlError) as exc:
+            check.problems.append(f"cannot read: {exc}")
+        report.shards.append(check)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _check_shard(
+    shard: Shard,
+    storage: Storage,
+    manifest: Manifest,
+    job: dict,
+    sample: float,
+    check: ShardCheck,
+) -> None:
+    import polars as pl
+
+    identity = job["identity"]
+    if not storage.exists(shard.output_key):
+        check.problems.append("no output file")
+        return
+    output = storage.uri(shard.output_key)
+    try:
+        footer = pq.read_metadata(output if not is_uri(output) else storage.open(shard.output_key))
+    except (OSError, pa.ArrowException) as exc:
+        check.problems.append(f"not a readable Parquet file: {exc}")
+        return
+    check.rows = footer.num_rows
+    meta = footer.metadata or {}
+    found = meta.get((METADATA_PREFIX + "fingerprint").encode(), b"").decode()
+    if found != job["fingerprint"]:
+        check.problems.append(f"made by another job: fingerprint {found or 'none'}")
+    input_rows = parquet_file(shard.input_path).metadata.num_rows
+    record = manifest.read(shard)
+    recorded = record.rows_out if record is not None else None
+    if not footer.num_rows == input_rows == recorded:
+        check.problems.append(
+            f"rows: input {input_rows}, output {footer.num_rows}, manifest {recorded}"
+        )
+    schema = footer.schema.to_arrow_schema()
+    columns = _vector_columns(identity, schema, check)
+    id_col, text_col = identity["id_column"], identity["text_column"]
+    source = pl.scan_parquet(shard.input_path).select(
+        pl.col(id_col).alias("in_id"), pl.col(text_col).is_null().alias("null_text")
+    )
+    out = pl.scan_parquet(output).select(pl.col(id_col).alias("out_id"), *map(pl.col, columns))
+    common = min(input_rows, footer.num_rows)  # ids are compared position by position
+    joined = pl.concat([source.slice(0, common), out.slice(0, common)], how="horizontal")
+    moved = pl.col("in_id").ne_missing(pl.col("out_id"))
+    checks = [moved.sum().alias("moved"), moved.arg_max().alias("first_moved")]
+    for name in columns:
+        checks.append((pl.col("null_text") != pl.col(name).is_null()).sum().alias(f"{name}:null"))
+    counts = joined.select(checks).collect(engine="streaming").row(0, named=True)
+    if counts["moved"]:
+        check.problems.append(
+            f"ids out of place: {counts['moved']} rows differ from the input by position, "
+            f"the first at row {counts['first_moved']}"
+        )
+    for name in columns:
+        if counts[f"{name}:null"]:
+            check.problems.append(
+                f"{name}: {counts[f'{name}:null']} rows null where the text is not, or not "
+                "null where it is"
+            )
+    _check_values(output, columns, identity, sample, check)
+
+
+def _vector_columns(identity: dict, schema: pa.Schema, check: ShardCheck) -> dict[str, str]:
+    """The output's vector columns with their stored dtype, each checked against the job."""
+    dtypes = identity.get("output_dtypes") or [identity["output_dtype"]]
+    columns = {}
+    for column in identity["columns"]:
+        for dtype in dtypes:
+            name = column["name"] if len(dtypes) == 1 else f"{column['name']}_{dtype}"
+            expected = _expected_type(column, dtype, identity)
+            if name not in schema.names:
+                check.problems.append(f"{name}: no such column")
+                continue
+            if not schema.field(name).type.equals(expected):
+                check.problems.append(f"{name}: {schema.field(name).type}, expected {expected}")
+                continue
+            if column["pooling"] != "tokens":
+                columns[name] = dtype
+    return columns
+
+
+def _expected_type(column: dict, dtype: str, identity: dict) -> pa.DataType:
+    width = min(identity.get("truncate_dim") or column["dim"], column["dim"])
+    if dtype == "binary":
+        element = pa.list_(pa.uint8(), width // 8)
+    else:
+        element = pa.list_({**FLOAT_TYPES, "int8": pa.int8()}[dtype], width)
+    return pa.list_(element.value_type, width) if column["pooling"] == "tokens" else element
+
+
+def _check_values(
+    output: str, columns: dict[str, str], identity: dict, sample: float, check: ShardCheck
+) -> None:
+    import polars as pl
+
+    floats = [name for name, dtype in columns.items() if dtype in FLOAT_TYPES]
+    if not floats:
+        return
+    every = max(1, round(1 / sample))
+    scan = pl.scan_parquet(output).select(floats)
+    if every > 1:
+        scan = scan.filter(pl.int_range(pl.len()) % every == 0)
+    checks = []
+    for name in floats:
+        v = pl.col(name)
+        bad = v.arr.eval(pl.element().is_nan() | pl.element().is_infinite()).arr.any()
+        checks.append(bad.sum().alias(f"{name}:bad"))
+        if identity["normalize"]:
+            norm = v.arr.eval(pl.element().cast(pl.Float64).pow(2)).arr.sum().sqrt()
+            off = (norm - 1).abs() > NORM_TOLERANCE[columns[name]]
+            checks.append(off.sum().alias(f"{name}:norm"))
+    counts = scan.select(checks).collect(engine="streaming").row(0, named=True)
+    for name in floats:
+        if counts[f"{name}:bad"]:
+            check.problems.append(f"{name}: {counts[f'{name}:bad']} vectors with NaN or infinity")
+        if counts.get(f"{name}:norm"):
+            tolerance = NORM_TOLERANCE[columns[name]]
+            check.problems.append(
+                f"{name}: {counts[f'{name}:norm']} vectors not of unit length "
+                f"(|norm - 1| > {tolerance}) in a normalized job"
+            )

@@ -23,7 +23,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
             column="id",
             normalize=True,
             max_length=args.max_length,
-            output_dtype=dtype,
+            output_dtypes=(dtype,),
             threads=args.threads,
         )
         path = out / shard.name

@@ -48,7 +48,7 @@ def with_calibration(plan: JobPlan, engine: Engine) -> JobPlan:
     The sample runs on one of the engine's workers, which have loaded the model already.
     """
     spec, cfg = plan.spec, plan.cfg
-    if spec.output_dtype != "int8":
+    if not spec.int8:
         return plan
     existing = read_calibration(plan.storage)
     if existing and existing.get("fingerprint") == spec.fingerprint and not cfg.overwrite:
@@ -165,7 +165,7 @@ def _embed_sample(plan: JobPlan, engine: Engine, texts: list[str]) -> dict[str, 
         text_column="text",
         id_column="id",
         keep_columns=(),
-        output_dtype="float32",
+        output_dtypes=("float32",),
         calibration_source=None,
         calibration=None,
     )

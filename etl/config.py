@@ -62,7 +62,7 @@ class JobConfig:
     ray_timeout: float = 600.0  # seconds for every Ray actor to be placed and load the model
     long_text: str = "truncate"  # truncate | chunk | error, for texts over max_length tokens
     chunk_overlap: int = 0  # tokens shared by consecutive windows with long_text="chunk"
-    output_dtype: str = "float32"  # float32 | float16 | int8 | binary
+    output_dtypes: tuple[str, ...] = ("float32",)  # each of float32 | float16 | int8 | binary
     truncate_dim: int | None = None  # keep only the first D dimensions
     calibration: str | None = None  # int8: calibration.json of another job, or a Parquet sample
     calibration_rows: int = CALIBRATION_ROWS
@@ -147,20 +147,25 @@ class JobConfig:
             )
         if self.chunk_overlap and self.long_text != "chunk":
             raise ConfigError("--chunk-overlap goes with --long-text chunk")
-        if self.output_dtype not in OUTPUT_DTYPES:
-            raise ConfigError(
-                f"--output-dtype {self.output_dtype}: expected one of {', '.join(OUTPUT_DTYPES)}"
-            )
+        if not self.output_dtypes:
+            raise ConfigError("--output-dtype: give at least one of " + ", ".join(OUTPUT_DTYPES))
+        for dtype in self.output_dtypes:
+            if dtype not in OUTPUT_DTYPES:
+                raise ConfigError(
+                    f"--output-dtype {dtype}: expected one of {', '.join(OUTPUT_DTYPES)}"
+                )
+        _no_duplicates("--output-dtype", self.output_dtypes)
         _positive("--truncate-dim", self.truncate_dim, allow_none=True)
-        if self.calibration and self.output_dtype != "int8":
+        if self.calibration and "int8" not in self.output_dtypes:
             raise ConfigError("--calibration goes with --output-dtype int8")
         _positive("--calibration-rows", self.calibration_rows)
         if self.prompt is not None and self.prompt_name is not None:
             raise ConfigError("--prompt and --prompt-name: give one of the two")
-        if "tokens" in self.poolings and self.output_dtype in ("int8", "binary"):
+        packed = [d for d in self.output_dtypes if d in ("int8", "binary")]
+        if "tokens" in self.poolings and packed:
             raise ConfigError(
-                f"--pooling tokens --output-dtype {self.output_dtype}: token vectors are stored "
-                "as float32 or float16"
+                f"--pooling tokens --output-dtype {packed[0]}: token vectors are stored as "
+                "float32 or float16"
             )
 
 

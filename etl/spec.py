@@ -67,7 +67,7 @@ class OutputSpec:
     dtype: str  # compute dtype actually used: float32 | float16 | bfloat16
     long_text: str = "truncate"  # truncate | chunk | error
     chunk_overlap: int = 0  # tokens shared by consecutive windows (chunk only)
-    output_dtype: str = "float32"  # float32 | float16 | int8 | binary
+    output_dtypes: tuple[str, ...] = ("float32",)  # each column stored in each of these
     truncate_dim: int | None = None  # keep the first D dimensions
     calibration_source: str | None = None  # int8: "sample" or "file:<sha256>"
     prompt: str = ""  # prepended to every text
@@ -93,7 +93,7 @@ class OutputSpec:
             "dtype": self.dtype,
             "long_text": self.long_text,
             "chunk_overlap": self.chunk_overlap if self.long_text == "chunk" else None,
-            "output_dtype": self.output_dtype,
+            "output_dtypes": list(self.output_dtypes),
             "truncate_dim": self.truncate_dim,
             "calibration": self.calibration_source,
             "prompt": self.prompt,
@@ -107,6 +107,17 @@ class OutputSpec:
     def out_dim(self, column: ColumnSpec) -> int:
         """Dimensions of a column kept in the output (before binary packing)."""
         return min(self.truncate_dim or column.dim, column.dim)
+
+    def stored(self, column: ColumnSpec) -> list[tuple[str, str]]:
+        """(output column name, dtype) for each encoding of a column: the column's own name
+        with one --output-dtype, name_<dtype> with several."""
+        if len(self.output_dtypes) == 1:
+            return [(column.name, self.output_dtypes[0])]
+        return [(f"{column.name}_{dtype}", dtype) for dtype in self.output_dtypes]
+
+    @property
+    def int8(self) -> bool:
+        return "int8" in self.output_dtypes
 
     @property
     def deepest_layer(self) -> int:
@@ -178,7 +189,7 @@ def build_output_spec(cfg: JobConfig, model: ModelInfo, dtype: str) -> OutputSpe
         )
     for column in columns:
         width = min(cfg.truncate_dim or column.dim, column.dim)
-        if cfg.output_dtype == "binary" and width % 8:
+        if "binary" in cfg.output_dtypes and width % 8:
             raise ConfigError(
                 f"--output-dtype binary packs 8 dimensions per byte: {width} dimensions is not a "
                 f"multiple of 8 ({column.name}; pick another --truncate-dim)"
@@ -199,9 +210,9 @@ def build_output_spec(cfg: JobConfig, model: ModelInfo, dtype: str) -> OutputSpe
         dtype=dtype,
         long_text=cfg.long_text,
         chunk_overlap=cfg.chunk_overlap,
-        output_dtype=cfg.output_dtype,
+        output_dtypes=cfg.output_dtypes,
         truncate_dim=truncate,
-        calibration_source=calibration_source(cfg) if cfg.output_dtype == "int8" else None,
+        calibration_source=calibration_source(cfg) if "int8" in cfg.output_dtypes else None,
         prompt=prompt,
         prompt_name=prompt_name,
     )

@@ -158,11 +158,13 @@ def cli() -> None:
 )
 @click.option(
     "--output-dtype",
+    "output_dtypes",
+    multiple=True,
     type=click.Choice(OUTPUT_DTYPES),
-    **_default("output_dtype"),
     help="How vectors are stored: float32; float16 (half the size); int8 (a quarter; "
     "per-dimension ranges fixed once per job, in the file metadata); binary (sign bits, "
-    "uint8[dim/8], 1/32 of the size, for Hamming search).",
+    "uint8[dim/8], 1/32 of the size, for Hamming search). Repeatable: each encoding of the "
+    "same vectors in its own column, <column>_<dtype>, from one forward pass. [default: float32]",
     **_env("OUTPUT_DTYPE"),
 )
 @click.option(
@@ -463,7 +465,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 def _build_config(**options: Any) -> JobConfig:
     options["inputs"] = tuple(options["inputs"])
     options["keep_columns"] = tuple(options["keep_columns"])
-    for name in ("poolings", "layers"):  # repeatable: nothing given means the default
+    for name in (
+        "poolings",
+        "layers",
+        "output_dtypes",
+    ):  # repeatable: nothing given means the default
         options[name] = tuple(options[name]) or JobConfig.__dataclass_fields__[name].default
     devices = options.pop("devices", None)
     options["devices"] = (

@@ -172,6 +172,8 @@ def job_config(inputs, output, model=None, **kw):
     from etl import JobConfig
 
     inputs = (inputs,) if isinstance(inputs, (str, Path)) else inputs
+    if "output_dtype" in kw:  # one encoding, as most tests want
+        kw["output_dtypes"] = (kw.pop("output_dtype"),)
     return JobConfig(
         inputs=tuple(str(i) for i in inputs),
         output_dir=str(output),

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from etl.stages.vectors import dequantize_int8, hamming
+from etl.stages.vectors import dequantize_int8
 from tests.conftest import run_cli, run_ok, tiny_texts, write_shard
 
 
@@ -193,50 +193,96 @@ def test_bad_compact_options_are_usage_errors(tmp_path, tiny_model, two_shards, 
 
 
 def test_compact_outputs_on_the_real_model(tmp_path, corpus, real_model):
-    """1,000 shared-corpus rows and 20 queries: int8 keeps cosine >= 0.99 against float32;
-    binary keeps its sign bits, and Hamming ranking finds most of the float32 top-10."""
+    """1,000 shared-corpus rows and 20 queries, every encoding from one pass: int8 keeps
+    cosine >= 0.99 against float32; binary keeps the sign bits; the README's shortlist-and-
+    rescore recipe (Hamming top-40 from the sign bits, rescored with int8) finds 8 of the
+    float32 top-10."""
+    pl = pytest.importorskip("polars")
     files = sorted(corpus.glob("*.parquet"))
     docs = pq.read_table(files[0], columns=["id", "text"]).slice(0, 1000)
     queries = pq.read_table(files[1], columns=["id", "text"]).slice(0, 20)
     pq.write_table(docs, (tmp_path / "in").mkdir() or tmp_path / "in" / "docs.parquet")
     pq.write_table(queries, tmp_path / "in" / "queries.parquet")
-    for dtype in ("float32", "int8", "binary"):
-        _run(tmp_path / "in", tmp_path / dtype, real_model, output_dtype=dtype)  # mean, normalized
-
-    sizes = {
-        d: (tmp_path / d / "docs.parquet").stat().st_size for d in ("float32", "int8", "binary")
+    out = tmp_path / "out"
+    _run(tmp_path / "in", out, real_model, output_dtypes=("float32", "int8", "binary"))
+    footer = pq.read_metadata(out / "docs.parquet")
+    size = {
+        dtype: sum(
+            footer.row_group(g).column(c).total_compressed_size
+            for g in range(footer.num_row_groups)
+            for c in range(footer.num_columns)
+            if footer.schema.column(c).path.startswith(f"{MODEL}_{dtype}.")
+        )
+        for dtype in ("float32", "int8", "binary")
     }
-    assert sizes["int8"] < 0.3 * sizes["float32"]  # a byte per dimension, not an int32
-    assert sizes["binary"] < 0.05 * sizes["float32"]
-    exact = _matrix(tmp_path / "float32" / "docs.parquet", MODEL)
-    ranges = json.loads(_meta(tmp_path / "int8" / "docs.parquet")["embed_etl.int8_ranges"])
-    back = dequantize_int8(
-        _matrix(tmp_path / "int8" / "docs.parquet", MODEL, np.int8), ranges[MODEL]
-    )
+    assert size["int8"] < 0.3 * size["float32"]  # a byte per dimension, not an int32
+    assert size["binary"] < 0.05 * size["float32"]
+
+    # The README's recipe, as written there.
+    table = pl.read_parquet(out / "docs.parquet")
+    meta = pq.read_schema(out / "docs.parquet").metadata
+    ranges = json.loads(meta[b"embed_etl.int8_ranges"])[MODEL]
+    lo, hi = np.array(ranges["min"], np.float32), np.array(ranges["max"], np.float32)
+    bits = table[f"{MODEL}_binary"].to_numpy()  # (N, 48) uint8: 384 sign bits
+    codes = table[f"{MODEL}_int8"].to_numpy()  # (N, 384) int8
+    back = (codes.astype(np.float32) + 128) * (hi - lo) / 255 + lo
+
+    def search(query_bits, query_vector, k=10, shortlist=40):
+        distance = np.unpackbits(bits ^ query_bits, axis=1).sum(axis=1)  # Hamming
+        short = np.argsort(distance, kind="stable")[:shortlist]
+        return short[np.argsort(-(back[short] @ query_vector))[:k]]
+
+    exact = table[f"{MODEL}_float32"].to_numpy()
     cosines = _cosines(back, exact)
     print(f"int8 cosine vs float32: min {cosines.min():.5f} mean {cosines.mean():.5f}")
     assert cosines.min() >= 0.99
-
-    packed = _matrix(tmp_path / "binary" / "docs.parquet", MODEL, np.uint8)
-    assert np.array_equal(np.unpackbits(packed, axis=1).astype(bool), exact > 0)
-    exact_q = _matrix(tmp_path / "float32" / "queries.parquet", MODEL)
-    packed_q = _matrix(tmp_path / "binary" / "queries.parquet", MODEL, np.uint8)
-    back_q = dequantize_int8(
-        _matrix(tmp_path / "int8" / "queries.parquet", MODEL, np.int8), ranges[MODEL]
-    )
+    assert np.array_equal(np.unpackbits(bits, axis=1).astype(bool), exact > 0)
+    q = pl.read_parquet(out / "queries.parquet")
     found, rescored = [], []
-    for q in range(20):
-        truth = set(np.argsort(-(exact @ exact_q[q]))[:10])
-        by_hamming = np.argsort(hamming(packed, packed_q[q]), kind="stable")
-        found.append(len(truth & set(by_hamming[:10])))
-        shortlist = by_hamming[:40]  # the usual remedy: rescore a Hamming shortlist with int8
-        rescored.append(
-            len(truth & set(shortlist[np.argsort(-(back[shortlist] @ back_q[q]))][:10]))
-        )
+    for i in range(20):
+        exact_q = q[f"{MODEL}_float32"].to_numpy()[i]
+        truth = set(np.argsort(-(exact @ exact_q))[:10])
+        q_bits = q[f"{MODEL}_binary"].to_numpy()[i]
+        found.append(len(truth & set(search(q_bits, exact_q, shortlist=10))))
+        q_back = (q[f"{MODEL}_int8"].to_numpy()[i].astype(np.float32) + 128) * (hi - lo) / 255 + lo
+        rescored.append(len(truth & set(search(q_bits, q_back))))
     print(
-        f"float32 top-10 found: Hamming {np.mean(found):.2f}, "
-        f"Hamming top-40 + int8 {np.mean(rescored):.2f}"
+        f"float32 top-10 found: Hamming {np.mean(found):.2f}, top-40 + int8 {np.mean(rescored):.2f}"
     )
-    # Measured 5.45 of 10 with sign bits of this 384-dim model (the issue asks for 8; see README).
-    assert np.mean(found) >= 5.0
+    # What the format can do: a Hamming shortlist of 40 rescored with int8 finds 8 of 10.
     assert np.mean(rescored) >= 8.0
+    # Hamming alone is bounded by the code, not by the job: 384 sign bits keep only which side
+    # of 0 each dimension falls, and the neighbours of a query differ from it in a few
+    # dimensions by small amounts that a sign does not see (measured 5.45 of 10; centering,
+    # random rotations or ITQ barely move it). Only more bits per vector would lift it.
+    assert np.mean(found) >= 5.0
+
+
+def test_several_encodings_in_one_pass_equal_separate_runs_bit_for_bit(
+    tmp_path, tiny_model, two_shards, monkeypatch
+):
+    import etl.stages.encoder
+
+    batches = []
+    real = etl.stages.encoder.Encoder.encode
+    monkeypatch.setattr(
+        etl.stages.encoder.Encoder, "encode", lambda self, b: batches.append(1) or real(self, b)
+    )
+    both = tmp_path / "both"
+    _run(two_shards, both, tiny_model, normalize=True, output_dtypes=("binary", "int8"))
+    passes = {"both": len(batches)}
+    for dtype in ("binary", "int8"):
+        batches.clear()
+        _run(two_shards, tmp_path / dtype, tiny_model, normalize=True, output_dtype=dtype)
+        passes[dtype] = len(batches)
+    # The two encodings cost the forward passes of the int8 run alone (which also embeds the
+    # calibration sample), not those of two runs.
+    assert passes["both"] == passes["int8"] < passes["int8"] + passes["binary"]
+    for i in range(2):
+        table = pq.read_table(both / f"p{i}.parquet")
+        assert table.column_names[-2:] == ["emb_mean_binary", "emb_mean_int8"]
+        for dtype in ("binary", "int8"):
+            alone = pq.read_table(tmp_path / dtype / f"p{i}.parquet").column("emb_mean")
+            assert table.column(f"emb_mean_{dtype}").equals(alone), dtype
+    meta = _meta(both / "p0.parquet")
+    assert meta["embed_etl.output_dtype"] == "binary,int8" and "embed_etl.int8_ranges" in meta

@@ -29,12 +29,13 @@ def output_schema(input_schema: pa.Schema, spec: OutputSpec, shard: Shard) -> pa
     if spec.has_tokens:
         fields.append(pa.field(TOKEN_IDS, pa.list_(pa.int32())))
     for c in spec.columns:
-        if c.tokens:
-            width = spec.truncate_dim or spec.model.hidden_size
-            kind = pa.list_(arrow_type(spec.output_dtype, width))
-        else:
-            kind = arrow_type(spec.output_dtype, spec.out_dim(c))
-        fields.append(pa.field(c.name, kind))
+        for name, dtype in spec.stored(c):
+            if c.tokens:
+                width = spec.truncate_dim or spec.model.hidden_size
+                kind = pa.list_(arrow_type(dtype, width))
+            else:
+                kind = arrow_type(dtype, spec.out_dim(c))
+            fields.append(pa.field(name, kind))
     return pa.schema(fields, metadata=file_metadata(spec, shard))
 
 
@@ -60,7 +61,7 @@ def file_metadata(spec: OutputSpec, shard: Shard) -> dict[str, str]:
         "dtype": spec.dtype,
         "text_column": spec.text_column,
         "long_text": spec.long_text,
-        "output_dtype": spec.output_dtype,
+        "output_dtype": ",".join(spec.output_dtypes),
         "prompt": spec.prompt,
     }
     if recipe.from_model:
@@ -71,7 +72,7 @@ def file_metadata(spec: OutputSpec, shard: Shard) -> dict[str, str]:
         values["chunk_overlap"] = str(spec.chunk_overlap)
     if spec.truncate_dim is not None:
         values["truncate_dim"] = str(spec.truncate_dim)
-    if spec.output_dtype == "int8":
+    if spec.int8:
         values["int8_ranges"] = json.dumps(spec.calibration["columns"], sort_keys=True)
         values["int8_formula"] = "x = (code + 128) * (max - min) / 255 + min"
         values["calibration"] = spec.calibration_source
@@ -104,10 +105,14 @@ class ShardWriter:
         self.upload = storage.upload(shard.output_key)  # registered before the file exists
         passthrough = [spec.id_column, *spec.keep_columns]
         dictionary = list(passthrough)
-        if spec.output_dtype in ("int8", "binary"):
-            # Parquet has no 8-bit physical type: without a dictionary (at most 256 values,
-            # indices bit-packed to 8 bits) each byte would be stored as a 4-byte integer.
-            dictionary += [f"{c.name}.list.element" for c in spec.columns]
+        # Parquet has no 8-bit physical type: without a dictionary (at most 256 values, indices
+        # bit-packed to 8 bits) each byte would be stored as a 4-byte integer.
+        dictionary += [
+            f"{name}.list.element"
+            for c in spec.columns
+            for name, dtype in spec.stored(c)
+            if dtype in ("int8", "binary")
+        ]
         self._writer = pq.ParquetWriter(
             self.upload.target,
             self.schema,
@@ -158,7 +163,7 @@ class ShardWriter:
             if self.spec.has_tokens:
                 arrays.append(window.finished_token_ids())
             for column in self.spec.columns:
-                arrays.append(window.finished(column.name))
+                arrays += window.finished(column.name)  # one array per --output-dtype
             batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
             self._writer.write_batch(batch)
             self.rows_written += batch.num_rows

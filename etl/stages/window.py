@@ -24,6 +24,7 @@ class Window:
     def __init__(self, info: WindowInfo, spec: OutputSpec) -> None:
         self.info = info
         self.spec = spec
+        self.dtypes = spec.output_dtypes
         pooled = [c for c in spec.columns if not c.tokens]
         self.vectors = {c.name: np.zeros((info.num_rows, c.dim), np.float32) for c in pooled}
         self.maxed = {c.name for c in pooled if c.pooling == ("max",) and not c.dense}
@@ -80,11 +81,12 @@ class Window:
             for name in self.tokens:
                 self.tokens[name][row][part] = vectors[name][i][real[i]]  # (n, H)
 
-    def finished(self, name: str) -> pa.Array:
-        """The column as stored: joined, truncated, normalized, encoded; nulls for null texts."""
+    def finished(self, name: str) -> list[pa.Array]:
+        """The column as stored, once per --output-dtype, all from the same vectors: joined,
+        truncated, normalized, encoded; nulls for null texts."""
         nulls = pa.array(~self.filled) if not self.filled.all() else None
         if name in self.tokens:
-            return self._finished_tokens(self.tokens[name], nulls)
+            return [self._finished_tokens(self.tokens[name], nulls, d) for d in self.dtypes]
         values = self.vectors[name]
         multi = self.info.multi
         if multi is not None and multi.any() and name not in self.maxed:
@@ -93,8 +95,8 @@ class Window:
             values[~self.filled] = 0.0  # null rows: masked out, but keep the values finite
         spec = self.spec
         values = finish(values, spec.truncate_dim, spec.normalize)
-        ranges = spec.calibration["columns"][name] if spec.output_dtype == "int8" else None
-        return to_arrow(encode(values, spec.output_dtype, ranges), nulls)
+        ranges = spec.calibration["columns"][name] if spec.int8 else None
+        return [to_arrow(encode(values, dtype, ranges), nulls) for dtype in self.dtypes]
 
     def finished_token_ids(self) -> pa.Array:
         nulls = pa.array(~self.filled) if not self.filled.all() else None
@@ -104,7 +106,9 @@ class Window:
         flat = np.concatenate(rows) if rows else np.zeros(0, np.int32)
         return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat), mask=nulls)
 
-    def _finished_tokens(self, per_row: list[dict[int, np.ndarray]], nulls) -> pa.Array:
+    def _finished_tokens(
+        self, per_row: list[dict[int, np.ndarray]], nulls: pa.Array | None, dtype: str
+    ) -> pa.Array:
         spec = self.spec
         empty = np.zeros((0, spec.model.hidden_size), np.float32)
         rows = [self._in_text_order(parts, row, empty) for row, parts in enumerate(per_row)]
@@ -112,7 +116,7 @@ class Window:
         flat = np.concatenate(rows)[:, :width].astype(np.float32, copy=False)  # (all tokens, H)
         if spec.normalize:
             flat = l2_normalize(flat)
-        vectors = to_arrow(encode(flat, spec.output_dtype), None)
+        vectors = to_arrow(encode(flat, dtype), None)
         offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int32)
         return pa.ListArray.from_arrays(pa.array(offsets), vectors, mask=nulls)
 

@@ -1,7 +1,8 @@
 """What scheduler integrations (the Airflow DAG, cron) need from embed-etl, without Airflow.
 
 They talk to the job only through its command line and JSON: `plan --json` to fan out,
-`run --shard-index I --num-shards N` per task, `status --json` to check the result.
+`run --shard-index I --num-shards N` per task, `verify --json` (or `status --json`) to check the
+result. So a scheduler's own environment needs no torch, only the embed-etl command.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ from typing import Any
 
 
 def part_commands(
-    plan: dict[str, Any], inputs: list[str], output: str, options: str = ""
+    plan: dict[str, Any],
+    inputs: list[str],
+    output: str,
+    options: str = "",
+    binary: str = "embed-etl",
 ) -> list[str]:
     """One `embed-etl run` command per non-empty part of `embed-etl plan --json` output."""
     n = plan["num_shards"]
-    base = ["embed-etl", "run", *inputs, "--output", output]
+    base = [binary, "run", *inputs, "--output", output]
     commands = []
     for part in plan["parts"]:
         if not part["inputs"]:
@@ -38,3 +43,15 @@ def check_complete(status: dict[str, Any], expected_inputs: int) -> str:
     if problems:
         raise RuntimeError("embedding incomplete: " + "; ".join(problems))
     return f"{status['done']} shards, {status['rows_done']:,} rows embedded"
+
+
+def check_verified(report: dict[str, Any]) -> str:
+    """Raise unless `embed-etl verify --json` found every shard sound; else a summary."""
+    if report["status"] != "ok":
+        problems = "; ".join(
+            f"{shard['input']}: {', '.join(shard['problems'])}" for shard in report["problems"][:5]
+        )
+        raise RuntimeError(
+            f"embedding not verified: {report['shards_with_problems']} shards: {problems}"
+        )
+    return f"{report['shards']} shards, {report['rows']:,} rows verified"

@@ -35,10 +35,13 @@ TINY_LAYERS = 3
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 3-layer BERT, hidden size 32, seeded, saved and loaded back like any real model."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def build_tiny_model(path: Path) -> Path:
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    path = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(TINY_VOCAB),

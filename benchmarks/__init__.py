@@ -5,4 +5,5 @@ Not part of the installed package. Run with `python -m benchmarks` (see --help):
   memory  peak RSS of the whole job on 10k rows and on the whole corpus (--memory)
   sizes   one shard written with each --output-dtype (--sizes)
   storage local disk against a local S3 server: rows/s, requests per shard, memory (--storage)
+  verify  embed-etl verify on the whole corpus: time, peak memory, and on 4x the rows (--verify)
 """

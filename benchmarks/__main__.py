@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks import memory, sizes, speed, storage
+from benchmarks import memory, sizes, speed, storage, verify
 from benchmarks.common import DEFAULT_CORPUS, REPO, machine, say
 
 
@@ -36,6 +36,9 @@ def main() -> None:
     if args.storage:
         report["storage"] = storage.measure(args, work)
         storage.show(report["storage"])
+    if args.verify:
+        report["verify"] = verify.measure(args, work)
+        verify.show(report["verify"])
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for path in (args.out / f"bench-{stamp}.json", args.out / "latest.json"):
@@ -68,6 +71,8 @@ def _parse() -> argparse.Namespace:
     )
     parser.add_argument("--storage-rows", type=int, default=4000)
     parser.add_argument("--big-shard-mb", type=int, default=1024, help="for the memory of reads")
+    parser.add_argument("--verify", action="store_true", help="also embed-etl verify's cost")
+    parser.add_argument("--verify-output", default=None, help="an output of the corpus to reuse")
     parser.add_argument("--job-args", default="", help="extra JobConfig options: key=value ...")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results")
     args = parser.parse_args()

@@ -1,6 +1,7 @@
 """run_job: the one flow from input shards to embedding files, the same for every engine.
 
-plan       discover inputs, resolve the output spec, skip what is done (no model loaded)
+plan       discover inputs, resolve the output spec, skip what is done (no model loaded);
+           drop the claims that killed runs left on done shards
 start      the engine loads the model in each of its workers and runs the largest batch
 calibrate  int8 only: the ranges, fixed once per job, on one of those workers
 record     job.json, once, before the first output
@@ -17,7 +18,9 @@ from etl.config import JobConfig
 from etl.contract import ShardResult, ShardStatus
 from etl.engines import engine_for
 from etl.plan import JobPlan, plan_job
+from etl.state.claims import ClaimBook
 from etl.state.job_record import record_job
+from etl.state.manifest import Manifest
 from etl.summary import JobSummary
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,8 @@ def run_job(cfg: JobConfig) -> JobSummary:
     with engine_for(cfg) as engine:
         plan = plan_job(cfg, engine.placement())
         skipped = [ShardResult(s, ShardStatus.SKIPPED) for s in plan.done]
+        if plan.done:  # a kill after a shard's record leaves its claim behind
+            ClaimBook(Manifest(plan.storage), plan.spec.fingerprint).clear_stale(plan.done)
         if not plan.pending:
             log.info("nothing to do: %d shard(s) already done", len(plan.done))
             return JobSummary(plan.spec.fingerprint, skipped, time.perf_counter() - started)

@@ -102,3 +102,24 @@ def test_a_shard_done_meanwhile_is_not_claimed(tmp_path):
     book.manifest.write(done)
     assert not book(shard)
     assert not _path(book, shard).exists()
+
+
+def test_a_run_clears_the_claim_a_kill_left_on_a_done_shard(tmp_path, tiny_model):
+    """Killed after a shard's record but before its claim's release: the rerun, which has nothing
+    left to do for that shard, still deletes the dead owner's claim; a live owner's stays."""
+    from tests.conftest import run_ok, tiny_texts, write_shard
+
+    write_shard(tmp_path / "in" / "a.parquet", tiny_texts(8))
+    write_shard(tmp_path / "in" / "b.parquet", tiny_texts(8, seed=1))
+    out = tmp_path / "out"
+    run_ok(tmp_path / "in", out, tiny_model)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    storage = open_storage(out)
+    left = ClaimBook(Manifest(storage), "fp", owner=Owner(pid=dead.pid, started=1))
+    live = ClaimBook(Manifest(storage), "fp")  # this test's own process: alive
+    a, b = (Shard(str(tmp_path / "in" / n), n, n) for n in ("a.parquet", "b.parquet"))
+    assert left._create(a) and live._create(b)
+    assert run_ok(tmp_path / "in", out, tiny_model)["shards_skipped"] == 2
+    assert not storage.exists(left.key(a))
+    assert storage.exists(live.key(b))

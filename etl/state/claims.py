@@ -5,7 +5,8 @@ A claim is an object created only if absent under ``_embed_etl/claims/``, naming
 written. A claim whose owner is gone is stale and may be taken over: on the same host, when the
 owner process no longer exists (a SIGKILL is noticed at once); on another host, when the owner
 has not refreshed the claim's modification time for ``stale_after`` seconds. A takeover replaces
-the stale claim only if it is still the one read, so two processes never both take it over.
+the stale claim only if it is still the one read, so two processes never both take it over. A
+stale claim of a shard that is done is deleted by the next run's plan.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +85,17 @@ class ClaimBook:
         for key, holder in self._claims():
             if holder.get("token") == self.owner.token:
                 self.storage.delete(key)
+
+    def clear_stale(self, shards: Iterable[Shard]) -> int:
+        """Delete the stale claims of these shards (done ones: a kill between a shard's record and
+        its claim's release leaves such a claim, and nothing else would ever remove it)."""
+        names = {shard.rel_name for shard in shards}
+        cleared = 0
+        for key, holder in self._claims():
+            if holder.get("input") in names and self._is_stale(key, holder):
+                self.storage.delete(key)
+                cleared += 1
+        return cleared
 
     def heartbeat(self) -> None:
         """Refresh the modification time of this run's claims, so other hosts see them alive."""

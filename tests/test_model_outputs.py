@@ -132,8 +132,8 @@ def test_layer_k_runs_only_k_layers_and_gives_hidden_states_k(model_case):
     from etl.stages.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(info)
-    enc = tokenizer(texts[:1], truncation=True, max_length=max_length, return_tensors="pt")
-    batch = Batch(0, 0, torch.arange(1), enc["input_ids"], enc["attention_mask"])
+    ids = torch.tensor(tokenizer(texts[:1], truncation=True, max_length=max_length)["input_ids"])
+    batch = Batch(0, 0, torch.arange(1), ids, torch.ones_like(ids))
     got = encoder.encode(batch)[f"emb_mean_layer{k}"].numpy()
     assert len(calls) == k
     ref = _reference(model_dir, texts[:1], max_length)

@@ -17,6 +17,7 @@ import torch
 from etl.config import JobConfig
 from etl.contract import Batch
 from etl.errors import ModelError
+from etl.model.bert import load_bert
 from etl.model.facts import ModelInfo
 from etl.spec import OutputSpec
 from etl.stages.device import attention_backend, cpu_supports, default_threads
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 # them; batches cut on a token budget rarely repeat a shape, so the cache only grows (to over a
 # GB) without speeding anything up. 16 entries: flat memory, same speed (see README).
 ONEDNN_CACHE_CAPACITY = "16"
+
+# The CPU warm-up's sequence length: enough to run every layer once.
+CPU_WARM_UP_TOKENS = 8
 
 # Where the supported architectures keep their list of transformer layers.
 LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
@@ -98,7 +102,11 @@ class Encoder:
         return {name: v.to("cpu", non_blocking=False) for name, v in result.items()}
 
     def warm_up(self, rows: int, length: int) -> None:
-        """Run the largest batch the job can produce, so out-of-memory shows before any output."""
+        """On a GPU, run the largest batch the job can produce, so out-of-memory shows before
+        any output. On a CPU running out of memory is no exception to catch (the kernel kills
+        the process), so one short sequence proves the model embeds, in milliseconds."""
+        if self.device.type == "cpu":
+            rows, length = 1, min(length, CPU_WARM_UP_TOKENS)
         token = min(1000, self.model.config.vocab_size - 1)  # any ordinary token will do
         ids = torch.full((rows, length), token, dtype=torch.long)
         mask = torch.ones_like(ids)
@@ -117,24 +125,16 @@ class Encoder:
 
 
 def _load_model(spec: OutputSpec, device: torch.device, trust_remote_code: bool) -> Any:
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
+    """The model, cut to the deepest layer asked for, on its device. A plain BERT is built by
+    etl.model.bert (no transformers import), unless FlashAttention-2 is there to skip padding."""
     info = spec.model
     attention = attention_backend(device, spec.dtype)
-    try:
-        model, loading = AutoModel.from_pretrained(
-            info.path,
-            output_loading_info=True,
-            attn_implementation=attention,
-            trust_remote_code=trust_remote_code,
-        )
-    except Exception as exc:
-        raise ModelError(
-            f"--model {info.name}: cannot load a {info.model_type} model from {info.path}: {exc}"
-        ) from exc
-    missing = sorted(loading.get("missing_keys", ()))
+    plain = load_bert(info.path) if attention is None and not info.custom_code else None
+    if plain is not None:
+        model, has_pooler = plain
+        missing = [] if has_pooler else ["pooler.dense.weight"]
+    else:
+        model, missing = _transformers_model(info, attention, trust_remote_code)
     pooler_missing = [k for k in missing if "pooler" in k]
     if spec.needs_pooler and (pooler_missing or getattr(model, "pooler", None) is None):
         raise ModelError(
@@ -148,6 +148,27 @@ def _load_model(spec: OutputSpec, device: torch.device, trust_remote_code: bool)
         model.pooler = None  # the dense+tanh head is only computed when asked for
     _keep_layers(model, spec.deepest_layer, info)
     return model.eval().to(device)
+
+
+def _transformers_model(
+    info: ModelInfo, attention: str | None, trust_remote_code: bool
+) -> tuple[Any, list[str]]:
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        model, loading = AutoModel.from_pretrained(
+            info.path,
+            output_loading_info=True,
+            attn_implementation=attention,
+            trust_remote_code=trust_remote_code,
+        )
+    except Exception as exc:
+        raise ModelError(
+            f"--model {info.name}: cannot load a {info.model_type} model from {info.path}: {exc}"
+        ) from exc
+    return model, sorted(loading.get("missing_keys", ()))
 
 
 def _keep_layers(model: torch.nn.Module, keep: int, info: ModelInfo) -> None:

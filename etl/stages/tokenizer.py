@@ -7,7 +7,9 @@ a prompt takes, counted as sentence-transformers counts them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from etl.errors import ModelError
@@ -28,14 +30,84 @@ class Layout:
         return len(self.prefix) + len(self.suffix)
 
 
+# Tokenizer classes whose tokenizer.json is the whole tokenizer: loaded by `tokenizers` alone.
+PLAIN_CLASSES = ("BertTokenizer", "BertTokenizerFast")
+# tokenizer_config.json options and the BertNormalizer fields of tokenizer.json they must match.
+NORMALIZER_OPTIONS = {
+    "do_lower_case": "lowercase",
+    "strip_accents": "strip_accents",
+    "tokenize_chinese_chars": "handle_chinese_chars",
+}
+
+
+class PlainTokenizer:
+    """A tokenizer.json through `tokenizers` alone, with the part of transformers' fast
+    tokenizer API the job uses: a BERT tokenizer without importing transformers (about 0.8 s)."""
+
+    is_fast = True
+
+    def __init__(self, backend: Any, pad_token_id: int, config: dict) -> None:
+        self.backend_tokenizer = backend
+        self.pad_token_id = pad_token_id
+        self.padding_side = config.get("padding_side", "right")
+        self.truncation_side = config.get("truncation_side", "right")
+        self.model_max_length = config.get("model_max_length")
+        added = backend.get_added_tokens_decoder()
+        self.all_special_ids = sorted(i for i, token in added.items() if token.special)
+        for role in ("cls", "sep", "unk", "mask"):  # cls_token_id...: None where there is none
+            setattr(self, f"{role}_token_id", _token_id(backend, config.get(f"{role}_token")))
+
+    def __call__(self, texts, truncation=False, max_length=None, add_special_tokens=True, **_):
+        """{"input_ids": ...} of one text or a list, unpadded, as transformers gives them."""
+        backend = self.backend_tokenizer
+        backend.no_padding()
+        if truncation and max_length is not None:
+            backend.enable_truncation(max_length, direction=self.truncation_side)
+        else:
+            backend.no_truncation()
+        if isinstance(texts, str):
+            return {"input_ids": backend.encode(texts, add_special_tokens=add_special_tokens).ids}
+        encodings = backend.encode_batch(texts, add_special_tokens=add_special_tokens)
+        return {"input_ids": [e.ids for e in encodings]}
+
+
+def plain_tokenizer(path: str | Path) -> PlainTokenizer | None:
+    """The PlainTokenizer of a BERT model directory, or None where transformers is needed: no
+    tokenizer.json, another tokenizer class, its own code, settings tokenizer.json lacks."""
+    path = Path(path)
+    try:
+        config = json.loads((path / "tokenizer_config.json").read_text())
+        saved = json.loads((path / "tokenizer.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if config.get("tokenizer_class") not in PLAIN_CLASSES or config.get("auto_map"):
+        return None
+    normalizer = saved.get("normalizer") or {}
+    if normalizer.get("type") != "BertNormalizer":
+        return None
+    for option, field in NORMALIZER_OPTIONS.items():
+        if option in config and config[option] != normalizer.get(field):
+            return None  # transformers would rebuild the normalizer from tokenizer_config
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_file(str(path / "tokenizer.json"))
+    pad_id = _token_id(backend, config.get("pad_token"))
+    if pad_id is None:
+        return None
+    return PlainTokenizer(backend, pad_id, config)
+
+
+def _token_id(backend: Any, token: Any) -> int | None:
+    """The id of a tokenizer_config.json token entry (a string, or a dict with its content)."""
+    token = token.get("content") if isinstance(token, dict) else token
+    return backend.token_to_id(token) if isinstance(token, str) else None
+
+
 def load_tokenizer(model: ModelInfo, trust_remote_code: bool = False) -> Any:
     """The model's fast tokenizer, lower-casing first if its recipe says so."""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model.path, trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise ModelError(f"--model {model.name}: cannot load its tokenizer: {exc}") from exc
+    tokenizer = plain_tokenizer(model.path) if not model.custom_code else None
+    if tokenizer is None:
+        tokenizer = _transformers_tokenizer(model, trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"--model {model.name}: needs a fast (Rust) tokenizer, tokenizer.json")
     if tokenizer.pad_token_id is None:
@@ -46,6 +118,15 @@ def load_tokenizer(model: ModelInfo, trust_remote_code: bool = False) -> Any:
     # we count the tokens of a long row before truncation.
     tokenizer.model_max_length = 1 << 30
     return tokenizer
+
+
+def _transformers_tokenizer(model: ModelInfo, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model.path, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelError(f"--model {model.name}: cannot load its tokenizer: {exc}") from exc
 
 
 def layout(tokenizer: Any) -> Layout:

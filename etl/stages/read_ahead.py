@@ -1,0 +1,83 @@
+"""Read and tokenize ahead of the model in a thread of this process (the CPU default).
+
+Reading Parquet and tokenizing release the GIL, so one thread keeps the model fed as well as a
+forked DataLoader worker does, without a second process: on 20,000 corpus rows on a 2-core CPU
+the whole job took 58.8 s with the thread against 62.1 s with the worker (medians of 3).
+Whatever the reader raises is raised where the items are consumed, and stopping it waits until
+it has returned, so that it claims nothing after the claims are released.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+DEPTH = 8  # items read ahead: batches of a window, or a shard's start and end
+
+
+class ReadAhead:
+    """An iterable over another's items, produced by a reader thread started per iteration."""
+
+    def __init__(self, items: Iterable[Any], depth: int = DEPTH) -> None:
+        self.items = items
+        self.depth = depth
+
+    def __iter__(self) -> Reader:
+        return Reader(self.items, self.depth)
+
+
+class _Raised:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
+
+
+class Reader(Iterator[Any]):
+    def __init__(self, items: Iterable[Any], depth: int) -> None:
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._fill, args=(items,), name="embed-etl-reader", daemon=True
+        )
+        self._thread.start()
+
+    def __next__(self) -> Any:
+        item = self._queue.get()
+        if item is _END:
+            raise StopIteration
+        if isinstance(item, _Raised):
+            raise item.exc
+        return item
+
+    def _shutdown_workers(self) -> None:
+        """Stop the reader and wait for it (the name the runner calls on a DataLoader's)."""
+        self._stop.set()
+        self._thread.join()
+
+    def _fill(self, items: Iterable[Any]) -> None:
+        source = iter(items)
+        try:
+            for item in source:
+                if not self._put(item):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(_Raised(exc))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()  # the generator's own cleanup (open shards) runs in this thread
+
+    def _put(self, item: Any) -> bool:
+        """Queue an item; False once stopped. The wait wakes every 0.1 s to see a stop."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False

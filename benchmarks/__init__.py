@@ -2,6 +2,8 @@
 
 Not part of the installed package. Run with `python -m benchmarks` (see --help):
   speed   this job, sentence-transformers and the one-text loop on the same corpus rows
+  cold    a one-row job beside the sentence-transformers script, split into its parts
+          (skip with --no-cold-start)
   memory  peak RSS of the whole job on 10k rows and on the whole corpus (--memory)
   sizes   one shard written with each --output-dtype (--sizes)
   storage local disk against a local S3 server: rows/s, requests per shard, memory (--storage)

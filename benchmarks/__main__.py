@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks import memory, sizes, speed, storage, verify
+from benchmarks import coldstart, memory, sizes, speed, storage, verify
 from benchmarks.common import DEFAULT_CORPUS, REPO, machine, say
 
 
@@ -27,6 +27,9 @@ def main() -> None:
     if not args.no_speed:
         speed.measure(args, report, work)
         speed.show(report)
+    if not args.no_cold_start:
+        report["cold_start"] = coldstart.measure(args, work)
+        coldstart.show(report["cold_start"])
     if args.memory:
         report["memory"] = memory.measure(args, work)
         memory.show(report["memory"])
@@ -73,6 +76,11 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--big-shard-mb", type=int, default=1024, help="for the memory of reads")
     parser.add_argument("--verify", action="store_true", help="also embed-etl verify's cost")
     parser.add_argument("--verify-output", default=None, help="an output of the corpus to reuse")
+    parser.add_argument(
+        "--no-cold-start", action="store_true", help="skip the one-row job beside the ST script"
+    )
+    parser.add_argument("--cold-repeats", type=int, default=5)
+    parser.add_argument("--device", default=None, help="for the cold start (default: auto)")
     parser.add_argument("--job-args", default="", help="extra JobConfig options: key=value ...")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results")
     args = parser.parse_args()

@@ -1,0 +1,229 @@
+"""`make bench-gpu`: everything a lent GPU should measure, in one call, in a few minutes.
+
+On the same rows of the shared corpus and the same device: this job in float16 and bfloat16 at
+two token budgets, against sentence-transformers `encode` in the same dtype at its best batch
+size of a short sweep; cosines to float32; a cold start; then the CUDA tests. Writes a
+Markdown table headed with the device's name (bench-results/gpu.md) that drops into the
+README. `--device cpu --smoke` runs every step small on the CPU, so the script cannot rot
+until a GPU is lent (the tests run it so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import DEFAULT_CORPUS, REPO, corpus_rows, cosines, machine, run_job, say
+
+DTYPES = ("float16", "bfloat16")
+
+
+def main() -> None:
+    args = _parse()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(
+            "make bench-gpu: no CUDA device here; `--device cpu --smoke` checks the script"
+        )
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="embed-etl-bench-gpu-"))
+    report = {
+        "date": dt.date.today().isoformat(),
+        "device": _device_name(args.device),
+        "machine": machine(torch.get_num_threads()),
+        "rows": args.rows,
+        "smoke": args.smoke,
+    }
+    table = corpus_rows(args.corpus, args.rows)
+    shards = work / "in"
+    shards.mkdir()
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, shards / "part-00000.parquet")
+    texts = table.column("text").to_pylist()
+    say(f"{len(texts):,} rows on {report['device']}")
+    reference = _st(texts, args, "float32", batch_size=args.st_batch_sizes[-1])[1]
+    results = []
+    for dtype in DTYPES:
+        best_bs, st_rate, st_vectors = _st_best(texts, args, dtype)
+        results.append(
+            {
+                "what": f"sentence-transformers, batch {best_bs}",
+                "dtype": dtype,
+                "rows_per_s": st_rate,
+                "cos_min": cosines(st_vectors, reference)["min"],
+            }
+        )
+        for budget in args.budgets:
+            rates, vectors = [], None
+            for repeat in range(args.repeats):
+                out = work / f"job-{dtype}-{budget}-{repeat}"
+                secs, vectors, _ = run_job(
+                    shards,
+                    out,
+                    column="emb_model",
+                    device=args.device,
+                    dtype=dtype,
+                    batch_tokens=budget,
+                    normalize=True,
+                )
+                rates.append(len(texts) / secs)
+            rate = round(statistics.median(rates), 1)
+            results.append(
+                {
+                    "what": f"embed-etl, --batch-tokens {budget}",
+                    "dtype": dtype,
+                    "rows_per_s": rate,
+                    "x_st": round(rate / st_rate, 2),
+                    "cos_min": cosines(vectors, reference)["min"],
+                }
+            )
+            say(f"embed-etl {dtype} budget {budget}: {rate} rows/s ({rate / st_rate:.2f}x ST)")
+    report["results"] = results
+    report["cold_start"] = _cold_start(args, work)
+    report["cuda_tests"] = _cuda_tests(args)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu.json").write_text(json.dumps(report, indent=1))
+    markdown = to_markdown(report)
+    (args.out / "gpu.md").write_text(markdown)
+    print(markdown)
+    say(f"written to {args.out / 'gpu.md'} in {report['seconds']} s")
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return machine(1)["cpu"] + " (CPU, smoke mode)"
+
+
+def _st(texts, args, dtype, batch_size):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from etl.model.locate import default_model_path
+
+    model = SentenceTransformer(str(default_model_path()), device=args.device)
+    model.to(getattr(torch, dtype))
+    model.encode(texts[: batch_size * 2], batch_size=batch_size)  # kernels chosen, caches warm
+    _sync(args.device)
+    start = time.perf_counter()
+    vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
+    _sync(args.device)
+    return len(texts) / (time.perf_counter() - start), np.asarray(vectors, dtype=np.float32)
+
+
+def _st_best(texts, args, dtype):
+    """sentence-transformers at the best batch size of the sweep, in this dtype."""
+    best = (0, 0.0, None)
+    for bs in args.st_batch_sizes:
+        rate, vectors = _st(texts, args, dtype, bs)
+        say(f"sentence-transformers {dtype} batch {bs}: {rate:.1f} rows/s")
+        if rate > best[1]:
+            best = (bs, round(rate, 1), vectors)
+    return best
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _cold_start(args, work: Path) -> dict:
+    from benchmarks import coldstart
+
+    options = argparse.Namespace(cold_repeats=args.cold_repeats, device=args.device)
+    return coldstart.measure(options, work)
+
+
+def _cuda_tests(args) -> dict:
+    """tests/test_cuda.py on this device: counts of passed, failed, skipped."""
+    env = dict(os.environ, EMBED_ETL_TEST_DEVICE=args.device)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
+    counts = {k: 0 for k in ("passed", "failed", "skipped", "error")}
+    for part in last.replace("=", "").split(","):
+        words = part.split()
+        if len(words) >= 2 and words[0].isdigit() and words[1].rstrip("s") in counts:
+            counts[words[1].rstrip("s")] = int(words[0])
+    counts["exit"] = proc.returncode
+    say(f"CUDA tests on {args.device}: {last}")
+    return counts
+
+
+def to_markdown(report: dict) -> str:
+    """The README's GPU table: device, rows, each run's rows/s, ratio and cosine to float32."""
+    m = report["machine"]
+    cold = report["cold_start"]
+    tests = report["cuda_tests"]
+    smoke = " (smoke run: figures mean nothing)" if report["smoke"] else ""
+    lines = [
+        f"**{report['device']}**, {report['date']}, {report['rows']:,} pydocs rows, torch "
+        f"{m['torch']}, host CPU {m['cpu']}{smoke}. embed-etl: Parquet in to Parquet out, start-up "
+        "included; sentence-transformers: `encode` alone, after a warm-up.",
+        "",
+        "| run | dtype | rows/s | x sentence-transformers | min cosine to float32 |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        ratio = f"{r['x_st']:.2f}" if "x_st" in r else "1.00"
+        rate, cos = f"{r['rows_per_s']:,.1f}", f"{r['cos_min']:.4f}"
+        lines.append(f"| {r['what']} | {r['dtype']} | {rate} | {ratio} | {cos} |")
+    lines += [
+        "",
+        f"Cold start, one row, medians of {cold['repeats']}: embed-etl {cold['job_s']} s, the "
+        f"sentence-transformers script {cold['st_script_s']} s (ratio {cold['ratio']}). CUDA "
+        f"tests: {tests['passed']} passed, {tests['failed']} failed, {tests['skipped']} skipped.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__)
+    parser.add_argument(
+        "--corpus", type=Path, default=Path(os.environ.get("EMBED_ETL_CORPUS", DEFAULT_CORPUS))
+    )
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--rows", type=int, default=None, help="default 50,000; smoke 64")
+    parser.add_argument("--budgets", default=None, help="token budgets; default 16384,65536")
+    parser.add_argument("--st-batch-sizes", default=None, help="default 64,256")
+    parser.add_argument("--repeats", type=int, default=None, help="default 3; smoke 1")
+    parser.add_argument("--cold-repeats", type=int, default=None, help="default 5; smoke 1")
+    parser.add_argument("--smoke", action="store_true", help="every step, small (for the CPU)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench-results")
+    args = parser.parse_args()
+    small = args.smoke
+    args.rows = args.rows or (64 if small else 50_000)
+    args.budgets = [
+        int(x) for x in (args.budgets or ("512,2048" if small else "16384,65536")).split(",")
+    ]
+    args.st_batch_sizes = [
+        int(x) for x in (args.st_batch_sizes or ("16" if small else "64,256")).split(",")
+    ]
+    args.repeats = args.repeats or (1 if small else 3)
+    args.cold_repeats = args.cold_repeats or (1 if small else 5)
+    if not args.corpus.is_dir():
+        parser.error(f"--corpus {args.corpus}: not a directory (set EMBED_ETL_CORPUS)")
+    return args
+
+
+if __name__ == "__main__":
+    main()

@@ -82,6 +82,23 @@ def test_what_plain_bert_does_not_cover_is_left_to_transformers(tmp_path, option
     assert load_bert(_bert(tmp_path / "m", **options)) is None
 
 
+def test_a_half_precision_checkpoint_computes_in_float32_in_the_exact_mode(tmp_path):
+    """It loads in float16 (as transformers 5 loads it); --dtype float32 means float32."""
+    from transformers import AutoModel
+
+    from etl.model.facts import read_model_info
+    from etl.spec import build_output_spec
+    from etl.stages.encoder import Encoder
+    from tests.conftest import job_config
+
+    AutoModel.from_pretrained(_bert(tmp_path / "m32")).half().save_pretrained(tmp_path / "m16")
+    assert load_bert(tmp_path / "m16")[0].embeddings.word_embeddings.weight.dtype == torch.float16
+    info = read_model_info(tmp_path / "m16", "m16")
+    cfg = job_config("x", "y", tmp_path / "m16", poolings=("mean",))
+    encoder = Encoder(build_output_spec(cfg, info, "float32"), cfg, torch.device("cpu"))
+    assert {p.dtype for p in encoder.model.parameters()} == {torch.float32}
+
+
 def test_plain_bert_without_a_safetensors_file_is_left_to_transformers(tmp_path):
     path = _bert(tmp_path / "m")
     (path / "model.safetensors").rename(path / "elsewhere.safetensors")

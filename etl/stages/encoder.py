@@ -147,6 +147,10 @@ def _load_model(spec: OutputSpec, device: torch.device, trust_remote_code: bool)
     if not spec.needs_pooler and getattr(model, "pooler", None) is not None:
         model.pooler = None  # the dense+tanh head is only computed when asked for
     _keep_layers(model, spec.deepest_layer, info)
+    if spec.dtype == "float32":
+        # A checkpoint saved in half precision loads in it (transformers 5 does so too); the
+        # exact mode computes in float32 all the same.
+        model = model.float()
     return model.eval().to(device)
 
 

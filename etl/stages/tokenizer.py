@@ -57,8 +57,17 @@ class PlainTokenizer:
         for role in ("cls", "sep", "unk", "mask"):  # cls_token_id...: None where there is none
             setattr(self, f"{role}_token_id", _token_id(backend, config.get(f"{role}_token")))
 
-    def __call__(self, texts, truncation=False, max_length=None, add_special_tokens=True, **_):
-        """{"input_ids": ...} of one text or a list, unpadded, as transformers gives them."""
+    def __call__(
+        self,
+        texts: str | list[str],
+        truncation: bool = False,
+        max_length: int | None = None,
+        add_special_tokens: bool = True,
+        return_attention_mask: bool = False,
+        return_token_type_ids: bool = False,
+    ) -> dict[str, Any]:
+        """{"input_ids": ...} of one text or a list, unpadded, as transformers gives them (only
+        the ids: padding, masks and tensors are the batching stage's)."""
         backend = self.backend_tokenizer
         backend.no_padding()
         if truncation and max_length is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -547,8 +548,10 @@ def entry() -> None:
         print(code, file=sys.stderr)
         code = 1
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        # A reader that closed the pipe early (`| head`) leaves nothing to flush to.
+        with contextlib.suppress(OSError):
+            stream.flush()
     os._exit(code or 0)
 
 

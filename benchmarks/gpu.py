@@ -1,11 +1,12 @@
 """`make bench-gpu`: everything a lent GPU should measure, in one call, in a few minutes.
 
 On the same rows of the shared corpus and the same device: this job in float16 and bfloat16 at
-two token budgets, against sentence-transformers `encode` in the same dtype at its best batch
-size of a short sweep; cosines to float32; a cold start; then the CUDA tests. Writes a
-Markdown table headed with the device's name (bench-results/gpu.md) that drops into the
-README. `--device cpu --smoke` runs every step small on the CPU, so the script cannot rot
-until a GPU is lent (the tests run it so).
+two token budgets (the larger once more with a reader thread instead of worker processes),
+against sentence-transformers `encode` in the same dtype at its best batch size of a short
+sweep; cosines to float32; a cold start; then the CUDA tests. Writes a Markdown table headed
+with the device's name (bench-results/gpu.md) that drops into the README. `--device cpu
+--smoke` runs every step small on the CPU, so the script cannot rot until a GPU is lent (the
+tests run it so).
 """
 
 from __future__ import annotations
@@ -66,10 +67,12 @@ def main() -> None:
                 "cos_min": cosines(st_vectors, reference)["min"],
             }
         )
-        for budget in args.budgets:
+        # Each budget with the default readers (worker processes on a GPU), then the larger
+        # one with a reader thread (--num-workers 0, the CPU default) to see which is faster.
+        for budget, workers in [(b, None) for b in args.budgets] + [(args.budgets[-1], 0)]:
             rates, vectors = [], None
             for repeat in range(args.repeats):
-                out = work / f"job-{dtype}-{budget}-{repeat}"
+                out = work / f"job-{dtype}-{budget}-{workers}-{repeat}"
                 secs, vectors, _ = run_job(
                     shards,
                     out,
@@ -77,13 +80,15 @@ def main() -> None:
                     device=args.device,
                     dtype=dtype,
                     batch_tokens=budget,
+                    num_workers=workers,
                     normalize=True,
                 )
                 rates.append(len(texts) / secs)
             rate = round(statistics.median(rates), 1)
+            thread = ", --num-workers 0 (a reader thread)" if workers == 0 else ""
             results.append(
                 {
-                    "what": f"embed-etl, --batch-tokens {budget}",
+                    "what": f"embed-etl, --batch-tokens {budget}{thread}",
                     "dtype": dtype,
                     "rows_per_s": rate,
                     "x_st": round(rate / st_rate, 2),

@@ -48,7 +48,7 @@ class JobConfig:
     sort_window: int = 4096  # rows sorted by length together; bounds memory and reordering
     device: str = "auto"
     dtype: str = "auto"
-    num_workers: int | None = None  # tokenizing processes; None: a thread (CPU), 1-4 (GPU)
+    num_workers: int | None = None  # reading processes; 0: a thread; None: 0 CPU, 1-4 GPU
     threads: int | None = None  # torch intra-op threads; None: the cores this process may use
     progress: bool | None = None  # None: a bar only when stderr is a terminal
     overwrite: bool = False  # replace outputs made with other options instead of refusing

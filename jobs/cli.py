@@ -220,8 +220,8 @@ def cli() -> None:
     "--num-workers",
     type=int,
     default=None,
-    help="Processes that read and tokenize ahead of the model; 0 = in the main process, "
-    "between batches. [default: a reader thread on CPU, up to 4 processes on GPU]",
+    help="Processes that read and tokenize ahead of the model; 0 = a thread of the job does "
+    "it. [default: 0 on CPU, up to 4 on GPU]",
     **_env("NUM_WORKERS"),
 )
 @click.option(

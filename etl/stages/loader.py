@@ -189,23 +189,23 @@ class ShardStream(IterableDataset):
         )
 
 
-def default_workers(device_type: str, cores: int) -> int | None:
-    """Reading processes: None on a CPU (a thread reads ahead, see read_ahead), a GPU wants
+def default_workers(device_type: str, cores: int) -> int:
+    """Reading processes: none on a CPU (a thread reads ahead, see read_ahead), a GPU wants
     several."""
-    return None if device_type == "cpu" else min(4, max(1, cores - 1))
+    return 0 if device_type == "cpu" else min(4, max(1, cores - 1))
 
 
-def make_loader(stream: ShardStream, num_workers: int | None, pin_memory: bool) -> Iterable[Item]:
-    """The stream's items as they are (the stream batches already): read ahead by a thread
-    (num_workers None), by DataLoader worker processes, or in the consuming thread (0)."""
-    if num_workers is None:
+def make_loader(stream: ShardStream, num_workers: int, pin_memory: bool) -> Iterable[Item]:
+    """The stream's items as they are (the stream batches already), read ahead of the model by
+    a thread of this process (num_workers 0) or by DataLoader worker processes."""
+    if num_workers == 0:
         return ReadAhead(stream)
     return DataLoader(
         stream,
         batch_size=None,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        prefetch_factor=4 if num_workers else None,
+        prefetch_factor=4,
         collate_fn=_as_is,
     )
 

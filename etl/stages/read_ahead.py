@@ -1,10 +1,11 @@
-"""Read and tokenize ahead of the model in a thread of this process (the CPU default).
+"""Read and tokenize ahead of the model in a thread of this process (`--num-workers 0`).
 
 Reading Parquet and tokenizing release the GIL, so one thread keeps the model fed as well as a
 forked DataLoader worker does, without a second process: on 20,000 corpus rows on a 2-core CPU
-the whole job took 58.8 s with the thread against 62.1 s with the worker (medians of 3).
-Whatever the reader raises is raised where the items are consumed, and stopping it waits until
-it has returned, so that it claims nothing after the claims are released.
+the whole job took 58.8 s with the thread against 62.1 s with the worker (medians of 3), so it
+is the CPU default. Whatever the reader raises is raised where the items are consumed, and
+stopping it waits until it has returned, so that it claims nothing after the claims are
+released.
 """
 
 from __future__ import annotations

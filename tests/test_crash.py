@@ -210,8 +210,9 @@ def test_sigterm_at_any_point_of_a_shard_leaves_nothing_behind(
         yield "a shard is recorded done", lambda: _done(out) > n
 
     for i, (what, reached) in enumerate(points()):
-        # Half the runs read and tokenize in a DataLoader process, the others in-process.
-        proc = _start(tiny_model, corpus, out, *(("--num-workers", "0") if i % 2 else ()))
+        # Half the runs read and tokenize in a DataLoader process (the GPU default), the others
+        # in a thread of the job (the CPU default).
+        proc = _start(tiny_model, corpus, out, *(("--num-workers", "1") if i % 2 else ()))
         _signal_when(proc, reached, what)
         assert not _leftovers(out), (what, _leftovers(out))
     _assert_final_files_complete(out)

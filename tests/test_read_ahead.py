@@ -14,6 +14,9 @@ def test_every_item_in_order_each_time_it_is_iterated():
     loader = ReadAhead(range(1000), depth=3)
     assert list(loader) == list(range(1000))
     assert list(loader) == list(range(1000))
+    reader = iter(ReadAhead([1]))
+    assert list(reader) == [1]
+    assert next(reader, "end") == "end"  # asked again after the end: ends again, no hang
 
 
 def test_what_the_reader_raises_is_raised_to_the_consumer_after_the_items_before_it():

@@ -41,13 +41,18 @@ class Reader(Iterator[Any]):
     def __init__(self, items: Iterable[Any], depth: int) -> None:
         self._queue: queue.Queue = queue.Queue(depth)
         self._stop = threading.Event()
+        self._ended = False
         self._thread = threading.Thread(
             target=self._fill, args=(items,), name="embed-etl-reader", daemon=True
         )
         self._thread.start()
 
     def __next__(self) -> Any:
+        if self._ended:  # asked again after the end: the reader has nothing more to send
+            raise StopIteration
         item = self._queue.get()
+        if item is _END or isinstance(item, _Raised):
+            self._ended = True
         if item is _END:
             raise StopIteration
         if isinstance(item, _Raised):

@@ -52,9 +52,9 @@ def test_plain_bert_gives_every_hidden_state_of_transformers(tmp_path, options):
     from transformers import AutoModel
 
     path = _bert(tmp_path / "m", **options)
-    loaded = load_bert(path)
-    assert loaded is not None
-    mine, has_pooler = loaded
+    mine = load_bert(path)
+    assert mine is not None
+    has_pooler = mine.pooler is not None
     theirs = AutoModel.from_pretrained(path).eval()
     assert has_pooler == (theirs.pooler is not None and not options.get("masked_lm"))
     ids, mask = _batch()
@@ -92,7 +92,7 @@ def test_a_half_precision_checkpoint_computes_in_float32_in_the_exact_mode(tmp_p
     from tests.conftest import job_config
 
     AutoModel.from_pretrained(_bert(tmp_path / "m32")).half().save_pretrained(tmp_path / "m16")
-    assert load_bert(tmp_path / "m16")[0].embeddings.word_embeddings.weight.dtype == torch.float16
+    assert load_bert(tmp_path / "m16").embeddings.word_embeddings.weight.dtype == torch.float16
     info = read_model_info(tmp_path / "m16", "m16")
     cfg = job_config("x", "y", tmp_path / "m16", poolings=("mean",))
     encoder = Encoder(build_output_spec(cfg, info, "float32"), cfg, torch.device("cpu"))
@@ -180,3 +180,18 @@ def test_a_bert_job_imports_neither_transformers_nor_dynamo(tmp_path, tiny_model
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.splitlines()[-1])
     assert report == {"status": "ok", "loaded": []}
+
+
+def test_pooler_pooling_on_a_checkpoint_without_pooler_weights_is_refused(tmp_path):
+    from etl.errors import ModelError
+    from etl.model.facts import read_model_info
+    from etl.spec import build_output_spec
+    from etl.stages.encoder import Encoder
+    from tests.conftest import job_config
+
+    path = _bert(tmp_path / "m", masked_lm=True)  # saved with its MLM head: no pooler
+    assert load_bert(path).pooler is None
+    cfg = job_config("x", "y", path, poolings=("pooler",))
+    spec = build_output_spec(cfg, read_model_info(path, "m"), "float32")
+    with pytest.raises(ModelError, match="no trained pooler weights"):
+        Encoder(spec, cfg, torch.device("cpu"))

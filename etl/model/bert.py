@@ -13,7 +13,6 @@ hold it to transformers' BertModel on every hidden state.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -177,9 +176,9 @@ class Bert(nn.Module):
         return BertOutput(x, tuple(states) if states is not None else None, pooled)
 
 
-def load_bert(path: str | Path) -> tuple[Bert, bool] | None:
-    """(model, has trained pooler weights) for a plain BERT checkpoint; None for anything this
-    module does not cover exactly (transformers then loads it)."""
+def load_bert(path: str | Path) -> Bert | None:
+    """The model of a plain BERT checkpoint (its pooler None where the checkpoint has no pooler
+    weights); None for anything this module does not cover exactly (transformers loads it)."""
     path = Path(path)
     weights = path / "model.safetensors"
     try:
@@ -204,18 +203,19 @@ def load_bert(path: str | Path) -> tuple[Bert, bool] | None:
     state = _rename(load_file(str(weights)))
     model = Bert(config)  # uninitialized until the checkpoint's tensors are assigned
     expected = set(model.state_dict())
-    has_pooler = {"pooler.dense.weight", "pooler.dense.bias"} <= state.keys()
-    if not has_pooler:
+    if not {"pooler.dense.weight", "pooler.dense.bias"} <= state.keys():
         model.pooler = None
         expected = {k for k in expected if not k.startswith("pooler.")}
     if not expected <= state.keys():
         return None  # missing weights: transformers says which
     model.load_state_dict({k: state[k] for k in expected}, strict=True, assign=True)
-    return model.eval(), has_pooler
+    return model.eval()
+
+
+SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
 
 
 def _supported(raw: dict) -> bool:
-    heads, hidden = raw.get("num_attention_heads"), raw.get("hidden_size")
     return (
         raw.get("model_type") == "bert"
         and not raw.get("auto_map")
@@ -223,13 +223,9 @@ def _supported(raw: dict) -> bool:
         and raw.get("hidden_act", "gelu") in ACTIVATIONS
         and not raw.get("is_decoder", False)
         and not raw.get("add_cross_attention", False)
-        and isinstance(heads, int)
-        and isinstance(hidden, int)
-        and heads > 0
-        and hidden % heads == 0
-        and all(isinstance(raw.get(k), int) for k in ("vocab_size", "num_hidden_layers"))
-        and isinstance(raw.get("intermediate_size"), int)
-        and math.isfinite(float(raw.get("layer_norm_eps", 1e-12)))
+        and all(isinstance(raw.get(k), int) for k in (*SIZES, "intermediate_size"))
+        and raw["num_attention_heads"] > 0
+        and raw["hidden_size"] % raw["num_attention_heads"] == 0
     )
 
 

@@ -129,11 +129,9 @@ def _load_model(spec: OutputSpec, device: torch.device, trust_remote_code: bool)
     etl.model.bert (no transformers import), unless FlashAttention-2 is there to skip padding."""
     info = spec.model
     attention = attention_backend(device, spec.dtype)
-    plain = load_bert(info.path) if attention is None and not info.custom_code else None
-    if plain is not None:
-        model, has_pooler = plain
-        missing = [] if has_pooler else ["pooler.dense.weight"]
-    else:
+    model = load_bert(info.path) if attention is None and not info.custom_code else None
+    missing: list[str] = []  # a plain BERT without pooler weights has its pooler None
+    if model is None:
         model, missing = _transformers_model(info, attention, trust_remote_code)
     pooler_missing = [k for k in missing if "pooler" in k]
     if spec.needs_pooler and (pooler_missing or getattr(model, "pooler", None) is None):

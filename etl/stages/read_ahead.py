@@ -51,11 +51,11 @@ class Reader(Iterator[Any]):
         if self._ended:  # asked again after the end: the reader has nothing more to send
             raise StopIteration
         item = self._queue.get()
-        if item is _END or isinstance(item, _Raised):
-            self._ended = True
         if item is _END:
+            self._ended = True
             raise StopIteration
         if isinstance(item, _Raised):
+            self._ended = True
             raise item.exc
         return item
 

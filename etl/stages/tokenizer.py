@@ -86,7 +86,8 @@ def plain_tokenizer(path: str | Path) -> PlainTokenizer | None:
     path = Path(path)
     try:
         config = json.loads((path / "tokenizer_config.json").read_text())
-        saved = json.loads((path / "tokenizer.json").read_text())
+        text = (path / "tokenizer.json").read_text()
+        saved = json.loads(text)
     except (OSError, ValueError):
         return None
     if config.get("tokenizer_class") not in PLAIN_CLASSES or config.get("auto_map"):
@@ -99,7 +100,7 @@ def plain_tokenizer(path: str | Path) -> PlainTokenizer | None:
             return None  # transformers would rebuild the normalizer from tokenizer_config
     from tokenizers import Tokenizer
 
-    backend = Tokenizer.from_file(str(path / "tokenizer.json"))
+    backend = Tokenizer.from_str(text)  # the file read once, for its normalizer and here
     pad_id = _token_id(backend, config.get("pad_token"))
     if pad_id is None:
         return None

@@ -86,16 +86,13 @@ class ClaimBook:
             if holder.get("token") == self.owner.token:
                 self.storage.delete(key)
 
-    def clear_stale(self, shards: Iterable[Shard]) -> int:
+    def clear_stale(self, shards: Iterable[Shard]) -> None:
         """Delete the stale claims of these shards (done ones: a kill between a shard's record and
         its claim's release leaves such a claim, and nothing else would ever remove it)."""
         names = {shard.rel_name for shard in shards}
-        cleared = 0
         for key, holder in self._claims():
             if holder.get("input") in names and self._is_stale(key, holder):
                 self.storage.delete(key)
-                cleared += 1
-        return cleared
 
     def heartbeat(self) -> None:
         """Refresh the modification time of this run's claims, so other hosts see them alive."""

@@ -69,6 +69,9 @@ class JobConfig:
     prompt: str | None = None  # prepended to every text
     prompt_name: str | None = None  # one of the model's configured prompts
     trust_remote_code: bool = False  # allow models that ship their own Python code
+    store: str | None = None  # the vector store this job consults and adds to; None: its own
+    reuse: tuple[str, ...] = ()  # other outputs or stores consulted too (read only)
+    no_reuse: bool = False  # embed every row, consult and keep no store
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -161,6 +164,18 @@ class JobConfig:
         _positive("--calibration-rows", self.calibration_rows)
         if self.prompt is not None and self.prompt_name is not None:
             raise ConfigError("--prompt and --prompt-name: give one of the two")
+        if self.no_reuse and (self.reuse or self.store):
+            given = "--reuse" if self.reuse else "--store"
+            raise ConfigError(f"--no-reuse and {given}: give one of the two")
+        if "tokens" in self.poolings and (self.reuse or self.store):
+            given = "--reuse" if self.reuse else "--store"
+            raise ConfigError(
+                f"--pooling tokens {given}: token vectors are not stored, so a job with them "
+                "embeds every row"
+            )
+        for option, value in (("--store", self.store), *(("--reuse", r) for r in self.reuse)):
+            if value is not None and not value:
+                raise ConfigError(f"{option}: expected a path or URI, got an empty string")
         packed = [d for d in self.output_dtypes if d in ("int8", "binary")]
         if "tokens" in self.poolings and packed:
             raise ConfigError(

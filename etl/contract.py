@@ -8,8 +8,8 @@ WorkerInfo per worker that loaded the model.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # keep torch and pyarrow out of planning commands
     import numpy as np
@@ -58,6 +58,16 @@ class WindowInfo:
     multi: np.ndarray | None = None  # (num_rows,) bool: row has several windows; None = none
     drop_head: np.ndarray | None = None  # (num_rows,) tokens a later window repeats, per row
     drop_tail: int = 0  # special tokens at the end of every window
+    texts_embedded: int = 0  # rows whose text goes through the model (once per text)
+    rows_reused: dict[str, int] | None = None  # rows that copy a vector, by source
+    reuse: Any = None  # etl.reuse.shard.WindowReuse: how the rows not embedded get vectors
+
+    @property
+    def rows_at_start(self) -> int:
+        """Rows the window's first batch completes: null rows, rows that copy a vector, and
+        rows embedded in several windows (their sequences are not counted one by one)."""
+        multi = int(self.multi.sum()) if self.multi is not None else 0
+        return self.null_rows + sum((self.rows_reused or {}).values()) + multi
 
 
 @dataclass
@@ -125,6 +135,8 @@ class ShardResult:
     padded_tokens: int = 0  # tokens the model computed, padding included
     seconds: float = 0.0
     error: str | None = None
+    texts_embedded: int = 0  # texts that went through the model
+    rows_reused: dict[str, int] = field(default_factory=dict)  # by source: shard, job, earlier
 
 
 @dataclass(frozen=True)

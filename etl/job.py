@@ -4,7 +4,7 @@ plan       discover inputs, resolve the output spec, skip what is done (no model
            drop the claims that killed runs left on done shards
 start      the engine loads the model in each of its workers and runs the largest batch
 calibrate  int8 only: the ranges, fixed once per job, on one of those workers
-record     job.json, once, before the first output
+record     job.json, once, before the first output; the vector store's store.json
 run        the engine's workers claim and embed the pending shards
 """
 
@@ -18,6 +18,7 @@ from etl.config import JobConfig
 from etl.contract import ShardResult, ShardStatus
 from etl.engines import engine_for
 from etl.plan import JobPlan, plan_job
+from etl.reuse.plan import prepare_stores
 from etl.state.claims import ClaimBook
 from etl.state.job_record import record_job
 from etl.state.manifest import Manifest
@@ -52,6 +53,8 @@ def run_job(cfg: JobConfig) -> JobSummary:
             engine.start(plan)
             plan = with_calibration(plan, engine)
             record_job(plan.storage, plan.spec, cfg)
+            if plan.reuse is not None:
+                prepare_stores(plan.reuse)
             results = engine.run(plan)
         finally:
             plan.storage.discard_temporaries()

@@ -18,6 +18,7 @@ from etl.contract import Shard
 from etl.errors import ConfigError, InputError, ModelError, OutputConflictError
 from etl.inputs import discover, partition
 from etl.model.locate import resolve_model
+from etl.reuse.plan import ReusePlan, plan_reuse
 from etl.spec import METADATA_PREFIX, OutputSpec, build_output_spec
 from etl.stages.source import check_columns
 from etl.state.job_record import check_job_record, read_job
@@ -46,6 +47,7 @@ class JobPlan:
     pending: tuple[Shard, ...]
     done: tuple[Shard, ...]
     total_rows: int  # rows in the pending shards, from their footers
+    reuse: ReusePlan | None = None  # the vector stores consulted and added to (etl.reuse)
 
 
 def local_placement(cfg: JobConfig) -> Placement:
@@ -79,7 +81,7 @@ def plan_job(cfg: JobConfig, placement: Placement | None = None) -> JobPlan:
         )
     placement = placement or local_placement(cfg)
     dtype = placement.dtype if cfg.dtype == "auto" else cfg.dtype
-    spec = build_output_spec(cfg, model, dtype)
+    spec = build_output_spec(cfg, model, dtype, placement.device.partition(":")[0])
     storage = open_storage(cfg.output_dir)
     storage.check()  # no bucket, no access: one clear line now, not a failed shard later
     if not storage.conditional:
@@ -97,12 +99,13 @@ def plan_job(cfg: JobConfig, placement: Placement | None = None) -> JobPlan:
     if not cfg.overwrite:
         check_job_record(read_job(storage), spec, cfg.output_dir, storage)
     pending, done = select_pending(shards, Manifest(storage), spec, cfg)
-    total_rows = 0
+    total_rows, reuse = 0, None
     if pending:
         if not cfg.overwrite:
             check_existing_outputs(pending, spec, storage)
         total_rows = preflight(pending, spec)
-    return JobPlan(cfg, spec, placement, storage, tuple(pending), tuple(done), total_rows)
+        reuse = plan_reuse(cfg, spec, storage)
+    return JobPlan(cfg, spec, placement, storage, tuple(pending), tuple(done), total_rows, reuse)
 
 
 def select_pending(

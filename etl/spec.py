@@ -15,13 +15,16 @@ from typing import Any
 
 from etl.config import JobConfig
 from etl.errors import ConfigError, ModelError
+from etl.model.backend import Backend, choose_backend
 from etl.model.facts import ModelInfo
 from etl.model.recipe import Recipe
+from etl.state.calibration import calibration_source
 
 METADATA_PREFIX = "embed_etl."  # file metadata keys: embed_etl.model, embed_etl.fingerprint, ...
-OUTPUT_FORMAT_VERSION = 3  # bump when the output layout changes so that old files differ
+OUTPUT_FORMAT_VERSION = 4  # bump when the output layout changes so that old files differ
 # 2: n_tokens and truncated columns; output dtypes, --truncate-dim, --long-text
 # 3: the model's own recipe (pooling modes, Dense, Normalize, prompts); token vectors
+# 4: the content of weights, tokenizer and configuration files, and the backend, identify it
 MODEL_COLUMN = "emb_model"  # the model's own sentence vector
 
 
@@ -65,6 +68,7 @@ class OutputSpec:
     normalize: bool
     max_length: int
     dtype: str  # compute dtype actually used: float32 | float16 | bfloat16
+    backend: Backend  # the code that computes the vectors (etl.model.backend)
     long_text: str = "truncate"  # truncate | chunk | error
     chunk_overlap: int = 0  # tokens shared by consecutive windows (chunk only)
     output_dtypes: tuple[str, ...] = ("float32",)  # each column stored in each of these
@@ -76,33 +80,46 @@ class OutputSpec:
     # job must not need the model, and the ranges follow from the identity's calibration source.
     calibration: dict[str, Any] | None = field(default=None, compare=False)
 
-    def identity(self) -> dict[str, Any]:
-        """Everything that changes the output files; two runs mix only if this is equal."""
+    def recipe_identity(self) -> dict[str, Any]:
+        """Everything that changes a text's vector before it is stored (truncated, normalized,
+        encoded): the model's files and code, the columns, lengths, prompt and precision. What
+        the vector store is keyed by, with the text."""
         recipe = self.model.recipe
         return {
-            "format": OUTPUT_FORMAT_VERSION,
             "model_config_sha256": self.model.config_sha256,
-            "model_weights": self.model.weights_id,
+            "model_weights": self.model.weights_sha256,
+            "model_tokenizer": self.model.tokenizer_sha256,
+            "backend": self.backend.describe(),
             "recipe": recipe.identity() if recipe.from_model else None,
-            "text_column": self.text_column,
-            "id_column": self.id_column,
-            "keep_columns": list(self.keep_columns),
             "columns": [c.describe() for c in self.columns],
-            "normalize": self.normalize,
             "max_length": self.max_length,
             "dtype": self.dtype,
             "long_text": self.long_text,
             "chunk_overlap": self.chunk_overlap if self.long_text == "chunk" else None,
+            "prompt": self.prompt,
+        }
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the output files; two runs mix only if this is equal."""
+        return {
+            "format": OUTPUT_FORMAT_VERSION,
+            **self.recipe_identity(),
+            "text_column": self.text_column,
+            "id_column": self.id_column,
+            "keep_columns": list(self.keep_columns),
+            "normalize": self.normalize,
             "output_dtypes": list(self.output_dtypes),
             "truncate_dim": self.truncate_dim,
             "calibration": self.calibration_source,
-            "prompt": self.prompt,
         }
 
     @property
     def fingerprint(self) -> str:
-        canonical = json.dumps(self.identity(), sort_keys=True).encode()
-        return hashlib.sha256(canonical).hexdigest()[:16]
+        return _digest(self.identity())
+
+    @property
+    def recipe_fingerprint(self) -> str:
+        return _digest(self.recipe_identity())
 
     def out_dim(self, column: ColumnSpec) -> int:
         """Dimensions of a column kept in the output (before binary packing)."""
@@ -138,8 +155,16 @@ class OutputSpec:
         return any(c.tokens for c in self.columns)
 
 
-def build_output_spec(cfg: JobConfig, model: ModelInfo, dtype: str) -> OutputSpec:
-    """Resolve the recipe, layers, column names, prompt and lengths against the model."""
+def _digest(identity: dict[str, Any]) -> str:
+    canonical = json.dumps(identity, sort_keys=True).encode()
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def build_output_spec(
+    cfg: JobConfig, model: ModelInfo, dtype: str, device_type: str = "cpu"
+) -> OutputSpec:
+    """Resolve the recipe, layers, column names, prompt and lengths against the model, and the
+    code that will compute the vectors on ``device_type``."""
     top = model.num_layers
     layers = _absolute_layers(cfg.layers, model)
     recipe = model.recipe
@@ -208,6 +233,7 @@ def build_output_spec(cfg: JobConfig, model: ModelInfo, dtype: str) -> OutputSpe
         else recipe.normalize and not cfg.poolings,
         max_length=max_length,
         dtype=dtype,
+        backend=choose_backend(model.path, model.custom_code, device_type, dtype),
         long_text=cfg.long_text,
         chunk_overlap=cfg.chunk_overlap,
         output_dtypes=cfg.output_dtypes,
@@ -263,20 +289,3 @@ def _prompt(cfg: JobConfig, model: ModelInfo) -> tuple[str, str | None]:
             )
         raise ConfigError(f"--prompt-name {name}: {model.name} has the prompts: {known}")
     return prompts[name], name
-
-
-def calibration_source(cfg: JobConfig) -> str:
-    """What fixes the int8 ranges, for the fingerprint: the corpus sample or a file's content."""
-    if not cfg.calibration:
-        return f"sample:{cfg.calibration_rows}"
-    from etl.storage.files import read_bytes
-
-    try:
-        data = read_bytes(cfg.calibration)
-    except (FileNotFoundError, IsADirectoryError, OSError) as exc:
-        raise ConfigError(
-            f"--calibration {cfg.calibration}: no such file (expected a calibration.json "
-            "written by another job, or a Parquet file of sample texts)"
-        ) from exc
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    return f"file:{digest}"

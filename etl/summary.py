@@ -7,6 +7,10 @@ from typing import Any
 
 from etl.contract import ShardResult, ShardStatus, WorkerInfo
 
+# Where a reused row's vector came from: a repeat within its shard, a store entry this run
+# made (another shard or worker), one made before it (a rerun, --reuse).
+REUSE_SOURCES = ("shard", "job", "earlier")
+
 
 @dataclass
 class JobSummary:
@@ -28,6 +32,7 @@ class JobSummary:
     def to_dict(self) -> dict[str, Any]:
         done = [r for r in self.shards if r.status == ShardStatus.DONE]
         rows = sum(r.rows for r in done)
+        reused = {s: sum(r.rows_reused.get(s, 0) for r in done) for s in REUSE_SOURCES}
         tokens = sum(r.tokens for r in done)
         padded = sum(r.padded_tokens for r in done)
         seconds = round(self.seconds, 3)
@@ -42,6 +47,9 @@ class JobSummary:
             "null_rows": sum(r.null_rows for r in done),
             "truncated_rows": sum(r.truncated_rows for r in done),
             "chunked_rows": sum(r.chunked_rows for r in done),
+            "texts_embedded": sum(r.texts_embedded for r in done),
+            "rows_reused": sum(reused.values()),
+            "rows_reused_from": reused,
             "shards_done": len(done),
             "shards_failed": self.count(ShardStatus.FAILED),
             "shards_skipped": self.count(ShardStatus.SKIPPED),  # done before this run
@@ -57,6 +65,8 @@ class JobSummary:
                     "null_rows": r.null_rows,
                     "truncated_rows": r.truncated_rows,
                     "chunked_rows": r.chunked_rows,
+                    "texts_embedded": r.texts_embedded,
+                    "rows_reused": {s: r.rows_reused.get(s, 0) for s in REUSE_SOURCES},
                     "seconds": round(r.seconds, 3),
                     **({"error": r.error} if r.error else {}),
                 }

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from etl.contract import Shard
 from etl.errors import ConfigError, EmbedEtlError
 from etl.inputs import discover
+from etl.recompute import RecomputeReport
 from etl.spec import METADATA_PREFIX
 from etl.stages.source import parquet_file
 from etl.state.job_record import read_job
@@ -47,9 +48,12 @@ class VerifyReport:
     sample: float
     shards: list[ShardCheck] = field(default_factory=list)
     seconds: float = 0.0
+    recompute: RecomputeReport | None = None  # --recompute N: the sample embedded again
 
     @property
     def ok(self) -> bool:
+        if self.recompute is not None and not self.recompute.ok:
+            return False
         return not any(s.problems for s in self.shards)
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,13 +69,23 @@ class VerifyReport:
             "norm_tolerance": NORM_TOLERANCE,
             "seconds": round(self.seconds, 3),
             "problems": [{"input": s.input, "problems": s.problems} for s in bad],
+            **({"recompute": self.recompute.to_dict()} if self.recompute is not None else {}),
         }
 
 
-def verify_job(output_dir: str, inputs: tuple[str, ...] = (), sample: float = 1.0) -> VerifyReport:
-    """Check every shard of the job in ``output_dir`` (inputs default to the job's own)."""
+def verify_job(
+    output_dir: str,
+    inputs: tuple[str, ...] = (),
+    sample: float = 1.0,
+    recompute: int = 0,
+    device: str = "auto",
+) -> VerifyReport:
+    """Check every shard of the job in ``output_dir`` (inputs default to the job's own); with
+    ``recompute``, embed that many sampled rows again and compare them with the stored ones."""
     if not 0 < sample <= 1:
         raise ConfigError(f"--sample {sample}: expected a fraction in (0, 1]")
+    if recompute < 0:
+        raise ConfigError(f"--recompute {recompute}: expected a number of rows, 0 or more")
     started = time.perf_counter()
     storage = open_storage(output_dir)
     storage.check()
@@ -88,6 +102,11 @@ def verify_job(output_dir: str, inputs: tuple[str, ...] = (), sample: float = 1.
         except (OSError, pa.ArrowException, EmbedEtlError) as exc:
             check.problems.append(f"cannot read: {exc}")
         report.shards.append(check)
+    whole = [s for s, c in zip(shards, report.shards, strict=True) if not c.problems]
+    if recompute and whole:
+        from etl.recompute import recompute as embed_again
+
+        report.recompute = embed_again(job, storage, whole, recompute, device)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -186,6 +186,30 @@ def cli() -> None:
     **_env("CALIBRATION"),
 )
 @click.option(
+    "--reuse",
+    "reuse",
+    multiple=True,
+    metavar="URI",
+    help="Also take vectors from here: another job's --output (last night's) or a --store, "
+    "on disk or object storage; read only. Its recipe (model files, columns, lengths, prompt, "
+    "precision) must be this job's, or the run is refused naming what differs. Repeatable.",
+    **_env("REUSE"),
+)
+@click.option(
+    "--store",
+    default=None,
+    metavar="URI",
+    help="The vector store this job looks texts up in first and adds its new vectors to; give "
+    "several jobs the same one to share their work. [default: <output>/_embed_etl/vectors/]",
+    **_env("STORE"),
+)
+@click.option(
+    "--no-reuse",
+    is_flag=True,
+    help="Embed every row, repeats included; consult and keep no vector store.",
+    **_env("NO_REUSE"),
+)
+@click.option(
     "--batch-size",
     "--max-batch-size",
     "batch_size",
@@ -362,9 +386,32 @@ def status(output: str, as_json: bool, inputs: tuple[str, ...]) -> None:
     show_default=True,
     help="Check vectors (NaN, unit length) on this fraction of rows; ids and nulls on all.",
 )
+@click.option(
+    "--recompute",
+    type=int,
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Also embed N rows, sampled over every shard, again with the job's recipe (the "
+    "model, never a vector store) and compare them with the stored vectors: lowest cosine "
+    "and largest difference per column. Loads the model.",
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help=f"With --recompute: where the model runs ({DEVICES_HELP}).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, for scripts.")
 @click.argument("inputs", nargs=-1, metavar="[INPUT...]")
-def verify(output: str, sample: float, as_json: bool, inputs: tuple[str, ...]) -> None:
+def verify(
+    output: str,
+    sample: float,
+    recompute: int,
+    device: str,
+    as_json: bool,
+    inputs: tuple[str, ...],
+) -> None:
     """Read the outputs back and check them against their inputs and the job.
 
     Per shard: every input row once and in input order, row counts as the manifest says,
@@ -377,7 +424,7 @@ def verify(output: str, sample: float, as_json: bool, inputs: tuple[str, ...]) -
     def check() -> int:
         from etl import verify_job
 
-        report = verify_job(output, inputs, sample)
+        report = verify_job(output, inputs, sample, recompute, device)
         if as_json:
             click.echo(json.dumps(report.to_dict()))
         else:
@@ -399,6 +446,14 @@ def _verify_text(report: dict[str, Any]) -> str:
             lines += [f"  {shard['input']}"] + [f"    {p}" for p in shard["problems"]]
     else:
         lines.append("every shard checks out")
+    again = report.get("recompute")
+    if again is not None:
+        lines += ["", f"recomputed {again['rows']} sampled rows with the job's recipe:"]
+        for c in again["columns"]:
+            diff = f", max |diff| {c['max_abs_diff']:.2e}" if c["max_abs_diff"] is not None else ""
+            verdict = "ok" if c["ok"] else f"DIFFERS (floor {c['floor']})"
+            lines.append(f"  {c['name']}: min cosine {c['min_cosine']:.6f}{diff}: {verdict}")
+        lines += [f"  {p}" for p in again["problems"]]
     return "\n".join(lines)
 
 
@@ -467,6 +522,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 def _build_config(**options: Any) -> JobConfig:
     options["inputs"] = tuple(options["inputs"])
     options["keep_columns"] = tuple(options["keep_columns"])
+    options["reuse"] = tuple(options["reuse"])
     for name in (
         "poolings",
         "layers",

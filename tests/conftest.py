@@ -32,6 +32,13 @@ TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]
 TINY_LAYERS = 3
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _digest_cache(tmp_path_factory):
+    """Remembered file digests go to this session's own folder, not the user's cache."""
+    os.environ["EMBED_ETL_CACHE_DIR"] = str(tmp_path_factory.mktemp("embed-etl-cache"))
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 3-layer BERT, hidden size 32, seeded, saved and loaded back like any real model."""

@@ -10,7 +10,16 @@ import sys
 import pytest
 import torch
 
-from etl.model.bert import load_bert
+from etl.errors import ModelError
+from etl.model.backend import (
+    _BERT_ACTIVATIONS,
+    PLAIN_BERT,
+    TRANSFORMERS,
+    choose_backend,
+    plain_bert_applies,
+    plain_tokenizer_applies,
+)
+from etl.model.bert import ACTIVATIONS, load_bert
 from etl.stages.tokenizer import plain_tokenizer
 from tests.conftest import REPO, tiny_texts, write_shard
 
@@ -79,7 +88,31 @@ def test_plain_bert_gives_every_hidden_state_of_transformers(tmp_path, options):
     ],
 )
 def test_what_plain_bert_does_not_cover_is_left_to_transformers(tmp_path, options):
-    assert load_bert(_bert(tmp_path / "m", **options)) is None
+    path = _bert(tmp_path / "m", **options)
+    assert not plain_bert_applies(path)
+    assert choose_backend(path, False, "cpu", "float32").model == TRANSFORMERS
+    with pytest.raises(ModelError, match="not a checkpoint the plain BERT reproduces"):
+        load_bert(path)  # asked anyway: an error, never a silent hand-over
+
+
+def test_the_backend_rule_picks_plain_bert_only_without_flash_attention(tmp_path):
+    path = _bert(tmp_path / "m")
+    assert choose_backend(path, False, "cpu", "float32").model == PLAIN_BERT
+    assert choose_backend(path, True, "cpu", "float32").model == TRANSFORMERS  # its own code
+    flash = choose_backend(path, False, "cuda", "float16", flash=True)
+    assert (flash.model, flash.attention) == (TRANSFORMERS, "flash_attention_2")
+    assert set(_BERT_ACTIVATIONS) == set(ACTIVATIONS)  # the rule and the code agree
+
+
+def test_plain_bert_missing_weights_is_an_error_naming_them(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = _bert(tmp_path / "m")
+    state = load_file(path / "model.safetensors")
+    del state["encoder.layer.1.output.dense.weight"]
+    save_file(state, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelError, match=r"encoder\.layer\.1\.output\.dense\.weight"):
+        load_bert(path)
 
 
 def test_a_half_precision_checkpoint_computes_in_float32_in_the_exact_mode(tmp_path):
@@ -102,7 +135,8 @@ def test_a_half_precision_checkpoint_computes_in_float32_in_the_exact_mode(tmp_p
 def test_plain_bert_without_a_safetensors_file_is_left_to_transformers(tmp_path):
     path = _bert(tmp_path / "m")
     (path / "model.safetensors").rename(path / "elsewhere.safetensors")
-    assert load_bert(path) is None
+    assert not plain_bert_applies(path)
+    assert choose_backend(path, False, "cpu", "float32").model == TRANSFORMERS
 
 
 def _default_model_path():
@@ -116,8 +150,8 @@ def test_plain_tokenizer_gives_the_ids_of_transformers(tiny_model, pydocs_texts)
     from transformers import AutoTokenizer
 
     for path, texts in ((tiny_model, tiny_texts(200)), (_default_model_path(), pydocs_texts)):
+        assert plain_tokenizer_applies(path)
         mine, theirs = plain_tokenizer(path), AutoTokenizer.from_pretrained(path)
-        assert mine is not None
         for max_length in (8, 128):
             a = theirs(texts, truncation=True, max_length=max_length)["input_ids"]
             assert mine(texts, truncation=True, max_length=max_length)["input_ids"] == a
@@ -134,12 +168,15 @@ def test_a_tokenizer_config_that_disagrees_with_tokenizer_json_goes_to_transform
     import shutil
 
     config = json.loads((tiny_model / "tokenizer_config.json").read_text())
-    assert plain_tokenizer(tiny_model) is not None
+    assert plain_tokenizer_applies(tiny_model)
     changed = tiny_model.parent / "changed"
     shutil.copytree(tiny_model, changed)
     config["do_lower_case"] = False  # tokenizer.json lower-cases
     (changed / "tokenizer_config.json").write_text(json.dumps(config))
-    assert plain_tokenizer(changed) is None
+    assert not plain_tokenizer_applies(changed)
+    assert choose_backend(changed, False, "cpu", "float32").tokenizer == TRANSFORMERS
+    with pytest.raises(ModelError):
+        plain_tokenizer(changed)
 
 
 @pytest.fixture(scope="module")

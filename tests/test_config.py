@@ -19,7 +19,7 @@ def _model(layers: int = 6) -> ModelInfo:
         max_positions=512,
         default_max_length=256,
         config_sha256="c" * 64,
-        weights_id="w",
+        weights_sha256="w" * 32,
     )
 
 

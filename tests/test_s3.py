@@ -162,11 +162,34 @@ def test_sigkill_at_three_points_then_a_rerun_is_exactly_once_with_no_strays(
         k
         for k in _keys(s3, bucket, "vectors/")
         if not k.startswith(("vectors/_embed_etl/shards/", "vectors/_embed_etl/done/"))
-        and k != "vectors/_embed_etl/job.json"
+        and k not in ("vectors/_embed_etl/job.json", "vectors/_embed_etl/vectors/store.json")
+        and not (k.startswith("vectors/_embed_etl/vectors/segments/") and k.endswith(".seg"))
         and not (k.startswith("vectors/p") and k.endswith(".parquet"))
     ]
     assert strays == []  # no claim, no temporary object
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")  # none left unfinished
+    _assert_store_whole(out)
+
+
+def _assert_store_whole(output: str) -> None:
+    """Every segment of the job's store reads back whole: its trailer, index and records."""
+    from etl.reuse.segment import Layout
+    from etl.reuse.store import VectorStore
+    from etl.storage import open_storage
+
+    storage = open_storage(output).child("_embed_etl/vectors")
+    described = json.loads(storage.read("store.json"))
+    layout = Layout(tuple((name, dim) for name, dim in described["columns"]))
+    store = VectorStore(storage, layout, described["recipe"])
+    entries = store.entries()
+    assert entries
+    for entry in entries:
+        segment = store.segment(entry)
+        assert len(store.index(segment)) == segment.rows
+        assert store.records(segment, np.arange(segment.rows)).shape == (
+            segment.rows,
+            layout.record_bytes,
+        )
 
 
 def test_two_processes_on_one_s3_output_never_share_a_shard(tmp_path, tiny_model, s3, bucket):

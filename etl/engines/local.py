@@ -45,6 +45,7 @@ class Process:
     spec: OutputSpec
     storage: Storage
     sample: bool = False
+    reuse: Any = None  # the job's vector stores (etl.reuse.plan.ReusePlan)
 
 
 # Worker -> parent (one queue for all).
@@ -172,7 +173,7 @@ class LocalProcesses(Engine):
     def _dispatch(self, index: int, plan: JobPlan) -> None:
         """Give a ready worker the shards no worker has finished yet."""
         left = [s for s in plan.pending if s.rel_name not in self.results]
-        self.workers[index].commands.put(Process(left, plan.spec, plan.storage))
+        self.workers[index].commands.put(Process(left, plan.spec, plan.storage, reuse=plan.reuse))
 
     def _next_event(self) -> Any:
         try:
@@ -269,6 +270,7 @@ def _worker_main(
                 command.spec,
                 command.storage,
                 on_result=lambda r: events.put(Result(index, r)),
+                reuse=command.reuse,
             )
             break
     except EmbedEtlError as exc:

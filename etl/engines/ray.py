@@ -54,9 +54,9 @@ class ShardActor:
         )
 
     def process(
-        self, shards: Sequence[Shard], spec: OutputSpec, storage: Storage
+        self, shards: Sequence[Shard], spec: OutputSpec, storage: Storage, reuse: Any = None
     ) -> list[ShardResult]:
-        return self.worker.process(shards, spec, storage)
+        return self.worker.process(shards, spec, storage, reuse=reuse)
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,10 @@ class RayActors(Engine):
         return self._get(self.actors[0].process.remote(list(shards), spec, storage))
 
     def run(self, plan: JobPlan) -> list[ShardResult]:
-        refs = [a.process.remote(list(plan.pending), plan.spec, plan.storage) for a in self.actors]
+        refs = [
+            a.process.remote(list(plan.pending), plan.spec, plan.storage, plan.reuse)
+            for a in self.actors
+        ]
         return [result for batch in self._get(refs) for result in batch]
 
     def stop(self, failed: bool = False) -> None:

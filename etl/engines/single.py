@@ -39,7 +39,12 @@ class SingleProcess(Engine):
 
     def run(self, plan: JobPlan) -> list[ShardResult]:
         return self._worker().process(
-            plan.pending, plan.spec, plan.storage, plan.total_rows, self.cfg.progress
+            plan.pending,
+            plan.spec,
+            plan.storage,
+            plan.total_rows,
+            self.cfg.progress,
+            reuse=plan.reuse,
         )
 
     def stop(self, failed: bool = False) -> None:

@@ -6,8 +6,8 @@ is mostly that. all-MiniLM, bge, e5 and gte-small are plain BERT, so for a BERT 
 positions, a supported activation and its weights in one safetensors file, the job builds this
 module (the same parameter names, so the checkpoint loads as is, and the same arithmetic:
 embeddings + LayerNorm, then per layer SDPA attention and a feed-forward block, each followed by
-a residual LayerNorm). Anything else returns None and transformers loads the model. The tests
-hold it to transformers' BertModel on every hidden state.
+a residual LayerNorm). etl.model.backend decides which models it takes; the tests hold it to
+transformers' BertModel on every hidden state.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from etl.errors import ModelError
+from etl.model.backend import plain_bert_applies
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -176,17 +179,15 @@ class Bert(nn.Module):
         return BertOutput(x, tuple(states) if states is not None else None, pooled)
 
 
-def load_bert(path: str | Path) -> Bert | None:
+def load_bert(path: str | Path, name: str | None = None) -> Bert:
     """The model of a plain BERT checkpoint (its pooler None where the checkpoint has no pooler
-    weights); None for anything this module does not cover exactly (transformers loads it)."""
+    weights). Only for what etl.model.backend chose this code for; anything else is a
+    ModelError, never a silent hand-over to another code."""
     path = Path(path)
-    weights = path / "model.safetensors"
-    try:
-        raw = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not _supported(raw) or not weights.is_file():
-        return None
+    name = name or str(path)
+    if not plain_bert_applies(path):
+        raise ModelError(f"--model {name}: not a checkpoint the plain BERT reproduces")
+    raw = json.loads((path / "config.json").read_text())
     config = SimpleNamespace(
         vocab_size=raw["vocab_size"],
         hidden_size=raw["hidden_size"],
@@ -200,33 +201,23 @@ def load_bert(path: str | Path) -> Bert | None:
     )
     from safetensors.torch import load_file
 
-    state = _rename(load_file(str(weights)))
+    weights = path / "model.safetensors"
+    try:
+        state = _rename(load_file(str(weights)))
+    except Exception as exc:
+        raise ModelError(f"--model {name}: cannot read {weights}: {exc}") from exc
     model = Bert(config)  # uninitialized until the checkpoint's tensors are assigned
     expected = set(model.state_dict())
     if not {"pooler.dense.weight", "pooler.dense.bias"} <= state.keys():
         model.pooler = None
         expected = {k for k in expected if not k.startswith("pooler.")}
-    if not expected <= state.keys():
-        return None  # missing weights: transformers says which
+    missing = sorted(expected - state.keys())
+    if missing:
+        raise ModelError(
+            f"--model {name}: weights missing from the checkpoint: {', '.join(missing[:5])}"
+        )
     model.load_state_dict({k: state[k] for k in expected}, strict=True, assign=True)
     return model.eval()
-
-
-SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
-
-
-def _supported(raw: dict) -> bool:
-    return (
-        raw.get("model_type") == "bert"
-        and not raw.get("auto_map")
-        and raw.get("position_embedding_type", "absolute") == "absolute"
-        and raw.get("hidden_act", "gelu") in ACTIVATIONS
-        and not raw.get("is_decoder", False)
-        and not raw.get("add_cross_attention", False)
-        and all(isinstance(raw.get(k), int) for k in (*SIZES, "intermediate_size"))
-        and raw["num_attention_heads"] > 0
-        and raw["hidden_size"] % raw["num_attention_heads"] == 0
-    )
 
 
 def _rename(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

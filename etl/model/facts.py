@@ -1,7 +1,10 @@
-"""A model's facts (layers, width, limits) read from its files without torch, and its cost.
+"""A model's facts (layers, width, limits, the digests of its files) read without torch, and
+its cost.
 
-flops_per_token is the encoder's cost model, beside the facts it is made of: the benchmark
-reports useful FLOP/s with it.
+The digests are of content (etl.model.digests): the weights, the tokenizer's files and the
+sentence-transformers configuration, so that a model saved again with other values is another
+model, whatever its file sizes. flops_per_token is the encoder's cost model, beside the facts it
+is made of: the benchmark reports useful FLOP/s with it.
 """
 
 from __future__ import annotations
@@ -12,9 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from etl.errors import ModelError
+from etl.model.digests import files_digest, json_digest
 from etl.model.recipe import Recipe, read_recipe
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Files a tokenizer is built from, by any of the tokenizer classes transformers has.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +47,8 @@ class ModelInfo:
     max_positions: int  # longest input (in tokens) the model accepts
     default_max_length: int  # what the model was trained or configured to use
     config_sha256: str
-    weights_id: str  # hash of weight file names and sizes: cheap, changes when weights change
+    weights_sha256: str  # digest of the weight files' content (32 hex)
+    tokenizer_sha256: str = ""  # digest of the tokenizer files' content (32 hex)
     recipe: Recipe = field(default_factory=lambda: Recipe(from_model=False), compare=False)
     custom_code: bool = False  # config.json maps the model to its own Python code (auto_map)
 
@@ -69,9 +87,12 @@ def read_model_info(path: Path, name: str) -> ModelInfo:
     weights = sorted(path.glob("model*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
     if not weights:
         raise ModelError(f"--model {name}: no {' or '.join(WEIGHT_FILES)} in {path}")
-    weights_id = hashlib.sha256(
-        json.dumps([(p.name, p.stat().st_size) for p in weights]).encode()
-    ).hexdigest()[:16]
+    tokenizer = {n: path / n for n in TOKENIZER_FILES if (path / n).is_file()}
+    try:
+        weights_sha256 = files_digest({p.name: p for p in weights})
+        tokenizer_sha256 = files_digest(tokenizer) if tokenizer else json_digest(None)
+    except OSError as exc:
+        raise ModelError(f"--model {name}: cannot read the files in {path}: {exc}") from exc
     return ModelInfo(
         name=name,
         path=str(path),
@@ -82,7 +103,8 @@ def read_model_info(path: Path, name: str) -> ModelInfo:
         max_positions=max_positions,
         default_max_length=min(_configured_max_length(path, max_positions), max_positions),
         config_sha256=hashlib.sha256(raw).hexdigest(),
-        weights_id=weights_id,
+        weights_sha256=weights_sha256,
+        tokenizer_sha256=tokenizer_sha256,
         recipe=read_recipe(path, name),
         custom_code=bool(config.get("auto_map")),
     )

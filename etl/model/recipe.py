@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.errors import ModelError
+from etl.model.digests import file_digest, json_digest
 
 # Every pooling mode sentence-transformers has, in the order it concatenates them.
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -41,7 +42,7 @@ class DenseLayer:
     activation: str  # a torch.nn class path, e.g. torch.nn.modules.activation.Tanh
     residual: bool
     weights: str  # the weights file
-    weights_id: str  # name and size of the weights file: changes when they change
+    weights_sha256: str  # digest of the weights file's content
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Recipe:
     do_lower_case: bool = False
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
+    # Digest of every configuration file of the pipeline (modules.json, each module's
+    # config.json, sentence_bert_config.json, config_sentence_transformers.json without the
+    # versions it was saved with): a setting the job does not read still changes the identity.
+    files_sha256: str = ""
 
     def identity(self) -> dict[str, Any]:
         """What changes the vectors (prompts are counted where they are used)."""
@@ -65,11 +70,12 @@ class Recipe:
             "pooling": list(self.pooling),
             "include_prompt": self.include_prompt,
             "dense": [
-                [d.path, d.in_features, d.out_features, d.activation, d.residual, d.weights_id]
+                [d.path, d.in_features, d.out_features, d.activation, d.residual, d.weights_sha256]
                 for d in self.dense
             ],
             "normalize": self.normalize,
             "do_lower_case": self.do_lower_case,
+            "files": self.files_sha256,
         }
 
 
@@ -117,6 +123,13 @@ def read_recipe(path: Path, name: str) -> Recipe:
     if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
         raise ModelError(f"--model {name}: config_sentence_transformers.json: bad prompts")
     max_seq_length = settings.get("max_seq_length")
+    configs = {"modules.json": modules, "sentence_bert_config.json": settings}
+    configs["config_sentence_transformers.json"] = {
+        k: v for k, v in st_config.items() if k != "__version__"
+    }
+    for _, folder in kinds:
+        if folder and (path / folder / "config.json").is_file():
+            configs[f"{folder}/config.json"] = _json(path / folder / "config.json", name)
     return Recipe(
         from_model=True,
         pooling=pooling,
@@ -127,6 +140,7 @@ def read_recipe(path: Path, name: str) -> Recipe:
         do_lower_case=bool(settings.get("do_lower_case", False)),
         prompts=dict(prompts),
         default_prompt_name=st_config.get("default_prompt_name") or None,
+        files_sha256=json_digest(configs),
     )
 
 
@@ -175,7 +189,7 @@ def _dense(path: Path, folder: str, name: str) -> DenseLayer:
         activation=activation,
         residual=bool(config.get("use_residual", False)),
         weights=str(weights[0]),
-        weights_id=f"{weights[0].name}:{weights[0].stat().st_size}",
+        weights_sha256=file_digest(weights[0]),
     )
 
 

@@ -1,4 +1,4 @@
-"""Where the model runs and in what precision: device, compute dtype, threads, attention kernel."""
+"""Where the model runs and in what precision: device, compute dtype, threads."""
 
 from __future__ import annotations
 
@@ -48,20 +48,6 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS
         return os.cpu_count() or 1
-
-
-def attention_backend(device: torch.device, dtype: str) -> str | None:
-    """FlashAttention-2 where it is installed (CUDA, half precision): it skips the padding
-    instead of computing it. None lets transformers choose (SDPA where the model has it)."""
-    if device.type == "cuda" and dtype in ("float16", "bfloat16"):
-        try:
-            from transformers.utils import is_flash_attn_2_available
-        except ImportError:  # pragma: no cover - older transformers
-            return None
-        if is_flash_attn_2_available():
-            log.info("attention: flash_attention_2 (padding is skipped)")
-            return "flash_attention_2"
-    return None
 
 
 def cpu_supports(dtype: str) -> bool:

@@ -17,10 +17,11 @@ import torch
 from etl.config import JobConfig
 from etl.contract import Batch
 from etl.errors import ModelError
+from etl.model.backend import FLASH_ATTENTION, PLAIN_BERT
 from etl.model.bert import load_bert
 from etl.model.facts import ModelInfo
 from etl.spec import OutputSpec
-from etl.stages.device import attention_backend, cpu_supports, default_threads
+from etl.stages.device import cpu_supports, default_threads
 from etl.stages.head import DenseHead
 from etl.stages.pooling import pool
 
@@ -125,14 +126,16 @@ class Encoder:
 
 
 def _load_model(spec: OutputSpec, device: torch.device, trust_remote_code: bool) -> Any:
-    """The model, cut to the deepest layer asked for, on its device. A plain BERT is built by
-    etl.model.bert (no transformers import), unless FlashAttention-2 is there to skip padding."""
+    """The model, by the code the spec's backend names, cut to the deepest layer asked for, on
+    its device: etl.model.bert (no transformers import) or transformers."""
     info = spec.model
-    attention = attention_backend(device, spec.dtype)
-    model = load_bert(info.path) if attention is None and not info.custom_code else None
     missing: list[str] = []  # a plain BERT without pooler weights has its pooler None
-    if model is None:
-        model, missing = _transformers_model(info, attention, trust_remote_code)
+    if spec.backend.model == PLAIN_BERT:
+        model = load_bert(info.path, info.name)
+    else:
+        if spec.backend.attention == FLASH_ATTENTION:
+            log.info("attention: flash_attention_2 (padding is skipped)")
+        model, missing = _transformers_model(info, spec.backend.attention, trust_remote_code)
     pooler_missing = [k for k in missing if "pooler" in k]
     if spec.needs_pooler and (pooler_missing or getattr(model, "pooler", None) is None):
         raise ModelError(

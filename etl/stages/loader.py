@@ -19,10 +19,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from etl.contract import Batch, Shard, ShardEnd, ShardFailed, ShardStart, WindowInfo
 from etl.errors import EmbedEtlError
 from etl.inputs import input_identity
+from etl.reuse.lookup import Lookup
+from etl.reuse.shard import BLOCK_ROWS, EMBED, SOURCES, RecentShards, ShardReuse
+from etl.reuse.store import StoreTarget
 from etl.spec import OutputSpec
 from etl.stages.batching import Batching, pad, plan_batches
 from etl.stages.read_ahead import ReadAhead
-from etl.stages.source import iter_windows, open_shard, text_values
+from etl.stages.source import iter_windows, open_shard, parquet_file, text_values
 from etl.stages.tokenizer import Layout
 from etl.stages.tokens import chunk_windows, common_prefix, content_ids, tokenize_window
 
@@ -40,6 +43,8 @@ class ShardStream(IterableDataset):
         layout: Layout,
         batching: Batching,
         claim: Callable[[Shard], bool] | None = None,
+        lookup: Lookup | None = None,
+        store: StoreTarget | None = None,
     ) -> None:
         self.shards = list(shards)
         self.spec = spec
@@ -47,6 +52,9 @@ class ShardStream(IterableDataset):
         self.layout = layout
         self.batching = batching
         self.claim = claim
+        self.lookup = lookup  # the vector stores: None embeds every row
+        self.store = store  # where this run's vectors go: names each shard's segment
+        self.recent = RecentShards()  # what this reader's last shards embedded
         self._prompt_ids: np.ndarray | None = None
 
     def __iter__(self) -> Iterator[Item]:
@@ -74,12 +82,17 @@ class ShardStream(IterableDataset):
             columns = list(dict.fromkeys([spec.text_column, spec.id_column, *spec.keep_columns]))
             passthrough = [spec.id_column, *spec.keep_columns]
             rows = windows = 0
+            reuse = self._reuse(shard)
             for record_batch in iter_windows(
                 parquet, shard.input_path, columns, self.batching.window_rows
             ):
-                yield from self._window(index, windows, record_batch, passthrough, shard, rows)
+                yield from self._window(
+                    index, windows, record_batch, passthrough, shard, rows, reuse
+                )
                 rows += record_batch.num_rows
                 windows += 1
+            if reuse is not None:
+                reuse.finish()
             yield ShardEnd(index, rows, windows)
         except EmbedEtlError as exc:
             yield ShardFailed(index, str(exc))
@@ -88,12 +101,38 @@ class ShardStream(IterableDataset):
                 index, f"{shard.input_path}: {type(exc).__name__}: {exc}", traceback.format_exc()
             )
 
+    def _reuse(self, shard: Shard) -> ShardReuse | None:
+        """With stores: the shard's ShardReuse, fed blocks of texts by a second pass over the
+        text column, a block ahead of the windows."""
+        if self.lookup is None or self.store is None:
+            return None
+        window = self.batching.window_rows
+        size = window * max(1, BLOCK_ROWS // window)  # a block holds whole windows
+        parquet = parquet_file(shard.input_path)
+        blocks = (
+            text_values(batch.column(0))
+            for batch in iter_windows(parquet, shard.input_path, [self.spec.text_column], size)
+        )
+        name = self.store.segment_name(shard)
+        return ShardReuse(self.lookup, self.spec.prompt, blocks, self.recent, name)
+
     def _window(
-        self, index: int, number: int, record_batch, passthrough: list[str], shard, first_row: int
+        self,
+        index: int,
+        number: int,
+        record_batch,
+        passthrough: list[str],
+        shard,
+        first_row: int,
+        reuse: ShardReuse | None = None,
     ):
         spec = self.spec
         texts = text_values(record_batch.column(spec.text_column))
-        present = [i for i, text in enumerate(texts) if text is not None]
+        plan = reuse.window(first_row, len(texts)) if reuse is not None else None
+        if plan is not None:  # only each new text's first row goes to the model
+            present = np.flatnonzero(plan.kind == EMBED).tolist()
+        else:
+            present = [i for i, text in enumerate(texts) if text is not None]
         whole: dict[int, np.ndarray] | None = {} if spec.long_text == "chunk" else None
         prompted = [spec.prompt + texts[i] for i in present]  # what the model sees
         ids, n_tokens = tokenize_window(self.tokenizer, prompted, spec.max_length, whole)
@@ -115,30 +154,37 @@ class ShardStream(IterableDataset):
             )
         lengths = np.zeros(record_batch.num_rows, dtype=np.int64) - 1
         lengths[present] = n_tokens
-        plan = plan_batches(
+        if plan is not None:
+            reuse.record_tokens(first_row, plan, lengths)  # the copied rows' counts too
+        null_rows = int((lengths < 0).sum())
+        long = int((lengths > spec.max_length).sum())  # of every row, embedded or copied
+        reused = {name: plan.count(kind) for kind, name in SOURCES.items()} if plan else {}
+        batches = plan_batches(
             [len(x) for x in sequences], self.batching.max_tokens, self.batching.max_rows
         )
-        chunked = multi is not None
         info = WindowInfo(
             index=number,
             num_rows=record_batch.num_rows,
-            num_batches=max(1, len(plan)),
+            num_batches=max(1, len(batches)),
             passthrough=record_batch.select(passthrough),
-            null_rows=record_batch.num_rows - len(present),
+            null_rows=null_rows,
             real_tokens=sum(len(x) for x in sequences),
-            truncated_rows=0 if chunked else len(long_rows),
-            chunked_rows=len(long_rows) if chunked else 0,
+            truncated_rows=0 if spec.long_text == "chunk" else long,
+            chunked_rows=long if spec.long_text == "chunk" else 0,
             n_tokens=lengths,
             multi=multi,
             drop_head=drop_head,
             drop_tail=len(self.layout.suffix),
+            texts_embedded=len(present),
+            rows_reused=reused or None,
+            reuse=plan,
         )
-        if not plan:  # all rows null (or none): the sink still needs the window
+        if not batches:  # all rows null or copied (or none): the sink still needs the window
             empty = torch.zeros((0, 0), dtype=torch.long)
             yield Batch(index, number, torch.zeros(0, dtype=torch.long), empty, empty, info)
             return
         layout = self.layout
-        for j, members in enumerate(plan):
+        for j, members in enumerate(batches):
             input_ids, mask = pad(
                 [sequences[i] for i in members], layout.pad_id, left=layout.left_padding
             )

@@ -1,9 +1,11 @@
-"""Write one shard's output: explicit schema, rows in input order, published only when whole."""
+"""Write one shard's output: explicit schema, rows in input order, published only when whole;
+then the vectors it computed, as one segment of the vector store (etl.reuse)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from concurrent.futures import Executor, Future
 
 import numpy as np
@@ -11,11 +13,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from etl.contract import Shard, WindowInfo
+from etl.reuse.spill import NewVectors, RecentSpills
+from etl.reuse.store import StoreTarget
 from etl.spec import METADATA_PREFIX, OutputSpec
 from etl.stages.vectors import arrow_type
 from etl.stages.window import TokenInput, Window
 from etl.storage.base import Storage
 from etl.version import __version__
+
+log = logging.getLogger(__name__)
 
 TOKEN_IDS = "token_ids"  # with token outputs: the ids of the tokens, aligned with their vectors
 
@@ -50,6 +56,9 @@ def file_metadata(spec: OutputSpec, shard: Shard) -> dict[str, str]:
         "model": model.name,
         "model_type": model.model_type,
         "model_config_sha256": model.config_sha256,
+        "model_weights_sha256": model.weights_sha256,
+        "model_tokenizer_sha256": model.tokenizer_sha256,
+        "backend": spec.backend.describe(),
         "num_layers": str(model.num_layers),
         "hidden_size": str(model.hidden_size),
         "recipe": "model" if recipe.from_model else "default",
@@ -95,10 +104,15 @@ class ShardWriter:
         input_schema: pa.Schema,
         storage: Storage,
         io: Executor | None = None,
+        store: StoreTarget | None = None,
+        spills: RecentSpills | None = None,
     ) -> None:
         self.shard = shard
         self.spec = spec
         self.schema = output_schema(input_schema, spec, shard)
+        self.store = store
+        self.spills = spills  # the worker's last shards' spills, which this one may copy from
+        self.spill = NewVectors(store.store.layout) if store is not None else None
         # We hold the shard's claim, so any other upload of it was left by a process that died
         # (SIGKILL, power loss): remove it.
         storage.discard_stale_uploads(shard.output_key)
@@ -140,7 +154,7 @@ class ShardWriter:
         ``tokens`` the batch's ids, mask and window numbers, for token outputs.
         """
         if info is not None:
-            self._windows[window_index] = Window(info, self.spec)
+            self._windows[window_index] = Window(info, self.spec, self.spill, self.spills)
         window = self._windows[window_index]
         if len(rows):
             window.add(rows, vectors, weights, tokens)
@@ -153,6 +167,7 @@ class ShardWriter:
         if self._error is not None:
             return
         try:
+            window.assemble()
             info = window.info
             arrays = list(info.passthrough.columns)
             n_tokens = info.n_tokens
@@ -192,6 +207,41 @@ class ShardWriter:
         if not written.schema.to_arrow_schema().equals(self.schema, check_metadata=False):
             raise RuntimeError(f"{where}: schema differs from the planned one")
         self.upload.publish()
+        if self.store is not None:
+            self._add_to_store()
+
+    def _add_to_store(self) -> None:
+        """The shard's new vectors into the store, once its output is published. The store is
+        a cache: a failure here costs later runs some embedding, never this shard."""
+        target, spill = self.store, self.spill
+        try:
+            name = target.segment_name(self.shard)
+            if spill.count:
+                spill_bytes = spill.segment_bytes(
+                    target.store.recipe,
+                    target.run,
+                    shard=self.shard.rel_name,
+                    output=self.upload.key,
+                )
+                target.store.publish(name, spill_bytes)
+            else:  # nothing new: still drop what a killed attempt left unfinished
+                target.store.discard_unfinished(name)
+        except Exception as exc:  # noqa: BLE001 - logged; the shard's output is whole
+            log.warning(
+                "%s: vectors not added to %s: %s", self.shard.rel_name, target.store.uri, exc
+            )
+        finally:
+            self._keep_spill()
+
+    def _keep_spill(self) -> None:
+        """Later shards of this worker may copy this one's vectors: keep its spill a while."""
+        if self.spill is None:
+            return
+        if self.spills is not None:
+            self.spills.keep(self.store.segment_name(self.shard), self.spill)
+        else:
+            self.spill.close()
+        self.spill = None
 
     def abort(self) -> Future:
         """Drop the temporary file; the final name is untouched."""
@@ -201,6 +251,7 @@ class ShardWriter:
         with contextlib.suppress(Exception):  # already failing; removing the file matters
             self._writer.close()
         self.upload.discard()
+        self._keep_spill()  # what it holds was computed, and a later shard may copy it
 
 
 class InlineExecutor(Executor):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.errors import ModelError
+from etl.model.backend import TOKENIZERS, Backend, choose_backend, plain_tokenizer_applies
 from etl.model.facts import ModelInfo
 
 
@@ -28,16 +29,6 @@ class Layout:
     @property
     def specials(self) -> int:
         return len(self.prefix) + len(self.suffix)
-
-
-# Tokenizer classes whose tokenizer.json is the whole tokenizer: loaded by `tokenizers` alone.
-PLAIN_CLASSES = ("BertTokenizer", "BertTokenizerFast")
-# tokenizer_config.json options and the BertNormalizer fields of tokenizer.json they must match.
-NORMALIZER_OPTIONS = {
-    "do_lower_case": "lowercase",
-    "strip_accents": "strip_accents",
-    "tokenize_chinese_chars": "handle_chinese_chars",
-}
 
 
 class PlainTokenizer:
@@ -80,30 +71,21 @@ class PlainTokenizer:
         return {"input_ids": [e.ids for e in encodings]}
 
 
-def plain_tokenizer(path: str | Path) -> PlainTokenizer | None:
-    """The PlainTokenizer of a BERT model directory, or None where transformers is needed: no
-    tokenizer.json, another tokenizer class, its own code, settings tokenizer.json lacks."""
+def plain_tokenizer(path: str | Path, name: str | None = None) -> PlainTokenizer:
+    """The PlainTokenizer of a BERT model directory; only for what etl.model.backend chose it
+    for (ModelError otherwise: transformers' tokenizer is never substituted silently)."""
     path = Path(path)
-    try:
-        config = json.loads((path / "tokenizer_config.json").read_text())
-        text = (path / "tokenizer.json").read_text()
-        saved = json.loads(text)
-    except (OSError, ValueError):
-        return None
-    if config.get("tokenizer_class") not in PLAIN_CLASSES or config.get("auto_map"):
-        return None
-    normalizer = saved.get("normalizer") or {}
-    if normalizer.get("type") != "BertNormalizer":
-        return None
-    for option, field in NORMALIZER_OPTIONS.items():
-        if option in config and config[option] != normalizer.get(field):
-            return None  # transformers would rebuild the normalizer from tokenizer_config
+    if not plain_tokenizer_applies(path):
+        raise ModelError(
+            f"--model {name or path}: its tokenizer is not one `tokenizers` reproduces alone"
+        )
+    config = json.loads((path / "tokenizer_config.json").read_text())
     from tokenizers import Tokenizer
 
-    backend = Tokenizer.from_str(text)  # the file read once, for its normalizer and here
+    backend = Tokenizer.from_file(str(path / "tokenizer.json"))
     pad_id = _token_id(backend, config.get("pad_token"))
     if pad_id is None:
-        return None
+        raise ModelError(f"--model {name or path}: its tokenizer has no padding token")
     return PlainTokenizer(backend, pad_id, config)
 
 
@@ -113,10 +95,16 @@ def _token_id(backend: Any, token: Any) -> int | None:
     return backend.token_to_id(token) if isinstance(token, str) else None
 
 
-def load_tokenizer(model: ModelInfo, trust_remote_code: bool = False) -> Any:
-    """The model's fast tokenizer, lower-casing first if its recipe says so."""
-    tokenizer = plain_tokenizer(model.path) if not model.custom_code else None
-    if tokenizer is None:
+def load_tokenizer(
+    model: ModelInfo, backend: Backend | None = None, trust_remote_code: bool = False
+) -> Any:
+    """The model's fast tokenizer, by the code ``backend`` names (None: as etl.model.backend
+    chooses it), lower-casing first if its recipe says so."""
+    if backend is None:
+        backend = choose_backend(model.path, model.custom_code, "cpu", "float32")
+    if backend.tokenizer == TOKENIZERS:
+        tokenizer = plain_tokenizer(model.path, model.name)
+    else:
         tokenizer = _transformers_tokenizer(model, trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"--model {model.name}: needs a fast (Rust) tokenizer, tokenizer.json")

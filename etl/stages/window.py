@@ -1,9 +1,13 @@
 """One window of rows while its batches arrive: vectors placed by row, chunked rows joined.
 
 A row split into several windows (--long-text chunk) is joined here: the token-weighted mean of
-its window vectors, or their element-wise max for max pooling. Token outputs keep each row's
-token vectors and ids; a chunked row's windows are put back in text order, each token once (the
-specials, prompt and overlap a later window repeats are dropped).
+its window vectors, or their element-wise max for max pooling. Rows that did not go through the
+model get their vectors here too (etl.reuse): a repeat copies its text's vector, from this
+window or from the shard's spill; a text found in a store takes the stored one; and the window's
+new vectors join the spill, all before truncation, normalization and encoding, so that every
+row of a text is stored alike. Token outputs keep each row's token vectors and ids; a chunked
+row's windows are put back in text order, each token once (the specials, prompt and overlap a
+later window repeats are dropped).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from etl.contract import WindowInfo
+from etl.reuse.shard import EMBED, SHARD
+from etl.reuse.spill import NewVectors, RecentSpills
 from etl.spec import OutputSpec
 from etl.stages.vectors import encode, finish, l2_normalize, to_arrow
 
@@ -21,9 +27,17 @@ TokenInput = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids (B, T), mas
 class Window:
     """Collects one window's batches; ``complete`` once all of them arrived."""
 
-    def __init__(self, info: WindowInfo, spec: OutputSpec) -> None:
+    def __init__(
+        self,
+        info: WindowInfo,
+        spec: OutputSpec,
+        spill: NewVectors | None = None,
+        spills: RecentSpills | None = None,
+    ) -> None:
         self.info = info
         self.spec = spec
+        self.spill = spill  # the shard's new vectors, with reuse
+        self.spills = spills  # the worker's last shards' ones
         self.dtypes = spec.output_dtypes
         pooled = [c for c in spec.columns if not c.tokens]
         self.vectors = {c.name: np.zeros((info.num_rows, c.dim), np.float32) for c in pooled}
@@ -81,16 +95,54 @@ class Window:
             for name in self.tokens:
                 self.tokens[name][row][part] = vectors[name][i][real[i]]  # (n, H)
 
+    def assemble(self) -> None:
+        """Once every batch is in: join chunked rows; with reuse, spill the new vectors and
+        give the other rows theirs."""
+        multi = self.info.multi
+        if multi is not None and multi.any():
+            for name, values in self.vectors.items():
+                if name not in self.maxed:
+                    values[multi] /= self.weight[multi, None].astype(np.float32)
+        plan = self.info.reuse
+        if plan is None or self.spill is None:
+            return
+        layout, vectors = self.spill.layout, self.vectors
+        embed = np.flatnonzero(plan.kind == EMBED)  # spill numbers first_spill, +1, ...
+        n_tokens = self.info.n_tokens
+        self.spill.append(
+            plan.embed_hashes, layout.pack(n_tokens[embed], vectors_of(vectors, embed))
+        )
+        if len(plan.stored_rows):
+            _, stored = layout.unpack(plan.stored)
+            for name, values in stored.items():
+                vectors[name][plan.stored_rows] = values
+        for number, shard in enumerate(plan.recent_names):
+            mine = plan.recent_from == number
+            if not mine.any():
+                continue
+            _, recent = layout.unpack(self.spills.read(shard, plan.recent_numbers[mine]))
+            for name, values in recent.items():
+                vectors[name][plan.recent_rows[mine]] = values
+        copies = np.flatnonzero(plan.kind == SHARD)
+        refs = plan.ref[copies]
+        here = refs >= plan.first_spill  # its text's first row is in this window
+        for values in vectors.values():
+            values[copies[here]] = values[embed[refs[here] - plan.first_spill]]
+        if not here.all():
+            _, older = layout.unpack(self.spill.read(refs[~here]))
+            for name, values in older.items():
+                vectors[name][copies[~here]] = values
+        self.filled[plan.stored_rows] = True
+        self.filled[plan.recent_rows] = True
+        self.filled[copies] = True
+
     def finished(self, name: str) -> list[pa.Array]:
-        """The column as stored, once per --output-dtype, all from the same vectors: joined,
-        truncated, normalized, encoded; nulls for null texts."""
+        """The column as stored, once per --output-dtype, all from the same vectors (assemble()
+        first): truncated, normalized, encoded; nulls for null texts."""
         nulls = pa.array(~self.filled) if not self.filled.all() else None
         if name in self.tokens:
             return [self._finished_tokens(self.tokens[name], nulls, d) for d in self.dtypes]
         values = self.vectors[name]
-        multi = self.info.multi
-        if multi is not None and multi.any() and name not in self.maxed:
-            values[multi] /= self.weight[multi, None].astype(np.float32)
         if not self.filled.all():
             values[~self.filled] = 0.0  # null rows: masked out, but keep the values finite
         spec = self.spec
@@ -136,3 +188,7 @@ class Window:
             end = len(tokens) if part == last else len(tokens) - tail
             pieces.append(tokens[start:end])
         return np.concatenate(pieces)
+
+
+def vectors_of(vectors: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[rows] for name, values in vectors.items()}

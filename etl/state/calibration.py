@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
+from etl.errors import ConfigError
 from etl.state.keys import CALIBRATION, scratch_prefix
 from etl.storage.base import Storage
 
@@ -51,3 +53,20 @@ def calibration_scratch(storage: Storage, sample: bytes) -> Iterator[tuple[str, 
         yield storage.uri(f"{prefix}/in/sample.parquet"), storage.child(f"{prefix}/out")
     finally:
         storage.delete_prefix(prefix)
+
+
+def calibration_source(cfg: Any) -> str:
+    """What fixes the int8 ranges, for the fingerprint: the corpus sample or a file's content."""
+    if not cfg.calibration:
+        return f"sample:{cfg.calibration_rows}"
+    from etl.storage.files import read_bytes
+
+    try:
+        data = read_bytes(cfg.calibration)
+    except (FileNotFoundError, IsADirectoryError, OSError) as exc:
+        raise ConfigError(
+            f"--calibration {cfg.calibration}: no such file (expected a calibration.json "
+            "written by another job, or a Parquet file of sample texts)"
+        ) from exc
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return f"file:{digest}"

@@ -28,9 +28,41 @@ def job_record(spec: OutputSpec, cfg: JobConfig) -> dict[str, Any]:
         "identity": spec.identity(),
         "model": spec.model.name,
         "inputs": [i if is_uri(i) else str(Path(i).expanduser().absolute()) for i in cfg.inputs],
+        "options": vector_options(cfg),
         "created_at": time.time(),
         "version": __version__,
     }
+
+
+# The JobConfig fields that decide the vectors: what `verify --recompute` runs the job's recipe
+# with again.
+VECTOR_OPTIONS = (
+    "model",
+    "text_column",
+    "id_column",
+    "keep_columns",
+    "poolings",
+    "layers",
+    "normalize",
+    "max_length",
+    "long_text",
+    "chunk_overlap",
+    "output_dtypes",
+    "truncate_dim",
+    "calibration_rows",
+    "prompt",
+    "prompt_name",
+    "trust_remote_code",
+)
+
+
+def vector_options(cfg: JobConfig) -> dict[str, Any]:
+    """The options that decide the vectors, a local model directory made absolute."""
+    options = {name: getattr(cfg, name) for name in VECTOR_OPTIONS}
+    model = cfg.model
+    if model is not None and not is_uri(model) and Path(model).expanduser().is_dir():
+        options["model"] = str(Path(model).expanduser().absolute())
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
 
 
 def read_job(storage: Storage) -> dict[str, Any] | None:
@@ -73,19 +105,24 @@ def check_job_record(
     if not manifest.recorded() and not ClaimBook(manifest, "").running():
         return
     raise OutputConflictError(
-        f"--output {output_dir} holds results made with other options "
+        f"--output {output_dir} holds results made with another model or other options "
         f"({describe_difference(existing.get('identity', {}), spec.identity())}); "
         "use another --output, or --overwrite to replace them"
     )
 
 
-def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """'normalize: false -> true; max_length: 256 -> 128' for the keys that differ."""
-    changed = [
-        f"{key}: {_short(old.get(key))} -> {_short(new.get(key))}"
-        for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key)
-    ]
+def describe_difference(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
+    """'normalize: false -> true; recipe.dense: ... -> ...' for the keys that differ, nested
+    objects by their dotted path."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed.append(describe_difference(a, b, f"{prefix}{key}."))
+        else:
+            changed.append(f"{prefix}{key}: {_short(a)} -> {_short(b)}")
     return "; ".join(changed) or "fingerprint differs"
 
 

@@ -11,6 +11,7 @@ CALIBRATION = f"{STATE_DIR}/calibration.json"
 RECORDS = f"{STATE_DIR}/shards"
 CLAIMS = f"{STATE_DIR}/claims"
 DONE = f"{STATE_DIR}/done"  # one empty marker per done shard, its facts in its name
+VECTORS = f"{STATE_DIR}/vectors"  # the job's own vector store (etl.reuse), unless --store
 
 
 def state_name(rel_name: str) -> str:

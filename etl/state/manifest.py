@@ -17,7 +17,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from etl.contract import Shard, ShardResult, ShardStatus
@@ -52,6 +52,9 @@ class ShardRecord:
     finished_at: float = 0.0
     input_size: int | None = None
     input_mtime_ns: int | None = None
+    texts_embedded: int = 0  # texts that went through the model
+    rows_reused: dict[str, int] = field(default_factory=dict)  # rows that copied a vector, by
+    # where it came from: shard (a repeat in the shard), job (this run), earlier (a store)
 
     @classmethod
     def of(
@@ -87,6 +90,8 @@ class ShardRecord:
             finished_at=time.time(),
             input_size=identity.get("input_size"),
             input_mtime_ns=identity.get("input_mtime_ns"),
+            texts_embedded=result.texts_embedded,
+            rows_reused=dict(result.rows_reused),
         )
 
     def to_json(self) -> bytes:

@@ -75,6 +75,10 @@ class ArrowStorage(Storage):
     def open(self, key: str) -> BinaryIO:
         return self.fs.open_input_file(self.path(key))
 
+    def read_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        with self.fs.open_input_file(self.path(key)) as handle:
+            return [handle.read_at(length, offset) for offset, length in ranges]
+
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
 

@@ -41,6 +41,7 @@ class Storage(ABC):
     process opens its own connections and tracks its own temporaries."""
 
     conditional: bool = True  # create-if-absent and swap are atomic across processes
+    range_gap: int = 1 << 16  # ranges closer than this are cheaper read as one
 
     @abstractmethod
     def uri(self, key: str = "") -> str:
@@ -57,6 +58,16 @@ class Storage(ABC):
     @abstractmethod
     def open(self, key: str) -> BinaryIO:
         """The object for reading; FileNotFoundError if absent."""
+
+    def read_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """The bytes of each (offset, length) range of the object; FileNotFoundError if absent.
+        Backends read them without fetching the rest of the object."""
+        with self.open(key) as handle:
+            found = []
+            for offset, length in ranges:
+                handle.seek(offset)
+                found.append(handle.read(length))
+            return found
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...

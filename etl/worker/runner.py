@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etl.contract import Batch, Shard, ShardEnd, ShardFailed, ShardResult, ShardStart, ShardStatus
+from etl.reuse.spill import RecentSpills
+from etl.reuse.store import StoreTarget
 from etl.spec import OutputSpec
 from etl.stages.sink import ShardWriter
 from etl.state.claims import HEARTBEAT_SECONDS, ClaimBook
@@ -60,6 +62,7 @@ class Runner:
         manifest: Manifest,
         claims: ClaimBook,
         on_result: ResultCallback | None = None,
+        store: StoreTarget | None = None,
     ) -> None:
         self.shards = shards
         self.spec = spec
@@ -74,6 +77,9 @@ class Runner:
         self.committing: list[_Committing] = []
         self.io: Executor | None = None
         self.multi: dict[int, Any] = {}  # shard -> its current window's chunked rows
+        self.store = store  # where the vectors computed go (the job's own store)
+        # The last shards' new vectors, kept for later shards that copy them (io thread only).
+        self.spills = RecentSpills(store.store) if store is not None else None
 
     def consume(self, loader, total_rows: int, progress: bool | None) -> list[ShardResult]:
         bar = Progress(total_rows, progress)
@@ -111,6 +117,8 @@ class Runner:
                 self.io.shutdown(wait=True)
             self.claims.release_all()
             self.storage.discard_temporaries()
+            if self.spills is not None:
+                self.spills.close()
             bar.close()
         # Shards this worker never claimed: another process or worker had them.
         for index, shard in enumerate(self.shards):
@@ -127,7 +135,15 @@ class Runner:
         shard = self.shards[item.shard_index]
         result = ShardResult(shard, ShardStatus.RUNNING)
         try:
-            writer = ShardWriter(shard, self.spec, item.schema, self.storage, io=self.io)
+            writer = ShardWriter(
+                shard,
+                self.spec,
+                item.schema,
+                self.storage,
+                io=self.io,
+                store=self.store,
+                spills=self.spills,
+            )
         except Exception as exc:  # noqa: BLE001 - e.g. output location not writable
             self._record_failure(item.shard_index, result, f"{type(exc).__name__}: {exc}")
             return
@@ -148,6 +164,9 @@ class Runner:
                 result.truncated_rows += batch.window.truncated_rows
                 result.chunked_rows += batch.window.chunked_rows
                 result.tokens += batch.window.real_tokens
+                result.texts_embedded += batch.window.texts_embedded
+                for source, rows in (batch.window.rows_reused or {}).items():
+                    result.rows_reused[source] = result.rows_reused.get(source, 0) + rows
             vectors, weights, tokens = {}, None, 0
             if batch.size:
                 vectors = {name: v.numpy() for name, v in self.encoder.encode(batch).items()}

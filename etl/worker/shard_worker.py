@@ -33,7 +33,7 @@ class ShardWorker:
 
         self.cfg = cfg
         self.device = resolve_device(device or cfg.device)
-        self.tokenizer = load_tokenizer(spec.model, cfg.trust_remote_code)
+        self.tokenizer = load_tokenizer(spec.model, spec.backend, cfg.trust_remote_code)
         self.layout = layout(self.tokenizer)
         check_room(spec, self.layout, self.tokenizer)
         skip = prompt_length(self.tokenizer, spec.prompt, spec.max_length)
@@ -57,23 +57,31 @@ class ShardWorker:
         total_rows: int = 0,
         progress: bool | None = False,
         on_result: ResultCallback | None = None,
+        reuse: Any = None,
     ) -> list[ShardResult]:
         """Claim and embed every shard nobody else holds; one result per shard.
 
         ``spec`` has the columns the worker was loaded for; it may differ in how vectors are
-        stored (the int8 ranges, or float32 for the calibration sample).
+        stored (the int8 ranges, or float32 for the calibration sample). ``reuse`` (an
+        etl.reuse.plan.ReusePlan) names the vector stores to consult and add to; None embeds
+        every row.
         """
         from etl.stages.device import default_threads
         from etl.stages.loader import ShardStream, default_workers, make_loader
 
         manifest = Manifest(storage)
         claims = ClaimBook(manifest, spec.fingerprint)
-        stream = ShardStream(shards, spec, self.tokenizer, self.layout, self.batching, claims)
+        lookup = store = None
+        if reuse is not None:
+            lookup, store = reuse.lookup(), reuse.target(storage.uri())
+        stream = ShardStream(
+            shards, spec, self.tokenizer, self.layout, self.batching, claims, lookup, store
+        )
         workers = self.cfg.num_workers
         if workers is None:
             workers = default_workers(self.device.type, default_threads())
         loader = make_loader(stream, workers, pin_memory=self.device.type == "cuda")
-        runner = Runner(list(shards), spec, self.encoder, manifest, claims, on_result)
+        runner = Runner(list(shards), spec, self.encoder, manifest, claims, on_result, store)
         return runner.consume(loader, total_rows, progress)
 
 

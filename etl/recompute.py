@@ -1,0 +1,202 @@
+"""embed-etl verify --recompute N: embed N sampled rows again with the job's recipe, compare.
+
+A vector copied from a store is trusted by its text's hash and the store's recipe; a store
+damaged on disk, or written by a buggy or tampered tool under the same recipe, would go
+unnoticed. Recomputing a sample through the model (never through a store) catches it: per
+column, the sample's lowest cosine to the stored vectors and the largest difference, against a
+floor that ordinary recomputation clears by orders of magnitude (batches of other shapes change
+float32 vectors by about 1e-6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from etl.config import JobConfig
+from etl.contract import Shard, ShardStatus
+from etl.errors import ConfigError, EmbedEtlError
+from etl.model.locate import resolve_model
+from etl.spec import OutputSpec, build_output_spec
+from etl.stages.source import parquet_file
+from etl.stages.vectors import dequantize_int8
+from etl.state.calibration import read_calibration
+from etl.state.job_record import describe_difference
+from etl.storage import Storage
+
+SEED = 20261202
+# Lowest cosine a recomputed vector may have to the stored one, by how it was made and stored.
+FLOORS = {"exact": 0.99999, "half": 0.999, "float16": 0.999, "int8": 0.99, "binary": 0.9}
+
+
+@dataclass
+class ColumnCheck:
+    name: str
+    rows: int
+    min_cosine: float
+    max_abs_diff: float | None  # float columns: largest |stored - recomputed|
+    floor: float
+
+    @property
+    def ok(self) -> bool:
+        return self.min_cosine >= self.floor
+
+
+@dataclass
+class RecomputeReport:
+    rows: int = 0
+    columns: list[ColumnCheck] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(c.ok for c in self.columns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "columns": [{**dataclasses.asdict(c), "ok": c.ok} for c in self.columns],
+            "problems": self.problems,
+        }
+
+
+def recompute(
+    job: dict[str, Any], storage: Storage, shards: list[Shard], count: int, device: str = "auto"
+) -> RecomputeReport:
+    """Embed ``count`` rows sampled over the shards again and compare them with the outputs."""
+    cfg, spec = _recipe(job, storage, device)
+    report = RecomputeReport()
+    sampled = _sample(shards, storage, spec, count)
+    if not sampled:
+        report.problems.append("no row with a text to recompute")
+        return report
+    texts = pa.concat_arrays([s.column("text").combine_chunks() for s in sampled.values()])
+    stored = pa.concat_tables([s.drop_columns(["text"]) for s in sampled.values()])
+    fresh = _embed(cfg, spec, texts)
+    report.rows = len(texts)
+    if fresh.column("n_tokens").to_pylist() != stored.column("n_tokens").to_pylist():
+        report.problems.append("n_tokens: the stored token counts are not those of the texts")
+    ranges = (spec.calibration or {}).get("columns", {})
+    for column in spec.columns:
+        if column.tokens:
+            continue
+        for name, dtype in spec.stored(column):
+            a = _values(stored.column(name), dtype, ranges.get(column.name))
+            b = _values(fresh.column(name), dtype, ranges.get(column.name))
+            cosine = (a * b).sum(1) / np.maximum(
+                np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30
+            )
+            floor = FLOORS.get(dtype) or FLOORS["exact" if spec.dtype == "float32" else "half"]
+            diff = float(np.abs(a - b).max()) if dtype in ("float32", "float16") else None
+            report.columns.append(ColumnCheck(name, len(a), float(cosine.min()), diff, floor))
+    return report
+
+
+def _recipe(job: dict[str, Any], storage: Storage, device: str) -> tuple[JobConfig, OutputSpec]:
+    """The job's options and output spec, as the job ran them, or why they cannot be."""
+    options = job.get("options")
+    if not isinstance(options, dict):
+        raise ConfigError(
+            f"--recompute: {storage.uri()}: its job.json has no options (made by embed-etl "
+            "before 0.3); rerun the job to record them"
+        )
+    listed = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    identity = job["identity"]
+    cfg = JobConfig(
+        inputs=tuple(job.get("inputs", ())) or ("-",),
+        output_dir=storage.uri(),
+        device=device,
+        dtype=identity["dtype"],
+        num_workers=0,
+        progress=False,
+        no_reuse=True,
+        **listed,
+    )
+    spec = build_output_spec(cfg, resolve_model(cfg.model), identity["dtype"])
+    # Another device may run other code (the floors allow for it); int8 ranges are the job's
+    # own, read from its calibration.json.
+    ignore = {"backend", "calibration"}
+    theirs = {k: v for k, v in identity.items() if k not in ignore}
+    ours = {k: v for k, v in spec.identity().items() if k not in ignore}
+    if theirs != ours:
+        raise ConfigError(
+            f"--recompute: the model or its files changed since the job ran "
+            f"({describe_difference(theirs, ours)}); cannot run its recipe again"
+        )
+    if spec.int8:
+        spec = dataclasses.replace(spec, calibration=read_calibration(storage))
+    return cfg, spec
+
+
+def _sample(
+    shards: list[Shard], storage: Storage, spec: OutputSpec, count: int
+) -> dict[str, pa.Table]:
+    """Rows spread over every output by a fixed seed: their texts and stored columns."""
+    sizes = [parquet_file(storage.uri(s.output_key)).metadata.num_rows for s in shards]
+    total = sum(sizes)
+    picks = np.sort(np.random.default_rng(SEED).choice(total, min(count, total), replace=False))
+    starts = np.cumsum([0, *sizes])
+    names = ["n_tokens", *(n for c in spec.columns if not c.tokens for n, _ in spec.stored(c))]
+    sampled = {}
+    for i, shard in enumerate(shards):
+        rows = picks[(picks >= starts[i]) & (picks < starts[i + 1])] - starts[i]
+        if not len(rows):
+            continue
+        text = _take(shard.input_path, [spec.text_column], rows).column(0)
+        table = _take(storage.uri(shard.output_key), names, rows).append_column("text", text)
+        table = table.filter(pc.is_valid(table.column("text")))
+        if table.num_rows:
+            sampled[shard.rel_name] = table
+    return sampled
+
+
+def _take(location: str, columns: list[str], rows: np.ndarray) -> pa.Table:
+    """Rows (sorted positions) of a Parquet file, reading only the row groups that hold them."""
+    parquet = parquet_file(location)
+    meta = parquet.metadata
+    starts = np.cumsum([0, *(meta.row_group(g).num_rows for g in range(meta.num_row_groups))])
+    groups = np.searchsorted(starts, rows, side="right") - 1
+    parts = [
+        parquet.read_row_group(int(g), columns=columns).take(rows[groups == g] - starts[g])
+        for g in np.unique(groups)
+    ]
+    return pa.concat_tables(parts)
+
+
+def _embed(cfg: JobConfig, spec: OutputSpec, texts: pa.Array) -> pa.Table:
+    """The texts through the job's own path (tokenizer, model, pooling, encoding), no store."""
+    from etl.storage.local import LocalStorage
+    from etl.worker.shard_worker import ShardWorker
+
+    with tempfile.TemporaryDirectory(prefix="embed-etl-recompute-") as scratch:
+        sample = Path(scratch) / "sample.parquet"
+        ids = pa.array(np.arange(len(texts)), pa.int64())
+        pq.write_table(pa.table({spec.id_column: ids, spec.text_column: texts}), sample)
+        sample_spec = dataclasses.replace(spec, keep_columns=())
+        worker = ShardWorker(dataclasses.replace(cfg, keep_columns=()), sample_spec)
+        shard = Shard(str(sample), "sample.parquet", "sample.parquet")
+        out = LocalStorage(Path(scratch) / "out")
+        (result,) = worker.process([shard], sample_spec, out)
+        if result.status != ShardStatus.DONE:
+            raise EmbedEtlError(f"--recompute: the sample failed: {result.error}")
+        return pq.read_table(out.local_path(shard.output_key))
+
+
+def _values(column: pa.ChunkedArray, dtype: str, ranges: dict | None) -> np.ndarray:
+    """(N, D) float32 of a stored vector column: decoded int8, sign bits as +-1."""
+    flat = column.combine_chunks()
+    width = flat.type.list_size
+    values = flat.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+    if dtype == "int8":
+        return dequantize_int8(values, ranges)
+    if dtype == "binary":
+        return np.unpackbits(values, axis=1).astype(np.float32) * 2 - 1
+    return values.astype(np.float32)

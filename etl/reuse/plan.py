@@ -1,0 +1,132 @@
+"""The stores a run consults and adds to, resolved and checked before anything runs.
+
+The job's own store is consulted first and receives every vector the run computes: by default
+under its output (_embed_etl/vectors/), or the store --store names (one store any number of
+jobs share). Each --reuse location is consulted after it, never written: another job's output
+(its own store) or a store. A store of another recipe is refused, naming what differs; the
+job's own default store of another recipe belongs to results the job is replacing, and is
+emptied.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from etl.config import JobConfig
+from etl.errors import ConfigError, OutputConflictError
+from etl.reuse.lookup import Lookup
+from etl.reuse.segment import Layout
+from etl.reuse.store import StoreTarget, VectorStore
+from etl.spec import OutputSpec
+from etl.state.job_record import describe_difference
+from etl.state.keys import JOB, VECTORS
+from etl.storage import Storage, open_storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReusePlan:
+    """Where a run finds vectors and keeps the ones it computes. Picklable."""
+
+    own: VectorStore  # consulted first, and added to
+    sources: tuple[VectorStore, ...]  # --reuse: consulted after, in order, never written
+    run: str  # this run's token: what its workers stored is "job", the rest "earlier"
+    identity: dict[str, Any] = field(compare=False)  # the recipe, for store.json
+    clear_own: bool = False  # the own default store holds another recipe: empty it first
+
+    @property
+    def stores(self) -> tuple[VectorStore, ...]:
+        return (self.own, *self.sources)
+
+    def lookup(self) -> Lookup:
+        return Lookup(self.stores, self.run)
+
+    def target(self, output: str) -> StoreTarget:
+        """Where the workers of this run add their vectors: the own store."""
+        return StoreTarget(self.own, self.run, output)
+
+
+def store_layout(spec: OutputSpec) -> Layout:
+    """The record of a store for this spec: every pooled column, before truncation."""
+    return Layout(tuple((c.name, c.dim) for c in spec.columns if not c.tokens))
+
+
+def plan_reuse(cfg: JobConfig, spec: OutputSpec, storage: Storage) -> ReusePlan | None:
+    """The run's stores, or None when it embeds every row (--no-reuse, token vectors)."""
+    if cfg.no_reuse:
+        return None
+    if spec.has_tokens:
+        log.info("--pooling tokens: every row is embedded; token vectors are not stored")
+        return None
+    layout, recipe = store_layout(spec), spec.recipe_fingerprint
+    identity = spec.recipe_identity()
+    default = cfg.store is None
+    own = VectorStore(
+        storage.child(VECTORS) if default else _open("--store", cfg.store), layout, recipe
+    )
+    clear = False
+    described = own.description()
+    if described is not None and described.get("recipe") != recipe:
+        if default:
+            clear = True  # the job record check let these results be replaced
+        else:
+            raise ConfigError(
+                f"--store {cfg.store} holds vectors of another recipe "
+                f"({describe_difference(described.get('identity', {}), identity)}); give "
+                "another --store"
+            )
+    sources = []
+    for uri in dict.fromkeys(cfg.reuse):
+        source = _source(uri, layout, recipe, identity)
+        if source.uri != own.uri and source.uri not in (s.uri for s in sources):
+            sources.append(source)
+    return ReusePlan(own, tuple(sources), uuid.uuid4().hex[:16], identity, clear)
+
+
+def prepare_stores(reuse: ReusePlan) -> None:
+    """Create the own store's store.json (emptying an own store of another recipe first)."""
+    if reuse.clear_own:
+        log.info("%s: emptying a vector store of other options", reuse.own.uri)
+        reuse.own.clear()
+    found = reuse.own.create(reuse.identity)
+    if found.get("recipe") != reuse.own.recipe:
+        raise OutputConflictError(
+            f"{reuse.own.uri}: another job just made it a store of another recipe "
+            f"({describe_difference(found.get('identity', {}), reuse.identity)})"
+        )
+
+
+def _source(uri: str, layout: Layout, recipe: str, identity: dict[str, Any]) -> VectorStore:
+    """A --reuse location: an embed-etl output (its own store) or a store."""
+    storage = _open("--reuse", uri)
+    is_output = storage.exists(JOB)
+    store = VectorStore(storage.child(VECTORS) if is_output else storage, layout, recipe)
+    described = store.description()
+    if described is None:
+        why = (
+            "that job kept no vectors (it ran with --no-reuse, with --store elsewhere, or "
+            "before embed-etl kept any)"
+            if is_output
+            else "neither an embed-etl output nor a vector store (no store.json)"
+        )
+        raise ConfigError(f"--reuse {uri}: {why}")
+    if described.get("recipe") != recipe:
+        raise ConfigError(
+            f"--reuse {uri}: its vectors were made with another recipe "
+            f"({describe_difference(described.get('identity', {}), identity)}); reuse only "
+            "vectors of the same model, columns, lengths, prompt and precision"
+        )
+    return store
+
+
+def _open(option: str, uri: str) -> Storage:
+    try:
+        storage = open_storage(uri)
+        storage.check()
+    except ConfigError as exc:
+        raise ConfigError(f"{option} {uri}: {exc}") from exc
+    return storage

@@ -1,0 +1,260 @@
+"""The reader's side, per shard: which rows go to the model, which copy a vector, from where.
+
+The reader hashes the texts of a block of rows ahead of its windows (one more pass over the text
+column) and classifies each distinct text once:
+
+    shard    embedded earlier in this shard: copy its vector
+    job      embedded by this run: by one of this reader's last shards (their vectors may not
+             have reached the store yet: the writer reads them from those shards' spills), or
+             found in a store entry this run wrote (another worker)
+    earlier  found in a store entry written before this run (a rerun, --reuse)
+    embed    new: its first row goes to the model; every later row of it copies the vector
+
+Rows are numbered into the shard's spill (etl.reuse.spill) in the order their text is first
+embedded, window by window and row by row within a window, the order the writer appends them;
+a copying row names the spill number of its text. Memory per reader: one block's hashes, and
+the hashes of up to SEEN_CAP texts of the current shard's earlier blocks and of its last
+RECENT_SHARDS shards (a text past that is looked up in the stores, or embedded again).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from etl.errors import InputError
+from etl.reuse.hashing import HASH_DTYPE, text_hashes
+from etl.reuse.lookup import Found, Lookup
+
+NULL, EMBED, SHARD, JOB, EARLIER = -1, 0, 1, 2, 3
+SOURCES = {SHARD: "shard", JOB: "job", EARLIER: "earlier"}
+BLOCK_ROWS = 1 << 16  # rows hashed and looked up together (a multiple of the window)
+SEEN_CAP = 1 << 21  # texts remembered per shard (about 60 MB of hashes and numbers)
+RECENT_SHARDS = 4  # finished shards whose texts the reader remembers
+
+
+@dataclass
+class Known:
+    """Texts a shard embedded: sorted hashes, their spill numbers and token counts."""
+
+    hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, HASH_DTYPE))
+    numbers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+
+    def find(self, queries: np.ndarray) -> np.ndarray:
+        """(m,) position in this of each query, -1 where it is not here."""
+        if not len(self.hashes) or not len(queries):
+            return np.full(len(queries), -1, np.int64)
+        at = np.minimum(np.searchsorted(self.hashes, queries), len(self.hashes) - 1)
+        return np.where(self.hashes[at] == queries, at, -1)
+
+    def add(self, hashes: np.ndarray, numbers: np.ndarray, tokens: np.ndarray) -> None:
+        """Insert sorted hashes none of which is here yet, up to SEEN_CAP in all."""
+        room = max(0, SEEN_CAP - len(self.hashes))
+        hashes, numbers, tokens = hashes[:room], numbers[:room], tokens[:room]
+        at = np.searchsorted(self.hashes, hashes)
+        self.hashes = np.insert(self.hashes, at, hashes)
+        self.numbers = np.insert(self.numbers, at, numbers)
+        self.tokens = np.insert(self.tokens, at, tokens)
+
+
+class RecentShards:
+    """One reader's last finished shards: their segment names and the texts they embedded."""
+
+    def __init__(self) -> None:
+        self.shards: OrderedDict[str, Known] = OrderedDict()
+
+    def add(self, name: str, known: Known) -> None:
+        self.shards[name] = known
+        while len(self.shards) > RECENT_SHARDS:
+            self.shards.popitem(last=False)
+
+
+@dataclass
+class WindowReuse:
+    """What the writer needs for a window's rows that do not go through the model."""
+
+    kind: np.ndarray  # (rows,) int8: NULL, EMBED, SHARD, JOB or EARLIER
+    ref: np.ndarray  # (rows,) int64: the spill number of the row's text (EMBED and SHARD rows)
+    first_spill: int  # spill number of this window's first EMBED row
+    embed_hashes: np.ndarray  # (e,) hashes of the EMBED rows, in row order
+    stored_rows: np.ndarray  # (s,) rows whose vector the reader fetched from a store
+    stored: np.ndarray  # (s, R) uint8: their records
+    recent_rows: np.ndarray  # (r,) rows whose vector is in a recent shard's spill
+    recent_names: list[str]  # those shards' segment names
+    recent_from: np.ndarray  # (r,) index into recent_names
+    recent_numbers: np.ndarray  # (r,) spill numbers there
+
+    def count(self, kind: int) -> int:
+        return int((self.kind == kind).sum())
+
+
+@dataclass
+class _Block:
+    start: int  # first row of the block in the shard
+    text: np.ndarray  # (rows,) int64: distinct text number of each row, -1 for a null text
+    hashes: np.ndarray  # (m,) sorted distinct hashes
+    seen: np.ndarray  # (m,) spill number where an earlier block embedded it, else -1
+    recent: np.ndarray  # (m,) index into names of a recent shard that embedded it, else -1
+    recent_numbers: np.ndarray  # (m,) its spill number there
+    names: list[str]
+    found: Found  # where each of the others was found in the stores
+    spill: np.ndarray  # (m,) spill number once embedded in this block, else -1
+    tokens: np.ndarray  # (m,) its token count once known
+
+
+class ShardReuse:
+    """The reader's bookkeeping for one shard: blocks of hashes, and the spill numbers given."""
+
+    def __init__(
+        self,
+        lookup: Lookup,
+        prompt: str,
+        blocks: Iterator[list[str | None]],
+        recent: RecentShards,
+        name: str,
+    ) -> None:
+        self.lookup = lookup
+        self.prompt = prompt
+        self.blocks = blocks  # the shard's texts, a block at a time, from its first row
+        self.recent = recent
+        self.name = name  # this shard's segment name
+        self.end = 0  # rows of the shard hashed so far
+        self.block: _Block | None = None
+        self.next_spill = 0
+        self.seen = Known()  # texts of this shard's earlier blocks
+
+    def window(self, start: int, rows: int) -> WindowReuse:
+        """Classify rows start..start+rows-1 (one window: never across blocks) and fetch what
+        the stores hold for them."""
+        while start >= self.end:
+            texts = next(self.blocks, None)
+            if texts is None:
+                raise InputError(f"row {start}: the shard ended early while it was read again")
+            self._add_block(self.end, texts)
+            self.end += len(texts)
+        block = self.block
+        offset = start - block.start
+        text = block.text[offset : offset + rows]  # (rows,)
+        if not len(block.hashes):  # every text of the block is null
+            empty = np.zeros(0, np.int64)
+            nothing = np.zeros((0, self.lookup.stores[0].layout.record_bytes), np.uint8)
+            kind, ref = np.full(rows, NULL, np.int8), np.full(rows, -1, np.int64)
+            return WindowReuse(
+                kind, ref, self.next_spill, block.hashes, empty, nothing, empty, [], empty, empty
+            )
+        present = text >= 0
+        t = np.maximum(text, 0)  # any index for null rows: they are masked out
+        kind = np.full(rows, NULL, np.int8)
+        ref = np.full(rows, -1, np.int64)
+        kind[present & (block.seen[t] >= 0)] = SHARD
+        recent_rows = np.flatnonzero(present & (kind == NULL) & (block.recent[t] >= 0))
+        kind[recent_rows] = JOB
+        stored_rows, stored = self._fetch(
+            block, text, present & (kind == NULL) & (block.found.where[t] >= 0)
+        )
+        kind[stored_rows] = np.where(
+            block.found.earlier(self.lookup.run)[text[stored_rows]], EARLIER, JOB
+        )
+        # A text's first row left in this window goes to the model (also when a store's copy
+        # of it could not be read); its other rows copy it.
+        open_rows = np.flatnonzero(present & (kind == NULL))
+        open_rows = open_rows[block.spill[text[open_rows]] < 0]
+        _, firsts = np.unique(text[open_rows], return_index=True)
+        embed_rows = np.sort(open_rows[firsts])
+        first_spill = self.next_spill
+        block.spill[text[embed_rows]] = first_spill + np.arange(len(embed_rows))
+        self.next_spill += len(embed_rows)
+        kind[embed_rows] = EMBED
+        kind[present & (kind == NULL)] = SHARD  # a repeat of a text first embedded above
+        copies = np.flatnonzero(kind == SHARD)
+        from_block = block.spill[text[copies]]
+        ref[copies] = np.where(from_block >= 0, from_block, block.seen[text[copies]])
+        ref[embed_rows] = block.spill[text[embed_rows]]
+        return WindowReuse(
+            kind,
+            ref,
+            first_spill,
+            block.hashes[text[embed_rows]],
+            stored_rows,
+            stored,
+            recent_rows,
+            block.names,
+            block.recent[text[recent_rows]],
+            block.recent_numbers[text[recent_rows]],
+        )
+
+    def record_tokens(self, start: int, reuse: WindowReuse, n_tokens: np.ndarray) -> None:
+        """Take the token counts of the window's EMBED rows (set in ``n_tokens``, (rows,)) and
+        fill in those of its copying rows."""
+        block = self.block
+        text = block.text[start - block.start : start - block.start + len(reuse.kind)]
+        embed = np.flatnonzero(reuse.kind == EMBED)
+        block.tokens[text[embed]] = n_tokens[embed]
+        copying = np.flatnonzero((reuse.kind == SHARD) | (reuse.kind == JOB))
+        n_tokens[copying] = block.tokens[text[copying]]
+        if len(reuse.stored_rows):
+            n_tokens[reuse.stored_rows] = reuse.stored.view(np.int32)[:, 0]
+
+    def finish(self) -> None:
+        """The shard is read whole: its texts join this reader's recent shards."""
+        if self.block is not None:
+            self._remember(self.block)
+        self.recent.add(self.name, self.seen)
+
+    def _add_block(self, start: int, texts: list[str | None]) -> None:
+        """Hash a block's texts and find them: in earlier blocks, in the reader's recent
+        shards, then in the stores."""
+        if self.block is not None:
+            self._remember(self.block)
+        present = np.array([t is not None for t in texts], dtype=bool)
+        hashes = text_hashes([t for t in texts if t is not None], self.prompt)
+        distinct, inverse = np.unique(hashes, return_inverse=True)
+        text = np.full(len(texts), -1, np.int64)
+        text[present] = inverse
+        at = self.seen.find(distinct)
+        known = np.flatnonzero(at >= 0)
+        seen = np.full(len(distinct), -1, np.int64)
+        tokens = np.zeros(len(distinct), np.int32)
+        seen[known] = self.seen.numbers[at[known]]
+        tokens[known] = self.seen.tokens[at[known]]
+        recent = np.full(len(distinct), -1, np.int64)
+        recent_numbers = np.zeros(len(distinct), np.int64)
+        names = list(self.recent.shards)
+        for number, known in enumerate(self.recent.shards.values()):
+            open_ = (seen < 0) & (recent < 0)
+            at = known.find(distinct[open_])
+            hit = np.flatnonzero(open_)[at >= 0]
+            recent[hit] = number
+            recent_numbers[hit] = known.numbers[at[at >= 0]]
+            tokens[hit] = known.tokens[at[at >= 0]]
+        unknown = np.flatnonzero((seen < 0) & (recent < 0))
+        in_stores = self.lookup.find(distinct[unknown])
+        found = Found(np.full(len(distinct), -1, np.int32), np.zeros(len(distinct), np.int64))
+        found.where[unknown], found.row[unknown] = in_stores.where, in_stores.row
+        found.segments = in_stores.segments
+        spill = np.full(len(distinct), -1, np.int64)
+        self.block = _Block(
+            start, text, distinct, seen, recent, recent_numbers, names, found, spill, tokens
+        )
+
+    def _fetch(
+        self, block: _Block, text: np.ndarray, wanted: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows found in a store whose records could be read, and those records."""
+        rows = np.flatnonzero(wanted)
+        if not len(rows):
+            return rows, np.zeros((0, self.lookup.stores[0].layout.record_bytes), np.uint8)
+        picks, back = np.unique(text[rows], return_inverse=True)
+        records, ok = self.lookup.fetch(block.found, picks)
+        block.found.where[picks[~ok]] = -1  # unreadable: embedded instead, now and later
+        keep = ok[back]
+        return rows[keep], records[back[keep]]
+
+    def _remember(self, block: _Block) -> None:
+        """Keep the texts this block embedded for the blocks and shards after it."""
+        embedded = np.flatnonzero(block.spill >= 0)  # sorted hashes, none seen before
+        self.seen.add(block.hashes[embedded], block.spill[embedded], block.tokens[embedded])

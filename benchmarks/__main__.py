@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks import coldstart, memory, sizes, speed, storage, verify
+from benchmarks import coldstart, memory, reuse, sizes, speed, storage, verify
 from benchmarks.common import DEFAULT_CORPUS, REPO, machine, say
 
 
@@ -42,6 +42,12 @@ def main() -> None:
     if args.verify:
         report["verify"] = verify.measure(args, work)
         verify.show(report["verify"])
+    if args.reuse:
+        report["reuse"] = reuse.measure(args, work)
+        reuse.show(report["reuse"])
+    if args.reuse_memory:
+        report["reuse_memory"] = reuse.measure_memory(args, work)
+        reuse.show_memory(report["reuse_memory"])
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for path in (args.out / f"bench-{stamp}.json", args.out / "latest.json"):
@@ -76,6 +82,15 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--big-shard-mb", type=int, default=1024, help="for the memory of reads")
     parser.add_argument("--verify", action="store_true", help="also embed-etl verify's cost")
     parser.add_argument("--verify-output", default=None, help="an output of the corpus to reuse")
+    parser.add_argument(
+        "--reuse", action="store_true", help="also repeats, a re-export, and no repeats (reuse)"
+    )
+    parser.add_argument("--reuse-distinct", type=int, default=10_000)
+    parser.add_argument("--reuse-overhead-rows", type=int, default=10_000)
+    parser.add_argument(
+        "--reuse-memory", action="store_true", help="also peak RSS with a store 10x larger"
+    )
+    parser.add_argument("--reuse-memory-rows", type=int, default=100_000)
     parser.add_argument(
         "--no-cold-start", action="store_true", help="skip the one-row job beside the ST script"
     )

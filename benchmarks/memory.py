@@ -43,20 +43,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
             args.memory_dtype,
             "--no-progress",
         ]
-        with tempfile.TemporaryFile() as stdout:
-            proc = subprocess.Popen(cmd, cwd=REPO, stdout=stdout, stderr=subprocess.DEVNULL)
-            main_peak, tree_peak = 0, 0
-            job = psutil.Process(proc.pid)
-            while proc.poll() is None:
-                try:
-                    main_peak = max(main_peak, _vm_hwm(proc.pid))
-                    tree = [job, *job.children(recursive=True)]
-                    tree_peak = max(tree_peak, sum(p.memory_info().rss for p in tree))
-                except (psutil.Error, OSError):
-                    pass
-                time.sleep(0.1)
-            stdout.seek(0)
-            summary = json.loads(stdout.read())
+        main_peak, tree_peak, summary = _watch(cmd, psutil)
         result[name] = {
             "rows": summary["rows"],
             "seconds": summary["seconds"],
@@ -72,6 +59,32 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         ratio = result["rows_all"][key] / result["rows_small"][key]
         result[key.replace("peak", "ratio").replace("_mb", "")] = round(ratio, 3)
     return result
+
+
+def peak_rss(args: list[str]) -> tuple[int, dict]:
+    """`embed-etl ARGS` in a subprocess: its peak RSS (bytes) and its JSON summary."""
+    import psutil
+
+    peak, _, summary = _watch([sys.executable, "-m", "jobs.cli", *args], psutil)
+    return peak, summary
+
+
+def _watch(cmd: list[str], psutil) -> tuple[int, int, dict]:
+    """Run the job, sampling its memory every 0.1 s: (its peak, its tree's peak, summary)."""
+    with tempfile.TemporaryFile() as stdout:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=stdout, stderr=subprocess.DEVNULL)
+        main_peak, tree_peak = 0, 0
+        job = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                main_peak = max(main_peak, _vm_hwm(proc.pid))
+                tree = [job, *job.children(recursive=True)]
+                tree_peak = max(tree_peak, sum(p.memory_info().rss for p in tree))
+            except (psutil.Error, OSError):
+                pass
+            time.sleep(0.1)
+        stdout.seek(0)
+        return main_peak, tree_peak, json.loads(stdout.read())
 
 
 def _vm_hwm(pid: int) -> int:

@@ -14,6 +14,7 @@ How a run flows, and where each step lives:
     worker/              one model loaded once; claim, embed, write, record each shard
     stages/              per shard: source -> tokens -> batching -> loader -> encoder
                          -> pooling -> vectors -> sink
+    reuse/               each text embedded once: repeats copied, a store of vectors consulted
     state/               the job's records under <output>/_embed_etl/
     storage              the one seam to where outputs live
 

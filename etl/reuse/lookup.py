@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,7 @@ from etl.reuse.store import VectorStore
 log = logging.getLogger(__name__)
 
 INDEX_CACHE_BYTES = 64 << 20  # segment indexes a reader keeps between blocks
+INDEX_CHUNK = 1 << 20  # hashes read at a time from a larger segment (16 MB), never kept
 
 
 @dataclass
@@ -66,20 +68,20 @@ class Lookup:
                     continue
                 try:
                     segment = self._segment(store, entry, name)
-                    index = self._index(store, segment, name)
+                    number = len(found.segments)
+                    for first, index in self._index(store, segment, name):
+                        position = np.minimum(np.searchsorted(hashes, index), len(hashes) - 1)
+                        hit = np.flatnonzero(
+                            (hashes[position] == index) & (found.where[position] < 0)
+                        )
+                        found.where[position[hit]] = number
+                        found.row[position[hit]] = first + hit
                 except SegmentError as exc:
                     self._skip(name, exc)
+                    found.where[found.where == len(found.segments)] = -1
                     continue
-                if not segment.rows:
-                    continue
-                position = np.minimum(np.searchsorted(hashes, index), len(hashes) - 1)
-                hit = (hashes[position] == index) & (found.where[position] < 0)
-                if hit.any():
-                    number = len(found.segments)
+                if (found.where == number).any():
                     found.segments.append((store, segment))
-                    rows = np.flatnonzero(hit)
-                    found.where[position[rows]] = number
-                    found.row[position[rows]] = rows
         return found
 
     def fetch(self, found: Found, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -109,11 +111,20 @@ class Lookup:
             segment = self._segments[name] = store.segment(entry)
         return segment
 
-    def _index(self, store: VectorStore, segment: Segment, name: tuple[str, str]) -> np.ndarray:
+    def _index(
+        self, store: VectorStore, segment: Segment, name: tuple[str, str]
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """(first record, hashes) pieces of a segment's index: the cached whole, or a large
+        one read INDEX_CHUNK hashes at a time and not kept."""
         index = self._cache.get(name)
         if index is not None:
             self._cache.move_to_end(name)
-            return index
+            yield 0, index
+            return
+        if segment.rows > INDEX_CHUNK:
+            for first in range(0, segment.rows, INDEX_CHUNK):
+                yield first, store.index(segment, first, min(INDEX_CHUNK, segment.rows - first))
+            return
         index = store.index(segment)
         if index.nbytes <= INDEX_CACHE_BYTES:
             self._cache[name] = index
@@ -121,7 +132,7 @@ class Lookup:
             while self._cached_bytes > INDEX_CACHE_BYTES:
                 _, dropped = self._cache.popitem(last=False)
                 self._cached_bytes -= dropped.nbytes
-        return index
+        yield 0, index
 
     def _skip(self, name: tuple[str, str], exc: Exception) -> None:
         self._bad.add(name)

@@ -32,8 +32,8 @@ from etl.reuse.lookup import Found, Lookup
 NULL, EMBED, SHARD, JOB, EARLIER = -1, 0, 1, 2, 3
 SOURCES = {SHARD: "shard", JOB: "job", EARLIER: "earlier"}
 BLOCK_ROWS = 1 << 16  # rows hashed and looked up together (a multiple of the window)
-SEEN_CAP = 1 << 21  # texts remembered per shard (about 60 MB of hashes and numbers)
-RECENT_SHARDS = 4  # finished shards whose texts the reader remembers
+SEEN_CAP = 1 << 20  # texts of the current shard remembered (28 MB of hashes and numbers)
+RECENT_SHARDS = 4  # finished shards whose texts the reader remembers, SEEN_CAP in all
 
 
 @dataclass
@@ -69,7 +69,9 @@ class RecentShards:
 
     def add(self, name: str, known: Known) -> None:
         self.shards[name] = known
-        while len(self.shards) > RECENT_SHARDS:
+        while len(self.shards) > RECENT_SHARDS or (
+            len(self.shards) > 1 and sum(len(k.hashes) for k in self.shards.values()) > SEEN_CAP
+        ):
             self.shards.popitem(last=False)
 
 

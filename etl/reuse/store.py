@@ -98,10 +98,12 @@ class VectorStore:
             raise SegmentError(f"{entry.key}: made with recipe {segment.recipe}, not {self.recipe}")
         return segment
 
-    def index(self, segment: Segment) -> np.ndarray:
-        """(rows,) text hashes of a segment's records."""
-        (data,) = self._read(segment.key, [(segment.index_offset, segment.rows * HASH_BYTES)])
-        if len(data) != segment.rows * HASH_BYTES:
+    def index(self, segment: Segment, first: int = 0, rows: int | None = None) -> np.ndarray:
+        """(rows,) text hashes of a segment's records first.. (all of them by default)."""
+        rows = segment.rows - first if rows is None else rows
+        offset = segment.index_offset + first * HASH_BYTES
+        (data,) = self._read(segment.key, [(offset, rows * HASH_BYTES)])
+        if len(data) != rows * HASH_BYTES:
             raise SegmentError(f"{segment.key}: index cut short")
         return np.frombuffer(data, HASH_DTYPE)
 

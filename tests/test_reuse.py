@@ -1,0 +1,347 @@
+"""Embed each text once: repeats within a shard, across shards and across runs.
+
+Every test compares with a --no-reuse run of the same inputs: the same rows in the same order,
+vectors within 1e-5, and fewer texts through the model, counted exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from etl.reuse.hashing import text_hashes
+from tests.conftest import job_config, run_ok, write_shard
+from tests.models import texts as sentences
+
+
+def heavy_tailed(distinct: list[str], rows: int, seed: int) -> list[str]:
+    """Rows drawn from the texts with Zipf-like counts: a few repeat very often."""
+    rng = random.Random(seed)
+    weights = [1.0 / (rank + 1) ** 1.1 for rank in range(len(distinct))]
+    return rng.choices(distinct, weights=weights, k=rows)
+
+
+def _vectors(path, column="emb_mean") -> list:
+    return pq.read_table(path).column(column).to_pylist()
+
+
+def _close(a: list, b: list, tolerance: float = 1e-5) -> None:
+    assert [x is None for x in a] == [x is None for x in b]
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None]
+    assert pairs
+    worst = max(float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in pairs)
+    assert worst <= tolerance, worst
+
+
+def test_each_distinct_text_of_a_shard_goes_through_the_model_once(tmp_path, tiny_model):
+    texts = heavy_tailed(sentences(120, seed=3), 2000, seed=1)
+    texts[7] = texts[900] = None
+    write_shard(tmp_path / "in" / "a.parquet", texts)
+    reused = run_ok(tmp_path / "in", tmp_path / "out", tiny_model, sort_window=256)
+    plain = run_ok(tmp_path / "in", tmp_path / "plain", tiny_model, sort_window=256, no_reuse=True)
+    distinct = len({t for t in texts if t is not None})
+    assert reused["texts_embedded"] == distinct < 2000  # windows of 256 rows: across windows too
+    assert reused["rows_reused_from"] == {"shard": 1998 - distinct, "job": 0, "earlier": 0}
+    assert plain["texts_embedded"] == 1998 and plain["rows_reused"] == 0
+    a, b = (
+        pq.read_table(tmp_path / "out" / "a.parquet"),
+        pq.read_table(tmp_path / "plain" / "a.parquet"),
+    )
+    for column in ("id", "n_tokens", "truncated"):
+        assert a.column(column).equals(b.column(column))
+    _close(a.column("emb_mean").to_pylist(), b.column("emb_mean").to_pylist())
+    record = json.loads(next((tmp_path / "out" / "_embed_etl" / "shards").iterdir()).read_text())
+    assert (
+        record["texts_embedded"] == distinct and record["rows_reused"]["shard"] == 1998 - distinct
+    )
+
+
+@pytest.mark.parametrize("dtypes", [("float16",), ("int8", "binary")])
+def test_rows_of_one_text_are_stored_alike_in_every_output_dtype(tmp_path, tiny_model, dtypes):
+    texts = heavy_tailed(sentences(40, seed=4), 600, seed=2)
+    write_shard(tmp_path / "in" / "a.parquet", texts)
+    run_ok(tmp_path / "in", tmp_path / "out", tiny_model, output_dtypes=dtypes, normalize=True)
+    table = pq.read_table(tmp_path / "out" / "a.parquet")
+    for name in table.column_names:
+        if not name.startswith("emb_"):
+            continue
+        by_text: dict[str, list] = {}
+        for text, value in zip(texts, table.column(name).to_pylist(), strict=True):
+            by_text.setdefault(text, []).append(value)
+        assert all(all(v == values[0] for v in values) for values in by_text.values())
+
+
+def test_a_later_shard_copies_what_an_earlier_one_embedded(tmp_path, tiny_model):
+    pool = sentences(80, seed=5)
+    write_shard(tmp_path / "in" / "a.parquet", pool)
+    write_shard(
+        tmp_path / "in" / "b.parquet", random.Random(0).sample(pool, 60), ids=range(80, 140)
+    )
+    summary = run_ok(tmp_path / "in", tmp_path / "out", tiny_model)
+    shards = {s["input"]: s for s in summary["shards"]}
+    distinct = len(set(pool))
+    assert shards["a.parquet"]["texts_embedded"] == distinct
+    assert shards["b.parquet"]["texts_embedded"] == 0
+    assert shards["b.parquet"]["rows_reused"]["job"] == 60
+    run_ok(tmp_path / "in", tmp_path / "plain", tiny_model, no_reuse=True)
+    _close(_vectors(tmp_path / "out" / "b.parquet"), _vectors(tmp_path / "plain" / "b.parquet"))
+
+
+def _day_two(day_one: list[str], seed: int) -> tuple[list[str], set[str]]:
+    """Last night's rows again: 5% edited, 1% deleted, 1% new, shuffled. The new texts too."""
+    rng = random.Random(seed)
+    rows = list(day_one)
+    count = len(rows)
+    for i in rng.sample(range(count), count // 20):
+        rows[i] = f"{rows[i]} edited {i}"
+    for i in sorted(rng.sample(range(count), count // 100), reverse=True):
+        del rows[i]
+    rows += [f"brand new text {i} about pets" for i in range(count // 100)]
+    rng.shuffle(rows)
+    return rows, set(rows) - set(day_one)
+
+
+def test_a_next_day_re_export_embeds_only_what_is_new(tmp_path, tiny_model):
+    day_one = heavy_tailed(sentences(900, seed=6), 3000, seed=3)
+    for i in range(3):
+        write_shard(tmp_path / "day1" / f"part-{i}.parquet", day_one[i * 1000 : (i + 1) * 1000])
+    run_ok(tmp_path / "day1", tmp_path / "out1", tiny_model)
+    day_two, new = _day_two(day_one, seed=4)
+    for i in range(4):  # another number of files, other names
+        chunk = day_two[i * 750 : (i + 1) * 750] if i < 3 else day_two[2250:]
+        write_shard(
+            tmp_path / "day2" / f"export-{i}.parquet",
+            chunk,
+            ids=range(i * 750, i * 750 + len(chunk)),
+        )
+    summary = run_ok(
+        tmp_path / "day2", tmp_path / "out2", tiny_model, reuse=(str(tmp_path / "out1"),)
+    )
+    assert summary["texts_embedded"] <= len(new) + len(day_two) // 100
+    assert summary["texts_embedded"] >= len(new)  # what is new cannot be found anywhere
+    assert summary["rows_reused_from"]["earlier"] > 0.9 * len(day_two)
+    run_ok(tmp_path / "day2", tmp_path / "plain2", tiny_model, no_reuse=True)
+    for i in range(4):
+        name = f"export-{i}.parquet"
+        a, b = pq.read_table(tmp_path / "out2" / name), pq.read_table(tmp_path / "plain2" / name)
+        assert a.column("id").equals(b.column("id"))  # every row once, in input order
+        _close(a.column("emb_mean").to_pylist(), b.column("emb_mean").to_pylist())
+
+
+def test_a_rerun_takes_every_vector_from_the_store(tmp_path, tiny_model):
+    write_shard(tmp_path / "in" / "a.parquet", sentences(50, seed=7))
+    first = run_ok(tmp_path / "in", tmp_path / "out", tiny_model)
+    again = run_ok(tmp_path / "in", tmp_path / "out", tiny_model, overwrite=True)
+    assert (
+        again["texts_embedded"] == 0
+        and again["rows_reused_from"]["earlier"] == first["texts_embedded"]
+    )
+
+
+def test_no_reuse_embeds_every_row_and_keeps_no_store(tmp_path, tiny_model):
+    write_shard(tmp_path / "in" / "a.parquet", ["same text"] * 30)
+    summary = run_ok(tmp_path / "in", tmp_path / "out", tiny_model, no_reuse=True)
+    assert summary["texts_embedded"] == 30 and summary["rows_reused"] == 0
+    assert not (tmp_path / "out" / "_embed_etl" / "vectors").exists()
+
+
+def test_a_long_text_chunked_counts_as_one_text(tmp_path, tiny_model):
+    long = " ".join(["the cat sat on a mat"] * 40)  # over the tiny model's 64 positions
+    write_shard(tmp_path / "in" / "a.parquet", [long, "a dog", long, long, "a dog"])
+    kw = dict(long_text="chunk", max_length=32)
+    reused = run_ok(tmp_path / "in", tmp_path / "out", tiny_model, **kw)
+    plain = run_ok(tmp_path / "in", tmp_path / "plain", tiny_model, no_reuse=True, **kw)
+    assert reused["texts_embedded"] == 2 and reused["chunked_rows"] == plain["chunked_rows"] == 3
+    _close(_vectors(tmp_path / "out" / "a.parquet"), _vectors(tmp_path / "plain" / "a.parquet"))
+
+
+def test_token_vectors_are_never_stored(tmp_path, tiny_model):
+    from etl.errors import ConfigError
+
+    write_shard(tmp_path / "in" / "a.parquet", ["same text"] * 5)
+    summary = run_ok(tmp_path / "in", tmp_path / "out", tiny_model, poolings=("tokens",))
+    assert summary["texts_embedded"] == 5
+    with pytest.raises(ConfigError, match="--pooling tokens --reuse"):
+        job_config(tmp_path / "in", tmp_path / "o", tiny_model, poolings=("tokens",), reuse=("x",))
+
+
+def test_reuse_of_another_recipe_or_of_nothing_is_refused_naming_why(tmp_path, tiny_model):
+    from etl import run_job
+    from etl.errors import ConfigError
+
+    write_shard(tmp_path / "in" / "a.parquet", sentences(20, seed=8))
+    run_ok(tmp_path / "in", tmp_path / "cls", tiny_model, poolings=("cls",))
+    with pytest.raises(ConfigError, match=r"another recipe \(columns: .*cls.* -> .*mean"):
+        run_job(
+            job_config(
+                tmp_path / "in", tmp_path / "out", tiny_model, reuse=(str(tmp_path / "cls"),)
+            )
+        )
+    with pytest.raises(ConfigError, match="neither an embed-etl output nor a vector store"):
+        run_job(
+            job_config(tmp_path / "in", tmp_path / "out", tiny_model, reuse=(str(tmp_path / "in"),))
+        )
+    run_ok(tmp_path / "in", tmp_path / "bare", tiny_model, no_reuse=True)
+    with pytest.raises(ConfigError, match="that job kept no vectors"):
+        run_job(
+            job_config(
+                tmp_path / "in", tmp_path / "out", tiny_model, reuse=(str(tmp_path / "bare"),)
+            )
+        )
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_a_damaged_segment_is_skipped_and_its_texts_embedded_again(tmp_path, tiny_model):
+    texts = sentences(40, seed=9)
+    write_shard(tmp_path / "in" / "a.parquet", texts)
+    run_ok(tmp_path / "in", tmp_path / "out1", tiny_model)
+    (segment,) = (tmp_path / "out1" / "_embed_etl" / "vectors" / "segments").glob("*.seg")
+    segment.write_bytes(segment.read_bytes()[:-5])  # cut short: its trailer is gone
+    summary = run_ok(
+        tmp_path / "in", tmp_path / "out2", tiny_model, reuse=(str(tmp_path / "out1"),)
+    )
+    assert (
+        summary["texts_embedded"] == len(set(texts)) and summary["rows_reused_from"]["earlier"] == 0
+    )
+
+
+def test_lookups_stay_correct_when_no_index_fits_in_memory(tmp_path, tiny_model, monkeypatch):
+    from etl.reuse import lookup
+
+    monkeypatch.setattr(lookup, "INDEX_CACHE_BYTES", 0)  # every block reads every index again
+    monkeypatch.setattr(lookup, "INDEX_CHUNK", 7)  # and in pieces of 7 hashes
+    pool = sentences(60, seed=10)
+    for i in range(3):
+        write_shard(
+            tmp_path / "in" / f"p{i}.parquet",
+            heavy_tailed(pool, 300, seed=i),
+            ids=range(i * 300, (i + 1) * 300),
+        )
+    first = run_ok(tmp_path / "in", tmp_path / "out", tiny_model, sort_window=64)
+    assert first["texts_embedded"] == len(
+        {t for i in range(3) for t in heavy_tailed(pool, 300, seed=i)}
+    )
+    again = run_ok(
+        tmp_path / "in",
+        tmp_path / "out2",
+        tiny_model,
+        sort_window=64,
+        reuse=(str(tmp_path / "out"),),
+    )
+    assert again["texts_embedded"] == 0 and again["rows_reused_from"]["earlier"] == 900
+    for i in range(3):  # copied from the store: the very same vectors
+        assert _vectors(tmp_path / "out2" / f"p{i}.parquet") == _vectors(
+            tmp_path / "out" / f"p{i}.parquet"
+        )
+
+
+def test_a_text_hash_is_of_the_prompt_and_the_text():
+    a, b = text_hashes(["passage: x"]), text_hashes(["x"], prompt="passage: ")
+    assert a.tobytes() == b.tobytes() and text_hashes(["x"]).tobytes() != a.tobytes()
+    assert text_hashes(["é"]).dtype.itemsize == 16 and len(text_hashes([])) == 0
+
+
+def test_two_workers_and_two_jobs_on_one_store_give_one_process_vectors(tmp_path, tiny_model):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    pool = sentences(200, seed=11)
+    for i in range(4):
+        write_shard(
+            tmp_path / "in" / f"p{i}.parquet",
+            heavy_tailed(pool, 400, seed=20 + i),
+            ids=range(i * 400, (i + 1) * 400),
+        )
+    run_ok(tmp_path / "in", tmp_path / "one", tiny_model, no_reuse=True)
+    workers = run_ok(tmp_path / "in", tmp_path / "workers", tiny_model, workers=2, threads=1)
+    assert len(workers["workers"]) == 2
+    store = str(tmp_path / "shared-store")
+    args = lambda out: [  # noqa: E731
+        sys.executable, "-m", "jobs.cli", "run", str(tmp_path / "in"), "-o", str(out),
+        "--model", str(tiny_model), "--store", store, "--threads", "1", "--no-progress",
+    ]  # fmt: skip
+    jobs = [
+        subprocess.Popen(
+            args(tmp_path / f"job{k}"),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(2)
+    ]
+    summaries = []
+    for job in jobs:
+        stdout, stderr = job.communicate(timeout=300)
+        assert job.returncode == 0, stderr
+        summaries.append(json.loads(stdout))
+    distinct = len({t for i in range(4) for t in heavy_tailed(pool, 400, seed=20 + i)})
+    assert sum(s["texts_embedded"] for s in summaries) >= distinct  # nothing got lost
+    for out in ("workers", "job0", "job1"):
+        for i in range(4):
+            a, b = (
+                pq.read_table(tmp_path / out / f"p{i}.parquet"),
+                pq.read_table(tmp_path / "one" / f"p{i}.parquet"),
+            )
+            assert a.column("id").equals(b.column("id"))
+            _close(a.column("emb_mean").to_pylist(), b.column("emb_mean").to_pylist())
+    assert not (tmp_path / "job0" / "_embed_etl" / "vectors").exists()  # the shared one instead
+    assert list((tmp_path / "shared-store" / "segments").glob("*.seg"))
+
+
+def test_verify_recompute_passes_a_true_store_and_catches_a_false_one(tmp_path, tiny_model):
+    from etl import verify_job
+    from etl.reuse.segment import Layout, trailer
+
+    texts = sentences(30, seed=12)
+    write_shard(tmp_path / "in" / "a.parquet", texts)
+    run_ok(tmp_path / "in", tmp_path / "out1", tiny_model)
+    good = verify_job(str(tmp_path / "out1"), recompute=20)
+    assert good.ok and good.recompute.rows == 20 and good.recompute.columns[0].min_cosine > 0.99999
+    # A store whose entries claim these texts under the job's recipe, with other vectors.
+    store = tmp_path / "out1" / "_embed_etl" / "vectors"
+    described = json.loads((store / "store.json").read_text())
+    (segment,) = (store / "segments").glob("*.seg")
+    layout = Layout(tuple((n, d) for n, d in described["columns"]))
+    distinct = sorted(set(texts))
+    hashes = text_hashes(distinct)
+    rng = np.random.default_rng(0)
+    records = layout.pack(
+        np.array([5] * len(distinct)), {"emb_mean": rng.normal(size=(len(distinct), 32))}
+    )
+    body = (
+        records.tobytes()
+        + hashes.tobytes()
+        + trailer(len(distinct), layout, described["recipe"], "forged")
+    )
+    segment.unlink()
+    (store / "segments" / "forged.seg").write_bytes(body)
+    summary = run_ok(
+        tmp_path / "in", tmp_path / "out2", tiny_model, reuse=(str(tmp_path / "out1"),)
+    )
+    assert summary["texts_embedded"] == 0  # it believed the store
+    bad = verify_job(str(tmp_path / "out2"), recompute=20)
+    assert bad.shards[0].problems == []  # every structural check passes
+    assert not bad.ok and not bad.recompute.ok and bad.recompute.columns[0].min_cosine < 0.9
+
+
+def test_segments_are_immutable_records_with_their_hashes(tmp_path, tiny_model):
+    from etl.reuse.segment import MAGIC
+
+    texts = sentences(25, seed=13)
+    write_shard(tmp_path / "in" / "a.parquet", texts)
+    run_ok(tmp_path / "in", tmp_path / "out", tiny_model)
+    (segment,) = (tmp_path / "out" / "_embed_etl" / "vectors" / "segments").glob("*.seg")
+    data = segment.read_bytes()
+    assert data.endswith(MAGIC)
+    rows = len(set(texts))
+    index = np.frombuffer(data[rows * (4 + 4 * 32) : rows * (4 + 4 * 32 + 16)], "V16")
+    assert sorted(index.tobytes()[i : i + 16] for i in range(0, rows * 16, 16)) == sorted(
+        text_hashes(sorted(set(texts))).tobytes()[i : i + 16] for i in range(0, rows * 16, 16)
+    )

@@ -345,3 +345,31 @@ def test_segments_are_immutable_records_with_their_hashes(tmp_path, tiny_model):
     assert sorted(index.tobytes()[i : i + 16] for i in range(0, rows * 16, 16)) == sorted(
         text_hashes(sorted(set(texts))).tobytes()[i : i + 16] for i in range(0, rows * 16, 16)
     )
+
+
+def test_a_shard_the_writer_fails_leaves_nothing_for_the_next_to_depend_on(
+    tmp_path, tiny_model, monkeypatch
+):
+    """b repeats a's texts; a fails while it is written (here: a write error), after the
+    reader has moved on to b. b embeds them itself, and is right."""
+    from etl import run_job
+    from etl.stages import sink
+
+    pool = sentences(60, seed=14)
+    write_shard(tmp_path / "in" / "a.parquet", pool)
+    write_shard(tmp_path / "in" / "b.parquet", pool[::-1], ids=range(60, 120))
+    real = sink.ShardWriter._write
+
+    def failing(self, window):
+        if self.shard.rel_name == "a.parquet":
+            raise OSError("disk full")
+        return real(self, window)
+
+    monkeypatch.setattr(sink.ShardWriter, "_write", failing)
+    summary = run_job(job_config(tmp_path / "in", tmp_path / "out", tiny_model)).to_dict()
+    shards = {s["input"]: s for s in summary["shards"]}
+    assert shards["a.parquet"]["status"] == "failed" and shards["b.parquet"]["status"] == "done"
+    assert shards["b.parquet"]["texts_embedded"] == len(set(pool))
+    monkeypatch.setattr(sink.ShardWriter, "_write", real)
+    run_ok(tmp_path / "in", tmp_path / "plain", tiny_model, no_reuse=True)
+    _close(_vectors(tmp_path / "out" / "b.parquet"), _vectors(tmp_path / "plain" / "b.parquet"))

@@ -189,8 +189,15 @@ def _dense(path: Path, folder: str, name: str) -> DenseLayer:
         activation=activation,
         residual=bool(config.get("use_residual", False)),
         weights=str(weights[0]),
-        weights_sha256=file_digest(weights[0]),
+        weights_sha256=_digest(weights[0], name),
     )
+
+
+def _digest(file: Path, name: str) -> str:
+    try:
+        return file_digest(file)
+    except OSError as exc:
+        raise ModelError(f"--model {name}: cannot read {file}: {exc}") from exc
 
 
 def _json(file: Path, name: str) -> Any:

@@ -4,7 +4,8 @@ A lookup lists each store's segments, reads every segment's index (16 bytes a te
 what fits in INDEX_CACHE_BYTES for the next block (segments never change), so memory stays
 bounded however large the stores grow; only the records of texts found are fetched. A segment
 that is unreadable, cut short or of another recipe is skipped with a warning: its texts are
-embedded again, never taken from it.
+embedded again, never taken from it; so is a store that cannot be read (the store is a cache:
+it never fails a shard).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from etl.errors import EmbedEtlError
 from etl.reuse.segment import Segment, SegmentError
 from etl.reuse.store import VectorStore
 
@@ -62,7 +64,12 @@ class Lookup:
         if not len(hashes):
             return found
         for store in self.stores:
-            for entry in store.entries():
+            try:
+                entries = store.entries()
+            except (EmbedEtlError, OSError) as exc:  # a cache that cannot be read: embed
+                log.warning("vector store %s: cannot list its segments: %s", store.uri, exc)
+                continue
+            for entry in entries:
                 name = (store.uri, entry.key)
                 if name in self._bad:
                     continue
@@ -76,7 +83,7 @@ class Lookup:
                         )
                         found.where[position[hit]] = number
                         found.row[position[hit]] = first + hit
-                except SegmentError as exc:
+                except (SegmentError, EmbedEtlError, OSError) as exc:
                     self._skip(name, exc)
                     found.where[found.where == len(found.segments)] = -1
                     continue
@@ -99,7 +106,7 @@ class Lookup:
                 continue
             try:
                 records[mine] = store.records(segment, found.row[picks[mine]])
-            except SegmentError as exc:
+            except (SegmentError, EmbedEtlError, OSError) as exc:
                 self._skip(name, exc)
                 continue
             ok[mine] = True

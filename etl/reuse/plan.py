@@ -89,7 +89,10 @@ def plan_reuse(cfg: JobConfig, spec: OutputSpec, storage: Storage) -> ReusePlan 
 
 def prepare_stores(reuse: ReusePlan) -> None:
     """Create the own store's store.json (emptying an own store of another recipe first)."""
-    if reuse.clear_own:
+    described = reuse.own.description() if reuse.clear_own else None
+    if described is not None and described.get("recipe") != reuse.own.recipe:
+        # Still of the other options (a part of this job started at once may have made it
+        # over already: then it stays).
         log.info("%s: emptying a vector store of other options", reuse.own.uri)
         reuse.own.clear()
     found = reuse.own.create(reuse.identity)

@@ -4,22 +4,20 @@ The reader hashes the texts of a block of rows ahead of its windows (one more pa
 column) and classifies each distinct text once:
 
     shard    embedded earlier in this shard: copy its vector
-    job      embedded by this run: by one of this reader's last shards (their vectors may not
-             have reached the store yet: the writer reads them from those shards' spills), or
-             found in a store entry this run wrote (another worker)
+    job      found in a store entry this run wrote (another shard, another worker)
     earlier  found in a store entry written before this run (a rerun, --reuse)
     embed    new: its first row goes to the model; every later row of it copies the vector
 
 Rows are numbered into the shard's spill (etl.reuse.spill) in the order their text is first
 embedded, window by window and row by row within a window, the order the writer appends them;
-a copying row names the spill number of its text. Memory per reader: one block's hashes, and
-the hashes of up to SEEN_CAP texts of the current shard's earlier blocks and of its last
-RECENT_SHARDS shards (a text past that is looked up in the stores, or embedded again).
+a copying row names the spill number of its text. Before a shard's first lookup the reader
+waits until the writer has finished the shards it read before (etl.reuse.ledger), so that what
+they embedded is in the store. Memory per reader: one block's hashes, and the hashes of up to
+SEEN_CAP texts of the shard's earlier blocks (a text past that is embedded again).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -32,8 +30,7 @@ from etl.reuse.lookup import Found, Lookup
 NULL, EMBED, SHARD, JOB, EARLIER = -1, 0, 1, 2, 3
 SOURCES = {SHARD: "shard", JOB: "job", EARLIER: "earlier"}
 BLOCK_ROWS = 1 << 16  # rows hashed and looked up together (a multiple of the window)
-SEEN_CAP = 1 << 20  # texts of the current shard remembered (28 MB of hashes and numbers)
-RECENT_SHARDS = 4  # finished shards whose texts the reader remembers, SEEN_CAP in all
+SEEN_CAP = 1 << 20  # texts of a shard's earlier blocks remembered (28 MB at most)
 
 
 @dataclass
@@ -61,20 +58,6 @@ class Known:
         self.tokens = np.insert(self.tokens, at, tokens)
 
 
-class RecentShards:
-    """One reader's last finished shards: their segment names and the texts they embedded."""
-
-    def __init__(self) -> None:
-        self.shards: OrderedDict[str, Known] = OrderedDict()
-
-    def add(self, name: str, known: Known) -> None:
-        self.shards[name] = known
-        while len(self.shards) > RECENT_SHARDS or (
-            len(self.shards) > 1 and sum(len(k.hashes) for k in self.shards.values()) > SEEN_CAP
-        ):
-            self.shards.popitem(last=False)
-
-
 @dataclass
 class WindowReuse:
     """What the writer needs for a window's rows that do not go through the model."""
@@ -85,10 +68,6 @@ class WindowReuse:
     embed_hashes: np.ndarray  # (e,) hashes of the EMBED rows, in row order
     stored_rows: np.ndarray  # (s,) rows whose vector the reader fetched from a store
     stored: np.ndarray  # (s, R) uint8: their records
-    recent_rows: np.ndarray  # (r,) rows whose vector is in a recent shard's spill
-    recent_names: list[str]  # those shards' segment names
-    recent_from: np.ndarray  # (r,) index into recent_names
-    recent_numbers: np.ndarray  # (r,) spill numbers there
 
     def count(self, kind: int) -> int:
         return int((self.kind == kind).sum())
@@ -100,9 +79,6 @@ class _Block:
     text: np.ndarray  # (rows,) int64: distinct text number of each row, -1 for a null text
     hashes: np.ndarray  # (m,) sorted distinct hashes
     seen: np.ndarray  # (m,) spill number where an earlier block embedded it, else -1
-    recent: np.ndarray  # (m,) index into names of a recent shard that embedded it, else -1
-    recent_numbers: np.ndarray  # (m,) its spill number there
-    names: list[str]
     found: Found  # where each of the others was found in the stores
     spill: np.ndarray  # (m,) spill number once embedded in this block, else -1
     tokens: np.ndarray  # (m,) its token count once known
@@ -116,14 +92,10 @@ class ShardReuse:
         lookup: Lookup,
         prompt: str,
         blocks: Iterator[list[str | None]],
-        recent: RecentShards,
-        name: str,
     ) -> None:
         self.lookup = lookup
         self.prompt = prompt
         self.blocks = blocks  # the shard's texts, a block at a time, from its first row
-        self.recent = recent
-        self.name = name  # this shard's segment name
         self.end = 0  # rows of the shard hashed so far
         self.block: _Block | None = None
         self.next_spill = 0
@@ -145,16 +117,12 @@ class ShardReuse:
             empty = np.zeros(0, np.int64)
             nothing = np.zeros((0, self.lookup.stores[0].layout.record_bytes), np.uint8)
             kind, ref = np.full(rows, NULL, np.int8), np.full(rows, -1, np.int64)
-            return WindowReuse(
-                kind, ref, self.next_spill, block.hashes, empty, nothing, empty, [], empty, empty
-            )
+            return WindowReuse(kind, ref, self.next_spill, block.hashes, empty, nothing)
         present = text >= 0
         t = np.maximum(text, 0)  # any index for null rows: they are masked out
         kind = np.full(rows, NULL, np.int8)
         ref = np.full(rows, -1, np.int64)
         kind[present & (block.seen[t] >= 0)] = SHARD
-        recent_rows = np.flatnonzero(present & (kind == NULL) & (block.recent[t] >= 0))
-        kind[recent_rows] = JOB
         stored_rows, stored = self._fetch(
             block, text, present & (kind == NULL) & (block.found.where[t] >= 0)
         )
@@ -183,10 +151,6 @@ class ShardReuse:
             block.hashes[text[embed_rows]],
             stored_rows,
             stored,
-            recent_rows,
-            block.names,
-            block.recent[text[recent_rows]],
-            block.recent_numbers[text[recent_rows]],
         )
 
     def record_tokens(self, start: int, reuse: WindowReuse, n_tokens: np.ndarray) -> None:
@@ -196,20 +160,13 @@ class ShardReuse:
         text = block.text[start - block.start : start - block.start + len(reuse.kind)]
         embed = np.flatnonzero(reuse.kind == EMBED)
         block.tokens[text[embed]] = n_tokens[embed]
-        copying = np.flatnonzero((reuse.kind == SHARD) | (reuse.kind == JOB))
+        copying = np.flatnonzero(reuse.kind == SHARD)
         n_tokens[copying] = block.tokens[text[copying]]
         if len(reuse.stored_rows):
             n_tokens[reuse.stored_rows] = reuse.stored.view(np.int32)[:, 0]
 
-    def finish(self) -> None:
-        """The shard is read whole: its texts join this reader's recent shards."""
-        if self.block is not None:
-            self._remember(self.block)
-        self.recent.add(self.name, self.seen)
-
     def _add_block(self, start: int, texts: list[str | None]) -> None:
-        """Hash a block's texts and find them: in earlier blocks, in the reader's recent
-        shards, then in the stores."""
+        """Hash a block's texts and find them: in earlier blocks, then in the stores."""
         if self.block is not None:
             self._remember(self.block)
         present = np.array([t is not None for t in texts], dtype=bool)
@@ -223,25 +180,13 @@ class ShardReuse:
         tokens = np.zeros(len(distinct), np.int32)
         seen[known] = self.seen.numbers[at[known]]
         tokens[known] = self.seen.tokens[at[known]]
-        recent = np.full(len(distinct), -1, np.int64)
-        recent_numbers = np.zeros(len(distinct), np.int64)
-        names = list(self.recent.shards)
-        for number, known in enumerate(self.recent.shards.values()):
-            open_ = (seen < 0) & (recent < 0)
-            at = known.find(distinct[open_])
-            hit = np.flatnonzero(open_)[at >= 0]
-            recent[hit] = number
-            recent_numbers[hit] = known.numbers[at[at >= 0]]
-            tokens[hit] = known.tokens[at[at >= 0]]
-        unknown = np.flatnonzero((seen < 0) & (recent < 0))
+        unknown = np.flatnonzero(seen < 0)
         in_stores = self.lookup.find(distinct[unknown])
         found = Found(np.full(len(distinct), -1, np.int32), np.zeros(len(distinct), np.int64))
         found.where[unknown], found.row[unknown] = in_stores.where, in_stores.row
         found.segments = in_stores.segments
         spill = np.full(len(distinct), -1, np.int64)
-        self.block = _Block(
-            start, text, distinct, seen, recent, recent_numbers, names, found, spill, tokens
-        )
+        self.block = _Block(start, text, distinct, seen, found, spill, tokens)
 
     def _fetch(
         self, block: _Block, text: np.ndarray, wanted: np.ndarray
@@ -257,6 +202,6 @@ class ShardReuse:
         return rows[keep], records[back[keep]]
 
     def _remember(self, block: _Block) -> None:
-        """Keep the texts this block embedded for the blocks and shards after it."""
+        """Keep the texts this block embedded for the blocks after it."""
         embedded = np.flatnonzero(block.spill >= 0)  # sorted hashes, none seen before
         self.seen.add(block.hashes[embedded], block.spill[embedded], block.tokens[embedded])

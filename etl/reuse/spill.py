@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections import OrderedDict
 from collections.abc import Iterator
 
 import numpy as np
 
 from etl.reuse.hashing import HASH_DTYPE
 from etl.reuse.segment import Layout, SegmentError, trailer
-from etl.reuse.store import VectorStore
 
 CHUNK = 8 << 20  # bytes copied into an upload at a time
-KEEP = 8  # spills of finished shards a writer keeps open (readers remember 4 shards)
 
 
 class NewVectors:
@@ -72,32 +69,3 @@ class NewVectors:
 
     def close(self) -> None:
         self._file.close()
-
-
-class RecentSpills:
-    """A writer's last finished shards' spills, kept open after their segments were published:
-    a later shard copying their vectors reads them here, or from the store once evicted."""
-
-    def __init__(self, store: VectorStore) -> None:
-        self.store = store
-        self._spills: OrderedDict[str, NewVectors] = OrderedDict()
-
-    def keep(self, name: str, spill: NewVectors) -> None:
-        self._spills[name] = spill
-        while len(self._spills) > KEEP:
-            self._spills.popitem(last=False)[1].close()
-
-    def read(self, name: str, numbers: np.ndarray) -> np.ndarray:
-        """(k, R) records of a recent shard's spill numbers."""
-        spill = self._spills.get(name)
-        if spill is not None:
-            return spill.read(numbers)
-        key = self.store.segment_key(name)
-        entry = self.store.storage.stat(key)
-        if entry is None:
-            raise SegmentError(f"{self.store.uri}: {key}: the vectors of an earlier shard are gone")
-        return self.store.records(self.store.segment(entry), numbers)
-
-    def close(self) -> None:
-        while self._spills:
-            self._spills.popitem()[1].close()

@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from etl.contract import Batch, Shard, ShardEnd, ShardFailed, ShardStart, WindowInfo
 from etl.errors import EmbedEtlError
 from etl.inputs import input_identity
+from etl.reuse.ledger import Ledger
 from etl.reuse.lookup import Lookup
-from etl.reuse.shard import BLOCK_ROWS, EMBED, SOURCES, RecentShards, ShardReuse
-from etl.reuse.store import StoreTarget
+from etl.reuse.shard import BLOCK_ROWS, EMBED, SOURCES, ShardReuse
 from etl.spec import OutputSpec
 from etl.stages.batching import Batching, pad, plan_batches
 from etl.stages.read_ahead import ReadAhead
@@ -44,7 +44,7 @@ class ShardStream(IterableDataset):
         batching: Batching,
         claim: Callable[[Shard], bool] | None = None,
         lookup: Lookup | None = None,
-        store: StoreTarget | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.shards = list(shards)
         self.spec = spec
@@ -53,8 +53,8 @@ class ShardStream(IterableDataset):
         self.batching = batching
         self.claim = claim
         self.lookup = lookup  # the vector stores: None embeds every row
-        self.store = store  # where this run's vectors go: names each shard's segment
-        self.recent = RecentShards()  # what this reader's last shards embedded
+        self.ledger = ledger  # which shards the writer has finished
+        self._read: list[int] = []  # shards this reader started, in order
         self._prompt_ids: np.ndarray | None = None
 
     def __iter__(self) -> Iterator[Item]:
@@ -83,6 +83,7 @@ class ShardStream(IterableDataset):
             passthrough = [spec.id_column, *spec.keep_columns]
             rows = windows = 0
             reuse = self._reuse(shard)
+            self._read.append(index)
             for record_batch in iter_windows(
                 parquet, shard.input_path, columns, self.batching.window_rows
             ):
@@ -91,8 +92,6 @@ class ShardStream(IterableDataset):
                 )
                 rows += record_batch.num_rows
                 windows += 1
-            if reuse is not None:
-                reuse.finish()
             yield ShardEnd(index, rows, windows)
         except EmbedEtlError as exc:
             yield ShardFailed(index, str(exc))
@@ -103,9 +102,12 @@ class ShardStream(IterableDataset):
 
     def _reuse(self, shard: Shard) -> ShardReuse | None:
         """With stores: the shard's ShardReuse, fed blocks of texts by a second pass over the
-        text column, a block ahead of the windows."""
-        if self.lookup is None or self.store is None:
+        text column, a block ahead of the windows; once the shards read before are finished,
+        so that their vectors are in the store."""
+        if self.lookup is None:
             return None
+        if self.ledger is not None and not self.ledger.wait(self._read):
+            return None  # the worker is stopping
         window = self.batching.window_rows
         size = window * max(1, BLOCK_ROWS // window)  # a block holds whole windows
         parquet = parquet_file(shard.input_path)
@@ -113,8 +115,7 @@ class ShardStream(IterableDataset):
             text_values(batch.column(0))
             for batch in iter_windows(parquet, shard.input_path, [self.spec.text_column], size)
         )
-        name = self.store.segment_name(shard)
-        return ShardReuse(self.lookup, self.spec.prompt, blocks, self.recent, name)
+        return ShardReuse(self.lookup, self.spec.prompt, blocks)
 
     def _window(
         self,

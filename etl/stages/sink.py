@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
 
 import numpy as np
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from etl.contract import Shard, WindowInfo
-from etl.reuse.spill import NewVectors, RecentSpills
+from etl.reuse.spill import NewVectors
 from etl.reuse.store import StoreTarget
 from etl.spec import METADATA_PREFIX, OutputSpec
 from etl.stages.vectors import arrow_type
@@ -105,14 +106,16 @@ class ShardWriter:
         storage: Storage,
         io: Executor | None = None,
         store: StoreTarget | None = None,
-        spills: RecentSpills | None = None,
+        finished: Callable[[], None] | None = None,
     ) -> None:
         self.shard = shard
         self.spec = spec
         self.schema = output_schema(input_schema, spec, shard)
         self.store = store
-        self.spills = spills  # the worker's last shards' spills, which this one may copy from
+        self.finished = finished or (lambda: None)  # said once the shard is published or dropped
         self.spill = NewVectors(store.store.layout) if store is not None else None
+        if store is not None:  # we hold the claim: what a killed attempt left is litter
+            store.store.discard_unfinished(store.segment_name(shard))
         # We hold the shard's claim, so any other upload of it was left by a process that died
         # (SIGKILL, power loss): remove it.
         storage.discard_stale_uploads(shard.output_key)
@@ -154,7 +157,7 @@ class ShardWriter:
         ``tokens`` the batch's ids, mask and window numbers, for token outputs.
         """
         if info is not None:
-            self._windows[window_index] = Window(info, self.spec, self.spill, self.spills)
+            self._windows[window_index] = Window(info, self.spec, self.spill)
         window = self._windows[window_index]
         if len(rows):
             window.add(rows, vectors, weights, tokens)
@@ -191,6 +194,12 @@ class ShardWriter:
         return self._io.submit(self._commit, expected_rows, unfinished)
 
     def _commit(self, expected_rows: int, unfinished: list[int]) -> None:
+        try:
+            self._publish(expected_rows, unfinished)
+        finally:
+            self.finished()
+
+    def _publish(self, expected_rows: int, unfinished: list[int]) -> None:
         if self._error is not None:
             raise self._error
         if unfinished:
@@ -215,33 +224,22 @@ class ShardWriter:
         a cache: a failure here costs later runs some embedding, never this shard."""
         target, spill = self.store, self.spill
         try:
-            name = target.segment_name(self.shard)
             if spill.count:
-                spill_bytes = spill.segment_bytes(
+                name = target.segment_name(self.shard)
+                chunks = spill.segment_bytes(
                     target.store.recipe,
                     target.run,
                     shard=self.shard.rel_name,
                     output=self.upload.key,
                 )
-                target.store.publish(name, spill_bytes)
-            else:  # nothing new: still drop what a killed attempt left unfinished
-                target.store.discard_unfinished(name)
+                if not target.store.publish(name, chunks):
+                    log.debug("%s: its segment is in the store already", self.shard.rel_name)
         except Exception as exc:  # noqa: BLE001 - logged; the shard's output is whole
             log.warning(
                 "%s: vectors not added to %s: %s", self.shard.rel_name, target.store.uri, exc
             )
         finally:
-            self._keep_spill()
-
-    def _keep_spill(self) -> None:
-        """Later shards of this worker may copy this one's vectors: keep its spill a while."""
-        if self.spill is None:
-            return
-        if self.spills is not None:
-            self.spills.keep(self.store.segment_name(self.shard), self.spill)
-        else:
-            self.spill.close()
-        self.spill = None
+            spill.close()
 
     def abort(self) -> Future:
         """Drop the temporary file; the final name is untouched."""
@@ -251,7 +249,9 @@ class ShardWriter:
         with contextlib.suppress(Exception):  # already failing; removing the file matters
             self._writer.close()
         self.upload.discard()
-        self._keep_spill()  # what it holds was computed, and a later shard may copy it
+        if self.spill is not None:
+            self.spill.close()
+        self.finished()
 
 
 class InlineExecutor(Executor):

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from etl.contract import WindowInfo
 from etl.reuse.shard import EMBED, SHARD
-from etl.reuse.spill import NewVectors, RecentSpills
+from etl.reuse.spill import NewVectors
 from etl.spec import OutputSpec
 from etl.stages.vectors import encode, finish, l2_normalize, to_arrow
 
@@ -32,12 +32,10 @@ class Window:
         info: WindowInfo,
         spec: OutputSpec,
         spill: NewVectors | None = None,
-        spills: RecentSpills | None = None,
     ) -> None:
         self.info = info
         self.spec = spec
         self.spill = spill  # the shard's new vectors, with reuse
-        self.spills = spills  # the worker's last shards' ones
         self.dtypes = spec.output_dtypes
         pooled = [c for c in spec.columns if not c.tokens]
         self.vectors = {c.name: np.zeros((info.num_rows, c.dim), np.float32) for c in pooled}
@@ -116,13 +114,6 @@ class Window:
             _, stored = layout.unpack(plan.stored)
             for name, values in stored.items():
                 vectors[name][plan.stored_rows] = values
-        for number, shard in enumerate(plan.recent_names):
-            mine = plan.recent_from == number
-            if not mine.any():
-                continue
-            _, recent = layout.unpack(self.spills.read(shard, plan.recent_numbers[mine]))
-            for name, values in recent.items():
-                vectors[name][plan.recent_rows[mine]] = values
         copies = np.flatnonzero(plan.kind == SHARD)
         refs = plan.ref[copies]
         here = refs >= plan.first_spill  # its text's first row is in this window
@@ -133,7 +124,6 @@ class Window:
             for name, values in older.items():
                 vectors[name][copies[~here]] = values
         self.filled[plan.stored_rows] = True
-        self.filled[plan.recent_rows] = True
         self.filled[copies] = True
 
     def finished(self, name: str) -> list[pa.Array]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etl.contract import Batch, Shard, ShardEnd, ShardFailed, ShardResult, ShardStart, ShardStatus
-from etl.reuse.spill import RecentSpills
+from etl.reuse.ledger import Ledger
 from etl.reuse.store import StoreTarget
 from etl.spec import OutputSpec
 from etl.stages.sink import ShardWriter
@@ -63,6 +63,7 @@ class Runner:
         claims: ClaimBook,
         on_result: ResultCallback | None = None,
         store: StoreTarget | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.shards = shards
         self.spec = spec
@@ -78,8 +79,7 @@ class Runner:
         self.io: Executor | None = None
         self.multi: dict[int, Any] = {}  # shard -> its current window's chunked rows
         self.store = store  # where the vectors computed go (the job's own store)
-        # The last shards' new vectors, kept for later shards that copy them (io thread only).
-        self.spills = RecentSpills(store.store) if store is not None else None
+        self.ledger = ledger  # told when each shard is finished, for the readers ahead
 
     def consume(self, loader, total_rows: int, progress: bool | None) -> list[ShardResult]:
         bar = Progress(total_rows, progress)
@@ -106,6 +106,8 @@ class Runner:
                     self._failed(item)
                 self._settle(wait=False)
         finally:
+            if self.ledger is not None:
+                self.ledger.close()  # a reader waiting on a shard must not wait forever
             _stop_readers(items)  # no reader may claim a shard after the claims are released
             stop.set()
             if heartbeat.is_alive():
@@ -117,8 +119,6 @@ class Runner:
                 self.io.shutdown(wait=True)
             self.claims.release_all()
             self.storage.discard_temporaries()
-            if self.spills is not None:
-                self.spills.close()
             bar.close()
         # Shards this worker never claimed: another process or worker had them.
         for index, shard in enumerate(self.shards):
@@ -142,7 +142,7 @@ class Runner:
                 self.storage,
                 io=self.io,
                 store=self.store,
-                spills=self.spills,
+                finished=self._finisher(item.shard_index),
             )
         except Exception as exc:  # noqa: BLE001 - e.g. output location not writable
             self._record_failure(item.shard_index, result, f"{type(exc).__name__}: {exc}")
@@ -240,6 +240,8 @@ class Runner:
         self, index: int, result: ShardResult, message: str, active: _Active | None = None
     ) -> None:
         result.status, result.error = ShardStatus.FAILED, message
+        if active is None:  # no writer to say so
+            self._finisher(index)()
         self._record(result, active)
         self.claims.release(result.shard)
         self._finished(index, result)
@@ -255,6 +257,11 @@ class Runner:
             rows_out=rows_out,
         )
         self.manifest.write(record)
+
+    def _finisher(self, index: int) -> Callable[[], None]:
+        """What the shard's writer calls once it is done with it (published or given up)."""
+        ledger = self.ledger
+        return (lambda: ledger.finish(index)) if ledger is not None else (lambda: None)
 
     def _finished(self, index: int, result: ShardResult) -> None:
         self.results[index] = result

@@ -13,6 +13,7 @@ from typing import Any
 from etl.config import JobConfig
 from etl.contract import Shard, ShardResult
 from etl.errors import ConfigError
+from etl.reuse.ledger import Ledger
 from etl.spec import OutputSpec
 from etl.stages.batching import resolve_batching
 from etl.stages.tokenizer import Layout
@@ -71,17 +72,20 @@ class ShardWorker:
 
         manifest = Manifest(storage)
         claims = ClaimBook(manifest, spec.fingerprint)
-        lookup = store = None
+        lookup = store = ledger = None
         if reuse is not None:
             lookup, store = reuse.lookup(), reuse.target(storage.uri())
+            ledger = Ledger(len(shards))  # made before the readers fork
         stream = ShardStream(
-            shards, spec, self.tokenizer, self.layout, self.batching, claims, lookup, store
+            shards, spec, self.tokenizer, self.layout, self.batching, claims, lookup, ledger
         )
         workers = self.cfg.num_workers
         if workers is None:
             workers = default_workers(self.device.type, default_threads())
         loader = make_loader(stream, workers, pin_memory=self.device.type == "cuda")
-        runner = Runner(list(shards), spec, self.encoder, manifest, claims, on_result, store)
+        runner = Runner(
+            list(shards), spec, self.encoder, manifest, claims, on_result, store, ledger
+        )
         return runner.consume(loader, total_rows, progress)
 
 

@@ -130,13 +130,12 @@ class VectorStore:
     def publish(self, name: str, chunks: Iterable[bytes]) -> bool:
         """Upload a segment under ``name`` from its bytes; False if that name exists already.
 
-        The caller holds the claim of the shard the name is made from, so an unfinished upload
-        of it was left by a process that died: it is dropped first.
+        The caller holds the claim of the shard the name is made from, and dropped what a
+        killed attempt left unfinished when it took the claim (discard_unfinished).
         """
         key = self.segment_key(name)
         if self.storage.exists(key):
             return False
-        self.storage.discard_stale_uploads(key)
         upload = self.storage.upload(key)
         try:
             target = upload.target

@@ -102,6 +102,20 @@ def write_shard(path: Path, texts: list, ids: list | None = None, **extra) -> Pa
     return path
 
 
+def wait_until(proc, condition, what: str, timeout: float = 300, poll: float = 0.005) -> None:
+    """Poll the job's state (not the clock) until ``condition()`` holds; fail if the job ends
+    first or it takes over ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"job ended before {what}: {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(poll)
+
+
 def run_cli(tmp_path: Path, model: Path, *extra: str):
     """`embed-etl run <tmp>/in -o <tmp>/out --model MODEL` in-process; never a traceback."""
     from click.testing import CliRunner

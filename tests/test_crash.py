@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from etl.contract import ShardStatus
-from tests.conftest import REPO, records, tiny_texts, write_shard
+from tests.conftest import REPO, records, tiny_texts, wait_until, write_shard
 
 SHARDS = 5
 ROWS = 3000
@@ -75,17 +75,6 @@ def _start(tiny_model, inputs, output, *extra) -> subprocess.Popen:
     return proc
 
 
-def _wait_until(proc: subprocess.Popen, condition, what: str, timeout: float = 300) -> None:
-    """Poll the output directory (not the clock) until the job reaches a state."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc.poll() is not None:
-            pytest.fail(f"job ended before {what}: {proc.stderr.read()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)
-
-
 def _kill(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGKILL)  # the whole group: main process and its workers
     proc.wait()
@@ -112,21 +101,21 @@ def test_sigkill_at_several_points_then_rerun_is_exactly_once(tmp_path, tiny_mod
     out = tmp_path / "out"
     # 1: mid-way through the first shard, nothing done yet
     proc = _start(tiny_model, corpus, out)
-    _wait_until(proc, lambda: _temp_files(out) and _done(out) == 0, "first shard in progress")
+    wait_until(proc, lambda: _temp_files(out) and _done(out) == 0, "first shard in progress")
     _kill(proc)
     _assert_final_files_complete(out)
     assert _done(out) == 0 and _temp_files(out)  # the killed run left its temporary file
 
     # 2: after a rerun has finished two shards, while it writes the next
     proc = _start(tiny_model, corpus, out)
-    _wait_until(proc, lambda: _done(out) >= 2 and _temp_files(out), "third shard in progress")
+    wait_until(proc, lambda: _done(out) >= 2 and _temp_files(out), "third shard in progress")
     _kill(proc)
     _assert_final_files_complete(out)
     done_before = _done(out)
 
     # 3: as soon as one more shard is recorded, between shards or just into the next
     proc = _start(tiny_model, corpus, out)
-    _wait_until(proc, lambda: _done(out) > done_before, "one more shard done")
+    wait_until(proc, lambda: _done(out) > done_before, "one more shard done")
     _kill(proc)
     _assert_final_files_complete(out)
     done_before = _done(out)

@@ -13,15 +13,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
-from tests.conftest import REPO, tiny_texts, write_shard
+from tests.conftest import REPO, tiny_texts, wait_until, write_shard
 
 SHARDS, ROWS = 4, 1500
 
@@ -76,14 +74,8 @@ def _start(args: list[str], point: str | None, marker: Path) -> subprocess.Popen
 
 
 def _kill_when(proc: subprocess.Popen, reached, what: str) -> None:
-    deadline = time.monotonic() + 300
     try:
-        while not reached():
-            if proc.poll() is not None:
-                pytest.fail(f"job ended before {what}: {proc.stderr.read()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out waiting for {what}")
-            time.sleep(0.005)
+        wait_until(proc, reached, what)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

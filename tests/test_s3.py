@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO, run_ok, tiny_texts, write_shard
+from tests.conftest import REPO, run_ok, tiny_texts, wait_until, write_shard
 
 SHARDS = 4
 
@@ -102,16 +102,6 @@ def _start(tiny_model, uri, output, *extra) -> subprocess.Popen:
     )
 
 
-def _wait(proc, condition, what):
-    deadline = time.monotonic() + 300
-    while not condition():
-        if proc.poll() is not None:
-            pytest.fail(f"job ended before {what}: {proc.stderr.read()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def _kill(proc):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -130,17 +120,24 @@ def test_sigkill_at_three_points_then_a_rerun_is_exactly_once_with_no_strays(
     try:
         # 1: mid-way through the first shard, its output going up in parts
         procs.append(_start(tiny_model, uri, out))
-        _wait(procs[-1], lambda: claimed() and uploading(), "a multipart upload under way")
+        wait_until(
+            procs[-1], lambda: claimed() and uploading(), "a multipart upload under way", poll=0.01
+        )
         _kill(procs[-1])
         assert done() == 0 and uploading()  # the killed run left an unfinished upload
         # 2: after a rerun has finished one shard, while it works on the next
         procs.append(_start(tiny_model, uri, out))
-        _wait(procs[-1], lambda: done() >= 1 and claimed(), "one shard done, another claimed")
+        wait_until(
+            procs[-1],
+            lambda: done() >= 1 and claimed(),
+            "one shard done, another claimed",
+            poll=0.01,
+        )
         _kill(procs[-1])
         before = done()
         # 3: as soon as one more shard is recorded
         procs.append(_start(tiny_model, uri, out))
-        _wait(procs[-1], lambda: done() > before, "one more shard done")
+        wait_until(procs[-1], lambda: done() > before, "one more shard done", poll=0.01)
         _kill(procs[-1])
     finally:
         for proc in procs:

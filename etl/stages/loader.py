@@ -54,7 +54,7 @@ class ShardStream(IterableDataset):
         self.claim = claim
         self.lookup = lookup  # the vector stores: None embeds every row
         self.ledger = ledger  # which shards the writer has finished
-        self._read: list[int] = []  # shards this reader started, in order
+        self._read: list[int] = []  # shards this reader started and has not seen finished
         self._prompt_ids: np.ndarray | None = None
 
     def __iter__(self) -> Iterator[Item]:
@@ -106,8 +106,10 @@ class ShardStream(IterableDataset):
         so that their vectors are in the store."""
         if self.lookup is None:
             return None
-        if self.ledger is not None and not self.ledger.wait(self._read):
-            return None  # the worker is stopping
+        if self.ledger is not None:
+            if not self.ledger.wait(self._read):
+                return None  # the worker is stopping
+            self._read.clear()  # finished: never asked about again
         window = self.batching.window_rows
         size = window * max(1, BLOCK_ROWS // window)  # a block holds whole windows
         parquet = parquet_file(shard.input_path)

@@ -8,6 +8,7 @@ are stopped first, then every claim of this run is released and every temporary 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -240,8 +241,8 @@ class Runner:
         self, index: int, result: ShardResult, message: str, active: _Active | None = None
     ) -> None:
         result.status, result.error = ShardStatus.FAILED, message
-        if active is None:  # no writer to say so
-            self._finisher(index)()
+        if active is None and self.ledger is not None:  # no writer to say so
+            self.ledger.finish(index)
         self._record(result, active)
         self.claims.release(result.shard)
         self._finished(index, result)
@@ -258,10 +259,9 @@ class Runner:
         )
         self.manifest.write(record)
 
-    def _finisher(self, index: int) -> Callable[[], None]:
+    def _finisher(self, index: int) -> Callable[[], None] | None:
         """What the shard's writer calls once it is done with it (published or given up)."""
-        ledger = self.ledger
-        return (lambda: ledger.finish(index)) if ledger is not None else (lambda: None)
+        return functools.partial(self.ledger.finish, index) if self.ledger is not None else None
 
     def _finished(self, index: int, result: ShardResult) -> None:
         self.results[index] = result

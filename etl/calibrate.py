@@ -4,85 +4,109 @@ The ranges are each dimension's min and max over a calibration sample: rows take
 job's inputs (the first rows of up to 64 shards spread over the sorted list; the same sample
 whichever part of the job runs first), or the texts of a Parquet file given with
 --calibration, or the ranges of another job (its calibration.json). The sample goes through the
-job's own path (tokenizer, model, pooling, chunking, --truncate-dim, --normalize) on one of
-the engine's loaded workers, into a scratch folder, so the ranges are those of the vectors
-actually stored. The result lives in ``<output>/_embed_etl/calibration.json`` and in every
-file's metadata; later runs of the same job read it back instead of sampling again.
+job's own path (tokenizer, model, pooling, chunking, --truncate-dim, --normalize) inside a
+worker, in its memory, so the ranges are those of the vectors actually stored. The result
+lives in ``<output>/_embed_etl/calibration.json`` and in every file's metadata; later runs of
+the same job read it back instead of sampling again.
+
+Two halves: with_calibration, before the workers run (no model: an existing calibration.json,
+another job's ranges, or the sample's texts to hand to the workers), and calibrate_in_worker,
+in each worker that is handed texts: the first to store its ranges wins (create-if-absent),
+and every worker uses the stored ones. Engines know nothing of it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from etl.contract import Shard, ShardStatus
 from etl.errors import ConfigError, EmbedEtlError
 from etl.inputs import discover
-from etl.plan import JobPlan
 from etl.spec import OutputSpec
 from etl.stages.source import parquet_file, text_values
 from etl.stages.vectors import int8_ranges
-from etl.state.calibration import calibration_scratch, read_calibration, store_calibration
+from etl.state.calibration import forget_calibration, read_calibration, store_calibration
+from etl.storage.base import Storage
 from etl.storage.files import read_bytes
 
 if TYPE_CHECKING:
-    from etl.engines.base import Engine
+    from etl.plan import JobPlan
 
 log = logging.getLogger(__name__)
 
 SAMPLE_SHARDS = 64  # the sample reads the head of at most this many shards
 
 
-def with_calibration(plan: JobPlan, engine: Engine) -> JobPlan:
-    """The plan with its spec's int8 ranges set (a no-op for other output dtypes).
+@dataclass(frozen=True)
+class Calibration:
+    """The job's int8 ranges for the workers: fixed already, or the sample to fix them from."""
 
-    The sample runs on one of the engine's workers, which have loaded the model already.
-    """
+    ranges: dict[str, Any] | None = None  # calibration.json's content
+    texts: tuple[str, ...] = ()  # the sample, for the workers to embed (when ranges is None)
+
+
+def with_calibration(plan: JobPlan) -> JobPlan:
+    """The plan with its spec's int8 ranges set, or with the sample the workers fix them
+    from (a no-op for other output dtypes). Loads no model."""
     spec, cfg = plan.spec, plan.cfg
     if not spec.int8:
         return plan
     existing = read_calibration(plan.storage)
     if existing and existing.get("fingerprint") == spec.fingerprint and not cfg.overwrite:
-        data = existing
-    else:
-        data = _calibrate(plan, engine)
-        data = store_calibration(plan.storage, data, replace=cfg.overwrite)
-    log.info("int8 ranges from %s (%s rows)", data["source"], data.get("rows", "?"))
-    return dataclasses.replace(plan, spec=dataclasses.replace(spec, calibration=data))
-
-
-def _calibrate(plan: JobPlan, engine: Engine) -> dict[str, Any]:
-    spec, cfg = plan.spec, plan.cfg
+        return _with_ranges(plan, existing)
     given = cfg.calibration
     if given and not _is_parquet(given):
-        return _from_ranges_file(given, spec)
+        data = store_calibration(plan.storage, _from_ranges_file(given, spec), cfg.overwrite)
+        return _with_ranges(plan, data)
     texts = _sample_file(given, cfg) if given else _sample_inputs(cfg)
     if not texts:
         raise EmbedEtlError(
             f"--output-dtype int8: no non-null {cfg.text_column!r} texts to calibrate the ranges "
             f"from in {given or 'the inputs'}"
         )
-    columns = _embed_sample(plan, engine, texts)
-    return {
-        "fingerprint": spec.fingerprint,
-        "source": spec.calibration_source,
-        "model": spec.model.name,
-        "model_config_sha256": spec.model.config_sha256,
-        "normalize": spec.normalize,
-        "dims": {c.name: spec.out_dim(c) for c in spec.columns},
-        "rows": len(texts),
-        "columns": columns,
-        "created_at": time.time(),
-    }
+    if cfg.overwrite:
+        forget_calibration(plan.storage)  # so that the workers' first ranges win again
+    return dataclasses.replace(plan, calibration=Calibration(texts=tuple(texts)))
+
+
+def calibrate_in_worker(worker: Any, storage: Storage, calibration: Calibration) -> OutputSpec:
+    """The ``worker``'s (a ShardWorker's) spec with the job's int8 ranges: those another
+    worker stored first, or its own, from the sample embedded in memory."""
+    spec = worker.spec
+    if calibration.ranges is not None:
+        return dataclasses.replace(spec, calibration=calibration.ranges)
+    data = read_calibration(storage)
+    if data is None or data.get("fingerprint") != spec.fingerprint:
+        texts = list(calibration.texts)
+        log.info("int8: calibrating the ranges on %d sample rows", len(texts))
+        fixed = {
+            "fingerprint": spec.fingerprint,
+            "source": spec.calibration_source,
+            "model": spec.model.name,
+            "model_config_sha256": spec.model.config_sha256,
+            "normalize": spec.normalize,
+            "dims": {c.name: spec.out_dim(c) for c in spec.columns},
+            "rows": len(texts),
+            "columns": _embed_sample(worker, spec, texts),
+            "created_at": time.time(),
+        }
+        data = store_calibration(storage, fixed, replace=False)
+    log.info("int8 ranges from %s (%s rows)", data["source"], data.get("rows", "?"))
+    return dataclasses.replace(spec, calibration=data)
+
+
+def _with_ranges(plan: JobPlan, data: dict[str, Any]) -> JobPlan:
+    log.info("int8 ranges from %s (%s rows)", data["source"], data.get("rows", "?"))
+    spec = dataclasses.replace(plan.spec, calibration=data)
+    return dataclasses.replace(plan, spec=spec, calibration=Calibration(ranges=data))
 
 
 def _is_parquet(path: str) -> bool:
@@ -157,9 +181,8 @@ def _head_texts(path: str, column: str, rows: int) -> list[str]:
     return texts[:rows]
 
 
-def _embed_sample(plan: JobPlan, engine: Engine, texts: list[str]) -> dict[str, dict]:
+def _embed_sample(worker: Any, spec: OutputSpec, texts: list[str]) -> dict[str, dict]:
     """Embed the sample as float32 through the job's own path; per column min and max."""
-    spec = plan.spec
     sample_spec = dataclasses.replace(
         spec,
         text_column="text",
@@ -170,16 +193,10 @@ def _embed_sample(plan: JobPlan, engine: Engine, texts: list[str]) -> dict[str, 
         calibration=None,
     )
     table = pa.table({"id": pa.array(range(len(texts)), pa.int64()), "text": texts})
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    log.info("int8: calibrating the ranges on %d sample rows", len(texts))
-    with calibration_scratch(plan.storage, buffer.getvalue()) as (sample_path, out):
-        shard = Shard(sample_path, "sample.parquet", "sample.parquet")
-        (result,) = engine.embed_sample([shard], sample_spec, out)
-        if result.status != ShardStatus.DONE:
-            raise EmbedEtlError(f"int8 calibration sample failed: {result.error}")
-        with out.open(shard.output_key) as handle:
-            embedded = pq.read_table(handle)
+    try:
+        embedded = worker.embed_table(table, sample_spec)
+    except EmbedEtlError as exc:
+        raise EmbedEtlError(f"int8 calibration sample: {exc}") from exc
     columns = {}
     for column in spec.columns:
         values = embedded.column(column.name).combine_chunks().flatten().to_numpy()

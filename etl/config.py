@@ -69,6 +69,7 @@ class JobConfig:
     prompt: str | None = None  # prepended to every text
     prompt_name: str | None = None  # one of the model's configured prompts
     trust_remote_code: bool = False  # allow models that ship their own Python code
+    backend: str = "auto"  # the model's code: auto | plain-bert | transformers (etl.model.backend)
     store: str | None = None  # the vector store this job consults and adds to; None: its own
     reuse: tuple[str, ...] = ()  # other outputs or stores consulted too (read only)
     no_reuse: bool = False  # embed every row, consult and keep no store

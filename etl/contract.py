@@ -1,7 +1,7 @@
 """The records that cross stage boundaries: shards, batches, reader messages, shard results.
 
 Reader -> worker: ShardStart, then Batch (the first of each window carries its WindowInfo),
-then ShardEnd or ShardFailed. Worker -> engine -> job: one ShardResult per shard, and a
+then ShardEnd or ShardFailed. Worker -> engine -> job: one ShardRecord per shard, and a
 WorkerInfo per worker that loaded the model.
 """
 
@@ -122,12 +122,15 @@ class ShardFailed:
 
 
 @dataclass
-class ShardResult:
-    """How one shard ended: counts, timings and, when it failed, why."""
+class ShardRecord:
+    """One shard's state, the only record of it: what its worker reports, what the manifest
+    keeps (etl.state.manifest writes it as JSON), what the summary and `status` show."""
 
     shard: Shard
     status: ShardStatus
-    rows: int = 0
+    fingerprint: str = ""  # the job's, for a record in the manifest
+    rows_in: int = 0  # input rows
+    rows_out: int = 0  # rows in the published output
     null_rows: int = 0
     truncated_rows: int = 0
     chunked_rows: int = 0
@@ -137,6 +140,14 @@ class ShardResult:
     error: str | None = None
     texts_embedded: int = 0  # texts that went through the model
     rows_reused: dict[str, int] = field(default_factory=dict)  # by source: shard, job, earlier
+    output: str = ""  # the output's URI
+    input_size: int | None = None  # the input as it was opened (the shard's own may be older)
+    input_mtime_ns: int | None = None
+    host: str = ""
+    pid: int = 0
+    version: str = ""
+    started_at: float | None = None
+    finished_at: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 plan       discover inputs, resolve the output spec, skip what is done (no model loaded);
            drop the claims that killed runs left on done shards
 start      the engine loads the model in each of its workers and runs the largest batch
-calibrate  int8 only: the ranges, fixed once per job, on one of those workers
+calibrate  int8 only: the ranges of an earlier run, or the sample the workers fix them from
 record     job.json, once, before the first output; the vector store's store.json
 run        the engine's workers claim and embed the pending shards
 """
@@ -15,8 +15,8 @@ import time
 
 from etl.calibrate import with_calibration
 from etl.config import JobConfig
-from etl.contract import ShardResult, ShardStatus
-from etl.engines import engine_for
+from etl.contract import ShardRecord, ShardStatus
+from etl.engines import engine_for, placement_for
 from etl.plan import JobPlan, plan_job
 from etl.reuse.plan import prepare_stores
 from etl.state.claims import ClaimBook
@@ -35,8 +35,8 @@ def run_job(cfg: JobConfig) -> JobSummary:
     """
     started = time.perf_counter()
     with engine_for(cfg) as engine:
-        plan = plan_job(cfg, engine.placement())
-        skipped = [ShardResult(s, ShardStatus.SKIPPED) for s in plan.done]
+        plan = plan_job(cfg, placement_for(cfg))
+        skipped = [ShardRecord(s, ShardStatus.SKIPPED) for s in plan.done]
         if plan.done:  # a kill after a shard's record leaves its claim behind
             ClaimBook(Manifest(plan.storage), plan.spec.fingerprint).clear_stale(plan.done)
         if not plan.pending:
@@ -51,7 +51,7 @@ def run_job(cfg: JobConfig) -> JobSummary:
         )
         try:
             engine.start(plan)
-            plan = with_calibration(plan, engine)
+            plan = with_calibration(plan)
             record_job(plan.storage, plan.spec, cfg)
             if plan.reuse is not None:
                 prepare_stores(plan.reuse)
@@ -68,12 +68,12 @@ def run_job(cfg: JobConfig) -> JobSummary:
     )
 
 
-def merge_results(plan: JobPlan, results: list[ShardResult]) -> list[ShardResult]:
+def merge_results(plan: JobPlan, results: list[ShardRecord]) -> list[ShardRecord]:
     """One result per pending shard from several workers' reports: done or failed wins."""
     rank = {ShardStatus.DONE: 3, ShardStatus.FAILED: 2, ShardStatus.ELSEWHERE: 1}
-    best: dict[str, ShardResult] = {}
+    best: dict[str, ShardRecord] = {}
     for result in results:
         current = best.get(result.shard.rel_name)
         if current is None or rank.get(result.status, 0) > rank.get(current.status, 0):
             best[result.shard.rel_name] = result
-    return [best.get(s.rel_name, ShardResult(s, ShardStatus.ELSEWHERE)) for s in plan.pending]
+    return [best.get(s.rel_name, ShardRecord(s, ShardStatus.ELSEWHERE)) for s in plan.pending]

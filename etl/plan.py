@@ -22,7 +22,7 @@ from etl.reuse.plan import ReusePlan, plan_reuse
 from etl.spec import METADATA_PREFIX, OutputSpec, build_output_spec
 from etl.stages.source import check_columns
 from etl.state.job_record import check_job_record, read_job
-from etl.state.manifest import Manifest
+from etl.state.manifest import Manifest, shard_done
 from etl.storage import Storage, files, is_uri, open_storage
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class JobPlan:
     done: tuple[Shard, ...]
     total_rows: int  # rows in the pending shards, from their footers
     reuse: ReusePlan | None = None  # the vector stores consulted and added to (etl.reuse)
+    calibration: Any = None  # etl.calibrate.Calibration: int8 ranges the workers fix first
 
 
 def local_placement(cfg: JobConfig) -> Placement:
@@ -114,10 +115,10 @@ def select_pending(
     """Split shards into (to do, already done). --only-failed keeps just the failed ones."""
     if cfg.overwrite:
         return list(shards), []
-    index, outputs = manifest.done_index(), manifest.outputs()  # two listings, not per shard
+    index = manifest.done_index()  # two listings, not requests per shard
     pending, done = [], []
     for shard in shards:
-        if manifest.done_per_index(shard, spec.fingerprint, index, outputs):
+        if shard_done(shard, spec.fingerprint, index):
             done.append(shard)
         elif not cfg.only_failed or manifest.is_failed(shard):
             pending.append(shard)

@@ -11,18 +11,15 @@ float32 vectors by about 1e-6).
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from etl.config import JobConfig
-from etl.contract import Shard, ShardStatus
+from etl.contract import Shard
 from etl.errors import ConfigError, EmbedEtlError
 from etl.model.locate import resolve_model
 from etl.spec import OutputSpec, build_output_spec
@@ -173,21 +170,18 @@ def _take(location: str, columns: list[str], rows: np.ndarray) -> pa.Table:
 
 def _embed(cfg: JobConfig, spec: OutputSpec, texts: pa.Array) -> pa.Table:
     """The texts through the job's own path (tokenizer, model, pooling, encoding), no store."""
-    from etl.storage.local import LocalStorage
+    from etl.worker.settings import worker_settings
     from etl.worker.shard_worker import ShardWorker
 
-    with tempfile.TemporaryDirectory(prefix="embed-etl-recompute-") as scratch:
-        sample = Path(scratch) / "sample.parquet"
-        ids = pa.array(np.arange(len(texts)), pa.int64())
-        pq.write_table(pa.table({spec.id_column: ids, spec.text_column: texts}), sample)
-        sample_spec = dataclasses.replace(spec, keep_columns=())
-        worker = ShardWorker(dataclasses.replace(cfg, keep_columns=()), sample_spec)
-        shard = Shard(str(sample), "sample.parquet", "sample.parquet")
-        out = LocalStorage(Path(scratch) / "out")
-        (result,) = worker.process([shard], sample_spec, out)
-        if result.status != ShardStatus.DONE:
-            raise EmbedEtlError(f"--recompute: the sample failed: {result.error}")
-        return pq.read_table(out.local_path(shard.output_key))
+    ids = pa.array(np.arange(len(texts)), pa.int64())
+    sample_spec = dataclasses.replace(spec, keep_columns=())
+    worker = ShardWorker(worker_settings(cfg, cfg.device, cfg.threads), sample_spec)
+    try:
+        return worker.embed_table(
+            pa.table({spec.id_column: ids, spec.text_column: texts}), sample_spec
+        )
+    except EmbedEtlError as exc:
+        raise EmbedEtlError(f"--recompute: the sample failed: {exc}") from exc
 
 
 def _values(column: pa.ChunkedArray, dtype: str, ranges: dict | None) -> np.ndarray:

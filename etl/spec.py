@@ -233,7 +233,9 @@ def build_output_spec(
         else recipe.normalize and not cfg.poolings,
         max_length=max_length,
         dtype=dtype,
-        backend=choose_backend(model.path, model.custom_code, device_type, dtype),
+        backend=choose_backend(
+            model.path, model.custom_code, device_type, dtype, forced=cfg.backend
+        ),
         long_text=cfg.long_text,
         chunk_overlap=cfg.chunk_overlap,
         output_dtypes=cfg.output_dtypes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from etl.contract import ShardResult, ShardStatus, WorkerInfo
+from etl.contract import ShardRecord, ShardStatus, WorkerInfo
 
 # Where a reused row's vector came from: a repeat within its shard, a store entry this run
 # made (another shard or worker), one made before it (a rerun, --reuse).
@@ -17,7 +17,7 @@ class JobSummary:
     """Every shard's result, the job's fingerprint and the run's wall time."""
 
     fingerprint: str
-    shards: list[ShardResult]
+    shards: list[ShardRecord]
     seconds: float = 0.0
     workers: list[WorkerInfo] = field(default_factory=list)  # those that loaded the model
     worker_restarts: int = 0  # worker processes started again after one died
@@ -31,7 +31,7 @@ class JobSummary:
 
     def to_dict(self) -> dict[str, Any]:
         done = [r for r in self.shards if r.status == ShardStatus.DONE]
-        rows = sum(r.rows for r in done)
+        rows = sum(r.rows_in for r in done)
         reused = {s: sum(r.rows_reused.get(s, 0) for r in done) for s in REUSE_SOURCES}
         tokens = sum(r.tokens for r in done)
         padded = sum(r.padded_tokens for r in done)
@@ -61,7 +61,7 @@ class JobSummary:
                 {
                     "input": r.shard.rel_name,
                     "status": r.status.value,
-                    "rows": r.rows,
+                    "rows": r.rows_in,
                     "null_rows": r.null_rows,
                     "truncated_rows": r.truncated_rows,
                     "chunked_rows": r.chunked_rows,

@@ -25,7 +25,7 @@ from etl.recompute import RecomputeReport
 from etl.spec import METADATA_PREFIX
 from etl.stages.source import parquet_file
 from etl.state.job_record import read_job
-from etl.state.manifest import Manifest
+from etl.state.manifest import DoneIndex, Manifest, shard_done
 from etl.storage import Storage, is_uri, open_storage
 
 NORM_TOLERANCE = {"float32": 1e-3, "float16": 1e-2}  # |norm - 1| allowed, by stored dtype
@@ -94,11 +94,12 @@ def verify_job(
         raise ConfigError(f"--output {output_dir}: no embed-etl job found there")
     report = VerifyReport(output_dir, job["fingerprint"], sample)
     manifest = Manifest(storage)
+    index = manifest.done_index()  # the plan's rule for "done", from the same two listings
     shards = discover(tuple(inputs or job.get("inputs", ())), output_dir)
     for shard in shards:
         check = ShardCheck(shard.rel_name)
         try:
-            _check_shard(shard, storage, manifest, job, sample, check)
+            _check_shard(shard, storage, index, job, sample, check)
         except (OSError, pa.ArrowException, EmbedEtlError) as exc:
             check.problems.append(f"cannot read: {exc}")
         report.shards.append(check)
@@ -114,7 +115,7 @@ def verify_job(
 def _check_shard(
     shard: Shard,
     storage: Storage,
-    manifest: Manifest,
+    index: DoneIndex,
     job: dict,
     sample: float,
     check: ShardCheck,
@@ -137,8 +138,10 @@ def _check_shard(
     if found != job["fingerprint"]:
         check.problems.append(f"made by another job: fingerprint {found or 'none'}")
     input_rows = parquet_file(shard.input_path).metadata.num_rows
-    record = manifest.read(shard)
-    recorded = record.rows_out if record is not None else None
+    done = shard_done(shard, job["fingerprint"], index)
+    if done is None:
+        check.problems.append("not done: no done record of this job for its input as it is now")
+    recorded = done.rows if done is not None else None
     if not footer.num_rows == input_rows == recorded:
         check.problems.append(
             f"rows: input {input_rows}, output {footer.num_rows}, manifest {recorded}"

@@ -135,6 +135,16 @@ def cli() -> None:
     **_env("TRUST_REMOTE_CODE"),
 )
 @click.option(
+    "--backend",
+    type=click.Choice(["auto", "plain-bert", "transformers"]),
+    default="auto",
+    show_default=True,
+    help="The code that computes the vectors: auto picks the plain BERT (no transformers "
+    "import, faster start) wherever it gives what transformers gives, transformers otherwise. "
+    "Naming one that cannot run the model is an error, not a fallback.",
+    **_env("BACKEND"),
+)
+@click.option(
     "--max-length",
     type=int,
     default=None,

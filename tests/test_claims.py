@@ -8,10 +8,11 @@ import subprocess
 import sys
 import threading
 
-from etl.contract import Shard, ShardStatus
+from etl.contract import Shard, ShardRecord, ShardStatus
 from etl.inputs import input_identity
 from etl.state.claims import ClaimBook, Owner
-from etl.state.manifest import Manifest, ShardRecord
+from etl.state.lease import Lease
+from etl.state.manifest import Manifest
 from etl.storage import open_storage
 
 SHARD = Shard("/in/a.parquet", "sub/a.parquet", "sub/a.parquet")
@@ -27,31 +28,31 @@ def _path(book, shard):
 
 def test_one_holder_at_a_time_and_release(tmp_path):
     a, b = _book(tmp_path), _book(tmp_path)
-    assert a(SHARD) and not b(SHARD)
+    assert a.take(SHARD) and not b.take(SHARD)
     b.release(SHARD)  # not b's claim: nothing happens
-    assert not b(SHARD)
+    assert not b.take(SHARD)
     a.release(SHARD)
-    assert b(SHARD)
+    assert b.take(SHARD)
 
 
 def test_claim_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    assert _book(tmp_path, owner=Owner(pid=dead.pid, started=1))(SHARD)
-    assert _book(tmp_path)(SHARD)
+    assert _book(tmp_path, owner=Owner(pid=dead.pid, started=1)).take(SHARD)
+    assert _book(tmp_path).take(SHARD)
 
 
 def test_of_many_takers_of_a_stale_claim_exactly_one_gets_it(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    assert _book(tmp_path, owner=Owner(pid=dead.pid, started=1))(SHARD)
+    assert _book(tmp_path, owner=Owner(pid=dead.pid, started=1)).take(SHARD)
     takers = [_book(tmp_path) for _ in range(8)]  # live owners, each with its own token
     barrier = threading.Barrier(len(takers))
     won = []
 
     def take(book) -> None:
         barrier.wait()
-        if book(SHARD):
+        if book.take(SHARD):
             won.append(book.owner.token)
 
     threads = [threading.Thread(target=take, args=(b,)) for b in takers]
@@ -66,26 +67,26 @@ def test_of_many_takers_of_a_stale_claim_exactly_one_gets_it(tmp_path):
 def test_reused_pid_does_not_keep_a_claim_alive(tmp_path):
     # Same pid as a live process (ours) but another start time: the owner is gone.
     impostor = Owner(pid=os.getpid(), started=1)
-    assert _book(tmp_path, owner=impostor)(SHARD)
-    assert _book(tmp_path)(SHARD)
+    assert _book(tmp_path, owner=impostor).take(SHARD)
+    assert _book(tmp_path).take(SHARD)
 
 
 def test_other_host_claims_go_stale_only_without_heartbeat(tmp_path):
     remote = Owner(host="elsewhere", pid=1, started=1)
     holder = _book(tmp_path, owner=remote)
-    assert holder(SHARD)
-    assert not _book(tmp_path, stale_after=600)(SHARD)  # fresh: respected
+    assert holder.take(SHARD)
+    assert not _book(tmp_path, stale_after=600).take(SHARD)  # fresh: respected
     path = _path(holder, SHARD)
     os.utime(path, (0, 0))  # no heartbeat since 1970
     taker = _book(tmp_path, stale_after=600)
-    assert taker(SHARD)
+    assert taker.take(SHARD)
     assert json.loads(path.read_text())["token"] == taker.owner.token
 
 
 def test_heartbeat_refreshes_only_own_claims(tmp_path):
     mine, theirs = _book(tmp_path), _book(tmp_path, owner=Owner(host="elsewhere", pid=1, started=1))
     other = Shard("/in/b.parquet", "b.parquet", "b.parquet")
-    assert mine(SHARD) and theirs(other)
+    assert mine.take(SHARD) and theirs.take(other)
     for shard, book in ((SHARD, mine), (other, theirs)):
         os.utime(_path(book, shard), (0, 0))
     mine.heartbeat()
@@ -93,15 +94,26 @@ def test_heartbeat_refreshes_only_own_claims(tmp_path):
 
 
 def test_a_shard_done_meanwhile_is_not_claimed(tmp_path):
+    """The lease asks the rule for "done" right after claiming: a shard another process
+    finished since the plan is given back, its claim gone; an undone one is handed out."""
     src = tmp_path / "a.parquet"
     src.write_bytes(b"x")
     (tmp_path / "out.parquet").write_bytes(b"y")
     shard = Shard(str(src), "a.parquet", "out.parquet")
+    todo = Shard(str(src), "b.parquet", "b-out.parquet")
     book = _book(tmp_path)
-    done = ShardRecord("a.parquet", ShardStatus.DONE, "fp", str(src), **input_identity(str(src)))
+    done = ShardRecord(shard, ShardStatus.DONE, "fp", **input_identity(str(src)))
     book.manifest.write(done)
-    assert not book(shard)
-    assert not _path(book, shard).exists()
+    lease = Lease([shard, todo], book, readers=0)
+    lease.start()
+    try:
+        assert lease.feed.next() == 1 and lease.feed.next() is None
+    finally:
+        lease.close()
+    assert not _path(book, shard).exists() and _path(book, todo).exists()
+    assert lease.taken == {1}
+    lease.release_all()
+    assert not _path(book, todo).exists()
 
 
 def test_a_run_clears_the_claim_a_kill_left_on_a_done_shard(tmp_path, tiny_model):

@@ -30,7 +30,8 @@ def _bert(path, **options):
 
     torch.manual_seed(0)
     masked_lm = options.pop("masked_lm", False)
-    config = BertConfig(
+    pooler = options.pop("pooler", True)
+    sizes = dict(
         vocab_size=50,
         hidden_size=32,
         num_hidden_layers=2,
@@ -38,9 +39,10 @@ def _bert(path, **options):
         intermediate_size=48,
         max_position_embeddings=40,
         initializer_range=0.5,
-        **options,
     )
-    (BertForMaskedLM if masked_lm else BertModel)(config).eval().save_pretrained(path)
+    config = BertConfig(**{**sizes, **options})
+    model = BertForMaskedLM(config) if masked_lm else BertModel(config, add_pooling_layer=pooler)
+    model.eval().save_pretrained(path)
     return path
 
 
@@ -52,11 +54,21 @@ def _batch(rows=5, length=17, vocab=50):
     return ids * mask, mask  # padded with id 0
 
 
-@pytest.mark.parametrize(
-    "options",
-    [{}, {"hidden_act": "gelu_new"}, {"hidden_act": "relu"}, {"masked_lm": True}],
-    ids=["gelu", "gelu_new", "relu", "saved-with-a-head"],
-)
+# Every configuration the plain BERT accepts (etl.model.backend.plain_bert_mismatch): each
+# activation it has, checkpoints with and without a pooler or an MLM head, one token type,
+# another layer-norm epsilon, one and many attention heads.
+PLAIN_CONFIGS = {
+    **{act: {"hidden_act": act} for act in _BERT_ACTIVATIONS},
+    "saved-with-a-head": {"masked_lm": True},
+    "no-pooler": {"pooler": False},
+    "one-token-type": {"type_vocab_size": 1},
+    "layer-norm-eps-1e-5": {"layer_norm_eps": 1e-5},
+    "one-head": {"num_attention_heads": 1},
+    "eight-heads": {"num_attention_heads": 8},
+}
+
+
+@pytest.mark.parametrize("options", list(PLAIN_CONFIGS.values()), ids=list(PLAIN_CONFIGS))
 def test_plain_bert_gives_every_hidden_state_of_transformers(tmp_path, options):
     from transformers import AutoModel
 
@@ -65,7 +77,9 @@ def test_plain_bert_gives_every_hidden_state_of_transformers(tmp_path, options):
     assert mine is not None
     has_pooler = mine.pooler is not None
     theirs = AutoModel.from_pretrained(path).eval()
-    assert has_pooler == (theirs.pooler is not None and not options.get("masked_lm"))
+    assert plain_bert_applies(path)
+    saved_pooler = options.get("pooler", True) and not options.get("masked_lm")
+    assert has_pooler == saved_pooler  # transformers makes up a random one where none is saved
     ids, mask = _batch()
     with torch.inference_mode():
         a = theirs(input_ids=ids, attention_mask=mask, output_hidden_states=True)
@@ -76,6 +90,7 @@ def test_plain_bert_gives_every_hidden_state_of_transformers(tmp_path, options):
         assert torch.allclose(x * real, y * real, atol=1e-5)
     assert torch.allclose(a.last_hidden_state * real, b.last_hidden_state * real, atol=1e-5)
     if has_pooler:
+        assert theirs.pooler is not None
         assert torch.allclose(a.pooler_output, b.pooler_output, atol=1e-5)
 
 
@@ -102,6 +117,54 @@ def test_the_backend_rule_picks_plain_bert_only_without_flash_attention(tmp_path
     flash = choose_backend(path, False, "cuda", "float16", flash=True)
     assert (flash.model, flash.attention) == (TRANSFORMERS, "flash_attention_2")
     assert set(_BERT_ACTIVATIONS) == set(ACTIVATIONS)  # the rule and the code agree
+
+
+def test_forcing_a_backend_that_cannot_run_the_model_is_one_clear_error(tmp_path):
+    """--backend plain-bert on relative positions: exit 2, one line naming the option, the
+    model and why; nothing written. Never a silent run on the other code."""
+    from tests.conftest import run_cli
+
+    path = _bert(tmp_path / "m", position_embedding_type="relative_key")
+    write_shard(tmp_path / "in" / "a.parquet", tiny_texts(10))
+    result = run_cli(tmp_path, path, "--backend", "plain-bert")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("embed-etl: error:")]
+    assert errors == lines[-1:], lines  # one error line, the last; info logging above it
+    assert errors[0].startswith("embed-etl: error: --backend plain-bert: ")
+    assert "position embeddings relative_key, not absolute" in errors[0]
+    assert "ConfigError" not in errors[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "a.parquet").exists()
+
+
+def test_a_forced_backend_runs_that_code_and_says_so_in_the_metadata(tmp_path):
+    """The same BERT through both codes, every column kind (mean, cls, pooler, a layer cut
+    short): the named code is in each file's metadata, and the vectors agree."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from tests.conftest import run_ok
+
+    path = _bert(tmp_path / "m")
+    write_shard(tmp_path / "in" / "a.parquet", tiny_texts(40))
+    columns = {}
+    runs = {"full": {"poolings": ("mean", "cls", "pooler")}, "cut": {"layers": (1,)}}
+    for forced in ("plain-bert", "transformers"):
+        columns[forced] = {}
+        for run, options in runs.items():
+            out = tmp_path / forced / run
+            run_ok(tmp_path / "in", out, path, backend=forced, **options)
+            meta = pq.read_schema(out / "a.parquet").metadata
+            assert meta[b"embed_etl.backend"].decode().startswith(f"{forced}, ")
+            table = pq.read_table(out / "a.parquet")
+            for n in table.column_names:
+                if n.startswith("emb_"):
+                    values = np.stack(table.column(n).to_numpy(zero_copy_only=False))
+                    columns[forced][f"{run}:{n}"] = values
+    assert len(columns["plain-bert"]) == 4, columns["plain-bert"].keys()
+    assert columns["plain-bert"].keys() == columns["transformers"].keys()
+    for name, plain in columns["plain-bert"].items():
+        np.testing.assert_allclose(plain, columns["transformers"][name], atol=1e-5, err_msg=name)
 
 
 def test_plain_bert_missing_weights_is_an_error_naming_them(tmp_path):

@@ -150,3 +150,48 @@ def test_every_folder_of_the_package_is_a_package_that_gets_installed():
     a non-editable install."""
     for folder in {p.parent for p in ETL.rglob("*.py")}:
         assert (folder / "__init__.py").exists(), folder
+
+
+def _calls(path: Path) -> set[str]:
+    """Names of the functions and methods a module calls."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            func = node.func
+            found.add(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", ""))
+    return found
+
+
+def test_one_rule_decides_done_and_its_four_callers_ask_it():
+    """The plan, the lease (right after a claim), `status` and `verify` all call shard_done;
+    no other module reads done markers or decides "done" from records or file stats."""
+    modules = _modules()
+    callers = {name for name, path in modules.items() if "shard_done" in _calls(path)}
+    assert callers == {"etl.plan", "etl.state.lease", "etl.state.status", "etl.verify"}
+    for name, path in modules.items():
+        if name != "etl.state.manifest":
+            text = path.read_text()
+            assert "def shard_done" not in text and "Done.parse" not in text, name
+            assert "is_done(" not in text, name
+
+
+def test_one_shard_record_type():
+    import etl.contract
+
+    records = [
+        n for n in dir(etl.contract) if n.startswith("Shard") and n.endswith(("Record", "Result"))
+    ]
+    assert records == ["ShardRecord"]
+    for name, path in _modules().items():
+        assert "class ShardResult" not in path.read_text(), name
+
+
+def test_engines_start_run_and_stop_and_never_rewrite_the_users_config():
+    from etl.engines.base import Engine
+
+    assert Engine.__abstractmethods__ == {"start", "run", "stop"}
+    public = {n for n, v in vars(Engine).items() if callable(v) and not n.startswith("_")}
+    assert public == {"start", "run", "stop"}
+    for path in sorted((ETL / "engines").glob("*.py")):
+        text = path.read_text()
+        assert "replace(cfg" not in text and "replace(self.cfg" not in text, path.name

@@ -9,7 +9,6 @@ its shard is taken over by the replacement or by another worker.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import multiprocessing
 import os
@@ -18,36 +17,24 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from etl.config import JobConfig
-from etl.contract import Shard, ShardResult, ShardStatus, WorkerInfo
-from etl.engines.base import Engine
+from etl.contract import ShardRecord, ShardStatus, WorkerInfo
+from etl.engines.base import Engine, work
 from etl.errors import EmbedEtlError
 from etl.plan import JobPlan
 from etl.spec import OutputSpec
-from etl.storage.base import Storage
 from etl.worker.progress import Progress
+from etl.worker.settings import Work, WorkerSettings, worker_settings
 
 log = logging.getLogger(__name__)
 
 MAX_RESTARTS = 2  # replacements per run, for workers that died
 
 
-# Parent -> worker (each worker has its own command queue; None = stop).
-@dataclass
-class Process:
-    """Embed these shards: the calibration sample (reply: SampleDone) or the job (Result...)."""
-
-    shards: list[Shard]
-    spec: OutputSpec
-    storage: Storage
-    sample: bool = False
-    reuse: Any = None  # the job's vector stores (etl.reuse.plan.ReusePlan)
-
-
+# Parent -> worker: a Work (each worker has its own command queue; None = stop).
 # Worker -> parent (one queue for all).
 @dataclass
 class Ready:
@@ -58,13 +45,7 @@ class Ready:
 @dataclass
 class Result:
     index: int
-    result: ShardResult
-
-
-@dataclass
-class SampleDone:
-    index: int
-    results: list[ShardResult]
+    result: ShardRecord
 
 
 @dataclass
@@ -77,7 +58,7 @@ class Failed:
 class _Worker:
     process: Any  # multiprocessing.Process
     commands: Any  # its command queue
-    device: str
+    settings: WorkerSettings
     ready: bool = False
     handled: bool = False  # its exit was noticed
 
@@ -91,7 +72,7 @@ class LocalProcesses(Engine):
         self.events = self.context.Queue()
         self.workers: dict[int, _Worker] = {}
         self.spec: OutputSpec | None = None
-        self.results: dict[str, ShardResult] = {}
+        self.results: dict[str, ShardRecord] = {}
         self.errors: list[str] = []
 
     def start(self, plan: JobPlan) -> None:
@@ -102,30 +83,15 @@ class LocalProcesses(Engine):
             from etl.stages.device import default_threads
 
             threads = max(1, default_threads() // len(devices))  # split the cores
-        self.worker_cfg = dataclasses.replace(
-            cfg, workers=1, devices=(), threads=threads, progress=False
-        )
         self.spec = plan.spec
         log.info("%d worker processes on %s", len(devices), ", ".join(devices))
         for index, device in enumerate(devices):
-            self._spawn(index, device)
+            self._spawn(index, worker_settings(plan.cfg, device, threads))
         while not all(w.ready for w in self.workers.values()):
             self._handle(self._next_event(), plan=None)
             self._fail_if_gone(self.workers, "while loading the model")
 
-    def embed_sample(
-        self, shards: Sequence[Shard], spec: OutputSpec, storage: Storage
-    ) -> list[ShardResult]:
-        index = min(self.workers)
-        self.workers[index].commands.put(Process(list(shards), spec, storage, sample=True))
-        while True:
-            event = self._next_event()
-            if isinstance(event, SampleDone) and event.index == index:
-                return event.results
-            self._handle(event, plan=None)
-            self._fail_if_gone([index], "while embedding the int8 calibration sample")
-
-    def run(self, plan: JobPlan) -> list[ShardResult]:
+    def run(self, plan: JobPlan) -> list[ShardRecord]:
         self.bar = Progress(plan.total_rows, self.cfg.progress)
         try:
             for index in self.workers:
@@ -142,7 +108,7 @@ class LocalProcesses(Engine):
         if left and (died or self.errors):
             why = self.errors[0] if self.errors else "its worker process died"
             for shard in left:  # out of restarts, or a worker could not go on
-                self.results[shard.rel_name] = ShardResult(
+                self.results[shard.rel_name] = ShardRecord(
                     shard, ShardStatus.FAILED, error=f"{why}; rerun to finish it"
                 )
         return list(self.results.values())
@@ -160,20 +126,20 @@ class LocalProcesses(Engine):
                 worker.process.join()
         self.workers.clear()
 
-    def _spawn(self, index: int, device: str) -> None:
+    def _spawn(self, index: int, settings: WorkerSettings) -> None:
         commands = self.context.Queue()
         process = self.context.Process(
             target=_worker_main,
-            args=(index, self.worker_cfg, self.spec, device, commands, self.events),
+            args=(index, settings, self.spec, commands, self.events),
             name=f"embed-etl-worker-{index}",
         )
         process.start()
-        self.workers[index] = _Worker(process, commands, device)
+        self.workers[index] = _Worker(process, commands, settings)
 
     def _dispatch(self, index: int, plan: JobPlan) -> None:
         """Give a ready worker the shards no worker has finished yet."""
         left = [s for s in plan.pending if s.rel_name not in self.results]
-        self.workers[index].commands.put(Process(left, plan.spec, plan.storage, reuse=plan.reuse))
+        self.workers[index].commands.put(work(plan, left))
 
     def _next_event(self) -> Any:
         try:
@@ -202,7 +168,7 @@ class LocalProcesses(Engine):
         elif isinstance(event, Result):
             if event.result.status in (ShardStatus.DONE, ShardStatus.FAILED):
                 self.results[event.result.shard.rel_name] = event.result
-                self.bar.update(event.result.rows, event.result.tokens)
+                self.bar.update(event.result.rows_in, event.result.tokens)
         elif isinstance(event, Failed):
             if plan is None:  # while loading: nothing was written yet
                 self._terminate()
@@ -217,7 +183,7 @@ class LocalProcesses(Engine):
             if worker.process.exitcode is not None and self.events.empty():
                 self._terminate()
                 raise EmbedEtlError(
-                    f"worker {index} on {worker.device} exited with code "
+                    f"worker {index} on {worker.settings.device} exited with code "
                     f"{worker.process.exitcode} {doing}; run with --workers 1 to see why"
                 )
 
@@ -232,7 +198,7 @@ class LocalProcesses(Engine):
             if left and self.restarts < MAX_RESTARTS:
                 self.restarts += 1
                 log.warning("%d shard(s) left: starting worker %d again", len(left), index)
-                self._spawn(index, worker.device)
+                self._spawn(index, worker.settings)
 
     def _terminate(self) -> None:
         for worker in self.workers.values():
@@ -243,9 +209,9 @@ class LocalProcesses(Engine):
 
 
 def _worker_main(
-    index: int, cfg: JobConfig, spec: OutputSpec, device: str, commands: Any, events: Any
+    index: int, settings: WorkerSettings, spec: OutputSpec, commands: Any, events: Any
 ) -> None:
-    """Entry point of a worker process: load once, then do what the parent asks."""
+    """Entry point of a worker process: load once, then embed the Work the parent sends."""
     from etl.worker.shard_worker import ShardWorker
 
     signal.signal(signal.SIGTERM, _interrupt)
@@ -256,23 +222,13 @@ def _worker_main(
     )
     try:
         started = time.perf_counter()
-        worker = ShardWorker(cfg, spec, device)
+        worker = ShardWorker(settings, spec)
         seconds = round(time.perf_counter() - started, 3)
         info = WorkerInfo(os.getpid(), str(worker.device), seconds, socket.gethostname())
         events.put(Ready(index, info))
-        while (command := commands.get()) is not None:
-            if command.sample:
-                results = worker.process(command.shards, command.spec, command.storage)
-                events.put(SampleDone(index, results))
-                continue
-            worker.process(
-                command.shards,
-                command.spec,
-                command.storage,
-                on_result=lambda r: events.put(Result(index, r)),
-                reuse=command.reuse,
-            )
-            break
+        command: Work | None = commands.get()
+        if command is not None:
+            worker.run(command, on_result=lambda r: events.put(Result(index, r)))
     except EmbedEtlError as exc:
         events.put(Failed(index, str(exc)))
     except KeyboardInterrupt:

@@ -13,22 +13,20 @@ its CPUs (and its GPU) on one node.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from etl.config import JobConfig
-from etl.contract import Shard, ShardResult, WorkerInfo
-from etl.engines.base import Engine
+from etl.contract import ShardRecord, WorkerInfo
+from etl.engines.base import Engine, work
 from etl.errors import ConfigError, EmbedEtlError
 from etl.plan import JobPlan, Placement
 from etl.spec import OutputSpec
-from etl.storage.base import Storage
+from etl.worker.settings import Work, WorkerSettings, worker_settings
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +37,12 @@ MAX_RESTARTS = 2
 class ShardActor:
     """Runs in a Ray worker process: one model, reused for every shard it claims."""
 
-    def __init__(self, cfg: JobConfig, spec: OutputSpec) -> None:
+    def __init__(self, settings: WorkerSettings, spec: OutputSpec) -> None:
         from etl.worker.shard_worker import ShardWorker
 
         logging.basicConfig(level=logging.INFO)
         started = time.perf_counter()
-        self.worker = ShardWorker(cfg, spec, cfg.device)
+        self.worker = ShardWorker(settings, spec)
         self.load_seconds = time.perf_counter() - started
 
     def ready(self) -> WorkerInfo:
@@ -53,10 +51,8 @@ class ShardActor:
             os.getpid(), str(self.worker.device), round(self.load_seconds, 3), socket.gethostname()
         )
 
-    def process(
-        self, shards: Sequence[Shard], spec: OutputSpec, storage: Storage, reuse: Any = None
-    ) -> list[ShardResult]:
-        return self.worker.process(shards, spec, storage, reuse=reuse)
+    def run(self, work: Work) -> list[ShardRecord]:
+        return self.worker.run(work)
 
 
 @dataclass(frozen=True)
@@ -75,56 +71,24 @@ class RayActors(Engine):
         self.ray = connect(cfg)
         self.actors: list[Any] = []
 
-    def placement(self) -> Placement:
-        """Where the actors will run, and whether that GPU has bfloat16: probed on the cluster,
-        since the driver (an Airflow worker, a laptop) may have no GPU at all."""
-        ray, cfg = self.ray, self.cfg
-        if cfg.device.startswith("cpu") or not any(n.gpus >= 1 for n in nodes(ray)):
-            if cfg.device.startswith("cuda"):
-                raise ConfigError(f"--device {cfg.device}: the Ray cluster has no GPUs")
-            return Placement("cpu", "float32")
-
-        @ray.remote(num_gpus=1, num_cpus=0)
-        def probe() -> bool:
-            import torch
-
-            return bool(torch.cuda.is_bf16_supported())
-
-        return Placement("cuda", "bfloat16" if ray.get(probe.remote()) else "float16")
-
     def start(self, plan: JobPlan) -> None:
         ray, cfg = self.ray, self.cfg
         gpu = plan.placement.device.startswith("cuda")
         cpus, count = size_actors(cfg, nodes(ray), gpu)
         log.info("ray: %d actor(s), %s CPU%s each", count, cpus, " and 1 GPU" if gpu else "")
-        actor_cfg = dataclasses.replace(
-            cfg,
-            workers=1,
-            devices=(),
-            device="cuda" if gpu else "cpu",
-            threads=cpus,
-            progress=False,
-        )
+        settings = worker_settings(plan.cfg, "cuda" if gpu else "cpu", cpus)
         actor_class = ray.remote(ShardActor).options(
             num_cpus=cpus,
             num_gpus=1 if gpu else 0,
             max_restarts=MAX_RESTARTS,
             max_task_retries=MAX_RESTARTS,
         )
-        self.actors = [actor_class.remote(actor_cfg, plan.spec) for _ in range(count)]
+        self.actors = [actor_class.remote(settings, plan.spec) for _ in range(count)]
         self._wait_ready(cpus, gpu)
 
-    def embed_sample(
-        self, shards: Sequence[Shard], spec: OutputSpec, storage: Storage
-    ) -> list[ShardResult]:
-        return self._get(self.actors[0].process.remote(list(shards), spec, storage))
-
-    def run(self, plan: JobPlan) -> list[ShardResult]:
-        refs = [
-            a.process.remote(list(plan.pending), plan.spec, plan.storage, plan.reuse)
-            for a in self.actors
-        ]
-        return [result for batch in self._get(refs) for result in batch]
+    def run(self, plan: JobPlan) -> list[ShardRecord]:
+        refs = [a.run.remote(work(plan)) for a in self.actors]
+        return [record for batch in self._get(refs) for record in batch]
 
     def stop(self, failed: bool = False) -> None:
         for actor in self.actors:
@@ -185,6 +149,24 @@ def connect(cfg: JobConfig) -> Any:
             where = cfg.ray_address or os.environ.get("RAY_ADDRESS") or "a local Ray"
             raise ConfigError(f"--ray-address {where}: cannot connect: {exc}") from exc
     return ray
+
+
+def cluster_placement(cfg: JobConfig) -> Placement:
+    """Where the actors will run, and whether that GPU has bfloat16: probed on the cluster,
+    since the driver (an Airflow worker, a laptop) may have no GPU at all."""
+    ray = connect(cfg)
+    if cfg.device.startswith("cpu") or not any(n.gpus >= 1 for n in nodes(ray)):
+        if cfg.device.startswith("cuda"):
+            raise ConfigError(f"--device {cfg.device}: the Ray cluster has no GPUs")
+        return Placement("cpu", "float32")
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    def probe() -> bool:
+        import torch
+
+        return bool(torch.cuda.is_bf16_supported())
+
+    return Placement("cuda", "bfloat16" if ray.get(probe.remote()) else "float16")
 
 
 def nodes(ray: Any) -> list[Node]:

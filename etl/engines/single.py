@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Sequence
 
-from etl.contract import Shard, ShardResult, WorkerInfo
-from etl.engines.base import Engine
+from etl.contract import ShardRecord, WorkerInfo
+from etl.engines.base import Engine, work
 from etl.plan import JobPlan
-from etl.spec import OutputSpec
-from etl.storage.base import Storage
+from etl.worker.settings import worker_settings
 from etl.worker.shard_worker import ShardWorker
 
 
@@ -22,7 +20,10 @@ class SingleProcess(Engine):
 
     def start(self, plan: JobPlan) -> None:
         started = time.perf_counter()
-        self.worker = ShardWorker(self.cfg, plan.spec, plan.placement.device)
+        settings = worker_settings(
+            plan.cfg, plan.placement.device, self.cfg.threads, progress=self.cfg.progress
+        )
+        self.worker = ShardWorker(settings, plan.spec)
         self.started.append(
             WorkerInfo(
                 os.getpid(),
@@ -32,25 +33,10 @@ class SingleProcess(Engine):
             )
         )
 
-    def embed_sample(
-        self, shards: Sequence[Shard], spec: OutputSpec, storage: Storage
-    ) -> list[ShardResult]:
-        return self._worker().process(shards, spec, storage)
-
-    def run(self, plan: JobPlan) -> list[ShardResult]:
-        return self._worker().process(
-            plan.pending,
-            plan.spec,
-            plan.storage,
-            plan.total_rows,
-            self.cfg.progress,
-            reuse=plan.reuse,
-        )
+    def run(self, plan: JobPlan) -> list[ShardRecord]:
+        if self.worker is None:
+            raise RuntimeError("SingleProcess.start was not called")
+        return self.worker.run(work(plan))
 
     def stop(self, failed: bool = False) -> None:
         self.worker = None
-
-    def _worker(self) -> ShardWorker:
-        if self.worker is None:
-            raise RuntimeError("SingleProcess.start was not called")
-        return self.worker

@@ -2,7 +2,8 @@
 
 Two codes can run a model: etl.model.bert (a plain BERT in plain torch, with `tokenizers` reading
 tokenizer.json: no transformers import, 2 s less before the first vector) and transformers
-(AutoModel, AutoTokenizer: every other architecture, and FlashAttention-2 on a GPU). The rule is
+(AutoModel, AutoTokenizer: every other architecture, and FlashAttention-2 on a GPU). Both
+implement ModelCode, defined here; the rule that picks one (or checks the one --backend names) is
 here and only here; the plan puts its answer into the output fingerprint and the file metadata,
 and the encoder and tokenizer load exactly that code, or fail: never another one silently.
 """
@@ -10,8 +11,12 @@ and the encoder and tokenizer load exactly that code, or fail: never another one
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from etl.errors import ConfigError
 
 PLAIN_BERT = "plain-bert"  # etl.model.bert
 TRANSFORMERS = "transformers"  # transformers' AutoModel / AutoTokenizer
@@ -45,20 +50,40 @@ class Backend:
 
 
 def choose_backend(
-    path: str | Path, custom_code: bool, device_type: str, dtype: str, flash: bool | None = None
+    path: str | Path,
+    custom_code: bool,
+    device_type: str,
+    dtype: str,
+    flash: bool | None = None,
+    forced: str = "auto",
 ) -> Backend:
     """The rule: plain BERT and tokenizers wherever they reproduce transformers exactly (see
-    plain_bert_applies, plain_tokenizer_applies), unless FlashAttention-2 is there to skip the
-    padding (CUDA, half precision); transformers otherwise. ``flash`` overrides the detection."""
-    if flash is None:
-        flash = flash_attention_available(device_type, dtype)
-    attention = FLASH_ATTENTION if flash else None
-    plain_model = not custom_code and attention is None and plain_bert_applies(path)
+    plain_bert_mismatch, plain_tokenizer_applies), unless FlashAttention-2 is there to skip the
+    padding (CUDA, half precision); transformers otherwise. ``flash`` overrides the detection.
+    ``forced`` (--backend) names the model's code; one that cannot run the model is an error,
+    never a silent hand-over to the other."""
+    path = Path(path)
+    if forced not in BACKEND_CHOICES:
+        raise ConfigError(f"--backend {forced}: expected one of {', '.join(BACKEND_CHOICES)}")
+    if forced != "auto":
+        why = mismatch(forced, path, custom_code)
+        if why is not None:
+            raise ConfigError(
+                f"--backend {forced}: {path} cannot run on it ({why}); use --backend auto"
+            )
     plain_tokens = not custom_code and plain_tokenizer_applies(path)
+    if forced == TRANSFORMERS:  # the reference code, tokenizer included
+        plain_tokens = False
+    if flash is None:
+        flash = forced != PLAIN_BERT and flash_attention_available(device_type, dtype)
+    attention = FLASH_ATTENTION if flash else None
+    if forced == "auto":
+        plain = attention is None and mismatch(PLAIN_BERT, path, custom_code) is None
+        forced = PLAIN_BERT if plain else TRANSFORMERS
     return Backend(
-        model=PLAIN_BERT if plain_model else TRANSFORMERS,
+        model=forced,
         tokenizer=TOKENIZERS if plain_tokens else TRANSFORMERS,
-        attention=attention,
+        attention=attention if forced == TRANSFORMERS else None,
     )
 
 
@@ -76,23 +101,69 @@ def flash_attention_available(device_type: str, dtype: str) -> bool:
 def plain_bert_applies(path: str | Path) -> bool:
     """A BERT with absolute positions, an activation etl.model.bert has, no decoder parts, its
     weights in model.safetensors."""
+    return plain_bert_mismatch(path) is None
+
+
+def plain_bert_mismatch(path: str | Path) -> str | None:
+    """Why etl.model.bert cannot reproduce the checkpoint at ``path``; None if it can."""
     path = Path(path)
     try:
         raw = json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
-        return False
-    return (
-        (path / "model.safetensors").is_file()
-        and raw.get("model_type") == "bert"
-        and not raw.get("auto_map")
-        and raw.get("position_embedding_type", "absolute") == "absolute"
-        and raw.get("hidden_act", "gelu") in _BERT_ACTIVATIONS
-        and not raw.get("is_decoder", False)
-        and not raw.get("add_cross_attention", False)
-        and all(isinstance(raw.get(k), int) for k in (*_BERT_SIZES, "intermediate_size"))
-        and raw["num_attention_heads"] > 0
-        and raw["hidden_size"] % raw["num_attention_heads"] == 0
+        return "no readable config.json"
+    checks = (
+        ((path / "model.safetensors").is_file(), "its weights are not in model.safetensors"),
+        (raw.get("model_type") == "bert", f"model type {raw.get('model_type')}, not bert"),
+        (not raw.get("auto_map"), "its config.json maps it to code of its own"),
+        (
+            raw.get("position_embedding_type", "absolute") == "absolute",
+            f"position embeddings {raw.get('position_embedding_type')}, not absolute",
+        ),
+        (
+            raw.get("hidden_act", "gelu") in _BERT_ACTIVATIONS,
+            f"activation {raw.get('hidden_act')}, not one of {', '.join(_BERT_ACTIVATIONS)}",
+        ),
+        (not raw.get("is_decoder", False), "a decoder"),
+        (not raw.get("add_cross_attention", False), "it has cross-attention"),
+        (
+            all(isinstance(raw.get(k), int) for k in (*_BERT_SIZES, "intermediate_size")),
+            "its config.json lacks a size",
+        ),
     )
+    for ok, why in checks:
+        if not ok:
+            return why
+    if raw["num_attention_heads"] <= 0 or raw["hidden_size"] % raw["num_attention_heads"]:
+        return "its hidden size is not a multiple of its attention heads"
+    return None
+
+
+class ModelCode(ABC):
+    """What each of the two codes implements: PlainBertCode (etl.model.bert) and
+    TransformersCode (etl.stages.encoder). Which one runs a model is the rule's, below."""
+
+    name: str
+
+    @abstractmethod
+    def load(
+        self, path: Path, name: str, attention: str | None, trust_remote_code: bool
+    ) -> tuple[Any, list[str]]:
+        """The model (called as model(input_ids=, attention_mask=, output_hidden_states=), it
+        gives last_hidden_state, hidden_states and pooler_output) and the weights it lacks."""
+
+
+def mismatch(code: str, path: Path, custom_code: bool) -> str | None:
+    """Why ``code`` cannot run the model at ``path`` as its authors meant; None if it can."""
+    if code == PLAIN_BERT:
+        return (
+            "its config.json maps it to code of its own"
+            if custom_code
+            else (plain_bert_mismatch(path))
+        )
+    return None  # transformers: every architecture it knows (its own code: --trust-remote-code)
+
+
+BACKEND_CHOICES = ("auto", PLAIN_BERT, TRANSFORMERS)  # what --backend accepts
 
 
 def plain_tokenizer_applies(path: str | Path) -> bool:

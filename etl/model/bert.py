@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from etl.errors import ModelError
-from etl.model.backend import plain_bert_applies
+from etl.model.backend import PLAIN_BERT, ModelCode, plain_bert_mismatch
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -185,8 +185,9 @@ def load_bert(path: str | Path, name: str | None = None) -> Bert:
     ModelError, never a silent hand-over to another code."""
     path = Path(path)
     name = name or str(path)
-    if not plain_bert_applies(path):
-        raise ModelError(f"--model {name}: not a checkpoint the plain BERT reproduces")
+    why = plain_bert_mismatch(path)
+    if why is not None:
+        raise ModelError(f"--model {name}: not a checkpoint the plain BERT reproduces ({why})")
     raw = json.loads((path / "config.json").read_text())
     config = SimpleNamespace(
         vocab_size=raw["vocab_size"],
@@ -233,3 +234,14 @@ def _rename(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             key = key[: -len("beta")] + "bias"
         renamed[key] = value
     return renamed
+
+
+class PlainBertCode(ModelCode):
+    """The plain BERT behind the ModelCode interface."""
+
+    name = PLAIN_BERT
+
+    def load(
+        self, path: Path, name: str, attention: str | None, trust_remote_code: bool
+    ) -> tuple[Bert, list[str]]:
+        return load_bert(path, name), []  # missing weights are load_bert's error already

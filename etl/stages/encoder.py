@@ -10,15 +10,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from etl.config import JobConfig
 from etl.contract import Batch
 from etl.errors import ModelError
-from etl.model.backend import FLASH_ATTENTION, PLAIN_BERT
-from etl.model.bert import load_bert
+from etl.model.backend import FLASH_ATTENTION, TRANSFORMERS, ModelCode
+from etl.model.bert import PlainBertCode
 from etl.model.facts import ModelInfo
 from etl.spec import OutputSpec
 from etl.stages.device import cpu_supports, default_threads
@@ -45,15 +45,15 @@ class Encoder:
     """The model on its device, cut to the deepest requested layer, turning batches into vectors."""
 
     def __init__(
-        self, spec: OutputSpec, cfg: JobConfig, device: torch.device, prompt_length: int = 0
+        self, spec: OutputSpec, settings: Any, device: torch.device, prompt_length: int = 0
     ) -> None:
         self.spec = spec
         self.device = device
         self.prompt_length = prompt_length  # left out of pooling where include_prompt is off
         # Read by oneDNN when it first runs, which is our warm-up; a user's setting wins.
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
-        torch.set_num_threads(cfg.threads or default_threads())
-        self.model = _load_model(spec, device, cfg.trust_remote_code)
+        torch.set_num_threads(settings.threads or default_threads())  # etl.worker.settings
+        self.model = _load_model(spec, device, settings.trust_remote_code)
         recipe = spec.model.recipe
         self.head = None
         if any(c.dense for c in spec.columns):
@@ -129,13 +129,10 @@ def _load_model(spec: OutputSpec, device: torch.device, trust_remote_code: bool)
     """The model, by the code the spec's backend names, cut to the deepest layer asked for, on
     its device: etl.model.bert (no transformers import) or transformers."""
     info = spec.model
-    missing: list[str] = []  # a plain BERT without pooler weights has its pooler None
-    if spec.backend.model == PLAIN_BERT:
-        model = load_bert(info.path, info.name)
-    else:
-        if spec.backend.attention == FLASH_ATTENTION:
-            log.info("attention: flash_attention_2 (padding is skipped)")
-        model, missing = _transformers_model(info, spec.backend.attention, trust_remote_code)
+    if spec.backend.attention == FLASH_ATTENTION:
+        log.info("attention: flash_attention_2 (padding is skipped)")
+    code = MODEL_CODES[spec.backend.model]  # exactly the code the plan chose
+    model, missing = code.load(info.path, info.name, spec.backend.attention, trust_remote_code)
     pooler_missing = [k for k in missing if "pooler" in k]
     if spec.needs_pooler and (pooler_missing or getattr(model, "pooler", None) is None):
         raise ModelError(
@@ -155,25 +152,31 @@ def _load_model(spec: OutputSpec, device: torch.device, trust_remote_code: bool)
     return model.eval().to(device)
 
 
-def _transformers_model(
-    info: ModelInfo, attention: str | None, trust_remote_code: bool
-) -> tuple[Any, list[str]]:
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
+class TransformersCode(ModelCode):
+    """transformers' AutoModel behind the ModelCode interface: every other architecture."""
 
-    hf_logging.disable_progress_bar()
-    try:
-        model, loading = AutoModel.from_pretrained(
-            info.path,
-            output_loading_info=True,
-            attn_implementation=attention,
-            trust_remote_code=trust_remote_code,
-        )
-    except Exception as exc:
-        raise ModelError(
-            f"--model {info.name}: cannot load a {info.model_type} model from {info.path}: {exc}"
-        ) from exc
-    return model, sorted(loading.get("missing_keys", ()))
+    name = TRANSFORMERS
+
+    def load(
+        self, path: Path, name: str, attention: str | None, trust_remote_code: bool
+    ) -> tuple[Any, list[str]]:
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        try:
+            model, loading = AutoModel.from_pretrained(
+                path,
+                output_loading_info=True,
+                attn_implementation=attention,
+                trust_remote_code=trust_remote_code,
+            )
+        except Exception as exc:
+            raise ModelError(f"--model {name}: cannot load the model from {path}: {exc}") from exc
+        return model, sorted(loading.get("missing_keys", ()))
+
+
+MODEL_CODES: dict[str, ModelCode] = {c.name: c for c in (PlainBertCode(), TransformersCode())}
 
 
 def _keep_layers(model: torch.nn.Module, keep: int, info: ModelInfo) -> None:

@@ -1,20 +1,20 @@
 """Read, tokenize and batch shards ahead of the model: in a thread (CPU) or DataLoader workers.
 
-Each worker takes whole shards (claimed, when a claim book is given, so that concurrent
-processes never share one), reads them window by window, tokenizes a window in one call, cuts
-it into length-sorted batches on a padded-token budget and pads each batch to its own longest
-row. Everything the main process needs travels in the yielded items.
+Each reader asks the feed for a whole shard (one its worker has claimed already, so that
+concurrent processes never share one), reads it window by window, tokenizes a window in one
+call, cuts it into length-sorted batches on a padded-token budget and pads each batch to its
+own longest row. Everything the main process needs travels in the yielded items.
 """
 
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset
 
 from etl.contract import Batch, Shard, ShardEnd, ShardFailed, ShardStart, WindowInfo
 from etl.errors import EmbedEtlError
@@ -24,6 +24,7 @@ from etl.reuse.lookup import Lookup
 from etl.reuse.shard import BLOCK_ROWS, EMBED, SOURCES, ShardReuse
 from etl.spec import OutputSpec
 from etl.stages.batching import Batching, pad, plan_batches
+from etl.stages.feed import ShardFeed
 from etl.stages.read_ahead import ReadAhead
 from etl.stages.source import iter_windows, open_shard, parquet_file, text_values
 from etl.stages.tokenizer import Layout
@@ -42,7 +43,7 @@ class ShardStream(IterableDataset):
         tokenizer: Any,
         layout: Layout,
         batching: Batching,
-        claim: Callable[[Shard], bool] | None = None,
+        feed: ShardFeed,
         lookup: Lookup | None = None,
         ledger: Ledger | None = None,
     ) -> None:
@@ -51,27 +52,15 @@ class ShardStream(IterableDataset):
         self.tokenizer = tokenizer
         self.layout = layout
         self.batching = batching
-        self.claim = claim
+        self.feed = feed  # which shard to read next: one the worker holds
         self.lookup = lookup  # the vector stores: None embeds every row
         self.ledger = ledger  # which shards the writer has finished
         self._read: list[int] = []  # shards this reader started and has not seen finished
         self._prompt_ids: np.ndarray | None = None
 
     def __iter__(self) -> Iterator[Item]:
-        worker = get_worker_info()
-        held_elsewhere = []
-        for index, shard in enumerate(self.shards):
-            if self.claim is None:
-                if worker is not None and index % worker.num_workers != worker.id:
-                    continue
-            elif not self.claim(shard):
-                held_elsewhere.append((index, shard))  # another process (or worker) has it
-                continue
-            yield from self._shard(index, shard)
-        # A process that died meanwhile left claims that are stale now: take those over.
-        for index, shard in held_elsewhere:
-            if self.claim(shard):
-                yield from self._shard(index, shard)
+        while (index := self.feed.next()) is not None:
+            yield from self._shard(index, self.shards[index])
 
     def _shard(self, index: int, shard: Shard) -> Iterator[Item]:
         spec = self.spec

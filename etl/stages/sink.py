@@ -114,11 +114,6 @@ class ShardWriter:
         self.store = store
         self.finished = finished or (lambda: None)  # said once the shard is published or dropped
         self.spill = NewVectors(store.store.layout) if store is not None else None
-        if store is not None:  # we hold the claim: what a killed attempt left is litter
-            store.store.discard_unfinished(store.segment_name(shard))
-        # We hold the shard's claim, so any other upload of it was left by a process that died
-        # (SIGKILL, power loss): remove it.
-        storage.discard_stale_uploads(shard.output_key)
         self.upload = storage.upload(shard.output_key)  # registered before the file exists
         passthrough = [spec.id_column, *spec.keep_columns]
         dictionary = list(passthrough)

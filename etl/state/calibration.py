@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-from collections.abc import Iterator
 from typing import Any
 
 from etl.errors import ConfigError
-from etl.state.keys import CALIBRATION, scratch_prefix
+from etl.state.keys import CALIBRATION
 from etl.storage.base import Storage
 
 
@@ -41,18 +38,9 @@ def store_calibration(storage: Storage, data: dict[str, Any], replace: bool) -> 
     return data
 
 
-@contextlib.contextmanager
-def calibration_scratch(storage: Storage, sample: bytes) -> Iterator[tuple[str, Storage]]:
-    """A scratch folder under the output (so every worker sees it, on any node) holding the
-    sample as a Parquet input: yields (its path, a storage for the sample's output); removed
-    on the way out."""
-    prefix = scratch_prefix(f"calibration-{os.getpid()}")
-    storage.delete_prefix(prefix)
-    try:
-        storage.put(f"{prefix}/in/sample.parquet", sample)
-        yield storage.uri(f"{prefix}/in/sample.parquet"), storage.child(f"{prefix}/out")
-    finally:
-        storage.delete_prefix(prefix)
+def forget_calibration(storage: Storage) -> None:
+    """--overwrite: the ranges of the previous run go, before any worker fixes new ones."""
+    storage.delete(CALIBRATION)
 
 
 def calibration_source(cfg: Any) -> str:

@@ -1,5 +1,8 @@
 """Claims: a process takes a shard before working on it, so no two processes ever share one.
 
+This is the claim store; a worker holds its claims through etl.state.lease.Lease, which
+takes, refreshes and releases them.
+
 A claim is an object created only if absent under ``_embed_etl/claims/``, naming its owner
 (host, pid, process start time, run token). It is released after the shard's manifest record is
 written. A claim whose owner is gone is stale and may be taken over: on the same host, when the
@@ -62,15 +65,10 @@ class ClaimBook:
         self.owner = owner or Owner()
         self.stale_after = stale_after
 
-    def __call__(self, shard: Shard) -> bool:
-        """Try to claim a shard that is still to do; False if someone holds it or it got done."""
-        if not (self._create(shard) or self._take_over(shard)):
-            return False
-        # Another process may have finished it between our planning and our claim.
-        if self.manifest.is_done(shard, self.fingerprint):
-            self.release(shard)
-            return False
-        return True
+    def take(self, shard: Shard) -> bool:
+        """Claim a shard: create its claim, or take over a stale one; False if someone holds it.
+        Whether it is still to do is the lease's question (etl.state.lease)."""
+        return self._create(shard) or self._take_over(shard)
 
     def key(self, shard: Shard) -> str:
         return claim_key(shard.rel_name)

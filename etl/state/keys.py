@@ -33,8 +33,3 @@ def done_key(rel_name: str, marker: str) -> str:
 
 def claim_key(rel_name: str) -> str:
     return f"{CLAIMS}/{state_name(rel_name)}.claim"
-
-
-def scratch_prefix(tag: str) -> str:
-    """A folder for one process's scratch files (the int8 calibration sample)."""
-    return f"{STATE_DIR}/{tag}"

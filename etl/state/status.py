@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from etl.contract import Shard, ShardStatus
+from etl.contract import ShardStatus
 from etl.errors import ConfigError, EmbedEtlError
-from etl.inputs import discover, output_key
+from etl.inputs import discover
 from etl.state.claims import ClaimBook
 from etl.state.job_record import read_job
 from etl.state.keys import state_name
-from etl.state.manifest import Done, Manifest
+from etl.state.manifest import Done, Manifest, shard_done
 from etl.storage import open_storage
 
 STATES = (ShardStatus.DONE, ShardStatus.FAILED, ShardStatus.PENDING, ShardStatus.RUNNING)
@@ -86,8 +86,9 @@ class StatusReport:
 def job_status(output_dir: str, inputs: tuple[str, ...] = ()) -> StatusReport:
     """Read the manifest and claims of ``output_dir``; inputs default to those of the job.
 
-    Listings, not one request per shard: done markers and outputs say which shards are done;
-    only the records of the others are read (to tell failed from pending).
+    Listings, not one request per shard: done markers and outputs say which shards are done
+    (etl.state.manifest.shard_done, the rule the plan uses); only the records of the others
+    are read (to tell failed from pending).
     """
     storage = open_storage(output_dir)
     storage.check()
@@ -105,15 +106,12 @@ def job_status(output_dir: str, inputs: tuple[str, ...] = ()) -> StatusReport:
     except EmbedEtlError as exc:
         report.note = f"inputs not found ({exc}); showing recorded shards only"
         shards = []
-    if not shards:
-        records = [r for r in (manifest.read_name(n) for n in sorted(recorded)) if r]
-        shards = [Shard(r.input_path, r.input, output_key(r.input)) for r in records]
-    index, outputs = manifest.done_index(), manifest.outputs()
+    if not shards:  # inputs gone: the recorded shards, as their records saw their inputs
+        shards = [r.shard for r in (manifest.read_name(n) for n in sorted(recorded)) if r]
+    index = manifest.done_index()
     running = ClaimBook(manifest, fingerprint).running()
     for shard in shards:
-        done = manifest.done_per_index(shard, fingerprint, index, outputs)
-        if shard.input_size is None and done is None and state_name(shard.rel_name) in recorded:
-            done = _done_by_record(manifest, shard, fingerprint)  # inputs gone: trust records
+        done = shard_done(shard, fingerprint, index)
         if done is not None:
             report.shards.append(ShardState(shard.rel_name, ShardStatus.DONE, done))
             continue
@@ -132,10 +130,3 @@ def job_status(output_dir: str, inputs: tuple[str, ...] = ()) -> StatusReport:
                     state.reason = "input or output changed since it was done"
         report.shards.append(state)
     return report
-
-
-def _done_by_record(manifest: Manifest, shard: Shard, fingerprint: str) -> Done | None:
-    record = manifest.read(shard)
-    if record is None or record.status != ShardStatus.DONE or record.fingerprint != fingerprint:
-        return None
-    return Done.parse(record.marker())

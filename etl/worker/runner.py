@@ -1,8 +1,9 @@
 """The worker's loop: reader items through the model into shard writers; then record and release.
 
-A shard is recorded as done only after its output was published, and its claim is released
-only after its record is written. However the loop ends (done, a failure, SIGTERM), the readers
-are stopped first, then every claim of this run is released and every temporary file removed.
+A shard is recorded as done only after its output was published, and the lease releases its
+claim only after its record is written. However the loop ends (done, a failure, SIGTERM), the
+lease stops handing out shards and the readers are stopped first, then every claim of this
+run is released and every temporary file removed.
 """
 
 from __future__ import annotations
@@ -10,25 +11,32 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from etl.contract import Batch, Shard, ShardEnd, ShardFailed, ShardResult, ShardStart, ShardStatus
+from etl.contract import (
+    Batch,
+    Shard,
+    ShardEnd,
+    ShardFailed,
+    ShardRecord,
+    ShardStart,
+    ShardStatus,
+)
 from etl.reuse.ledger import Ledger
 from etl.reuse.store import StoreTarget
 from etl.spec import OutputSpec
 from etl.stages.sink import ShardWriter
-from etl.state.claims import HEARTBEAT_SECONDS, ClaimBook
-from etl.state.manifest import Manifest, ShardRecord
+from etl.state.lease import Lease
+from etl.state.manifest import Manifest, stamp
 from etl.worker.progress import Progress, rows_done
 
 log = logging.getLogger(__name__)
 
-ResultCallback = Callable[[ShardResult], None]
+ResultCallback = Callable[[ShardRecord], None]
 
 
 @dataclass
@@ -36,11 +44,9 @@ class _Active:
     """A shard being written."""
 
     index: int
-    result: ShardResult
+    result: ShardRecord
     writer: ShardWriter
-    identity: dict[str, int]
     started: float = field(default_factory=time.perf_counter)
-    started_at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -61,7 +67,7 @@ class Runner:
         spec: OutputSpec,
         encoder: Any,
         manifest: Manifest,
-        claims: ClaimBook,
+        lease: Lease,
         on_result: ResultCallback | None = None,
         store: StoreTarget | None = None,
         ledger: Ledger | None = None,
@@ -71,10 +77,10 @@ class Runner:
         self.encoder = encoder
         self.manifest = manifest
         self.storage = manifest.storage
-        self.claims = claims
+        self.lease = lease  # the claims of this worker's shards
         self.on_result = on_result
         self.active: dict[int, _Active] = {}
-        self.results: dict[int, ShardResult] = {}
+        self.results: dict[int, ShardRecord] = {}
         self.seen: set[int] = set()  # shards this process claimed
         self.committing: list[_Committing] = []
         self.io: Executor | None = None
@@ -82,16 +88,12 @@ class Runner:
         self.store = store  # where the vectors computed go (the job's own store)
         self.ledger = ledger  # told when each shard is finished, for the readers ahead
 
-    def consume(self, loader, total_rows: int, progress: bool | None) -> list[ShardResult]:
+    def consume(self, loader, total_rows: int, progress: bool | None) -> list[ShardRecord]:
         bar = Progress(total_rows, progress)
-        stop = threading.Event()
-        # Joined on the way out: a daemon thread still waking at interpreter exit can abort
-        # the process ("terminate called without an active exception").
-        heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), name="claims-heartbeat")
         items = None
         try:
             items = iter(loader)  # readers start (fork) here, before any thread of ours
-            heartbeat.start()
+            self.lease.start()
             # One thread turns finished windows into Parquet while the model runs.
             self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-etl-io")
             for item in items:
@@ -109,32 +111,34 @@ class Runner:
         finally:
             if self.ledger is not None:
                 self.ledger.close()  # a reader waiting on a shard must not wait forever
-            _stop_readers(items)  # no reader may claim a shard after the claims are released
-            stop.set()
-            if heartbeat.is_alive():
-                heartbeat.join()
+            self.lease.close()  # no shard is claimed after this
+            _stop_readers(items)
             for active in self.active.values():
                 active.writer.abort()
             self._settle(wait=True)  # shards whose publish is under way still get recorded
             if self.io is not None:
                 self.io.shutdown(wait=True)
-            self.claims.release_all()
+            self.lease.release_all()
             self.storage.discard_temporaries()
             bar.close()
         # Shards this worker never claimed: another process or worker had them.
         for index, shard in enumerate(self.shards):
             if index not in self.seen:
-                self.results[index] = ShardResult(shard, ShardStatus.ELSEWHERE)
+                self.results[index] = ShardRecord(shard, ShardStatus.ELSEWHERE)
         return [self.results[i] for i in sorted(self.results)]
-
-    def _heartbeat(self, stop: threading.Event) -> None:
-        while not stop.wait(HEARTBEAT_SECONDS):
-            self.claims.heartbeat()
 
     def _start(self, item: ShardStart) -> None:
         self.seen.add(item.shard_index)
         shard = self.shards[item.shard_index]
-        result = ShardResult(shard, ShardStatus.RUNNING)
+        result = ShardRecord(
+            shard,
+            ShardStatus.RUNNING,
+            self.spec.fingerprint,
+            output=self.storage.uri(shard.output_key),
+            input_size=item.input_identity.get("input_size"),
+            input_mtime_ns=item.input_identity.get("input_mtime_ns"),
+            started_at=time.time(),
+        )
         try:
             writer = ShardWriter(
                 shard,
@@ -148,9 +152,7 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - e.g. output location not writable
             self._record_failure(item.shard_index, result, f"{type(exc).__name__}: {exc}")
             return
-        self.active[item.shard_index] = _Active(
-            item.shard_index, result, writer, item.input_identity
-        )
+        self.active[item.shard_index] = _Active(item.shard_index, result, writer)
 
     def _batch(self, batch: Batch) -> tuple[int, int] | None:
         """Embed one batch into its shard's writer: (rows it completes, tokens), None if the
@@ -210,10 +212,11 @@ class Runner:
                 self._abort(active, f"{type(exc).__name__}: {exc}")
                 continue
             result = active.result
-            result.status, result.rows = ShardStatus.DONE, entry.rows
+            result.status, result.rows_in = ShardStatus.DONE, entry.rows
+            result.rows_out = entry.rows
             result.seconds = time.perf_counter() - active.started
-            self._record(result, active, rows_out=entry.rows)
-            self.claims.release(result.shard)
+            self._record(result)
+            self.lease.release(result.shard)
             self._finished(active.index, result)
             log.info(
                 "done %s: %d rows in %.1f s", result.shard.rel_name, entry.rows, result.seconds
@@ -228,42 +231,42 @@ class Runner:
         if active is not None:
             self._abort(active, item.message)
         else:
-            result = ShardResult(self.shards[item.shard_index], ShardStatus.RUNNING)
+            shard = self.shards[item.shard_index]
+            result = ShardRecord(
+                shard,
+                ShardStatus.RUNNING,
+                self.spec.fingerprint,
+                output=self.storage.uri(shard.output_key),
+            )
             self._record_failure(item.shard_index, result, item.message)
 
     def _abort(self, active: _Active, message: str) -> None:
         active.writer.abort()
         self.active.pop(active.index, None)
         active.result.seconds = time.perf_counter() - active.started
-        self._record_failure(active.index, active.result, message, active)
+        self._record_failure(active.index, active.result, message, writer=True)
 
     def _record_failure(
-        self, index: int, result: ShardResult, message: str, active: _Active | None = None
+        self, index: int, result: ShardRecord, message: str, writer: bool = False
     ) -> None:
         result.status, result.error = ShardStatus.FAILED, message
-        if active is None and self.ledger is not None:  # no writer to say so
+        if not writer and self.ledger is not None:  # no writer to say so
             self.ledger.finish(index)
-        self._record(result, active)
-        self.claims.release(result.shard)
+        self._record(result)
+        self.lease.release(result.shard)
         self._finished(index, result)
         log.error("failed %s: %s", result.shard.rel_name, message)
 
-    def _record(self, result: ShardResult, active: _Active | None, rows_out: int = 0) -> None:
-        record = ShardRecord.of(
-            result,
-            self.spec.fingerprint,
-            output=self.storage.uri(result.shard.output_key),
-            identity=active.identity if active is not None else None,
-            started_at=active.started_at if active is not None else None,
-            rows_out=rows_out,
-        )
-        self.manifest.write(record)
+    def _record(self, result: ShardRecord) -> None:
+        """Into the manifest; the worker keeps the same record as its result."""
+        stamp(result)
+        self.manifest.write(result)
 
     def _finisher(self, index: int) -> Callable[[], None] | None:
         """What the shard's writer calls once it is done with it (published or given up)."""
         return functools.partial(self.ledger.finish, index) if self.ledger is not None else None
 
-    def _finished(self, index: int, result: ShardResult) -> None:
+    def _finished(self, index: int, result: ShardRecord) -> None:
         self.results[index] = result
         if self.on_result is not None:
             self.on_result(result)

@@ -7,86 +7,123 @@ them, started in any way, can share a job.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import uuid
 from typing import Any
 
-from etl.config import JobConfig
-from etl.contract import Shard, ShardResult
-from etl.errors import ConfigError
+from etl.contract import Shard, ShardRecord, ShardStatus
+from etl.errors import ConfigError, EmbedEtlError
 from etl.reuse.ledger import Ledger
 from etl.spec import OutputSpec
 from etl.stages.batching import resolve_batching
 from etl.stages.tokenizer import Layout
 from etl.state.claims import ClaimBook
+from etl.state.lease import Lease
 from etl.state.manifest import Manifest
-from etl.storage.base import Storage
 from etl.worker.runner import ResultCallback, Runner
+from etl.worker.settings import Work, WorkerSettings
 
 
 class ShardWorker:
-    """Loads the tokenizer and the model on ``device`` and checks them with the largest batch,
+    """Loads the tokenizer and the model on its device and checks them with the largest batch,
     so that a model that does not load or fit fails before anything is written."""
 
-    def __init__(self, cfg: JobConfig, spec: OutputSpec, device: str | None = None) -> None:
+    def __init__(self, settings: WorkerSettings, spec: OutputSpec) -> None:
         from etl.stages.device import resolve_device
         from etl.stages.encoder import Encoder
         from etl.stages.tokenizer import layout, load_tokenizer, prompt_length
 
-        self.cfg = cfg
-        self.device = resolve_device(device or cfg.device)
-        self.tokenizer = load_tokenizer(spec.model, spec.backend, cfg.trust_remote_code)
+        self.settings = settings
+        self.spec = spec
+        self.device = resolve_device(settings.device)
+        self.tokenizer = load_tokenizer(spec.model, spec.backend, settings.trust_remote_code)
         self.layout = layout(self.tokenizer)
         check_room(spec, self.layout, self.tokenizer)
         skip = prompt_length(self.tokenizer, spec.prompt, spec.max_length)
-        self.encoder = Encoder(spec, cfg, self.device, skip)
+        self.encoder = Encoder(spec, settings, self.device, skip)
         tokens = sum(spec.model.hidden_size for c in spec.columns if c.tokens)
         self.batching = resolve_batching(
-            cfg.batch_tokens,
-            cfg.batch_size,
-            cfg.sort_window,
+            settings.batch_tokens,
+            settings.batch_size,
+            settings.sort_window,
             spec.max_length,
             self.device.type,
             token_width=tokens,
         )
         self.encoder.warm_up(*self.batching.largest_batch())
 
-    def process(
-        self,
-        shards: Sequence[Shard],
-        spec: OutputSpec,
-        storage: Storage,
-        total_rows: int = 0,
-        progress: bool | None = False,
-        on_result: ResultCallback | None = None,
-        reuse: Any = None,
-    ) -> list[ShardResult]:
-        """Claim and embed every shard nobody else holds; one result per shard.
+    def run(self, work: Work, on_result: ResultCallback | None = None) -> list[ShardRecord]:
+        """Claim and embed every shard of ``work`` nobody else holds; one record per shard.
+        int8 ranges still to fix are fixed first (etl.calibrate), once for the whole job."""
+        spec = self.spec
+        if work.calibration is not None:
+            from etl.calibrate import calibrate_in_worker
 
-        ``spec`` has the columns the worker was loaded for; it may differ in how vectors are
-        stored (the int8 ranges, or float32 for the calibration sample). ``reuse`` (an
-        etl.reuse.plan.ReusePlan) names the vector stores to consult and add to; None embeds
-        every row.
-        """
+            spec = calibrate_in_worker(self, work.storage, work.calibration)
+        return self._run(spec, work, on_result, claim=True)
+
+    def embed_table(self, table: Any, spec: OutputSpec) -> Any:
+        """Embed rows held in memory (a pyarrow Table with ``spec``'s id and text columns) by
+        this worker's own path, into a Table: in this process's memory, no output location."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from etl.storage import open_storage
+
+        scratch = open_storage(f"memory://embed-etl-{os.getpid()}-{uuid.uuid4().hex}")
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer)
+        scratch.put("in/rows.parquet", buffer.getvalue().to_pybytes())
+        shard = Shard(scratch.uri("in/rows.parquet"), "rows.parquet", "out/rows.parquet")
+        try:
+            (record,) = self._run(spec, Work((shard,), scratch), None, claim=False)
+            if record.status != ShardStatus.DONE:
+                raise EmbedEtlError(f"embedding {table.num_rows} rows failed: {record.error}")
+            with scratch.open(shard.output_key) as handle:
+                return pq.read_table(handle)
+        finally:
+            scratch.delete_prefix("")
+
+    def _run(
+        self, spec: OutputSpec, work: Work, on_result: ResultCallback | None, claim: bool
+    ) -> list[ShardRecord]:
         from etl.stages.device import default_threads
         from etl.stages.loader import ShardStream, default_workers, make_loader
 
+        storage = work.storage
         manifest = Manifest(storage)
-        claims = ClaimBook(manifest, spec.fingerprint)
         lookup = store = ledger = None
-        if reuse is not None:
-            lookup, store = reuse.lookup(), reuse.target(storage.uri())
-            ledger = Ledger(len(shards))  # made before the readers fork
+        if work.reuse is not None:
+            lookup, store = work.reuse.lookup(), work.reuse.target(storage.uri())
+            ledger = Ledger(len(work.shards))  # made before the readers fork
+        readers = self.settings.readers
+        if readers is None:
+            readers = default_workers(self.device.type, default_threads())
+
+        def taken(shard: Shard) -> None:
+            """We hold its claim now: what a killed attempt at it left is litter."""
+            if store is not None:
+                store.store.discard_unfinished(store.segment_name(shard))
+            storage.discard_stale_uploads(shard.output_key)
+
+        claims = ClaimBook(manifest, spec.fingerprint) if claim else None
+        lease = Lease(work.shards, claims, readers, on_taken=taken)
         stream = ShardStream(
-            shards, spec, self.tokenizer, self.layout, self.batching, claims, lookup, ledger
+            work.shards,
+            spec,
+            self.tokenizer,
+            self.layout,
+            self.batching,
+            lease.feed,
+            lookup,
+            ledger,
         )
-        workers = self.cfg.num_workers
-        if workers is None:
-            workers = default_workers(self.device.type, default_threads())
-        loader = make_loader(stream, workers, pin_memory=self.device.type == "cuda")
+        loader = make_loader(stream, readers, pin_memory=self.device.type == "cuda")
         runner = Runner(
-            list(shards), spec, self.encoder, manifest, claims, on_result, store, ledger
+            list(work.shards), spec, self.encoder, manifest, lease, on_result, store, ledger
         )
-        return runner.consume(loader, total_rows, progress)
+        progress = self.settings.progress if claim else False
+        return runner.consume(loader, work.total_rows, progress)
 
 
 def check_room(spec: OutputSpec, layout: Layout, tokenizer: Any) -> None:

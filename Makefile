@@ -19,7 +19,7 @@ AIRFLOW_SPEC ?= apache-airflow==3.3.2
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install embed test test-slow bench bench-gpu lint fmt clean
+.PHONY: help install embed test test-slow bench bench-gpu docs lint fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ bench: $(TEST_STAMP) ## Benchmark against sentence-transformers on the shared co
 
 bench-gpu: $(TEST_STAMP) ## On a CUDA machine: job vs sentence-transformers, cold start, CUDA tests (ARGS="--device cpu --smoke" on a CPU)
 	$(BIN)/python -m benchmarks.gpu $(ARGS)
+
+docs: $(STAMP) ## Regenerate docs/cli.md from the CLI's --help (tests fail when it is stale)
+	$(BIN)/python -m jobs.cli_docs
 
 lint: $(TEST_STAMP) ## ruff lint and format check
 	$(BIN)/ruff check etl jobs tests benchmarks

@@ -4,9 +4,10 @@ On the same rows of the shared corpus and the same device: this job in float16 a
 two token budgets (the larger once more with a reader thread instead of worker processes),
 against sentence-transformers `encode` in the same dtype at its best batch size of a short
 sweep; cosines to float32; a cold start; then the CUDA tests. Writes a Markdown table headed
-with the device's name (bench-results/gpu.md) that drops into the README. `--device cpu
---smoke` runs every step small on the CPU, so the script cannot rot until a GPU is lent (the
-tests run it so).
+with the device's name (bench-results/gpu.md) and, for a full run, puts it into the GPU section
+of benchmarks/RESULTS.md (`--results` names another file; a smoke run writes there only when
+asked). `--device cpu --smoke` runs every step small on the CPU, so the script cannot rot until
+a GPU is lent (the tests run it so).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import numpy as np
 from benchmarks.common import DEFAULT_CORPUS, REPO, corpus_rows, cosines, machine, run_job, say
 
 DTYPES = ("float16", "bfloat16")
+RESULTS = REPO / "benchmarks" / "RESULTS.md"  # a full run's table goes between these markers
+GPU_START, GPU_END = "<!-- bench-gpu:start -->", "<!-- bench-gpu:end -->"
 
 
 def main() -> None:
@@ -106,6 +109,19 @@ def main() -> None:
     (args.out / "gpu.md").write_text(markdown)
     print(markdown)
     say(f"written to {args.out / 'gpu.md'} in {report['seconds']} s")
+    results_file = args.results or (None if args.smoke else RESULTS)
+    if results_file is not None:
+        write_results(results_file, markdown)
+        say(f"GPU section of {results_file} replaced")
+
+
+def write_results(path: Path, markdown: str) -> None:
+    """Replace what lies between the GPU markers of a RESULTS.md with this run's table."""
+    text = path.read_text()
+    start, end = text.find(GPU_START), text.find(GPU_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{path}: no {GPU_START} ... {GPU_END} section to put the table in")
+    path.write_text(text[: start + len(GPU_START)] + "\n" + markdown.strip() + "\n" + text[end:])
 
 
 def _device_name(device: str) -> str:
@@ -174,7 +190,7 @@ def _cuda_tests(args) -> dict:
 
 
 def to_markdown(report: dict) -> str:
-    """The README's GPU table: device, rows, each run's rows/s, ratio and cosine to float32."""
+    """The GPU table of RESULTS.md: device, rows, each run's rows/s, ratio, cosine to float32."""
     m = report["machine"]
     cold = report["cold_start"]
     tests = report["cuda_tests"]
@@ -214,6 +230,13 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--cold-repeats", type=int, default=None, help="default 5; smoke 1")
     parser.add_argument("--smoke", action="store_true", help="every step, small (for the CPU)")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="RESULTS.md to put the table in (default: "
+        "benchmarks/RESULTS.md for a full run; none for a smoke run)",
+    )
     args = parser.parse_args()
     small = args.smoke
     args.rows = args.rows or (64 if small else 50_000)

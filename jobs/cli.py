@@ -547,9 +547,16 @@ def _build_config(**options: Any) -> JobConfig:
 
 
 def _guarded(action: Callable[[], int], verbose: bool) -> int:
-    """Run the action; turn the library's errors into one line on stderr and an exit code."""
+    """Run the action; turn the library's errors into one line on stderr and an exit code.
+
+    While it runs, the job's log lines go through tqdm's own redirect, so they do not tear the
+    progress bar (the handler keeps the stream and format _setup_logging gave it).
+    """
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     try:
-        return action()
+        with logging_redirect_tqdm([logging.getLogger(name) for name in LOGGERS]):
+            return action()
     except ConfigError as exc:
         _error(exc, verbose)
         return EXIT_USAGE
@@ -572,22 +579,15 @@ def _error(exc: BaseException, verbose: bool, prefix: str = "") -> None:
     click.echo(f"embed-etl: error: {prefix}{exc}", err=True)
 
 
-class _TqdmHandler(logging.Handler):
-    """Log lines that do not tear the progress bar."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            from tqdm import tqdm
-
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # noqa: BLE001 - logging must never raise
-            self.handleError(record)
+LOGGERS = ("etl", "embed_etl")  # the library's loggers, and the CLI's own
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _setup_logging(verbose: bool) -> None:
-    handler = _TqdmHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("etl", "embed_etl"):
+    """The job's log lines on stderr, DEBUG with --verbose (_guarded routes them past the bar)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    for name in LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(logging.DEBUG if verbose else logging.INFO)

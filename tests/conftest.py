@@ -15,17 +15,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _find_corpus() -> Path:
-    """The shared corpus beside the checkout, or where EMBED_ETL_CORPUS says."""
-    if "EMBED_ETL_CORPUS" in os.environ:
-        return Path(os.environ["EMBED_ETL_CORPUS"])
-    for candidate in (REPO.parent / "shared", Path("/work/shared")):
-        if (candidate / "corpus" / "pydocs").is_dir():
-            return candidate / "corpus" / "pydocs"
-    return REPO.parent / "shared" / "corpus" / "pydocs"
-
-
-CORPUS = _find_corpus()
+# The shared corpus lives beside the checkout (../shared/corpus/pydocs), or where
+# EMBED_ETL_CORPUS says; tests that need it take the `corpus` fixture, which skips without it.
+CORPUS = Path(os.environ.get("EMBED_ETL_CORPUS") or REPO.parent / "shared" / "corpus" / "pydocs")
 
 TINY_WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "ran", "far", "away", "big", "red"]
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]

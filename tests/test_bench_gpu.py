@@ -1,19 +1,49 @@
 """`make bench-gpu` cannot rot before a GPU is lent: its smoke mode runs every step on the CPU
 (the job and sentence-transformers in both half dtypes at two budgets, the cold start, the CUDA
-tests with the device forced) and writes the README table."""
+tests with the device forced) and puts its table into the GPU section of RESULTS.md.
+
+The smoke run is the benchmark itself (about a minute on two cores), so it is a slow test (`make
+test-slow`); that the table goes into RESULTS.md is checked in `make test` too."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
-from tests.conftest import CORPUS, REPO
+import pytest
+
+from benchmarks.gpu import GPU_END, GPU_START, write_results
+from tests.conftest import REPO
+
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
 
 
-def test_bench_gpu_smoke_mode_runs_every_step_and_writes_the_table(tmp_path):
+def _gpu_section(text: str) -> tuple[str, str, str]:
+    """(before the GPU section, the section, after it) of a RESULTS.md."""
+    head, _, rest = text.partition(GPU_START)
+    section, _, tail = rest.partition(GPU_END)
+    return head, section, tail
+
+
+def test_a_table_replaces_only_the_gpu_section_of_results(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    shutil.copy(RESULTS, results)
+    write_results(results, "**a GPU**, a table\n")
+    write_results(results, "**another GPU**, another table\n")  # a second run replaces the first
+    head, section, tail = _gpu_section(results.read_text())
+    assert section.strip() == "**another GPU**, another table"
+    before = _gpu_section(RESULTS.read_text())
+    assert (head, tail) == (before[0], before[2])
+
+
+@pytest.mark.slow
+def test_bench_gpu_smoke_mode_runs_every_step_and_writes_the_table(tmp_path, corpus):
+    results = tmp_path / "RESULTS.md"
+    shutil.copy(RESULTS, results)
     cmd = [sys.executable, "-m", "benchmarks.gpu", "--device", "cpu", "--smoke"]
-    cmd += ["--out", str(tmp_path), "--corpus", str(CORPUS)]
+    cmd += ["--out", str(tmp_path), "--corpus", str(corpus), "--results", str(results)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu.json").read_text())
@@ -29,3 +59,5 @@ def test_bench_gpu_smoke_mode_runs_every_step_and_writes_the_table(tmp_path):
     table = (tmp_path / "gpu.md").read_text()
     assert table.count("\n| ") == 1 + len(expected)  # the header row and one row per run
     assert "smoke run" in table
+
+    assert _gpu_section(results.read_text())[1].strip() == table.strip()

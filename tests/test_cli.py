@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -175,14 +174,3 @@ def test_console_script_embeds_the_sample_corpus(tmp_path):
     summary = json.loads(proc.stdout)
     assert summary["rows"] == 50 and summary["shards_done"] == 2
     assert pq.read_schema(out / "part-00000.parquet").field("emb_model").type.list_size == 384
-
-
-def test_readme_reference_lists_every_option_of_every_command():
-    readme = (REPO / "README.md").read_text()
-    for name, command in cli.commands.items():
-        assert f"embed-etl {name}" in readme, name
-        for param in command.params:
-            for opt in param.opts + param.secondary_opts:
-                if opt.startswith("--") and opt != "--help":
-                    pattern = rf"(?<![\w-]){re.escape(opt)}(?![\w-])"
-                    assert re.search(pattern, readme), f"{name} {opt} not in README"

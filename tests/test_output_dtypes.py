@@ -194,9 +194,9 @@ def test_bad_compact_options_are_usage_errors(tmp_path, tiny_model, two_shards, 
 
 def test_compact_outputs_on_the_real_model(tmp_path, corpus, real_model):
     """1,000 shared-corpus rows and 20 queries, every encoding from one pass: int8 keeps
-    cosine >= 0.99 against float32; binary keeps the sign bits; the README's shortlist-and-
-    rescore recipe (Hamming top-40 from the sign bits, rescored with int8) finds 8 of the
-    float32 top-10."""
+    cosine >= 0.99 against float32; binary keeps the sign bits; the shortlist-and-rescore
+    recipe of docs/output.md (Hamming top-40 from the sign bits, rescored with int8) finds 8 of
+    the float32 top-10."""
     pl = pytest.importorskip("polars")
     files = sorted(corpus.glob("*.parquet"))
     docs = pq.read_table(files[0], columns=["id", "text"]).slice(0, 1000)
@@ -218,7 +218,7 @@ def test_compact_outputs_on_the_real_model(tmp_path, corpus, real_model):
     assert size["int8"] < 0.3 * size["float32"]  # a byte per dimension, not an int32
     assert size["binary"] < 0.05 * size["float32"]
 
-    # The README's recipe, as written there.
+    # The recipe of docs/output.md, its steps as written there (returning rows, not ids).
     table = pl.read_parquet(out / "docs.parquet")
     meta = pq.read_schema(out / "docs.parquet").metadata
     ranges = json.loads(meta[b"embed_etl.int8_ranges"])[MODEL]

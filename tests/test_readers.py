@@ -1,15 +1,25 @@
-"""What each reader sees in an output file, and the README's queries, run as written."""
+"""What each reader sees in an output file, and the query of docs/output.md, run as written."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import run_ok, tiny_texts, write_shard
+from tests.conftest import REPO, run_ok, tiny_texts, write_shard
 
 DIM = 32  # the tiny model's width
+
+
+def _documented_query() -> str:
+    """The SQL block of docs/output.md, as a reader would copy it."""
+    (sql,) = re.findall(
+        r"^```sql\n(.*?)^```", (REPO / "docs" / "output.md").read_text(), re.S | re.M
+    )
+    return sql
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +44,9 @@ def test_polars_reads_arrays(output):
     assert pl.read_parquet(output / "p0.parquet").schema["emb_mean"] == pl.Array(pl.Float32, DIM)
 
 
-def test_duckdb_reads_lists_and_the_readme_query_works(output):
+def test_duckdb_reads_lists_and_the_documented_query_works(output):
     """Parquet has no fixed-size list, and DuckDB does not read the Arrow schema pyarrow and
-    polars use: it sees FLOAT[], so array functions need the cast the README shows."""
+    polars use: it sees FLOAT[], so array functions need the cast docs/output.md shows."""
     duckdb = pytest.importorskip("duckdb")
     con = duckdb.connect()
     files = str(output / "*.parquet")
@@ -44,15 +54,12 @@ def test_duckdb_reads_lists_and_the_readme_query_works(output):
     kinds = {row[0]: row[1] for row in described}
     assert kinds["emb_mean"] == "FLOAT[]"
     query = np.array(pq.read_table(output / "p1.parquet").column("emb_mean")[7].as_py(), np.float32)
-    # The README's query, with the width of this model:
-    top = con.execute(
-        f"""
-        SELECT id, array_cosine_similarity(emb_mean::FLOAT[{DIM}], $q::FLOAT[{DIM}]) AS score
-        FROM read_parquet('{files}')
-        ORDER BY score DESC
-        LIMIT 10
-        """,
-        {"q": query.tolist()},
-    ).fetchall()
+    # The documented query, with this model's column, width and files:
+    sql = _documented_query()
+    for placeholder in ("emb_model", "[384]", "'vectors/*.parquet'", "$query"):
+        assert placeholder in sql, placeholder
+    sql = sql.replace("emb_model", "emb_mean").replace("[384]", f"[{DIM}]")
+    sql = sql.replace("'vectors/*.parquet'", f"'{files}'")
+    top = con.execute(sql, {"query": query.tolist()}).fetchall()
     assert top[0][0] == 47 and top[0][1] == pytest.approx(1.0, abs=1e-6)  # the row itself
     assert [score for _, score in top] == sorted((score for _, score in top), reverse=True)

@@ -12,7 +12,7 @@ import numpy as np
 
 from etl.errors import ConfigError
 
-CPU_BUDGET = 2048  # padded tokens per batch: 1,024-3,072 measured flat on 2 cores (README)
+CPU_BUDGET = 2048  # padded tokens per batch: 1,024-3,072 flat on 2 cores (benchmarks/RESULTS.md)
 GPU_BUDGET = 32768
 TOKEN_WINDOW_BYTES = 256 << 20  # token vectors a window of rows may hold until it is written
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # oneDNN caches one compiled primitive per input shape, each with its own buffers, up to 1024 of
 # them; batches cut on a token budget rarely repeat a shape, so the cache only grows (to over a
-# GB) without speeding anything up. 16 entries: flat memory, same speed (see README).
+# GB) without speeding anything up. 16 entries: flat memory, same speed (benchmarks/RESULTS.md).
 ONEDNN_CACHE_CAPACITY = "16"
 
 # The CPU warm-up's sequence length: enough to run every layer once.

@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks import coldstart, memory, reuse, sizes, speed, storage, verify
+from benchmarks import coldstart, feed, memory, reuse, sizes, speed, storage, verify
 from benchmarks.common import DEFAULT_CORPUS, REPO, machine, say
 
 
@@ -45,6 +45,9 @@ def main() -> None:
     if args.reuse:
         report["reuse"] = reuse.measure(args, work)
         reuse.show(report["reuse"])
+    if args.feed:
+        report["feed"] = feed.measure(args, work)
+        feed.show(report["feed"])
     if args.reuse_memory:
         report["reuse_memory"] = reuse.measure_memory(args, work)
         reuse.show_memory(report["reuse_memory"])
@@ -91,6 +94,12 @@ def _parse() -> argparse.Namespace:
         "--reuse-memory", action="store_true", help="also peak RSS with a store 10x larger"
     )
     parser.add_argument("--reuse-memory-rows", type=int, default=100_000)
+    parser.add_argument(
+        "--feed", action="store_true", help="also the host side alone (stand-in encoder, layer 0)"
+    )
+    parser.add_argument("--feed-rows", type=int, default=50_000)
+    parser.add_argument("--feed-rows-small", type=int, default=10_000)
+    parser.add_argument("--feed-repeats", type=int, default=3, help="best of, per run")
     parser.add_argument(
         "--no-cold-start", action="store_true", help="skip the one-row job beside the ST script"
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,9 +30,36 @@ from etl.stages.feed import ShardFeed
 from etl.stages.read_ahead import ReadAhead
 from etl.stages.source import iter_windows, open_shard, parquet_file, text_values
 from etl.stages.tokenizer import Layout
-from etl.stages.tokens import chunk_windows, common_prefix, content_ids, tokenize_window
+from etl.stages.tokens import chunk_rows, content_ids, tokenize_window
 
 Item = ShardStart | Batch | ShardEnd | ShardFailed
+
+
+@dataclass
+class _Begun:
+    """A window read, its tokens being computed."""
+
+    index: int  # shard
+    number: int  # window within the shard
+    record_batch: Any
+    first_row: int
+    plan: Any  # etl.reuse.shard.WindowReuse, or None
+    present: list[int]  # rows whose text goes to the model
+    whole: dict[int, np.ndarray] | None  # --long-text chunk: every long row's ids
+    tokens: Future  # (ids, n_tokens) of the present rows
+
+
+@dataclass
+class _Settled:
+    """A window ready to send: its sequences cut into batches."""
+
+    index: int
+    number: int
+    info: WindowInfo
+    sequences: list
+    seq_rows: np.ndarray  # (S,) row in the window of each sequence
+    parts: np.ndarray | None  # (S,) window number within its row (--long-text chunk)
+    batches: list[np.ndarray]
 
 
 class ShardStream(IterableDataset):
@@ -57,10 +86,16 @@ class ShardStream(IterableDataset):
         self.ledger = ledger  # which shards the writer has finished
         self._read: list[int] = []  # shards this reader started and has not seen finished
         self._prompt_ids: np.ndarray | None = None
+        self._tokenizing: ThreadPoolExecutor | None = None
 
     def __iter__(self) -> Iterator[Item]:
-        while (index := self.feed.next()) is not None:
-            yield from self._shard(index, self.shards[index])
+        self._tokenizing = None  # a thread of this reader, started with its first window
+        try:
+            while (index := self.feed.next()) is not None:
+                yield from self._shard(index, self.shards[index])
+        finally:
+            if self._tokenizing is not None:
+                self._tokenizing.shutdown(wait=True, cancel_futures=True)
 
     def _shard(self, index: int, shard: Shard) -> Iterator[Item]:
         spec = self.spec
@@ -73,14 +108,20 @@ class ShardStream(IterableDataset):
             rows = windows = 0
             reuse = self._reuse(shard)
             self._read.append(index)
+            # Each window's tokens are computed (in the tokenizer thread, the GIL released)
+            # while the one before is padded and sent: the cores never wait for either.
+            begun: _Begun | None = None
             for record_batch in iter_windows(
                 parquet, shard.input_path, columns, self.batching.window_rows
             ):
-                yield from self._window(
-                    index, windows, record_batch, passthrough, shard, rows, reuse
-                )
+                settled = self._settle(begun, shard, passthrough, reuse) if begun else None
+                begun = self._begin(index, windows, record_batch, rows, reuse)
+                if settled is not None:
+                    yield from self._emit(settled)
                 rows += record_batch.num_rows
                 windows += 1
+            if begun is not None:
+                yield from self._emit(self._settle(begun, shard, passthrough, reuse))
             yield ShardEnd(index, rows, windows)
         except EmbedEtlError as exc:
             yield ShardFailed(index, str(exc))
@@ -108,16 +149,10 @@ class ShardStream(IterableDataset):
         )
         return ShardReuse(self.lookup, self.spec.prompt, blocks)
 
-    def _window(
-        self,
-        index: int,
-        number: int,
-        record_batch,
-        passthrough: list[str],
-        shard,
-        first_row: int,
-        reuse: ShardReuse | None = None,
-    ):
+    def _begin(
+        self, index: int, number: int, record_batch, first_row: int, reuse: ShardReuse | None
+    ) -> _Begun:
+        """A window's texts, which of them the model sees, and their tokens under way."""
         spec = self.spec
         texts = text_values(record_batch.column(spec.text_column))
         plan = reuse.window(first_row, len(texts)) if reuse is not None else None
@@ -127,7 +162,20 @@ class ShardStream(IterableDataset):
             present = [i for i, text in enumerate(texts) if text is not None]
         whole: dict[int, np.ndarray] | None = {} if spec.long_text == "chunk" else None
         prompted = [spec.prompt + texts[i] for i in present]  # what the model sees
-        ids, n_tokens = tokenize_window(self.tokenizer, prompted, spec.max_length, whole)
+        if self._tokenizing is None:
+            self._tokenizing = ThreadPoolExecutor(1, thread_name_prefix="embed-etl-tokenizer")
+        tokens = self._tokenizing.submit(
+            tokenize_window, self.tokenizer, prompted, spec.max_length, whole
+        )
+        return _Begun(index, number, record_batch, first_row, plan, present, whole, tokens)
+
+    def _settle(
+        self, begun: _Begun, shard: Shard, passthrough: list[str], reuse: ShardReuse | None
+    ) -> _Settled:
+        """A window whose tokens are in: its sequences, its batches and its WindowInfo."""
+        spec, record_batch, present = self.spec, begun.record_batch, begun.present
+        first_row, plan, whole = begun.first_row, begun.plan, begun.whole
+        ids, n_tokens = begun.tokens.result()
         long_rows = [j for j, (x, n) in enumerate(zip(ids, n_tokens, strict=True)) if n > len(x)]
         if long_rows and spec.long_text == "error":
             j = long_rows[0]
@@ -141,8 +189,10 @@ class ShardStream(IterableDataset):
         seq_rows = np.asarray(present, dtype=np.int64)  # row in the window of each sequence
         multi = parts = drop_head = None
         if long_rows and spec.long_text == "chunk":
-            sequences, seq_rows, parts, multi, drop_head = self._chunk(
-                ids, present, whole, record_batch.num_rows
+            if self._prompt_ids is None:
+                self._prompt_ids = content_ids(self.tokenizer, spec.prompt)
+            sequences, seq_rows, parts, multi, drop_head = chunk_rows(
+                ids, present, whole, record_batch.num_rows, spec, self.layout, self._prompt_ids
             )
         lengths = np.zeros(record_batch.num_rows, dtype=np.int64) - 1
         lengths[present] = n_tokens
@@ -155,7 +205,7 @@ class ShardStream(IterableDataset):
             [len(x) for x in sequences], self.batching.max_tokens, self.batching.max_rows
         )
         info = WindowInfo(
-            index=number,
+            index=begun.number,
             num_rows=record_batch.num_rows,
             num_batches=max(1, len(batches)),
             passthrough=record_batch.select(passthrough),
@@ -171,60 +221,29 @@ class ShardStream(IterableDataset):
             rows_reused=reused or None,
             reuse=plan,
         )
-        if not batches:  # all rows null or copied (or none): the sink still needs the window
+        return _Settled(begun.index, begun.number, info, sequences, seq_rows, parts, batches)
+
+    def _emit(self, window: _Settled) -> Iterator[Batch]:
+        """The window's batches, each padded to its own longest sequence."""
+        index, number, info = window.index, window.number, window.info
+        if not window.batches:  # all rows null or copied (or none): the sink needs the window
             empty = torch.zeros((0, 0), dtype=torch.long)
             yield Batch(index, number, torch.zeros(0, dtype=torch.long), empty, empty, info)
             return
-        layout = self.layout
-        for j, members in enumerate(batches):
+        layout, sequences, parts = self.layout, window.sequences, window.parts
+        for j, members in enumerate(window.batches):
             input_ids, mask = pad(
                 [sequences[i] for i in members], layout.pad_id, left=layout.left_padding
             )
             yield Batch(
                 shard_index=index,
                 window_index=number,
-                rows=torch.from_numpy(seq_rows[members]),
+                rows=torch.from_numpy(window.seq_rows[members]),
                 input_ids=torch.from_numpy(input_ids),
                 attention_mask=torch.from_numpy(mask),
                 window=info if j == 0 else None,
                 parts=torch.from_numpy(parts[members]) if parts is not None else None,
             )
-
-    def _chunk(self, ids, present, whole, num_rows):
-        """Replace each long row's truncated ids by windows over its whole text.
-
-        Every window repeats the special tokens and the prompt. Returns the sequences, their
-        rows, their order within their row, which rows have several windows, and per row the
-        tokens a later window repeats (specials, prompt, overlap), for token outputs.
-        """
-        spec, layout = self.spec, self.layout
-        if self._prompt_ids is None:
-            self._prompt_ids = content_ids(self.tokenizer, spec.prompt)
-        sequences, seq_rows, parts = [], [], []
-        multi = np.zeros(num_rows, dtype=bool)
-        drop_head = np.zeros(num_rows, dtype=np.int64)
-        for j, row in enumerate(present):
-            if j not in whole:
-                sequences.append(ids[j])
-                seq_rows.append(row)
-                parts.append(0)
-                continue
-            lead = common_prefix(whole[j], self._prompt_ids) if spec.prompt else 0
-            windows = chunk_windows(
-                whole[j], spec.max_length, spec.chunk_overlap, layout.prefix, layout.suffix, lead
-            )
-            sequences += windows
-            seq_rows += [row] * len(windows)
-            parts += range(len(windows))
-            multi[row] = len(windows) > 1
-            drop_head[row] = len(layout.prefix) + lead + spec.chunk_overlap
-        return (
-            sequences,
-            np.asarray(seq_rows, dtype=np.int64),
-            np.asarray(parts, dtype=np.int64),
-            multi,
-            drop_head,
-        )
 
 
 def default_workers(device_type: str, cores: int) -> int:

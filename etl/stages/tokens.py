@@ -40,13 +40,20 @@ def tokenize_window(
             heads[i] = head(text, chars)
             ids[i] = _encode(tokenizer, [heads[i]], max_length)[0]
     n_tokens = [len(x) for x in ids]
-    for i, x in enumerate(ids):
-        if len(x) < max_length:
-            continue
-        # Possibly truncated (rare): count the full text, or keep its ids when asked.
-        if whole is None:
-            n_tokens[i] = count_tokens(tokenizer, texts[i])
-            continue
+    full = [i for i, x in enumerate(ids) if len(x) >= max_length]  # possibly truncated
+    if whole is None:
+        # Their full counts, in one parallel call for all but huge texts (counted in pieces).
+        short = [i for i in full if len(texts[i]) <= PIECE_CHARS]
+        if short:
+            backend = _backend(tokenizer)
+            counted = backend.encode_batch([texts[i] for i in short], add_special_tokens=True)
+            for i, encoding in zip(short, counted, strict=True):
+                n_tokens[i] = len(encoding)
+        for i in full:
+            if len(texts[i]) > PIECE_CHARS:
+                n_tokens[i] = count_tokens(tokenizer, texts[i])
+        return ids, n_tokens
+    for i in full:  # --long-text chunk: keep the ids of each text longer than a window
         content = content_ids(tokenizer, texts[i])
         n_tokens[i] = len(content) + _specials(tokenizer)
         if n_tokens[i] > max_length:
@@ -165,3 +172,45 @@ def _encode(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]
         return_attention_mask=False,
         return_token_type_ids=False,
     )["input_ids"]
+
+
+def chunk_rows(
+    ids: list,
+    present: list[int],
+    whole: dict[int, np.ndarray],
+    num_rows: int,
+    spec: Any,
+    layout: Any,
+    prompt_ids: np.ndarray,
+) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Replace each long row's truncated ids by windows over its whole text (--long-text chunk).
+
+    Every window repeats the special tokens and the prompt. Returns the sequences, their rows,
+    their order within their row, which rows have several windows, and per row the tokens a
+    later window repeats (specials, prompt, overlap), for token outputs.
+    """
+    sequences, seq_rows, parts = [], [], []
+    multi = np.zeros(num_rows, dtype=bool)
+    drop_head = np.zeros(num_rows, dtype=np.int64)
+    for j, row in enumerate(present):
+        if j not in whole:
+            sequences.append(ids[j])
+            seq_rows.append(row)
+            parts.append(0)
+            continue
+        lead = common_prefix(whole[j], prompt_ids) if spec.prompt else 0
+        windows = chunk_windows(
+            whole[j], spec.max_length, spec.chunk_overlap, layout.prefix, layout.suffix, lead
+        )
+        sequences += windows
+        seq_rows += [row] * len(windows)
+        parts += range(len(windows))
+        multi[row] = len(windows) > 1
+        drop_head[row] = len(layout.prefix) + lead + spec.chunk_overlap
+    return (
+        sequences,
+        np.asarray(seq_rows, dtype=np.int64),
+        np.asarray(parts, dtype=np.int64),
+        multi,
+        drop_head,
+    )

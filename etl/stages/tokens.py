@@ -46,7 +46,8 @@ def tokenize_window(
         short = [i for i in full if len(texts[i]) <= PIECE_CHARS]
         if short:
             backend = _backend(tokenizer)
-            counted = backend.encode_batch([texts[i] for i in short], add_special_tokens=True)
+            encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+            counted = encode([texts[i] for i in short], add_special_tokens=True)
             for i, encoding in zip(short, counted, strict=True):
                 n_tokens[i] = len(encoding)
         for i in full:

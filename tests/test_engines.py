@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from etl import run_job
+from etl.contract import ShardStatus
 from jobs.cli import cli
 from jobs.scheduling import check_complete, part_commands
 from tests.conftest import REPO, job_config, records, run_ok, tiny_texts, write_shard
@@ -283,3 +284,25 @@ def test_actors_that_fit_no_node_are_a_clear_error_not_a_hang(
     assert "1 of 3 actors" in too_many.stderr and "--ray-timeout 8" in too_many.stderr
     assert "Traceback" not in too_many.stderr
     assert not (tmp_path / "many").exists()
+
+
+def test_under_ray_each_shard_result_reaches_the_driver_as_it_finishes(
+    tmp_path, tiny_model, corpus, ray_local
+):
+    """One actor, several shards: the first shard's record is in the driver's hands before
+    the last shard was even finished (the actor stamps finished_at when it records it), so
+    progress and the ETA move while the job runs."""
+    from etl.engines.ray import RayActors
+    from etl.plan import plan_job
+
+    cfg = job_config(corpus, tmp_path / "out", tiny_model, engine="ray", workers=1, threads=1)
+    with RayActors(cfg) as engine:
+        plan = plan_job(cfg)
+        engine.start(plan)
+        got = engine.run(plan)
+    assert len(got) == SHARDS and all(r.status == ShardStatus.DONE for r in got)
+    assert [name for name, _ in engine.arrivals] == [r.shard.rel_name for r in got]
+    first_arrived = engine.arrivals[0][1]
+    last_finished = max(r.finished_at for r in got)
+    assert first_arrived < last_finished
+    assert {r.shard.rel_name for r in got} == {f"p{i}.parquet" for i in range(SHARDS)}

@@ -1,11 +1,12 @@
 """--engine ray: the same per-shard work on a Ray cluster (pip install 'embed-etl[ray]').
 
-A pool of actors, each loading the model once (one GPU each where the cluster has GPUs), claims
-and embeds whole shards through ShardWorker, with the same atomic writes, manifest and claims as
-local runs: an output location can be filled partly by Ray and partly by local processes. Ray
-restarts a crashed actor and retries its task (max_restarts, max_task_retries); the new actor
-takes over the dead one's claims and skips finished shards. The output location must be one
-every node sees (a shared file system).
+A pool of actors, each loading the model once (one GPU each where the cluster has GPUs). The
+driver hands each idle actor the next shard, which it claims and embeds through ShardWorker
+with the same atomic writes, manifest and claims as local runs (an output location can be
+filled partly by Ray and partly by local processes), and shows each shard's result as it comes
+back. Ray restarts a crashed actor and retries its task (max_restarts, max_task_retries); the
+new actor takes over the dead one's claim and skips a finished shard. The output location must
+be one every node sees (a shared file system or an object store).
 
 Actors are sized from the nodes' own resources, not the cluster's total: an actor needs all
 its CPUs (and its GPU) on one node.
@@ -26,6 +27,7 @@ from etl.engines.base import Engine, work
 from etl.errors import ConfigError, EmbedEtlError
 from etl.plan import JobPlan, Placement
 from etl.spec import OutputSpec
+from etl.worker.progress import Progress
 from etl.worker.settings import Work, WorkerSettings, worker_settings
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class RayActors(Engine):
         super().__init__(cfg)
         self.ray = connect(cfg)
         self.actors: list[Any] = []
+        self.arrivals: list[tuple[str, float]] = []  # (shard, when its record reached us)
 
     def start(self, plan: JobPlan) -> None:
         ray, cfg = self.ray, self.cfg
@@ -87,8 +90,29 @@ class RayActors(Engine):
         self._wait_ready(cpus, gpu)
 
     def run(self, plan: JobPlan) -> list[ShardRecord]:
-        refs = [a.run.remote(work(plan)) for a in self.actors]
-        return [record for batch in self._get(refs) for record in batch]
+        """Hand each idle actor the next shard and take its record as soon as it is done: the
+        progress bar and the ETA move while the job runs, and each shard is tried by one actor
+        (one claim attempt per shard, not one per actor)."""
+        ray, left = self.ray, list(plan.pending)
+        running: dict[Any, Any] = {}  # task -> its actor
+        idle = list(self.actors)
+        records: list[ShardRecord] = []
+        bar = Progress(plan.total_rows, self.cfg.progress)
+        try:
+            while left or running:
+                while idle and left:
+                    actor = idle.pop()
+                    running[actor.run.remote(work(plan, [left.pop(0)]))] = actor
+                finished, _ = ray.wait(list(running), num_returns=1)
+                for ref in finished:
+                    idle.append(running.pop(ref))
+                    for record in self._get(ref):
+                        records.append(record)
+                        self.arrivals.append((record.shard.rel_name, time.time()))
+                        bar.update(record.rows_in, record.tokens)
+        finally:
+            bar.close()
+        return records
 
     def stop(self, failed: bool = False) -> None:
         for actor in self.actors:

@@ -1,5 +1,6 @@
 """The records that cross stage boundaries: shards, batches, reader messages, shard results.
 
+Worker -> reader: a ShardFeed hands out shards the worker holds (readers never claim one).
 Reader -> worker: ShardStart, then Batch (the first of each window carries its WindowInfo),
 then ShardEnd or ShardFailed. Worker -> engine -> job: one ShardRecord per shard, and a
 WorkerInfo per worker that loaded the model.
@@ -8,6 +9,8 @@ WorkerInfo per worker that loaded the model.
 from __future__ import annotations
 
 import enum
+import multiprocessing
+import queue
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -158,3 +161,41 @@ class WorkerInfo:
     device: str
     load_seconds: float
     host: str = ""
+
+
+ASK = "ask"
+STOP = "stop"
+
+
+class ShardFeed:
+    """Which shard a reader reads next: it asks when it is ready for another, and the worker's
+    lease (etl.state.lease) answers with one it has claimed, or None when it has no more. So
+    a reader holds at most the shard it reads, and a busy worker takes none an idle one could.
+    Two queues, requests and answers; shared with forked readers when ``processes``."""
+
+    def __init__(self, processes: bool) -> None:
+        if processes:
+            context = multiprocessing.get_context("fork")
+            self.requests: Any = context.Queue()
+            self.answers: Any = context.Queue()
+        else:
+            self.requests, self.answers = queue.Queue(), queue.Queue()
+
+    def next(self) -> int | None:
+        """Reader side: the number of the next shard to read, None when there is none."""
+        self.requests.put(ASK)
+        return self.answers.get()
+
+    def serve(self, choose: Any) -> None:
+        """Owner side, in a thread: answer each request with ``choose()`` until stopped."""
+        while self.requests.get() != STOP:
+            self.answers.put(choose())
+
+    def stop(self) -> None:
+        """Make ``serve`` return once it has answered the requests already made."""
+        self.requests.put(STOP)
+
+    def wake(self, readers: int) -> None:
+        """After ``serve`` returned: answer None to readers still waiting (and later ones)."""
+        for _ in range(readers):
+            self.answers.put(None)

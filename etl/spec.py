@@ -17,8 +17,7 @@ from etl.config import JobConfig
 from etl.errors import ConfigError, ModelError
 from etl.model.backend import Backend, choose_backend
 from etl.model.facts import ModelInfo
-from etl.model.recipe import Recipe
-from etl.state.calibration import calibration_source
+from etl.model.recipe import Recipe, choose_prompt
 
 METADATA_PREFIX = "embed_etl."  # file metadata keys: embed_etl.model, embed_etl.fingerprint, ...
 OUTPUT_FORMAT_VERSION = 4  # bump when the output layout changes so that old files differ
@@ -219,7 +218,7 @@ def build_output_spec(
                 f"--output-dtype binary packs 8 dimensions per byte: {width} dimensions is not a "
                 f"multiple of 8 ({column.name}; pick another --truncate-dim)"
             )
-    prompt, prompt_name = _prompt(cfg, model)
+    prompt, prompt_name = choose_prompt(model.recipe, model.name, cfg.prompt, cfg.prompt_name)
     truncate = cfg.truncate_dim if any(cfg.truncate_dim != c.dim for c in columns) else None
     return OutputSpec(
         model=model,
@@ -274,20 +273,18 @@ def _recipe_dim(recipe: Recipe, model: ModelInfo, dense: bool) -> int:
     return width
 
 
-def _prompt(cfg: JobConfig, model: ModelInfo) -> tuple[str, str | None]:
-    """(prompt text, its name): --prompt, --prompt-name, or the model's default prompt."""
-    prompts = model.recipe.prompts
-    if cfg.prompt is not None:
-        return cfg.prompt, None
-    name = cfg.prompt_name or model.recipe.default_prompt_name
-    if name is None:
-        return "", None
-    if name not in prompts:
-        known = ", ".join(sorted(prompts)) or "none"
-        if cfg.prompt_name is None:
-            raise ModelError(
-                f"--model {model.name}: its default prompt {name!r} is not one of its prompts "
-                f"({known})"
-            )
-        raise ConfigError(f"--prompt-name {name}: {model.name} has the prompts: {known}")
-    return prompts[name], name
+def calibration_source(cfg: Any) -> str:
+    """What fixes the int8 ranges, for the fingerprint: the corpus sample or a file's content."""
+    if not cfg.calibration:
+        return f"sample:{cfg.calibration_rows}"
+    from etl.storage.files import read_bytes
+
+    try:
+        data = read_bytes(cfg.calibration)
+    except (FileNotFoundError, IsADirectoryError, OSError) as exc:
+        raise ConfigError(
+            f"--calibration {cfg.calibration}: no such file (expected a calibration.json "
+            "written by another job, or a Parquet file of sample texts)"
+        ) from exc
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return f"file:{digest}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from etl.errors import ModelError
+from etl.errors import ConfigError, ModelError
 from etl.model.digests import file_digest, json_digest
 
 # Every pooling mode sentence-transformers has, in the order it concatenates them.
@@ -216,3 +216,23 @@ def _optional_json(file: Path, name: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelError(f"--model {name}: {file}: expected a JSON object")
     return data
+
+
+def choose_prompt(
+    recipe: Recipe, model_name: str, prompt: str | None, prompt_name: str | None
+) -> tuple[str, str | None]:
+    """(prompt text, its name): --prompt, --prompt-name, or the model's default prompt."""
+    if prompt is not None:
+        return prompt, None
+    name = prompt_name or recipe.default_prompt_name
+    if name is None:
+        return "", None
+    if name not in recipe.prompts:
+        known = ", ".join(sorted(recipe.prompts)) or "none"
+        if prompt_name is None:
+            raise ModelError(
+                f"--model {model_name}: its default prompt {name!r} is not one of its prompts "
+                f"({known})"
+            )
+        raise ConfigError(f"--prompt-name {name}: {model_name} has the prompts: {known}")
+    return recipe.prompts[name], name

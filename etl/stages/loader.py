@@ -18,7 +18,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from etl.contract import Batch, Shard, ShardEnd, ShardFailed, ShardStart, WindowInfo
+from etl.contract import (
+    Batch,
+    Shard,
+    ShardEnd,
+    ShardFailed,
+    ShardFeed,
+    ShardStart,
+    WindowInfo,
+)
 from etl.errors import EmbedEtlError
 from etl.inputs import input_identity
 from etl.reuse.ledger import Ledger
@@ -26,7 +34,6 @@ from etl.reuse.lookup import Lookup
 from etl.reuse.shard import BLOCK_ROWS, EMBED, SOURCES, ShardReuse
 from etl.spec import OutputSpec
 from etl.stages.batching import Batching, pad, plan_batches
-from etl.stages.feed import ShardFeed
 from etl.stages.read_ahead import ReadAhead
 from etl.stages.source import iter_windows, open_shard, parquet_file, text_values
 from etl.stages.tokenizer import Layout

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
-from etl.errors import ConfigError
 from etl.state.keys import CALIBRATION
 from etl.storage.base import Storage
 
@@ -41,20 +39,3 @@ def store_calibration(storage: Storage, data: dict[str, Any], replace: bool) -> 
 def forget_calibration(storage: Storage) -> None:
     """--overwrite: the ranges of the previous run go, before any worker fixes new ones."""
     storage.delete(CALIBRATION)
-
-
-def calibration_source(cfg: Any) -> str:
-    """What fixes the int8 ranges, for the fingerprint: the corpus sample or a file's content."""
-    if not cfg.calibration:
-        return f"sample:{cfg.calibration_rows}"
-    from etl.storage.files import read_bytes
-
-    try:
-        data = read_bytes(cfg.calibration)
-    except (FileNotFoundError, IsADirectoryError, OSError) as exc:
-        raise ConfigError(
-            f"--calibration {cfg.calibration}: no such file (expected a calibration.json "
-            "written by another job, or a Parquet file of sample texts)"
-        ) from exc
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    return f"file:{digest}"

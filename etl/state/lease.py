@@ -15,9 +15,8 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
-from etl.contract import Shard
+from etl.contract import Shard, ShardFeed
 from etl.inputs import input_identity
-from etl.stages.feed import ShardFeed
 from etl.state.claims import HEARTBEAT_SECONDS, ClaimBook
 from etl.state.manifest import shard_done
 

@@ -129,19 +129,13 @@ class Runner:
 
     def _start(self, item: ShardStart) -> None:
         self.seen.add(item.shard_index)
-        shard = self.shards[item.shard_index]
-        result = ShardRecord(
-            shard,
-            ShardStatus.RUNNING,
-            self.spec.fingerprint,
-            output=self.storage.uri(shard.output_key),
-            input_size=item.input_identity.get("input_size"),
-            input_mtime_ns=item.input_identity.get("input_mtime_ns"),
-            started_at=time.time(),
-        )
+        result = self._new_record(item.shard_index)
+        result.input_size = item.input_identity.get("input_size")
+        result.input_mtime_ns = item.input_identity.get("input_mtime_ns")
+        result.started_at = time.time()
         try:
             writer = ShardWriter(
-                shard,
+                result.shard,
                 self.spec,
                 item.schema,
                 self.storage,
@@ -231,14 +225,12 @@ class Runner:
         if active is not None:
             self._abort(active, item.message)
         else:
-            shard = self.shards[item.shard_index]
-            result = ShardRecord(
-                shard,
-                ShardStatus.RUNNING,
-                self.spec.fingerprint,
-                output=self.storage.uri(shard.output_key),
-            )
-            self._record_failure(item.shard_index, result, item.message)
+            self._record_failure(item.shard_index, self._new_record(item.shard_index), item.message)
+
+    def _new_record(self, index: int) -> ShardRecord:
+        shard = self.shards[index]
+        output = self.storage.uri(shard.output_key)
+        return ShardRecord(shard, ShardStatus.RUNNING, self.spec.fingerprint, output=output)
 
     def _abort(self, active: _Active, message: str) -> None:
         active.writer.abort()

@@ -10,6 +10,7 @@ killed process left unfinished are aborted by whoever claims the shard next.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from typing import Any, BinaryIO
@@ -94,12 +95,12 @@ class S3Storage(Storage):
             raise _error(exc, self.uri(key), self._client) from exc
 
     def open(self, key: str) -> BinaryIO:
-        import io
-
-        data = self.read(key)
-        if data is None:
+        """The object for random access by ranged GETs as the reader seeks: a Parquet footer
+        costs two small requests, never the whole object."""
+        entry = self.stat(key)
+        if entry is None:
             raise FileNotFoundError(self.uri(key))
-        return io.BytesIO(data)
+        return io.BufferedReader(RangedReader(self, key, entry.size), buffer_size=1 << 16)
 
     def read_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes]:
         """One ranged GET per range (callers merge nearby ranges: see range_gap)."""
@@ -227,6 +228,37 @@ class S3Storage(Storage):
         return True
 
 
+class RangedReader(io.RawIOBase):
+    """A read-only, seekable view of one object; each read is one ranged GET."""
+
+    def __init__(self, storage: S3Storage, key: str, size: int) -> None:
+        super().__init__()
+        self.storage, self.key, self.size, self.position = storage, key, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        length = min(len(buffer), self.size - self.position)
+        if length <= 0:
+            return 0
+        (data,) = self.storage.read_ranges(self.key, [(self.position, length)])
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+
 def _code(exc: BaseException) -> str:
     response = getattr(exc, "response", None) or {}
     error = response.get("Error", {})
@@ -234,7 +266,9 @@ def _code(exc: BaseException) -> str:
 
 
 def _error(exc: BaseException, uri: str, client: Any) -> EmbedEtlError:
-    """One line naming the URI and what the store said."""
+    """One line naming the URI once and what the store said (no exception class names)."""
+    if isinstance(exc, EmbedEtlError):
+        return exc  # ours already (say, boto3 missing): said once, as it is
     code = _code(exc)
     bucket = uri.split("/")[2] if "//" in uri else uri
     if code in ("NoSuchBucket",) or "NoSuchBucket" in str(exc):
@@ -244,7 +278,13 @@ def _error(exc: BaseException, uri: str, client: Any) -> EmbedEtlError:
     name = type(exc).__name__
     if "Endpoint" in name or "Connect" in name:
         endpoint = getattr(getattr(client, "meta", None), "endpoint_url", "?")
-        return StorageError(f"{uri}: cannot reach the S3 endpoint {endpoint} ({name})")
+        return StorageError(f"{uri}: cannot reach the S3 endpoint {endpoint}")
     if "Credentials" in name:
-        return StorageError(f"{uri}: AWS credentials missing or incomplete ({exc})")
-    return StorageError(f"{uri}: {name}: {code or exc}")
+        return StorageError(
+            f"{uri}: AWS credentials missing or incomplete; set them where the AWS tools look"
+        )
+    response = getattr(exc, "response", None) or {}
+    message = response.get("Error", {}).get("Message") or str(exc)
+    return StorageError(
+        f"{uri}: the store answered {code}: {message}" if code else f"{uri}: {message}"
+    )

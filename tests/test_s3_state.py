@@ -1,0 +1,222 @@
+"""What the job reads on the S3 test server, request by request, and `status` and `verify` on an
+s3:// output: each passes on a good job and fails on a planted fault."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import subprocess
+import sys
+import threading
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import REPO, job_config, run_ok, tiny_texts, write_shard
+
+
+@dataclass
+class Request:
+    method: str
+    key: str  # bucket/key, unquoted
+    range: str | None
+    body_bytes: int  # bytes the server sent back
+
+
+class RecordingProxy:
+    """A proxy on 127.0.0.1 in front of the S3 test server that notes every request."""
+
+    def __init__(self, upstream: str) -> None:
+        target = urlsplit(upstream)
+        self.requests: list[Request] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["Host"] = target.netloc
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                reply = upstream.getresponse()
+                data = reply.read()
+                path = unquote(urlsplit(self.path).path).lstrip("/")
+                proxy.requests.append(
+                    Request(self.command, path, self.headers.get("Range"), len(data))
+                )
+                self.send_response(reply.status)
+                for name, value in reply.getheaders():
+                    skip = ("transfer-encoding", "connection", "content-length")
+                    if name.lower() not in skip or (
+                        self.command == "HEAD" and name.lower() == "content-length"
+                    ):
+                        self.send_header(name, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RecordingProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def s3(s3_server):
+    import boto3
+
+    return boto3.client("s3")
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"state-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_shards_plan_facts_cost_ranged_gets_only(tmp_path, tiny_model, s3, bucket, monkeypatch):
+    """The plan reads a pending shard's footer, and the footer of an output already there:
+    ranged GETs of at most 128 KiB each object, never a whole object of MBs."""
+    from etl.plan import plan_job
+
+    path = tmp_path / "in" / "big.parquet"
+    path.parent.mkdir(parents=True)
+    texts = [f"{t} {i} " * 8 for i, t in enumerate(tiny_texts(20_000))]
+    pq.write_table(pa.table({"id": range(len(texts)), "text": texts}), path, row_group_size=4096)
+    s3.put_object(Bucket=bucket, Key="corpus/big.parquet", Body=path.read_bytes())
+    uri, out = f"s3://{bucket}/corpus/", f"s3://{bucket}/vectors"
+    run_ok(f"{uri}big.parquet", out, tiny_model)
+    # The output stays, its records and done markers go: the plan must read its footer.
+    for prefix in ("vectors/_embed_etl/shards/", "vectors/_embed_etl/done/"):
+        for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
+            s3.delete_object(Bucket=bucket, Key=item["Key"])
+    sizes = {
+        f"{bucket}/corpus/big.parquet": s3.head_object(Bucket=bucket, Key="corpus/big.parquet"),
+        f"{bucket}/vectors/big.parquet": s3.head_object(Bucket=bucket, Key="vectors/big.parquet"),
+    }
+    sizes = {k: v["ContentLength"] for k, v in sizes.items()}
+    assert min(sizes.values()) > 1 << 20  # objects of MBs: a whole read would show
+    import os
+
+    with RecordingProxy(os.environ["AWS_ENDPOINT_URL"]) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        plan = plan_job(job_config(f"{uri}big.parquet", out, tiny_model))
+    assert [s.rel_name for s in plan.pending] == ["big.parquet"] and plan.total_rows == 20_000
+    for key, size in sizes.items():
+        gets = [r for r in proxy.requests if r.method == "GET" and r.key == key]
+        assert gets, (key, proxy.requests)
+        assert all(r.range for r in gets), [r for r in gets if not r.range]
+        read = sum(r.body_bytes for r in gets)
+        print(f"{key}: {len(gets)} ranged GETs, {read:,} of {size:,} bytes ({read / size:.2%})")
+        # pyarrow reads the last 64 KiB at once, then any longer footer: a constant, whatever
+        # the size of the object
+        assert read <= 1 << 17 and read < 0.1 * size, (key, read, size)
+
+
+def _job(tmp_path, tiny_model, s3, bucket, shards=3):
+    for i in range(shards):
+        path = write_shard(tmp_path / "in" / f"p{i}.parquet", tiny_texts(30, seed=i))
+        s3.put_object(Bucket=bucket, Key=f"corpus/p{i}.parquet", Body=path.read_bytes())
+    out = f"s3://{bucket}/vectors"
+    run_ok(f"s3://{bucket}/corpus/", out, tiny_model, normalize=True)
+    return out
+
+
+def _report(result: subprocess.CompletedProcess) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_status_on_s3_passes_and_sees_a_failed_and_a_deleted_shard(
+    tmp_path, tiny_model, s3, bucket
+):
+    out = _job(tmp_path, tiny_model, s3, bucket)
+    good = _cli("status", "-o", out, "--json")
+    assert good.returncode == 0, good.stderr
+    report = _report(good)
+    assert (report["done"], report["failed"], report["pending"]) == (3, 0, 0)
+    assert report["rows_done"] == 90
+    # Planted: one output deleted, one shard's record turned into a failure.
+    s3.delete_object(Bucket=bucket, Key="vectors/p0.parquet")
+    key = "vectors/_embed_etl/shards/p1.parquet.json"
+    record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    record.update(status="failed", error="planted")
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode())
+    for marker in s3.list_objects_v2(Bucket=bucket, Prefix="vectors/_embed_etl/done/p1")["Contents"]:  # fmt: skip
+        s3.delete_object(Bucket=bucket, Key=marker["Key"])
+    bad = _cli("status", "-o", out, "--json")
+    report = _report(bad)
+    states = {s["input"]: s["status"] for s in report["shards"]}
+    assert states == {"p0.parquet": "pending", "p1.parquet": "failed", "p2.parquet": "done"}
+    assert report["failed_shards"] == [{"input": "p1.parquet", "error": "planted"}]
+    assert bad.returncode != 0
+
+
+def test_verify_on_s3_passes_and_finds_a_planted_fault(tmp_path, tiny_model, s3, bucket):
+    out = _job(tmp_path, tiny_model, s3, bucket)
+    good = _cli("verify", "-o", out, "--json")
+    assert good.returncode == 0, good.stderr
+    report = _report(good)
+    assert report["status"] == "ok" and report["shards"] == 3 and report["rows"] == 90
+    # Planted: a row missing from one output, its metadata kept.
+    key = "vectors/p2.parquet"
+    table = pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+    cut = pa.concat_tables([table.slice(0, 10), table.slice(11)])
+    buffer = io.BytesIO()
+    pq.write_table(cut.replace_schema_metadata(table.schema.metadata), buffer)
+    s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
+    bad = _cli("verify", "-o", out, "--json")
+    assert bad.returncode == 3, bad.stderr
+    report = _report(bad)
+    assert [p["input"] for p in report["problems"]] == ["p2.parquet"]
+    assert any("rows: input 30, output 29" in p for p in report["problems"][0]["problems"])
+
+
+def test_without_boto3_an_s3_output_is_one_plain_line(tmp_path, tiny_model, bucket):
+    write_shard(tmp_path / "in" / "a.parquet", tiny_texts(3))
+    uri = f"s3://{bucket}/run1"
+    code = (
+        "import sys; sys.modules['boto3'] = None; from jobs.cli import entry; "
+        "sys.argv = ['embed-etl', *sys.argv[1:]]; entry()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "run", str(tmp_path / "in"), "-o", uri,
+         "--model", str(tiny_model)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    errors = [line for line in result.stderr.splitlines() if line.startswith("embed-etl: error")]
+    assert result.returncode == 2, result.stderr
+    assert errors == [f"embed-etl: error: {uri}: s3:// needs boto3; pip install 'embed-etl[s3]'"]

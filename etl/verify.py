@@ -5,8 +5,8 @@ included); row counts equal to the manifest's; every vector column of the type a
 job's fingerprint promises; no NaN or infinity; unit length where the job normalized (within
 NORM_TOLERANCE); null vectors exactly where the text was null; the file's fingerprint the
 job's. polars scans only the columns it needs, with its streaming engine, one shard at a time,
-so memory does not grow with the corpus; --sample checks vectors on a fraction of the rows
-(every id is still checked).
+so memory does not grow with the corpus (a URI through pyarrow's file system, as inputs are
+read); --sample checks vectors on a fraction of the rows (every id is still checked).
 """
 
 from __future__ import annotations
@@ -149,10 +149,10 @@ def _check_shard(
     schema = footer.schema.to_arrow_schema()
     columns = _vector_columns(identity, schema, check)
     id_col, text_col = identity["id_column"], identity["text_column"]
-    source = pl.scan_parquet(shard.input_path).select(
+    source = _scan(shard.input_path).select(
         pl.col(id_col).alias("in_id"), pl.col(text_col).is_null().alias("null_text")
     )
-    out = pl.scan_parquet(output).select(pl.col(id_col).alias("out_id"), *map(pl.col, columns))
+    out = _scan(output).select(pl.col(id_col).alias("out_id"), *map(pl.col, columns))
     common = min(input_rows, footer.num_rows)  # ids are compared position by position
     joined = pl.concat([source.slice(0, common), out.slice(0, common)], how="horizontal")
     moved = pl.col("in_id").ne_missing(pl.col("out_id"))
@@ -172,6 +172,21 @@ def _check_shard(
                 "null where it is"
             )
     _check_values(output, columns, identity, sample, check)
+
+
+def _scan(location: str) -> Any:
+    """A lazy polars scan: of a local file by polars itself; of a URI through the pyarrow file
+    system the job reads its inputs with (the same client and credentials, no third one)."""
+    import polars as pl
+
+    if not is_uri(location):
+        return pl.scan_parquet(location)
+    import pyarrow.dataset as ds
+
+    from etl.storage import files
+
+    fs, path = files.filesystem(location)
+    return pl.scan_pyarrow_dataset(ds.dataset(path, filesystem=fs, format="parquet"))
 
 
 def _vector_columns(identity: dict, schema: pa.Schema, check: ShardCheck) -> dict[str, str]:
@@ -211,7 +226,7 @@ def _check_values(
     if not floats:
         return
     every = max(1, round(1 / sample))
-    scan = pl.scan_parquet(output).select(floats)
+    scan = _scan(output).select(floats)
     if every > 1:
         scan = scan.filter(pl.int_range(pl.len()) % every == 0)
     checks = []

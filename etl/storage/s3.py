@@ -5,7 +5,14 @@ Credentials, region and endpoint come from where the AWS tools look: AWS_* envir
 (If-None-Match: *), a swap a PUT with If-Match on the ETag read: two processes never both win.
 An output is written as a multipart upload that is completed only when published, after its
 rows were checked (a small one as a single PUT), so a key holds a whole object or none; uploads a
-killed process left unfinished are aborted by whoever claims the shard next.
+killed process left unfinished are aborted by whoever claims the shard next. Reads are ranged
+GETs (RangedReader), so a footer never costs the whole object.
+
+Why boto3 and not obstore: obstore 0.12.1, checked against the S3 test server (moto), gives
+create-if-absent (AlreadyExistsError), compare-and-swap on the ETag (PreconditionError) and
+ranged reads, but its writer cannot abort an upload, and it cannot list the multipart uploads a
+killed process left, which is how a rerun leaves nothing behind (ListMultipartUploads,
+AbortMultipartUpload): that guarantee needs the S3 API itself.
 """
 
 from __future__ import annotations

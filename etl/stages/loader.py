@@ -38,6 +38,7 @@ from etl.stages.read_ahead import ReadAhead
 from etl.stages.source import iter_windows, open_shard, parquet_file, text_values
 from etl.stages.tokenizer import Layout
 from etl.stages.tokens import chunk_rows, content_ids, tokenize_window
+from etl.threads import helper_pool
 
 Item = ShardStart | Batch | ShardEnd | ShardFailed
 
@@ -170,7 +171,7 @@ class ShardStream(IterableDataset):
         whole: dict[int, np.ndarray] | None = {} if spec.long_text == "chunk" else None
         prompted = [spec.prompt + texts[i] for i in present]  # what the model sees
         if self._tokenizing is None:
-            self._tokenizing = ThreadPoolExecutor(1, thread_name_prefix="embed-etl-tokenizer")
+            self._tokenizing = helper_pool("embed-etl-tokenizer")
         tokens = self._tokenizing.submit(
             tokenize_window, self.tokenizer, prompted, spec.max_length, whole
         )

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from etl.threads import block_signals
+
 DEPTH = 8  # items read ahead: batches of a window, or a shard's start and end
 
 
@@ -45,7 +47,7 @@ class Reader(Iterator[Any]):
         self._thread = threading.Thread(
             target=self._fill, args=(items,), name="embed-etl-reader", daemon=True
         )
-        self._thread.start()
+        self._thread.start()  # _fill blocks SIGINT and SIGTERM first (etl.threads)
 
     def __next__(self) -> Any:
         if self._ended:  # asked again after the end: the reader has nothing more to send
@@ -65,6 +67,7 @@ class Reader(Iterator[Any]):
         self._thread.join()
 
     def _fill(self, items: Iterable[Any]) -> None:
+        block_signals()
         source = iter(items)
         try:
             for item in source:

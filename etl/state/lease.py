@@ -19,6 +19,7 @@ from etl.contract import Shard, ShardFeed
 from etl.inputs import input_identity
 from etl.state.claims import HEARTBEAT_SECONDS, ClaimBook
 from etl.state.manifest import shard_done
+from etl.threads import helper_thread
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,9 @@ class Lease:
     def start(self) -> None:
         """Answer the readers and beat the heart, in threads (start them after readers fork)."""
         self._threads = [
-            threading.Thread(target=self.feed.serve, args=(self._next,), name="lease-feed"),
-            threading.Thread(target=self._heartbeat, name="lease-heartbeat"),
+            helper_thread(self.feed.serve, "lease-feed", self._next),
+            helper_thread(self._heartbeat, "lease-heartbeat"),
         ]
-        for thread in self._threads:
-            thread.start()
 
     def close(self) -> None:
         """Take no more shards and wake every reader still waiting for one."""

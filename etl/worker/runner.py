@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from etl.spec import OutputSpec
 from etl.stages.sink import ShardWriter
 from etl.state.lease import Lease
 from etl.state.manifest import Manifest, stamp
+from etl.threads import helper_pool
 from etl.worker.progress import Progress, rows_done
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class Runner:
             items = iter(loader)  # readers start (fork) here, before any thread of ours
             self.lease.start()
             # One thread turns finished windows into Parquet while the model runs.
-            self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-etl-io")
+            self.io = helper_pool("embed-etl-io")
             for item in items:
                 if isinstance(item, Batch):
                     done = self._batch(item)

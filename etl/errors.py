@@ -25,3 +25,12 @@ class OutputConflictError(EmbedEtlError):
 
 class StorageError(EmbedEtlError):
     """A store refused or failed a request: access denied, unreachable (names the URI)."""
+
+
+def reason(exc: BaseException) -> str:
+    """One line for a shard's failure: our own errors and the ordinary ones (OSError,
+    ValueError, pyarrow's) as their message says; anything else is a bug, named as one."""
+    message = " ".join(str(exc).split())
+    if isinstance(exc, (EmbedEtlError, OSError, ValueError)) and message:
+        return message
+    return f"internal error ({type(exc).__name__}: {message}); rerun with --verbose for details"

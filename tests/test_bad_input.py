@@ -64,6 +64,7 @@ def test_unreadable_file_fails_only_its_shard(tmp_path, tiny_model, kind, expect
     assert result.exit_code == 3
     message = _failed_message(result)
     assert str(bad) in message and expected in message
+    assert message.count(str(bad)) == 1 and "Error" not in message  # one line, no class names
     _assert_good_complete(tmp_path)
     assert not (tmp_path / "out" / "bad.parquet").exists()
     assert not list((tmp_path / "out").glob(".*inprogress*"))
@@ -217,3 +218,17 @@ def test_huge_string_is_truncated_counted_and_memory_stays_bounded(tmp_path, tin
     assert (rss - small_rss) / 1024 < 150, f"peak RSS grew by {(rss - small_rss) / 1024:.0f} MB"
     table = pq.read_table(tmp_path / "c" / "out" / "s.parquet")
     assert table.column("n_tokens").to_pylist() == [4, 540_002]
+
+
+def test_a_failure_reads_as_its_message_and_only_a_bug_is_named_as_one():
+    import pyarrow.lib
+
+    from etl.errors import StorageError, reason
+
+    assert reason(StorageError("s3://b/k: access denied")) == "s3://b/k: access denied"
+    assert reason(pyarrow.lib.ArrowInvalid("Parquet magic bytes not found")) == (
+        "Parquet magic bytes not found"
+    )
+    assert reason(OSError(28, "No space left on device")) == "[Errno 28] No space left on device"
+    bug = reason(KeyError("emb_mean"))
+    assert bug.startswith("internal error (KeyError: 'emb_mean')") and "--verbose" in bug

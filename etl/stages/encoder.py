@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from etl.contract import Batch
-from etl.errors import ModelError
+from etl.errors import ModelError, reason
 from etl.model.backend import FLASH_ATTENTION, TRANSFORMERS, ModelCode
 from etl.model.bert import PlainBertCode
 from etl.model.facts import ModelInfo
@@ -121,7 +121,7 @@ class Encoder:
         except Exception as exc:  # an architecture that loads but cannot embed
             raise ModelError(
                 f"--model {self.spec.model.name}: a {self.spec.model.model_type} model failed "
-                f"on a first batch: {type(exc).__name__}: {exc}"
+                f"on a first batch: {reason(exc)}"
             ) from exc
 
 

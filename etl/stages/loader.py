@@ -27,7 +27,7 @@ from etl.contract import (
     ShardStart,
     WindowInfo,
 )
-from etl.errors import EmbedEtlError
+from etl.errors import EmbedEtlError, reason
 from etl.inputs import input_identity
 from etl.reuse.ledger import Ledger
 from etl.reuse.lookup import Lookup
@@ -134,9 +134,7 @@ class ShardStream(IterableDataset):
         except EmbedEtlError as exc:
             yield ShardFailed(index, str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad shard must not stop the others
-            yield ShardFailed(
-                index, f"{shard.input_path}: {type(exc).__name__}: {exc}", traceback.format_exc()
-            )
+            yield ShardFailed(index, f"{shard.input_path}: {reason(exc)}", traceback.format_exc())
 
     def _reuse(self, shard: Shard) -> ShardReuse | None:
         """With stores: the shard's ShardReuse, fed blocks of texts by a second pass over the

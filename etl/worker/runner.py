@@ -26,6 +26,7 @@ from etl.contract import (
     ShardStart,
     ShardStatus,
 )
+from etl.errors import reason
 from etl.reuse.ledger import Ledger
 from etl.reuse.store import StoreTarget
 from etl.spec import OutputSpec
@@ -145,7 +146,7 @@ class Runner:
                 finished=self._finisher(item.shard_index),
             )
         except Exception as exc:  # noqa: BLE001 - e.g. output location not writable
-            self._record_failure(item.shard_index, result, f"{type(exc).__name__}: {exc}")
+            self._record_failure(item.shard_index, result, reason(exc))
             return
         self.active[item.shard_index] = _Active(item.shard_index, result, writer)
 
@@ -183,7 +184,7 @@ class Runner:
             )
         except Exception as exc:  # fail this shard, keep the job going
             log.debug("batch failed", exc_info=True)
-            self._abort(active, f"{type(exc).__name__}: {exc}")
+            self._abort(active, reason(exc))
             return None
         return rows, tokens
 
@@ -204,7 +205,7 @@ class Runner:
             try:
                 entry.future.result()
             except Exception as exc:  # noqa: BLE001 - the shard fails; the others go on
-                self._abort(active, f"{type(exc).__name__}: {exc}")
+                self._abort(active, reason(exc))
                 continue
             result = active.result
             result.status, result.rows_in = ShardStatus.DONE, entry.rows

@@ -175,7 +175,8 @@ def test_status_on_s3_passes_and_sees_a_failed_and_a_deleted_shard(
     record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     record.update(status="failed", error="planted")
     s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode())
-    for marker in s3.list_objects_v2(Bucket=bucket, Prefix="vectors/_embed_etl/done/p1")["Contents"]:  # fmt: skip
+    markers = s3.list_objects_v2(Bucket=bucket, Prefix="vectors/_embed_etl/done/p1")["Contents"]
+    for marker in markers:
         s3.delete_object(Bucket=bucket, Key=marker["Key"])
     bad = _cli("status", "-o", out, "--json")
     report = _report(bad)

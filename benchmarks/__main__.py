@@ -101,6 +101,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--feed-rows-small", type=int, default=10_000)
     parser.add_argument("--feed-repeats", type=int, default=3, help="best of, per run")
     parser.add_argument(
+        "--feed-baseline", default=None, help="also measure the etl package of this git revision"
+    )
+    parser.add_argument(
         "--no-cold-start", action="store_true", help="skip the one-row job beside the ST script"
     )
     parser.add_argument("--cold-repeats", type=int, default=5)

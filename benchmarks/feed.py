@@ -7,9 +7,13 @@ fewer cores with taskset) running the whole job on long real paragraphs of the c
             the right shapes (here only: never in the product); reading, tokenizing, sorting,
             batching, copying vectors out, encoding them to Arrow and writing remain
   layer0    the real job with --pooling mean --layer 0 (the embedding layer only)
-  ceiling   the same tokenizer's encode_batch on the same texts and cores (ceiling_fast:
-            encode_batch_fast, which skips the offsets: what the job calls where it can)
+  ceiling   the same tokenizer's encode_batch on the same texts and cores, truncating to
+            256 tokens as a user would call it; ceiling_fast: encode_batch_fast without
+            truncation (no offsets, no overflow windows: the least work that gives the ids,
+            and what the job calls)
 
+``--feed-baseline REV`` runs the same figures with the etl package of another revision too,
+in turn with this one's, so that before and after come from the same machine in one run.
 Rates are at steady state: (rows of the large run - rows of the small run) / (difference of
 their wall times), best of --feed-repeats each, so that start-up (imports, model load) drops
 out. Stage times are seconds per 10,000 rows of the large run, summed over the threads that
@@ -19,6 +23,7 @@ did them (read, tokenize and batch run beside the model; they overlap).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -43,49 +48,81 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     for n in (small, large):
         _write(table.slice(0, n), src / f"in-{n}")
     cores = os.cpu_count() or 1
+    trees = {"": None}
+    if args.feed_baseline:  # the code of another revision, measured in turn with this one
+        trees["before:"] = _checkout(args.feed_baseline, work / "baseline")
     report: dict = {"rows_small": small, "rows_large": large, "min_chars": MIN_CHARS}
-    runs = [("ceiling", {}), ("ceiling", {"fast": True})]
+    report["baseline"] = args.feed_baseline
+    runs = [("ceiling", {}), ("ceiling", {"fast": True, "whole": True})]
     runs += [("standin", {"batch_tokens": 2048}), ("layer0", {})]
     runs.append(("standin", {"batch_tokens": 32768}))
     for cpus in sorted({1, cores}):
         for kind, options in runs:
             if cpus == 1 and options.get("batch_tokens") == 32768:
                 continue
-            key = f"{kind}" + (f"@{options['batch_tokens']}" if "batch_tokens" in options else "")
-            key += "_fast" if options.get("fast") else ""
-            key += f"/{cpus}cpu"
-            report[key] = _steady(kind, options, src, small, large, cpus, args)
-            say(f"feed {key}: {report[key]['rows_per_s']:,.0f} rows/s")
-    for cpus in sorted({1, cores}):
-        ceiling = report[f"ceiling/{cpus}cpu"]["rows_per_s"]
-        for key in list(report):
-            if key.endswith(f"/{cpus}cpu") and not key.startswith("ceiling/"):
-                report[key]["of_ceiling"] = round(report[key]["rows_per_s"] / ceiling, 3)
+            for prefix, tree in trees.items():
+                if kind == "ceiling" and prefix:
+                    continue  # the tokenizer is the same
+                key = prefix + _key(kind, options, cpus)
+                report[key] = _steady(kind, options, src, small, large, cpus, args, tree)
+                say(f"feed {key}: {report[key]['rows_per_s']:,.0f} rows/s")
+    for key in list(report):
+        figures = report[key]
+        if isinstance(figures, dict) and "rows_per_s" in figures and "ceiling" not in key:
+            cpus = key.rsplit("/", 1)[1]
+            for name, ceiling in (("of_ceiling", "ceiling"), ("of_fast", "ceiling_fast")):
+                rate = report[f"{ceiling}/{cpus}"]["rows_per_s"]
+                figures[name] = round(figures["rows_per_s"] / rate, 3)
     if cores > 1:
-        report["scaling"] = {
-            kind: round(
-                report[f"{kind}/{cores}cpu"]["rows_per_s"] / report[f"{kind}/1cpu"]["rows_per_s"],
-                2,
-            )
-            for kind in ("ceiling", "standin@2048", "layer0")
-        }
+        report["scaling"] = {}
+        for prefix in trees:
+            for kind in ("ceiling", "ceiling_fast", "standin@2048", "layer0"):
+                if kind.startswith("ceiling") and prefix:
+                    continue
+                many = report[f"{prefix}{kind}/{cores}cpu"]["rows_per_s"]
+                one = report[f"{prefix}{kind}/1cpu"]["rows_per_s"]
+                report["scaling"][prefix + kind] = round(many / one, 2)
     return report
 
 
+def _key(kind: str, options: dict, cpus: int) -> str:
+    key = kind + (f"@{options['batch_tokens']}" if "batch_tokens" in options else "")
+    return key + ("_fast" if options.get("fast") else "") + f"/{cpus}cpu"
+
+
+def _checkout(revision: str, folder: Path) -> Path:
+    """The files of ``revision`` (git archive), to import its etl package from."""
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", revision, "etl", "jobs"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
 def show(report: dict) -> None:
+    from benchmarks.common import machine
+
     print(
         f"\nhost side, steady state ({report['rows_large']:,} - {report['rows_small']:,} rows "
-        f"of >= {report['min_chars']} characters):"
+        f"of >= {report['min_chars']} characters), {machine(0)['cpu']}:"
     )
+    if report.get("baseline"):
+        print(f"  before: = the code of {report['baseline']}, measured in turn with this one")
     for key, figures in report.items():
         if isinstance(figures, dict) and "rows_per_s" in figures:
-            share = (
-                f", {figures['of_ceiling']:.2f} of encode_batch" if "of_ceiling" in figures else ""
-            )
+            share = ""
+            if "of_ceiling" in figures:
+                share = (
+                    f", {figures['of_ceiling']:.2f} of encode_batch, "
+                    f"{figures['of_fast']:.2f} of encode_batch_fast"
+                )
             stages = figures.get("stages_s_per_10k")
             parts = (", " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())) if stages else ""
             print(
-                f"  {key:<22} {figures['rows_per_s']:>9,.0f} rows/s "
+                f"  {key:<29} {figures['rows_per_s']:>9,.0f} rows/s "
                 f"{figures['tokens_per_s']:>11,.0f} tok/s{share}{parts}"
             )
     if "scaling" in report:
@@ -111,13 +148,12 @@ def _write(table, folder: Path) -> None:
     pq.write_table(table, folder / "part.parquet", row_group_size=8192)
 
 
-def _steady(kind, options, src: Path, small: int, large: int, cpus: int, args) -> dict:
-    runs = {}
-    for n in (small, large):
-        results = [
-            _child(kind, options, src / f"in-{n}", cpus, args) for _ in range(args.feed_repeats)
-        ]
-        runs[n] = min(results, key=lambda r: r["seconds"])
+def _steady(kind, options, src: Path, small: int, large: int, cpus: int, args, tree) -> dict:
+    results: dict[int, list] = {small: [], large: []}
+    for _ in range(args.feed_repeats):  # in turn, so that a noisy minute hits both sizes
+        for n in (small, large):
+            results[n].append(_child(kind, options, src / f"in-{n}", cpus, tree))
+    runs = {n: min(found, key=lambda r: r["seconds"]) for n, found in results.items()}
     seconds = runs[large]["seconds"] - runs[small]["seconds"]
     tokens = runs[large]["tokens"] - runs[small]["tokens"]
     figures = {
@@ -134,12 +170,20 @@ def _steady(kind, options, src: Path, small: int, large: int, cpus: int, args) -
     return figures
 
 
-def _child(kind: str, options: dict, src: Path, cpus: int, args) -> dict:
+def _child(kind: str, options: dict, src: Path, cpus: int, tree: Path | None) -> dict:
+    """One run in a fresh process; with ``tree``, its etl package instead of this one's (the
+    benchmark's own code runs from a copy, so that it is this revision's in both)."""
     command = [sys.executable, "-m", "benchmarks.feed", kind, str(src), json.dumps(options)]
     if cpus < (os.cpu_count() or 1):
         command = ["taskset", "-c", ",".join(str(c) for c in range(cpus)), *command]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    cwd = REPO
+    if tree is not None:
+        cwd = tree.parent / "bench-code"
+        if not cwd.exists():
+            shutil.copytree(REPO / "benchmarks", cwd / "benchmarks")
+        env["PYTHONPATH"] = str(tree)
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -157,7 +201,9 @@ class Stages:
             self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
     def wrap(self, owner, attr: str, name: str) -> None:
-        inner = getattr(owner, attr)
+        inner = getattr(owner, attr, None)
+        if inner is None:  # an older revision without this function
+            return
 
         def timed(*a, **k):
             start = time.perf_counter()
@@ -169,7 +215,9 @@ class Stages:
         setattr(owner, attr, timed)
 
     def wrap_generator(self, owner, attr: str, name: str) -> None:
-        inner = getattr(owner, attr)
+        inner = getattr(owner, attr, None)
+        if inner is None:
+            return
 
         def timed(*a, **k):
             items = inner(*a, **k)
@@ -191,15 +239,22 @@ def _instrument(stages: Stages, standin: bool) -> None:
     import etl.stages.loader as loader
     import etl.stages.read_ahead as read_ahead
     import etl.stages.sink as sink
+    import etl.stages.window as window
 
     stages.wrap_generator(loader, "iter_windows", "read")
     stages.wrap(loader, "tokenize_window", "tokenize")
     stages.wrap(loader, "plan_batches", "batch")
-    stages.wrap(loader, "pad", "batch")
+    stages.wrap(loader, "pad", "batch")  # before etl.stages.sequences
+    with contextlib.suppress(ImportError):
+        from etl.stages.sequences import Sequences
+
+        stages.wrap(Sequences, "padded", "batch")
     stages.wrap(read_ahead.Reader, "__next__", "tensors ready (wait)")
     stages.wrap(encoder, "pool", "pool")
-    stages.wrap(sink.ShardWriter, "add", "encode output")
-    stages.wrap(sink.ShardWriter, "_write", "write")
+    stages.wrap(sink.ShardWriter, "add", "place vectors")
+    stages.wrap(window.Window, "finished", "encode output")
+    stages.wrap(window.Window, "finished_token_ids", "encode output")
+    stages.wrap(sink.ShardWriter, "_write", "write (encode output included)")
     if standin:
         encoder.Encoder.encode = _standin_encode
     stages.wrap(encoder.Encoder, "encode", "model")
@@ -229,7 +284,10 @@ def _run_child(kind: str, src: str, options: dict) -> dict:
 
         texts = pq.read_table(src, columns=["text"]).column("text").to_pylist()
         tokenizer = Tokenizer.from_file(str(default_model_path() / "tokenizer.json"))
-        tokenizer.enable_truncation(256)
+        if options.get("whole"):  # no truncation: the least work that gives the ids
+            tokenizer.no_truncation()
+        else:
+            tokenizer.enable_truncation(256)
         tokenizer.no_padding()  # all-MiniLM's tokenizer.json pads to 128; the job pads per batch
         encode = tokenizer.encode_batch_fast if options.get("fast") else tokenizer.encode_batch
         start = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from etl.model.locate import resolve_model
-from etl.stages.tokenizer import load_tokenizer
+from etl.stages.tokenizer import layout, load_tokenizer
 from etl.stages.tokens import PIECE_CHARS, count_tokens, head, tokenize_window
 
 
@@ -22,10 +22,12 @@ def _full(tokenizer, text):
 def test_window_ids_and_counts_equal_whole_text_tokenization(tokenizer):
     paragraph = "Attention masks tell the model which positions are real tokens, not padding. "
     texts = ["Hi", "", "   ", paragraph, paragraph * 40, paragraph * 2000, "x" * 10_000 + " tail"]
-    ids, counts = tokenize_window(tokenizer, texts, 64)
-    for text, got, n in zip(texts, ids, counts, strict=True):
+    tokenized = tokenize_window(tokenizer, texts, 64, layout(tokenizer))
+    ids, counts = tokenized.sequences, tokenized.n_tokens
+    for i, text in enumerate(texts):
         full = _full(tokenizer, text)
-        assert n == len(full), text[:30]
+        assert counts[i] == len(full), text[:30]
+        got = ids.row(i).tolist()
         assert got == (full if len(full) <= 64 else [*full[:63], full[-1]]), text[:30]
 
 

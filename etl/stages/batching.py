@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from etl.errors import ConfigError
+from etl.stages.sequences import Sequences
 
 CPU_BUDGET = 2048  # padded tokens per batch: 1,024-3,072 flat on 2 cores (benchmarks/RESULTS.md)
 GPU_BUDGET = 32768
@@ -60,33 +61,30 @@ def plan_batches(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list
     Sequences are sorted by length (stable, so ties keep input order) and a batch is closed when
     adding the next one would make rows x longest-length exceed ``max_tokens`` or the row count
     exceed ``max_rows``. A single sequence longer than the budget still gets a batch of its own.
+    One numpy step per batch: sorted ascending, a batch's cost rows x last length only grows as
+    it takes more rows, so its end is where that cost first passes the budget.
     """
     if len(lengths) == 0:
         return []
     lens = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(lens, kind="stable")
+    ordered = lens[order]
     batches: list[np.ndarray] = []
-    start = 0
-    for i in range(1, len(order)):
-        # Sorted ascending, so sequence i would be the longest of the candidate batch.
-        rows = i - start + 1
-        if rows > max_rows or rows * lens[order[i]] > max_tokens:
-            batches.append(order[start:i])
-            start = i
-    batches.append(order[start:])
+    start, count = 0, len(order)
+    while start < count:
+        candidates = ordered[start : start + max_rows]  # (m,) the longest each batch end gives
+        cost = np.arange(1, len(candidates) + 1) * candidates  # (m,) rows x longest
+        end = start + max(1, int(np.searchsorted(cost, max_tokens, side="right")))
+        batches.append(order[start:end])
+        start = end
     return batches
 
 
 def pad(
-    sequences: Sequence[Sequence[int]], pad_id: int, left: bool = False
+    sequences: Sequences | Sequence[Sequence[int]], pad_id: int, left: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pad to the batch's own longest sequence, on the right (or the left, for the decoder
     embedders whose tokenizer says so); return (input_ids, attention_mask)."""
-    longest = max(len(s) for s in sequences)
-    ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)  # (B, T)
-    mask = np.zeros((len(sequences), longest), dtype=np.int64)  # (B, T)
-    for row, seq in enumerate(sequences):
-        span = slice(longest - len(seq), longest) if left else slice(0, len(seq))
-        ids[row, span] = seq
-        mask[row, span] = 1
-    return ids, mask
+    if not isinstance(sequences, Sequences):
+        sequences = Sequences.from_lists(sequences)
+    return sequences.padded(np.arange(len(sequences)), pad_id, left)

@@ -33,11 +33,19 @@ from etl.reuse.ledger import Ledger
 from etl.reuse.lookup import Lookup
 from etl.reuse.shard import BLOCK_ROWS, EMBED, SOURCES, ShardReuse
 from etl.spec import OutputSpec
-from etl.stages.batching import Batching, pad, plan_batches
+from etl.stages.batching import Batching, plan_batches
 from etl.stages.read_ahead import ReadAhead
-from etl.stages.source import iter_windows, open_shard, parquet_file, text_values
+from etl.stages.sequences import Sequences
+from etl.stages.source import (
+    iter_windows,
+    model_texts,
+    open_shard,
+    parquet_file,
+    present_rows,
+    text_values,
+)
 from etl.stages.tokenizer import Layout
-from etl.stages.tokens import chunk_rows, content_ids, tokenize_window
+from etl.stages.tokens import Tokenized, chunk_rows, content_ids, tokenize_window
 from etl.threads import helper_pool
 
 Item = ShardStart | Batch | ShardEnd | ShardFailed
@@ -52,9 +60,8 @@ class _Begun:
     record_batch: Any
     first_row: int
     plan: Any  # etl.reuse.shard.WindowReuse, or None
-    present: list[int]  # rows whose text goes to the model
-    whole: dict[int, np.ndarray] | None  # --long-text chunk: every long row's ids
-    tokens: Future  # (ids, n_tokens) of the present rows
+    present: np.ndarray  # (n,) rows whose text goes to the model
+    tokens: Future  # Tokenized: the present rows' sequences and counts
 
 
 @dataclass
@@ -64,7 +71,7 @@ class _Settled:
     index: int
     number: int
     info: WindowInfo
-    sequences: list
+    sequences: Sequences
     seq_rows: np.ndarray  # (S,) row in the window of each sequence
     parts: np.ndarray | None  # (S,) window number within its row (--long-text chunk)
     batches: list[np.ndarray]
@@ -160,65 +167,72 @@ class ShardStream(IterableDataset):
     ) -> _Begun:
         """A window's texts, which of them the model sees, and their tokens under way."""
         spec = self.spec
-        texts = text_values(record_batch.column(spec.text_column))
-        plan = reuse.window(first_row, len(texts)) if reuse is not None else None
-        if plan is not None:  # only each new text's first row goes to the model
-            present = np.flatnonzero(plan.kind == EMBED).tolist()
-        else:
-            present = [i for i, text in enumerate(texts) if text is not None]
-        whole: dict[int, np.ndarray] | None = {} if spec.long_text == "chunk" else None
-        prompted = [spec.prompt + texts[i] for i in present]  # what the model sees
+        column = record_batch.column(spec.text_column)
+        plan = reuse.window(first_row, len(column)) if reuse is not None else None
+        # With reuse, only each new text's first row goes to the model.
+        present = np.flatnonzero(plan.kind == EMBED) if plan is not None else present_rows(column)
+        texts = model_texts(column, present, spec.prompt)  # what the model sees
         if self._tokenizing is None:
             self._tokenizing = helper_pool("embed-etl-tokenizer")
         tokens = self._tokenizing.submit(
-            tokenize_window, self.tokenizer, prompted, spec.max_length, whole
+            tokenize_window,
+            self.tokenizer,
+            texts,
+            spec.max_length,
+            self.layout,
+            spec.long_text == "chunk",
         )
-        return _Begun(index, number, record_batch, first_row, plan, present, whole, tokens)
+        return _Begun(index, number, record_batch, first_row, plan, present, tokens)
 
     def _settle(
         self, begun: _Begun, shard: Shard, passthrough: list[str], reuse: ShardReuse | None
     ) -> _Settled:
         """A window whose tokens are in: its sequences, its batches and its WindowInfo."""
         spec, record_batch, present = self.spec, begun.record_batch, begun.present
-        first_row, plan, whole = begun.first_row, begun.plan, begun.whole
-        ids, n_tokens = begun.tokens.result()
-        long_rows = [j for j, (x, n) in enumerate(zip(ids, n_tokens, strict=True)) if n > len(x)]
-        if long_rows and spec.long_text == "error":
-            j = long_rows[0]
-            row_id = record_batch.column(spec.id_column)[present[j]].as_py()
+        first_row, plan = begun.first_row, begun.plan
+        tokenized: Tokenized = begun.tokens.result()
+        n_tokens = tokenized.n_tokens  # (present,)
+        long = np.flatnonzero(n_tokens > spec.max_length)  # positions in present
+        if len(long) and spec.long_text == "error":
+            j = int(long[0])
+            row_id = record_batch.column(spec.id_column)[int(present[j])].as_py()
             raise EmbedEtlError(
-                f"{shard.input_path}: row {first_row + present[j]} (id {row_id!r}) has "
+                f"{shard.input_path}: row {first_row + int(present[j])} (id {row_id!r}) has "
                 f"{n_tokens[j]} tokens, more than --max-length {spec.max_length} "
                 "(--long-text error; use truncate or chunk to embed it)"
             )
-        sequences: list = ids  # one per present row, or several for a chunked row
-        seq_rows = np.asarray(present, dtype=np.int64)  # row in the window of each sequence
+        sequences = tokenized.sequences  # one per present row, or several for a chunked row
+        seq_rows = present  # row in the window of each sequence
         multi = parts = drop_head = None
-        if long_rows and spec.long_text == "chunk":
+        if tokenized.whole:
             if self._prompt_ids is None:
                 self._prompt_ids = content_ids(self.tokenizer, spec.prompt)
             sequences, seq_rows, parts, multi, drop_head = chunk_rows(
-                ids, present, whole, record_batch.num_rows, spec, self.layout, self._prompt_ids
+                sequences,
+                present,
+                tokenized.whole,
+                record_batch.num_rows,
+                spec,
+                self.layout,
+                self._prompt_ids,
             )
-        lengths = np.zeros(record_batch.num_rows, dtype=np.int64) - 1
+        lengths = np.full(record_batch.num_rows, -1, dtype=np.int64)  # -1: null text
         lengths[present] = n_tokens
         if plan is not None:
             reuse.record_tokens(first_row, plan, lengths)  # the copied rows' counts too
         null_rows = int((lengths < 0).sum())
-        long = int((lengths > spec.max_length).sum())  # of every row, embedded or copied
+        over = int((lengths > spec.max_length).sum())  # of every row, embedded or copied
         reused = {name: plan.count(kind) for kind, name in SOURCES.items()} if plan else {}
-        batches = plan_batches(
-            [len(x) for x in sequences], self.batching.max_tokens, self.batching.max_rows
-        )
+        batches = plan_batches(sequences.lengths, self.batching.max_tokens, self.batching.max_rows)
         info = WindowInfo(
             index=begun.number,
             num_rows=record_batch.num_rows,
             num_batches=max(1, len(batches)),
             passthrough=record_batch.select(passthrough),
             null_rows=null_rows,
-            real_tokens=sum(len(x) for x in sequences),
-            truncated_rows=0 if spec.long_text == "chunk" else long,
-            chunked_rows=long if spec.long_text == "chunk" else 0,
+            real_tokens=sequences.tokens,
+            truncated_rows=0 if spec.long_text == "chunk" else over,
+            chunked_rows=over if spec.long_text == "chunk" else 0,
             n_tokens=lengths,
             multi=multi,
             drop_head=drop_head,
@@ -238,9 +252,7 @@ class ShardStream(IterableDataset):
             return
         layout, sequences, parts = self.layout, window.sequences, window.parts
         for j, members in enumerate(window.batches):
-            input_ids, mask = pad(
-                [sequences[i] for i in members], layout.pad_id, left=layout.left_padding
-            )
+            input_ids, mask = sequences.padded(members, layout.pad_id, layout.left_padding)
             yield Batch(
                 shard_index=index,
                 window_index=number,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from etl.errors import InputError
@@ -109,6 +111,32 @@ def _cut(batches: list[pa.RecordBatch], rows: int) -> tuple[pa.RecordBatch, list
 
 def text_values(array: pa.Array) -> list[str | None]:
     """Python strings (None for nulls) from a string, large_string or dictionary column."""
-    if pa.types.is_dictionary(array.type):
-        array = array.dictionary_decode()
+    return _plain(array).to_pylist()
+
+
+def present_rows(array: pa.Array) -> np.ndarray:
+    """(n,) positions of the rows whose text is not null."""
+    if not array.null_count:
+        return np.arange(len(array), dtype=np.int64)
+    return np.flatnonzero(array.is_valid().to_numpy(zero_copy_only=False))
+
+
+def model_texts(array: pa.Array, rows: np.ndarray, prompt: str) -> list[str]:
+    """The texts at ``rows``, each after the prompt: what the model sees, joined by Arrow."""
+    array = _plain(array)
+    if len(rows) != len(array):
+        array = array.take(pa.array(rows))
+    if prompt:
+        if not pa.types.is_string(array.type):
+            array = array.cast(pa.large_string())
+        array = pc.binary_join_element_wise(
+            pa.scalar(prompt, array.type), array, pa.scalar("", array.type)
+        )
     return array.to_pylist()
+
+
+def _plain(array: pa.Array) -> pa.Array:
+    """A dictionary column decoded; other text columns as they are."""
+    if pa.types.is_dictionary(array.type):
+        return array.dictionary_decode()
+    return array

@@ -30,7 +30,7 @@ class Sequences:
         lengths = np.fromiter(map(len, sequences), np.int64, count)
         total = int(lengths.sum())
         ids = np.fromiter(itertools.chain.from_iterable(sequences), np.int32, total)
-        return cls(ids, _starts(lengths), lengths)
+        return cls(ids, starts_of(lengths), lengths)
 
     @classmethod
     def empty(cls) -> Sequences:
@@ -52,7 +52,7 @@ class Sequences:
     def take(self, members: np.ndarray) -> Sequences:
         """The sequences at ``members``, in that order, copied into a new flat array."""
         lengths = self.lengths[members]
-        return Sequences(self.ids[self._gather(members)], _starts(lengths), lengths)
+        return Sequences(self.ids[self._gather(members)], starts_of(lengths), lengths)
 
     def concat(self, other: Sequences) -> Sequences:
         """These sequences, then ``other``'s."""
@@ -69,14 +69,14 @@ class Sequences:
         if not len(lengths) or int(lengths.max()) <= max_length:
             return self
         kept = np.minimum(lengths, max_length)  # (S,)
-        position = _positions(kept)  # (total kept,) position within its sequence
+        position = positions(kept)  # (total kept,) position within its sequence
         start = np.repeat(self.starts, kept)
         full = np.repeat(lengths, kept)
         source = start + position
         # In a cut sequence, positions past its head come from the end of the full sequence.
         from_end = (full > max_length) & (position >= keep_head)
         source[from_end] = (start + full - (max_length - position))[from_end]
-        return Sequences(self.ids[source], _starts(kept), kept)
+        return Sequences(self.ids[source], starts_of(kept), kept)
 
     def padded(
         self, members: np.ndarray, pad_id: int, left: bool = False
@@ -88,7 +88,7 @@ class Sequences:
         ids = np.full((rows, longest), pad_id, dtype=np.int64)  # (B, T)
         mask = np.zeros((rows, longest), dtype=np.int64)  # (B, T)
         row = np.repeat(np.arange(rows), lengths)
-        column = _positions(lengths)
+        column = positions(lengths)
         if left:
             column += np.repeat(longest - lengths, lengths)
         ids[row, column] = self.ids[self._gather(members)]
@@ -98,16 +98,17 @@ class Sequences:
     def _gather(self, members: np.ndarray) -> np.ndarray:
         """Indices into ``ids`` of every token of the sequences at ``members``, in order."""
         lengths = self.lengths[members]
-        return np.repeat(self.starts[members], lengths) + _positions(lengths)
+        return np.repeat(self.starts[members], lengths) + positions(lengths)
 
 
-def _starts(lengths: np.ndarray) -> np.ndarray:
+def starts_of(lengths: np.ndarray) -> np.ndarray:
+    """Where each of consecutive runs of these lengths begins: 0, l0, l0 + l1, ..."""
     starts = np.zeros(len(lengths), np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
     return starts
 
 
-def _positions(lengths: np.ndarray) -> np.ndarray:
+def positions(lengths: np.ndarray) -> np.ndarray:
     """0, 1, ..., n-1 for each length n, concatenated."""
     total = int(lengths.sum())
-    return np.arange(total, dtype=np.int64) - np.repeat(_starts(lengths), lengths)
+    return np.arange(total, dtype=np.int64) - np.repeat(starts_of(lengths), lengths)

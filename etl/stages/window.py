@@ -19,6 +19,7 @@ from etl.contract import WindowInfo
 from etl.reuse.shard import EMBED, SHARD
 from etl.reuse.spill import NewVectors
 from etl.spec import OutputSpec
+from etl.stages.token_rows import TokenRows
 from etl.stages.vectors import encode, finish, l2_normalize, to_arrow
 
 TokenInput = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids (B, T), mask (B, T), parts
@@ -40,10 +41,8 @@ class Window:
         pooled = [c for c in spec.columns if not c.tokens]
         self.vectors = {c.name: np.zeros((info.num_rows, c.dim), np.float32) for c in pooled}
         self.maxed = {c.name for c in pooled if c.pooling == ("max",) and not c.dense}
-        self.tokens: dict[str, list[dict[int, np.ndarray]]] = {
-            c.name: [{} for _ in range(info.num_rows)] for c in spec.columns if c.tokens
-        }
-        self.token_ids: list[dict[int, np.ndarray]] = [{} for _ in range(info.num_rows)]
+        token_columns = [c.name for c in spec.columns if c.tokens]
+        self.tokens = TokenRows(info.num_rows, token_columns, info.drop_head, info.drop_tail)
         self.weight = None
         if info.multi is not None:
             self.weight = np.zeros(info.num_rows, dtype=np.float64)
@@ -65,7 +64,7 @@ class Window:
     ) -> None:
         """Place a batch: (B, D) vectors per column at their rows; (B, T, H) token columns."""
         multi = self.info.multi
-        pooled = {name: v for name, v in vectors.items() if name not in self.tokens}
+        pooled = {name: v for name, v in vectors.items() if name not in self.tokens.names}
         if multi is None or not multi[rows].any():
             for name, values in pooled.items():
                 self.vectors[name][rows] = values
@@ -81,17 +80,9 @@ class Window:
                     np.add.at(self.vectors[name], rows[joined], values[joined] * w)
             np.add.at(self.weight, rows[joined], weights[joined])
         if tokens is not None:
-            self._add_tokens(rows, vectors, tokens)
+            ids, mask, parts = tokens
+            self.tokens.add(rows, parts, ids, mask, vectors)
         self.filled[rows] = True
-
-    def _add_tokens(self, rows: np.ndarray, vectors: dict, tokens: TokenInput) -> None:
-        ids, mask, parts = tokens
-        real = mask.astype(bool)  # (B, T): either padding side
-        for i, row in enumerate(rows):
-            part = int(parts[i]) if parts is not None else 0
-            self.token_ids[row][part] = ids[i][real[i]].astype(np.int32)
-            for name in self.tokens:
-                self.tokens[name][row][part] = vectors[name][i][real[i]]  # (n, H)
 
     def assemble(self) -> None:
         """Once every batch is in: join chunked rows; with reuse, spill the new vectors and
@@ -130,8 +121,8 @@ class Window:
         """The column as stored, once per --output-dtype, all from the same vectors (assemble()
         first): truncated, normalized, encoded; nulls for null texts."""
         nulls = pa.array(~self.filled) if not self.filled.all() else None
-        if name in self.tokens:
-            return [self._finished_tokens(self.tokens[name], nulls, d) for d in self.dtypes]
+        if name in self.tokens.names:
+            return [self._finished_tokens(name, nulls, d) for d in self.dtypes]
         values = self.vectors[name]
         if not self.filled.all():
             values[~self.filled] = 0.0  # null rows: masked out, but keep the values finite
@@ -142,42 +133,17 @@ class Window:
 
     def finished_token_ids(self) -> pa.Array:
         nulls = pa.array(~self.filled) if not self.filled.all() else None
-        empty = np.zeros(0, np.int32)
-        rows = [self._in_text_order(parts, row, empty) for row, parts in enumerate(self.token_ids)]
-        offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int32)
-        flat = np.concatenate(rows) if rows else np.zeros(0, np.int32)
-        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat), mask=nulls)
+        return self.tokens.ids(nulls)
 
-    def _finished_tokens(
-        self, per_row: list[dict[int, np.ndarray]], nulls: pa.Array | None, dtype: str
-    ) -> pa.Array:
+    def _finished_tokens(self, name: str, nulls: pa.Array | None, dtype: str) -> pa.Array:
         spec = self.spec
-        empty = np.zeros((0, spec.model.hidden_size), np.float32)
-        rows = [self._in_text_order(parts, row, empty) for row, parts in enumerate(per_row)]
-        width = spec.truncate_dim or spec.model.hidden_size
-        flat = np.concatenate(rows)[:, :width].astype(np.float32, copy=False)  # (all tokens, H)
+        hidden = spec.model.hidden_size
+        width = spec.truncate_dim or hidden
+        flat = self.tokens.vectors(name, hidden)[:, :width]  # (all tokens, H)
         if spec.normalize:
             flat = l2_normalize(flat)
         vectors = to_arrow(encode(flat, dtype), None)
-        offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int32)
-        return pa.ListArray.from_arrays(pa.array(offsets), vectors, mask=nulls)
-
-    def _in_text_order(
-        self, parts: dict[int, np.ndarray], row: int, empty: np.ndarray
-    ) -> np.ndarray:
-        """A row's tokens (or ids): its windows in order, what a later one repeats dropped."""
-        if len(parts) <= 1:
-            return next(iter(parts.values())) if parts else empty
-        head = int(self.info.drop_head[row]) if self.info.drop_head is not None else 0
-        tail = self.info.drop_tail
-        last = max(parts)
-        pieces = []
-        for part in sorted(parts):
-            tokens = parts[part]
-            start = head if part else 0
-            end = len(tokens) if part == last else len(tokens) - tail
-            pieces.append(tokens[start:end])
-        return np.concatenate(pieces)
+        return pa.ListArray.from_arrays(self.tokens.offsets(), vectors, mask=nulls)
 
 
 def vectors_of(vectors: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:

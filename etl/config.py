@@ -27,6 +27,7 @@ LONG_TEXT = ("truncate", "chunk", "error")
 OUTPUT_DTYPES = ("float32", "float16", "int8", "binary")
 ROW_COLUMNS = ("n_tokens", "truncated")  # written for every row, beside the vectors
 CALIBRATION_ROWS = 2048  # int8: rows sampled from the corpus to fix the ranges
+TASKS = ("query", "document")  # --task, as sentence-transformers' encode_query/_document
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class JobConfig:
     calibration_rows: int = CALIBRATION_ROWS
     prompt: str | None = None  # prepended to every text
     prompt_name: str | None = None  # one of the model's configured prompts
+    task: str | None = None  # query | document: a Router's route, a multi-vector model's side
+    sparse_top_k: int | None = None  # sparse models: keep the K largest weights of a row
     trust_remote_code: bool = False  # allow models that ship their own Python code
     backend: str = "auto"  # the model's code: auto | plain-bert | transformers (etl.model.backend)
     store: str | None = None  # the vector store this job consults and adds to; None: its own
@@ -165,6 +168,9 @@ class JobConfig:
         _positive("--calibration-rows", self.calibration_rows)
         if self.prompt is not None and self.prompt_name is not None:
             raise ConfigError("--prompt and --prompt-name: give one of the two")
+        if self.task is not None and self.task not in TASKS:
+            raise ConfigError(f"--task {self.task}: expected one of {', '.join(TASKS)}")
+        _positive("--sparse-top-k", self.sparse_top_k, allow_none=True)
         if self.no_reuse and (self.reuse or self.store):
             given = "--reuse" if self.reuse else "--store"
             raise ConfigError(f"--no-reuse and {given}: give one of the two")

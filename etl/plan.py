@@ -68,7 +68,7 @@ def plan_job(cfg: JobConfig, placement: Placement | None = None) -> JobPlan:
     shards = discover(cfg.inputs, cfg.output_dir)
     if cfg.num_shards is not None:
         shards = partition(shards, cfg.num_shards)[cfg.shard_index]
-    model = resolve_model(cfg.model)
+    model = resolve_model(cfg.model, cfg.task, cfg.prompt_name)
     if model.custom_code and not cfg.trust_remote_code:
         raise ModelError(
             f"--model {model.name}: its config.json maps it to code shipped with the model "

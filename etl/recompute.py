@@ -117,7 +117,8 @@ def _recipe(job: dict[str, Any], storage: Storage, device: str) -> tuple[JobConf
         no_reuse=True,
         **listed,
     )
-    spec = build_output_spec(cfg, resolve_model(cfg.model), identity["dtype"])
+    model = resolve_model(cfg.model, cfg.task, cfg.prompt_name)
+    spec = build_output_spec(cfg, model, identity["dtype"])
     # Another device may run other code (the floors allow for it); int8 ranges are the job's
     # own, read from its calibration.json.
     ignore = {"backend", "calibration"}

@@ -13,46 +13,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from etl.columns import MODEL_COLUMN, ColumnSpec
 from etl.config import JobConfig
 from etl.errors import ConfigError, ModelError
+from etl.kinds import kind_column
 from etl.model.backend import Backend, choose_backend
 from etl.model.facts import ModelInfo
-from etl.model.recipe import Recipe, choose_prompt
+from etl.model.recipe import DENSE, SPARSE, Recipe, choose_prompt
 
 METADATA_PREFIX = "embed_etl."  # file metadata keys: embed_etl.model, embed_etl.fingerprint, ...
 OUTPUT_FORMAT_VERSION = 4  # bump when the output layout changes so that old files differ
 # 2: n_tokens and truncated columns; output dtypes, --truncate-dim, --long-text
 # 3: the model's own recipe (pooling modes, Dense, Normalize, prompts); token vectors
 # 4: the content of weights, tokenizer and configuration files, and the backend, identify it
-MODEL_COLUMN = "emb_model"  # the model's own sentence vector
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """One output column: which pooling over which hidden-states index, and what follows."""
-
-    name: str  # emb_model[_layer<k>] (the model's recipe), emb_<pooling>[_layer<k>] (--pooling)
-    pooling: tuple[str, ...]  # modes concatenated in this order; ("tokens",) = every token
-    layer: int  # absolute hidden-states index: 0 = embedding output, 1..L = encoder layers
-    dim: int  # width before --truncate-dim: pooled (modes x hidden), or the last Dense's
-    dense: bool = False  # the model's Dense layers follow the pooling
-    include_prompt: bool = True  # False: prompt tokens are left out of the pooling
-    source: str = "options"  # model (its recipe) | default (no recipe) | options (--pooling)
-
-    @property
-    def tokens(self) -> bool:
-        return self.pooling == ("tokens",)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "pooling": "+".join(self.pooling),
-            "layer": self.layer,
-            "dim": self.dim,
-            "dense": self.dense,
-            "include_prompt": self.include_prompt,
-            "source": self.source,
-        }
 
 
 @dataclass(frozen=True)
@@ -75,6 +48,7 @@ class OutputSpec:
     calibration_source: str | None = None  # int8: "sample" or "file:<sha256>"
     prompt: str = ""  # prepended to every text
     prompt_name: str | None = None  # the model's name for that prompt, if it is one of them
+    top_k: int | None = None  # sparse: the largest weights kept per row (None: every nonzero)
     # int8 only: per-column ranges, fixed once per job. Not part of the identity: resuming a
     # job must not need the model, and the ranges follow from the identity's calibration source.
     calibration: dict[str, Any] | None = field(default=None, compare=False)
@@ -96,6 +70,7 @@ class OutputSpec:
             "long_text": self.long_text,
             "chunk_overlap": self.chunk_overlap if self.long_text == "chunk" else None,
             "prompt": self.prompt,
+            **({"top_k": self.top_k} if self.sparse else {}),
         }
 
     def identity(self) -> dict[str, Any]:
@@ -153,6 +128,15 @@ class OutputSpec:
     def has_tokens(self) -> bool:
         return any(c.tokens for c in self.columns)
 
+    @property
+    def kind(self) -> str:
+        """dense | sparse | multivector: what the model's own vectors are."""
+        return self.model.recipe.kind
+
+    @property
+    def sparse(self) -> bool:
+        return self.kind == SPARSE
+
 
 def _digest(identity: dict[str, Any]) -> str:
     canonical = json.dumps(identity, sort_keys=True).encode()
@@ -164,42 +148,14 @@ def build_output_spec(
 ) -> OutputSpec:
     """Resolve the recipe, layers, column names, prompt and lengths against the model, and the
     code that will compute the vectors on ``device_type``."""
-    top = model.num_layers
-    layers = _absolute_layers(cfg.layers, model)
-    recipe = model.recipe
-    columns = []
-    if not cfg.poolings:  # the model's own recipe, or the masked mean without one
-        source = "model" if recipe.from_model else "default"
-        base = MODEL_COLUMN if recipe.from_model else "emb_" + "+".join(recipe.pooling)
-        for k in layers:
-            dense = bool(recipe.dense) and k == top  # the Dense was trained on the last layer
-            columns.append(
-                ColumnSpec(
-                    name=base if k == top else f"{base}_layer{k}",
-                    pooling=recipe.pooling,
-                    layer=k,
-                    dim=_recipe_dim(recipe, model, dense),
-                    dense=dense,
-                    include_prompt=recipe.include_prompt,
-                    source=source,
-                )
-            )
-    for pooling in dict.fromkeys(cfg.poolings):
-        for k in layers:
-            if pooling == "pooler" and k != top:
-                raise ConfigError(
-                    f"--pooling pooler --layer {k}: the pooler exists only on top of the last "
-                    f"layer ({top}); ask for other layers in a separate run, or use cls"
-                )
-            name = f"emb_{pooling}" if k == top else f"emb_{pooling}_layer{k}"
-            columns.append(ColumnSpec(name, (pooling,), k, model.hidden_size))
-    max_length = cfg.max_length or model.default_max_length
-    if max_length > model.max_positions:
-        raise ConfigError(
-            f"--max-length {max_length}: {model.name} accepts at most {model.max_positions} tokens"
-        )
-    if max_length < 2:
-        raise ConfigError("--max-length: expected at least 2 (room for [CLS] and [SEP])")
+    recipe, top_k = model.recipe, None
+    length = model.default_max_length
+    if recipe.kind != DENSE:  # sparse, multi-vector: etl.kinds
+        column, length, top_k = kind_column(cfg, model)
+        columns = [column]
+    else:
+        columns = _dense_columns(cfg, model)
+    max_length = _max_length(cfg, model, cfg.max_length or length)
     if cfg.long_text == "chunk" and cfg.chunk_overlap >= max_length - 2:
         raise ConfigError(
             f"--chunk-overlap {cfg.chunk_overlap}: must be less than the {max_length - 2} text "
@@ -227,13 +183,14 @@ def build_output_spec(
         id_column=cfg.id_column,
         keep_columns=cfg.keep_columns,
         # The model's Normalize belongs to its recipe: --pooling leaves the whole head out.
-        normalize=cfg.normalize
-        if cfg.normalize is not None
-        else recipe.normalize and not cfg.poolings,
+        normalize=(
+            cfg.normalize if cfg.normalize is not None else recipe.normalize and not cfg.poolings
+        )
+        and recipe.kind != SPARSE,
         max_length=max_length,
         dtype=dtype,
         backend=choose_backend(
-            model.path, model.custom_code, device_type, dtype, forced=cfg.backend
+            model.path, model.custom_code, device_type, dtype, forced=cfg.backend, kind=recipe
         ),
         long_text=cfg.long_text,
         chunk_overlap=cfg.chunk_overlap,
@@ -242,7 +199,57 @@ def build_output_spec(
         calibration_source=calibration_source(cfg) if "int8" in cfg.output_dtypes else None,
         prompt=prompt,
         prompt_name=prompt_name,
+        top_k=top_k,
     )
+
+
+def _dense_columns(cfg: JobConfig, model: ModelInfo) -> list[ColumnSpec]:
+    """The model's own recipe (or the masked mean without one), then each --pooling, for each
+    --layer."""
+    top, recipe = model.num_layers, model.recipe
+    if cfg.sparse_top_k is not None:
+        raise ConfigError(
+            f"--sparse-top-k {cfg.sparse_top_k}: {model.name} is a dense model; the option is "
+            "for sparse models (SparseEncoder)"
+        )
+    layers = _absolute_layers(cfg.layers, model)
+    columns = []
+    if not cfg.poolings:  # the model's own recipe, or the masked mean without one
+        source = "model" if recipe.from_model else "default"
+        base = MODEL_COLUMN if recipe.from_model else "emb_" + "+".join(recipe.pooling)
+        for k in layers:
+            dense = bool(recipe.dense) and k == top  # the Dense was trained on the last layer
+            columns.append(
+                ColumnSpec(
+                    name=base if k == top else f"{base}_layer{k}",
+                    pooling=recipe.pooling,
+                    layer=k,
+                    dim=_recipe_dim(recipe, model, dense),
+                    dense=dense,
+                    include_prompt=recipe.include_prompt,
+                    source=source,
+                )
+            )
+    for pooling in dict.fromkeys(cfg.poolings):
+        for k in layers:
+            if pooling == "pooler" and k != top:
+                raise ConfigError(
+                    f"--pooling pooler --layer {k}: the pooler exists only on top of the last "
+                    f"layer ({top}); ask for other layers in a separate run, or use cls"
+                )
+            name = f"emb_{pooling}" if k == top else f"emb_{pooling}_layer{k}"
+            columns.append(ColumnSpec(name, (pooling,), k, model.hidden_size))
+    return columns
+
+
+def _max_length(cfg: JobConfig, model: ModelInfo, max_length: int) -> int:
+    if max_length > model.max_positions:
+        raise ConfigError(
+            f"--max-length {max_length}: {model.name} accepts at most {model.max_positions} tokens"
+        )
+    if max_length < 2:
+        raise ConfigError("--max-length: expected at least 2 (room for [CLS] and [SEP])")
+    return max_length
 
 
 def _absolute_layers(layers: tuple[int, ...], model: ModelInfo) -> list[int]:

@@ -14,7 +14,15 @@ from typing import Any
 import click
 
 from etl import ConfigError, EmbedEtlError, JobConfig, __version__
-from etl.config import DEVICES_HELP, DTYPES, ENGINES, LONG_TEXT, OUTPUT_DTYPES, POOLINGS
+from etl.config import (
+    DEVICES_HELP,
+    DTYPES,
+    ENGINES,
+    LONG_TEXT,
+    OUTPUT_DTYPES,
+    POOLINGS,
+    TASKS,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # the job could not run: model, output directory, internal error
@@ -127,6 +135,24 @@ def cli() -> None:
     help="One of the model's configured prompts, by name (query, passage, ...). [default: the "
     "model's default prompt, if it has one]",
     **_env("PROMPT_NAME"),
+)
+@click.option(
+    "--task",
+    type=click.Choice(TASKS),
+    default=None,
+    help="Embed as sentence-transformers' encode_query or encode_document would: the route of "
+    "an asymmetric sparse model (its Router), a multi-vector model's marker, length and "
+    "skiplist, and the task's prompt. --prompt-name query implies --task query for those "
+    "models. [default: what the model's encode gives, its default route]",
+    **_env("TASK"),
+)
+@click.option(
+    "--sparse-top-k",
+    type=int,
+    default=None,
+    help="Sparse models: keep the K largest weights of each row (sentence-transformers' "
+    "max_active_dims). [default: the model's max_active_dims, or every nonzero weight]",
+    **_env("SPARSE_TOP_K"),
 )
 @click.option(
     "--trust-remote-code",

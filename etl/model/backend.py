@@ -20,6 +20,7 @@ from etl.errors import ConfigError
 
 PLAIN_BERT = "plain-bert"  # etl.model.bert
 TRANSFORMERS = "transformers"  # transformers' AutoModel / AutoTokenizer
+STATIC = "static-weights"  # a sparse model's SparseStaticEmbedding: no encoder at all
 TOKENIZERS = "tokenizers"  # tokenizer.json through `tokenizers` alone (PlainTokenizer)
 FLASH_ATTENTION = "flash_attention_2"
 
@@ -56,17 +57,29 @@ def choose_backend(
     dtype: str,
     flash: bool | None = None,
     forced: str = "auto",
+    kind: Any = None,
 ) -> Backend:
     """The rule: plain BERT and tokenizers wherever they reproduce transformers exactly (see
     plain_bert_mismatch, plain_tokenizer_applies), unless FlashAttention-2 is there to skip the
     padding (CUDA, half precision); transformers otherwise. ``flash`` overrides the detection.
     ``forced`` (--backend) names the model's code; one that cannot run the model is an error,
-    never a silent hand-over to the other."""
+    never a silent hand-over to the other. ``kind`` is the model's recipe: a SPLADE model's
+    masked-language-model head runs in transformers only, a static sparse route in no model
+    code at all."""
     path = Path(path)
     if forced not in BACKEND_CHOICES:
         raise ConfigError(f"--backend {forced}: expected one of {', '.join(BACKEND_CHOICES)}")
+    sparse = getattr(kind, "sparse", None)
+    if sparse is not None and sparse.kind == "static":
+        if forced != "auto":
+            raise ConfigError(
+                f"--backend {forced}: {path} is a static sparse route (SparseStaticEmbedding): "
+                "no encoder runs; use --backend auto"
+            )
+        tokens = TOKENIZERS if plain_tokenizer_applies(path) else TRANSFORMERS
+        return Backend(model=STATIC, tokenizer=tokens)
     if forced != "auto":
-        why = mismatch(forced, path, custom_code)
+        why = mismatch(forced, path, custom_code, masked_lm=sparse is not None)
         if why is not None:
             raise ConfigError(
                 f"--backend {forced}: {path} cannot run on it ({why}); use --backend auto"
@@ -78,7 +91,8 @@ def choose_backend(
         flash = forced != PLAIN_BERT and flash_attention_available(device_type, dtype)
     attention = FLASH_ATTENTION if flash else None
     if forced == "auto":
-        plain = attention is None and mismatch(PLAIN_BERT, path, custom_code) is None
+        why = mismatch(PLAIN_BERT, path, custom_code, masked_lm=sparse is not None)
+        plain = attention is None and why is None
         forced = PLAIN_BERT if plain else TRANSFORMERS
     return Backend(
         model=forced,
@@ -152,8 +166,11 @@ class ModelCode(ABC):
         gives last_hidden_state, hidden_states and pooler_output) and the weights it lacks."""
 
 
-def mismatch(code: str, path: Path, custom_code: bool) -> str | None:
-    """Why ``code`` cannot run the model at ``path`` as its authors meant; None if it can."""
+def mismatch(code: str, path: Path, custom_code: bool, masked_lm: bool = False) -> str | None:
+    """Why ``code`` cannot run the model at ``path`` as its authors meant; None if it can.
+    ``masked_lm``: the model's masked-language-model head is needed (a SPLADE model)."""
+    if code == PLAIN_BERT and masked_lm:
+        return "its masked-language-model head runs in transformers only"
     if code == PLAIN_BERT:
         return (
             "its config.json maps it to code of its own"

@@ -51,6 +51,7 @@ class ModelInfo:
     tokenizer_sha256: str = ""  # digest of the tokenizer files' content (32 hex)
     recipe: Recipe = field(default_factory=lambda: Recipe(from_model=False), compare=False)
     custom_code: bool = False  # config.json maps the model to its own Python code (auto_map)
+    vocab_size: int = 0  # token ids are below this (a sparse vector's width)
 
     def flops_per_token(self, seq_len: float, layers: int | None = None) -> float:
         """Useful FLOPs to encode one token of a sequence of seq_len real tokens.
@@ -64,8 +65,15 @@ class ModelInfo:
         return 2.0 * (layers if layers is not None else self.num_layers) * per_layer
 
 
-def read_model_info(path: Path, name: str) -> ModelInfo:
-    """Read config.json (and sentence-transformers' config, if any) from a model directory."""
+def read_model_info(
+    path: Path, name: str, task: str | None = None, prompt_name: str | None = None
+) -> ModelInfo:
+    """Read config.json (and sentence-transformers' config, if any) from a model directory.
+    A Router's route for ``task`` says which folder holds the encoder (etl.model.router)."""
+    recipe = read_recipe(path, name, task, prompt_name)
+    if recipe.body is None:
+        return _static_info(path, name, recipe)
+    path = path / recipe.body if recipe.body else path
     config_file = path / "config.json"
     try:
         raw = config_file.read_bytes()
@@ -105,9 +113,50 @@ def read_model_info(path: Path, name: str) -> ModelInfo:
         config_sha256=hashlib.sha256(raw).hexdigest(),
         weights_sha256=weights_sha256,
         tokenizer_sha256=tokenizer_sha256,
-        recipe=read_recipe(path, name),
+        recipe=recipe,
         custom_code=bool(config.get("auto_map")),
+        vocab_size=int(config.get("vocab_size") or 0),
     )
+
+
+def _static_info(path: Path, name: str, recipe: Recipe) -> ModelInfo:
+    """A route without an encoder (SparseStaticEmbedding): its tokenizer and its weights."""
+    weights = Path(recipe.sparse.static_weights) if recipe.sparse is not None else path
+    folder = weights.parent
+    try:
+        header = _safetensors_header(weights)
+        (shape,) = [v["shape"] for k, v in header.items() if k != "__metadata__"]
+        tokenizer = {n: folder / n for n in TOKENIZER_FILES if (folder / n).is_file()}
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        tokenizer_sha256 = files_digest(tokenizer)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(
+            f"--model {name}: cannot read the static weights {weights}: {exc}"
+        ) from exc
+    limit = config.get("model_max_length")
+    limit = limit if isinstance(limit, int) and 0 < limit < 1_000_000 else 512
+    return ModelInfo(
+        name=name,
+        path=str(folder),
+        model_type="static",
+        num_layers=0,
+        hidden_size=0,
+        intermediate_size=0,
+        max_positions=limit,
+        default_max_length=limit,
+        config_sha256=json_digest(config),
+        weights_sha256=recipe.sparse.weights_sha256 if recipe.sparse is not None else "",
+        tokenizer_sha256=tokenizer_sha256,
+        recipe=recipe,
+        vocab_size=int(shape[0]),
+    )
+
+
+def _safetensors_header(file: Path) -> dict:
+    """The JSON header of a .safetensors file: the name, dtype and shape of each tensor."""
+    with open(file, "rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        return json.loads(handle.read(size))
 
 
 def _max_positions(config: dict) -> int:

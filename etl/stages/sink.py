@@ -17,7 +17,7 @@ from etl.contract import Shard, WindowInfo
 from etl.reuse.spill import NewVectors
 from etl.reuse.store import StoreTarget
 from etl.spec import METADATA_PREFIX, OutputSpec
-from etl.stages.vectors import arrow_type
+from etl.stages.vectors import arrow_type, sparse_type
 from etl.stages.window import TokenInput, Window
 from etl.storage.base import Storage
 from etl.version import __version__
@@ -38,8 +38,9 @@ def output_schema(input_schema: pa.Schema, spec: OutputSpec, shard: Shard) -> pa
     for c in spec.columns:
         for name, dtype in spec.stored(c):
             if c.tokens:
-                width = spec.truncate_dim or spec.model.hidden_size
-                kind = pa.list_(arrow_type(dtype, width))
+                kind = pa.list_(arrow_type(dtype, min(spec.truncate_dim or c.dim, c.dim)))
+            elif c.sparse:
+                kind = sparse_type(dtype)
             else:
                 kind = arrow_type(dtype, spec.out_dim(c))
             fields.append(pa.field(name, kind))
@@ -78,6 +79,13 @@ def file_metadata(spec: OutputSpec, shard: Shard) -> dict[str, str]:
         values["dense"] = json.dumps([[d.path, d.out_features, d.activation] for d in recipe.dense])
     if spec.prompt_name:
         values["prompt_name"] = spec.prompt_name
+    if recipe.kind != "dense":
+        values["kind"] = recipe.kind
+        values["task"] = recipe.task or ""
+        values["route"] = recipe.route or ""
+        values["vocab_size"] = str(model.vocab_size)
+    if spec.top_k is not None:
+        values["sparse_top_k"] = str(spec.top_k)
     if spec.long_text == "chunk":
         values["chunk_overlap"] = str(spec.chunk_overlap)
     if spec.truncate_dim is not None:

@@ -35,6 +35,7 @@ def tokenize_window(
     max_length: int,
     layout: Layout,
     keep_whole: bool = False,
+    special_tokens: bool = True,
 ) -> Tokenized:
     """Every text tokenized once, in one parallel call, without truncation (the Rust tokenizer
     tokenizes a whole text before it truncates, so the full count costs nothing more), then
@@ -42,7 +43,8 @@ def tokenize_window(
 
     A huge text is tokenized from a head cut at a whitespace (the same first tokens) and
     counted piece by piece. With ``keep_whole`` (--long-text chunk) the ids of every text
-    longer than max_length are kept whole, for its windows.
+    longer than max_length are kept whole, for its windows. Without ``special_tokens`` (a
+    static sparse route) the tokenizer adds none, and ``layout`` must say so.
     """
     count = len(texts)
     if not count:
@@ -52,14 +54,14 @@ def tokenize_window(
     heads = list(texts) if len(cut) else texts
     for i in cut:
         heads[i] = head(texts[i], budget)
-    lists = _encode(tokenizer, heads)
+    lists = _encode(tokenizer, heads, special_tokens)
     for i in cut:
         # A head too short to fill max_length tokens (a text of very long words): take more.
         chars = budget
         while len(lists[i]) < max_length and len(heads[i]) < len(texts[i]):
             chars *= 4
             heads[i] = head(texts[i], chars)
-            lists[i] = _encode(tokenizer, [heads[i]])[0]
+            lists[i] = _encode(tokenizer, [heads[i]], special_tokens)[0]
     full = Sequences.from_lists(lists)
     n_tokens = full.lengths.copy()
     whole: dict[int, np.ndarray] = {}
@@ -71,7 +73,7 @@ def tokenize_window(
             whole[int(i)] = content_ids(tokenizer, texts[i])
             n_tokens[i] = len(whole[int(i)]) + before + after
         else:
-            n_tokens[i] = count_tokens(tokenizer, texts[i])
+            n_tokens[i] = count_tokens(tokenizer, texts[i], special_tokens)
     if keep_whole:
         for i in np.flatnonzero(n_tokens > max_length):
             if int(i) not in whole:  # tokenized whole already: its ids between the specials
@@ -107,11 +109,12 @@ def _cut(text: str, start: int, chars: int) -> int:
     return end
 
 
-def count_tokens(tokenizer: Any, text: str) -> int:
+def count_tokens(tokenizer: Any, text: str, special_tokens: bool = True) -> int:
     """Tokens of the whole text, special tokens included, in bounded memory."""
     if len(text) <= PIECE_CHARS:
-        return len(_backend(tokenizer).encode(text, add_special_tokens=True))
-    return _specials(tokenizer) + sum(len(piece) for piece in _pieces(tokenizer, text))
+        return len(_backend(tokenizer).encode(text, add_special_tokens=special_tokens))
+    specials = _specials(tokenizer) if special_tokens else 0
+    return specials + sum(len(piece) for piece in _pieces(tokenizer, text))
 
 
 def content_ids(tokenizer: Any, text: str) -> np.ndarray:
@@ -184,14 +187,14 @@ def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     return int(differ[0]) if len(differ) else n
 
 
-def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+def _encode(tokenizer: Any, texts: list[str], special_tokens: bool = True) -> list[list[int]]:
     """Ids of each text, special tokens added, neither truncated nor padded: the Rust
     tokenizer's own batch call, parallel on every core (transformers' fast tokenizers wrap
     the same object). The job never reads offsets: encode_batch_fast (tokenizers 0.20+) skips
     them, 1.23x faster on the corpus, the same ids."""
     backend = _backend(tokenizer)
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    return [encoding.ids for encoding in encode(texts, add_special_tokens=True)]
+    return [encoding.ids for encoding in encode(texts, add_special_tokens=special_tokens)]
 
 
 def chunk_rows(

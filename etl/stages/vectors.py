@@ -35,6 +35,12 @@ def arrow_type(output_dtype: str, dim: int) -> pa.DataType:
     return pa.list_(value, dim)
 
 
+def sparse_type(output_dtype: str) -> pa.DataType:
+    """The Parquet column type of a sparse vector: its nonzero weights, sorted by index."""
+    value = {"float32": pa.float32(), "float16": pa.float16()}[output_dtype]
+    return pa.list_(pa.struct([pa.field("index", pa.int32()), pa.field("value", value)]))
+
+
 def encode(
     vectors: np.ndarray, output_dtype: str, ranges: dict[str, Any] | None = None
 ) -> np.ndarray:

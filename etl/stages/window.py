@@ -19,6 +19,7 @@ from etl.contract import WindowInfo
 from etl.reuse.shard import EMBED, SHARD
 from etl.reuse.spill import NewVectors
 from etl.spec import OutputSpec
+from etl.stages.sparse_rows import SparseRows
 from etl.stages.token_rows import TokenRows
 from etl.stages.vectors import encode, finish, l2_normalize, to_arrow
 
@@ -38,10 +39,12 @@ class Window:
         self.spec = spec
         self.spill = spill  # the shard's new vectors, with reuse
         self.dtypes = spec.output_dtypes
-        pooled = [c for c in spec.columns if not c.tokens]
+        pooled = [c for c in spec.columns if not c.tokens and not c.sparse]
+        self.sparse = {c.name: SparseRows(info.num_rows) for c in spec.columns if c.sparse}
         self.vectors = {c.name: np.zeros((info.num_rows, c.dim), np.float32) for c in pooled}
         self.maxed = {c.name for c in pooled if c.pooling == ("max",) and not c.dense}
         token_columns = [c.name for c in spec.columns if c.tokens]
+        self.dims = {c.name: c.dim for c in spec.columns}
         self.tokens = TokenRows(info.num_rows, token_columns, info.drop_head, info.drop_tail)
         self.weight = None
         if info.multi is not None:
@@ -64,7 +67,9 @@ class Window:
     ) -> None:
         """Place a batch: (B, D) vectors per column at their rows; (B, T, H) token columns."""
         multi = self.info.multi
-        pooled = {name: v for name, v in vectors.items() if name not in self.tokens.names}
+        for name, rows_of in self.sparse.items():
+            rows_of.add(rows, vectors[name])
+        pooled = {name: v for name, v in vectors.items() if name in self.vectors}
         if multi is None or not multi[rows].any():
             for name, values in pooled.items():
                 self.vectors[name][rows] = values
@@ -123,6 +128,8 @@ class Window:
         nulls = pa.array(~self.filled) if not self.filled.all() else None
         if name in self.tokens.names:
             return [self._finished_tokens(name, nulls, d) for d in self.dtypes]
+        if name in self.sparse:
+            return [self.sparse[name].array(d, nulls) for d in self.dtypes]
         values = self.vectors[name]
         if not self.filled.all():
             values[~self.filled] = 0.0  # null rows: masked out, but keep the values finite
@@ -137,9 +144,9 @@ class Window:
 
     def _finished_tokens(self, name: str, nulls: pa.Array | None, dtype: str) -> pa.Array:
         spec = self.spec
-        hidden = spec.model.hidden_size
-        width = spec.truncate_dim or hidden
-        flat = self.tokens.vectors(name, hidden)[:, :width]  # (all tokens, H)
+        dim = self.dims[name]  # the hidden size, or a multi-vector model's projection
+        width = spec.truncate_dim or dim
+        flat = self.tokens.vectors(name, dim)[:, :width]  # (all tokens, D)
         if spec.normalize:
             flat = l2_normalize(flat)
         vectors = to_arrow(encode(flat, dtype), None)

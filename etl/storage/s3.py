@@ -12,9 +12,12 @@ never costs the whole object and a shard streams one row group at a time.
 
 Why boto3 and not obstore: obstore 0.12.1, checked against the S3 test server (moto), gives
 create-if-absent (AlreadyExistsError), compare-and-swap on the ETag (PreconditionError) and
-ranged reads, but its writer cannot abort an upload, and it cannot list the multipart uploads a
-killed process left, which is how a rerun leaves nothing behind (ListMultipartUploads,
-AbortMultipartUpload): that guarantee needs the S3 API itself.
+ranged reads, and its writer aborts its own upload (leaving a `with` block by an exception), but
+it cannot list the multipart uploads a killed process left, which is how a rerun leaves nothing
+behind (ListMultipartUploads, AbortMultipartUpload): that guarantee needs the S3 API itself.
+Inputs go through this same module rather than a second client (pyarrow's, obstore's), so one
+job resolves its S3 credentials and endpoint once, from one place. (Azure's unfinished uploads
+are uncommitted blocks that nothing lists, which is why az:// can use obstore: see blob.py.)
 """
 
 from __future__ import annotations

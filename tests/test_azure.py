@@ -50,8 +50,6 @@ def _azurite_bin() -> str:
 def azurite(tmp_path_factory):
     """Azurite on 127.0.0.1 with a fresh workspace; the environment obstore reads points at it."""
     script = _azurite_bin()
-    pytest.importorskip("obstore")
-    pytest.importorskip("azure.storage.blob")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -316,3 +314,37 @@ def test_gs_keeps_its_refusal_of_workers_and_az_spellings_share_one_backend():
         assert storage.conditional is not uri.startswith("gs://")
         assert not fork_safe(("/local/in", uri))
     assert fork_safe(("/local/in", "s3://b/p", "memory://x"))
+
+
+def test_a_shards_plan_facts_cost_ranged_gets_only(container, tmp_path, tiny_model, monkeypatch):
+    """As on S3: the plan reads a pending shard's footer and an existing output's footer by
+    ranged GETs of at most 128 KiB each object, never a whole object of MBs."""
+    from etl.plan import plan_job
+    from tests.conftest import job_config, run_ok
+    from tests.test_s3_state import RecordingProxy
+
+    path = tmp_path / "big.parquet"
+    texts = [f"{t} {i} " * 8 for i, t in enumerate(tiny_texts(20_000))]
+    pq.write_table(pa.table({"id": range(len(texts)), "text": texts}), path, row_group_size=4096)
+    container.upload_blob("corpus/big.parquet", path.read_bytes())
+    name = container.container_name
+    uri, out = f"az://{name}/corpus/big.parquet", f"az://{name}/vectors"
+    run_ok(uri, out, tiny_model)
+    for prefix in ("vectors/_embed_etl/shards/", "vectors/_embed_etl/done/"):
+        for key in _blobs(container, prefix):
+            container.delete_blob(key)  # the plan must read the output's footer
+    sizes = {
+        f"{ACCOUNT}/{name}/{key}": container.get_blob_client(key).get_blob_properties().size
+        for key in ("corpus/big.parquet", "vectors/big.parquet")
+    }
+    assert min(sizes.values()) > 1 << 20
+    with RecordingProxy(os.environ["AZURITE_BLOB_STORAGE_URL"]) as proxy:
+        monkeypatch.setenv("AZURITE_BLOB_STORAGE_URL", proxy.url)
+        plan = plan_job(job_config(uri, out, tiny_model))
+    assert [s.rel_name for s in plan.pending] == ["big.parquet"] and plan.total_rows == 20_000
+    for key, size in sizes.items():
+        gets = [r for r in proxy.requests if r.method == "GET" and r.key == key]
+        assert gets and all(r.range for r in gets), (key, proxy.requests)
+        read = sum(r.body_bytes for r in gets)
+        print(f"{key}: {len(gets)} ranged GETs, {read:,} of {size:,} bytes ({read / size:.2%})")
+        assert read <= 1 << 17 and read < 0.1 * size, (key, read, size)

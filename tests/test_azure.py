@@ -348,3 +348,46 @@ def test_a_shards_plan_facts_cost_ranged_gets_only(container, tmp_path, tiny_mod
         read = sum(r.body_bytes for r in gets)
         print(f"{key}: {len(gets)} ranged GETs, {read:,} of {size:,} bytes ({read / size:.2%})")
         assert read <= 1 << 17 and read < 0.1 * size, (key, read, size)
+
+
+def test_sigkill_mid_shard_then_a_rerun_is_exactly_once_with_no_strays(
+    container, tmp_path, tiny_model
+):
+    import signal
+
+    from tests.conftest import wait_until
+
+    rows = 2000
+    uri = _corpus(container, tmp_path, rows=rows)
+    out = f"az://{container.container_name}/vectors"
+    args = ["run", uri, "-o", out, "--model", str(tiny_model), "--batch-size", "4", "--no-progress"]
+    env = {**os.environ, "EMBED_ETL_PART_SIZE": str(64 << 10)}  # outputs go up in blocks
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", *args], cwd=REPO, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        claimed = lambda: bool(_blobs(container, "vectors/_embed_etl/claims/"))  # noqa: E731
+        wait_until(proc, claimed, "a shard claimed", poll=0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    rerun = _cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = _report(rerun)
+    assert summary["shards_done"] + summary["shards_skipped"] == SHARDS
+    ids = [
+        i
+        for k in range(SHARDS)
+        for i in _table(container, f"vectors/p{k}.parquet").column("id").to_pylist()
+    ]
+    assert sorted(ids) == list(range(SHARDS * rows))  # every row exactly once
+    strays = [
+        k
+        for k in _blobs(container, "vectors/")
+        if not k.startswith(("vectors/_embed_etl/shards/", "vectors/_embed_etl/done/"))
+        and k not in ("vectors/_embed_etl/job.json", "vectors/_embed_etl/vectors/store.json")
+        and not (k.startswith("vectors/_embed_etl/vectors/segments/") and k.endswith(".seg"))
+        and not (k.startswith("vectors/p") and k.endswith(".parquet"))
+    ]
+    assert strays == []  # no claim, no temporary object

@@ -17,6 +17,11 @@ TEST_STAMP := $(VENV)/.installed-test
 AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_SPEC ?= apache-airflow==3.3.2
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+# Azurite, the Azure Storage emulator the az:// tests run against, from npm into a folder of its
+# own (skipped, and those tests with it, where node or npm is missing).
+AZURITE_DIR ?= .azurite
+AZURITE_SPEC ?= azurite@3
+AZURITE_STAMP := $(AZURITE_DIR)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install embed test test-slow bench bench-gpu docs lint fmt clean
@@ -46,11 +51,17 @@ $(AIRFLOW_STAMP):
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet "$(AIRFLOW_SPEC)" pytest
 	touch $(AIRFLOW_STAMP)
 
-test: $(TEST_STAMP) $(AIRFLOW_STAMP) ## Run the test suite (offline, a few minutes on 2 cores)
+$(AZURITE_STAMP):
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+		npm install --silent --no-audit --no-fund --prefix $(AZURITE_DIR) "$(AZURITE_SPEC)" && \
+		touch $(AZURITE_STAMP); \
+	else echo "node or npm not found: the az:// tests (Azurite) will be skipped"; fi
+
+test: $(TEST_STAMP) $(AIRFLOW_STAMP) $(AZURITE_STAMP) ## Run the test suite (offline, a few minutes on 2 cores)
 	$(BIN)/python -m pytest -m "not slow" --ignore=tests/airflow_dag $(ARGS)
 	$(AIRFLOW_VENV)/bin/python -m pytest tests/airflow_dag --confcutdir=tests/airflow_dag -p no:cacheprovider
 
-test-slow: $(TEST_STAMP) ## Run only the slow tests
+test-slow: $(TEST_STAMP) $(AZURITE_STAMP) ## Run only the slow tests
 	$(BIN)/python -m pytest -m slow --ignore=tests/airflow_dag $(ARGS)
 
 bench: $(TEST_STAMP) ## Benchmark against sentence-transformers on the shared corpus

@@ -140,17 +140,23 @@ def _expand_uri(spec: str, listed: dict[str, tuple[int, int]]):
                 listed[f.location] = (f.size, f.mtime_ns)
                 yield f.location, rel
         return
-    where = files.kind(spec)
-    if where == "file":
-        yield spec, posixpath.basename(spec.rstrip("/"))
-    elif where == "dir":
-        for f in files.walk(spec):
-            rel = _relative_uri(f.location, spec)
-            if _wanted(rel):
-                listed[f.location] = (f.size, f.mtime_ns)
-                yield f.location, rel
-    else:
+    if not spec.endswith("/"):  # a prefix written as one needs no look for an object
+        try:
+            found = files.info(spec)
+        except FileNotFoundError:
+            found = None
+        if found is not None:
+            listed[spec] = (found.size, found.mtime_ns)
+            yield spec, posixpath.basename(spec.rstrip("/"))
+            return
+    under = files.walk(spec)
+    if not under:
         raise ConfigError(f"INPUT {spec}: no such {scheme}:// object or prefix")
+    for f in under:
+        rel = _relative_uri(f.location, spec)
+        if _wanted(rel):
+            listed[f.location] = (f.size, f.mtime_ns)
+            yield f.location, rel
 
 
 def _relative_uri(location: str, root: str) -> str:

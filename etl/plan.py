@@ -23,7 +23,8 @@ from etl.spec import METADATA_PREFIX, OutputSpec, build_output_spec
 from etl.stages.source import check_columns
 from etl.state.job_record import check_job_record, read_job
 from etl.state.manifest import Manifest, shard_done
-from etl.storage import Storage, files, is_uri, open_storage
+from etl.storage import Storage, files, fork_safe, is_uri, open_storage
+from etl.worker.settings import reader_locations
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,12 @@ def plan_job(cfg: JobConfig, placement: Placement | None = None) -> JobPlan:
             "--output %s: this store has no create-if-absent write: claims cannot keep two "
             "processes apart; give each process its own part with --shard-index/--num-shards",
             cfg.output_dir,
+        )
+    if cfg.num_workers and not fork_safe(reader_locations(cfg)):
+        raise ConfigError(
+            f"--num-workers {cfg.num_workers}: reader processes are forked, and the obstore "
+            "client that az:// and gs:// go through does not survive a fork; use "
+            "--num-workers 0 (a reader thread)"
         )
     if not cfg.overwrite:
         check_job_record(read_job(storage), spec, cfg.output_dir, storage)

@@ -5,8 +5,9 @@ included); row counts equal to the manifest's; every vector column of the type a
 job's fingerprint promises; no NaN or infinity; unit length where the job normalized (within
 NORM_TOLERANCE); null vectors exactly where the text was null; the file's fingerprint the
 job's. polars scans only the columns it needs, with its streaming engine, one shard at a time,
-so memory does not grow with the corpus (a URI through pyarrow's file system, as inputs are
-read); --sample checks vectors on a fraction of the rows (every id is still checked).
+so memory does not grow with the corpus (a URI one row group at a time, through the storage
+the job used for it); --sample checks vectors on a fraction of the rows (every id is still
+checked).
 """
 
 from __future__ import annotations
@@ -175,18 +176,30 @@ def _check_shard(
 
 
 def _scan(location: str) -> Any:
-    """A lazy polars scan: of a local file by polars itself; of a URI through the pyarrow file
-    system the job reads its inputs with (the same client and credentials, no third one)."""
+    """A lazy polars scan: of a local file by polars itself; of a URI one row group at a time
+    from the storage the job reads and writes that store with (one client, no second one)."""
     import polars as pl
+    from polars.io.plugins import register_io_source
 
     if not is_uri(location):
         return pl.scan_parquet(location)
-    import pyarrow.dataset as ds
+    parquet = parquet_file(location)
+    schema = pl.from_arrow(parquet.schema_arrow.empty_table()).schema
 
-    from etl.storage import files
+    def row_groups(columns: list[str] | None, predicate: Any, n_rows: int | None, _: Any) -> Any:
+        left = n_rows
+        for group in range(parquet.num_row_groups):
+            if left is not None and left <= 0:
+                return
+            frame = pl.from_arrow(parquet.read_row_group(group, columns=columns))
+            if predicate is not None:
+                frame = frame.filter(predicate)
+            if left is not None:
+                frame = frame.head(left)
+                left -= frame.height
+            yield frame
 
-    fs, path = files.filesystem(location)
-    return pl.scan_pyarrow_dataset(ds.dataset(path, filesystem=fs, format="parquet"))
+    return register_io_source(row_groups, schema=schema)
 
 
 def _vector_columns(identity: dict, schema: pa.Schema, check: ShardCheck) -> dict[str, str]:

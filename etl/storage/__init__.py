@@ -1,14 +1,15 @@
-"""The one seam to where data lives: local paths, s3:// and the other object stores.
+"""The one seam to where data lives: local paths, s3://, az://, gs:// and the other stores.
 
-An output location is a Storage: list, read, create-if-absent, put a whole object, replace only
-what was read (swap), delete, and an upload that appears only when published. Every read and
-write the job makes under --output goes through one. Inputs are read through ``files``: a
-pyarrow file system for any path or URI, so a shard streams row group by row group.
+A location is a Storage: list, read, create-if-absent, put a whole object, replace only what was
+read (swap), delete, and an upload that appears only when published. Every read and write the
+job makes, inputs included (through ``files``), goes through one, and ``open_storage`` is the
+one place that maps a scheme to its backend, so each kind of store has one client family.
 
-base    the operations every backend offers, and the upload
+base    the operations every backend offers, the upload, a ranged reader
 local   a directory (also any shared file system)
-s3      s3:// and S3-compatible stores (MinIO, R2...): conditional writes, multipart uploads
-arrow   any other pyarrow or fsspec file system (memory://, gs://, abfs://...)
+s3      s3:// and S3-compatible stores (MinIO, R2...), through boto3
+blob    az://, abfs[s]:// (Azure Blob Storage) and gs:// (Google Cloud Storage), through obstore
+arrow   any other pyarrow or fsspec file system (memory://, hdfs://...)
 files   the input side: list, stat and open files by path or URI
 """
 
@@ -18,26 +19,40 @@ from pathlib import Path
 
 from etl.storage.base import Entry, Storage, Upload, is_uri, join
 
+S3 = ("s3", "s3a")
+OBSTORE = ("az", "abfs", "abfss", "adl", "azure", "gs", "gcs")  # etl.storage.blob
+
+
+def scheme_of(location: str | Path) -> str:
+    """'s3', 'az', ... for a URI; '' for a local path."""
+    return str(location).split("://", 1)[0].lower() if is_uri(location) else ""
+
 
 def open_storage(location: str | Path) -> Storage:
-    """The storage behind an --output location: a path, or a URI."""
-    if not is_uri(location):
+    """The storage behind a location: a path, or a URI."""
+    scheme = scheme_of(location)
+    text = str(location)
+    if scheme in ("", "file"):
         from etl.storage.local import LocalStorage
 
-        return LocalStorage(location)
-    text = str(location)
-    scheme = text.split("://", 1)[0].lower()
-    if scheme in ("s3", "s3a"):
+        return LocalStorage(text.split("://", 1)[1] if scheme else text)
+    if scheme in S3:
         from etl.storage.s3 import S3Storage
 
         return S3Storage.from_uri(text)
-    if scheme == "file":
-        from etl.storage.local import LocalStorage
+    if scheme in OBSTORE:
+        from etl.storage.blob import BlobStorage
 
-        return LocalStorage(text.split("://", 1)[1])
+        return BlobStorage.from_uri(text)
     from etl.storage.arrow import ArrowStorage
 
     return ArrowStorage.from_uri(text)
 
 
-__all__ = ["Entry", "Storage", "Upload", "is_uri", "join", "open_storage"]
+def fork_safe(locations: tuple[str, ...]) -> bool:
+    """Whether a process forked after using these locations can still use them: obstore's
+    runtime does not survive a fork (its threads stay behind), boto3 and the others do."""
+    return not any(scheme_of(location) in OBSTORE for location in locations if location)
+
+
+__all__ = ["Entry", "Storage", "Upload", "fork_safe", "is_uri", "join", "open_storage"]

@@ -1,9 +1,12 @@
-"""Any other file system pyarrow or fsspec knows (memory://, gs://, abfs://...) as an output.
+"""Any other file system pyarrow or fsspec knows (memory://, hdfs://...), inputs and outputs.
 
-An upload is written under a hidden name and moved into place when published. Whether
-create-if-absent is atomic depends on the store: memory:// lives in this one process, where a
-lock makes it so; for the others embed-etl has no conditional write, so claims cannot keep two
-processes apart, and the job says so: split the work with --shard-index/--num-shards instead.
+pyarrow's own file systems serve hdfs:// and viewfs://, fsspec every other scheme it knows;
+files open for random access, so a Parquet reader fetches one row group at a time. An upload is
+written under a hidden name and moved into place when published. These file systems offer no
+create-if-absent or compare-and-swap write, so the lock and the read-compare-write below are
+embed-etl's own: atomic for memory://, which lives in this one process; for the others claims
+cannot keep two processes apart, and the job says so: split the work with
+--shard-index/--num-shards instead. (s3://, az:// and gs:// have their own modules.)
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from etl.errors import ConfigError
 from etl.storage.base import Entry, Storage, Upload, join
-from etl.storage.files import filesystem
 
 _LOCK = threading.Lock()  # memory:// is one process's: its compare-and-write happen under this
 
@@ -27,7 +30,7 @@ class ArrowStorage(Storage):
     """A folder of a pyarrow file system, named by a URI. Picklable."""
 
     def __init__(self, uri: str) -> None:
-        self.root_uri = uri.rstrip("/")
+        self.root_uri = uri if uri.endswith("://") else uri.rstrip("/")  # memory:// is a root
         self.scheme = uri.split("://", 1)[0].lower()
         self.conditional = self.scheme == "memory"
         self._fs: Any = None
@@ -60,7 +63,10 @@ class ArrowStorage(Storage):
         return f"{root}/{key.strip('/')}" if key else root
 
     def uri(self, key: str = "") -> str:
-        return join(self.root_uri, key) if key else self.root_uri
+        if not key:
+            return self.root_uri
+        base = self.root_uri[:-1] if self.root_uri.endswith("://") else self.root_uri
+        return f"{base}/{key.strip('/')}"
 
     def child(self, prefix: str) -> ArrowStorage:
         return ArrowStorage(self.uri(prefix))
@@ -86,8 +92,7 @@ class ArrowStorage(Storage):
         found = self.fs.get_file_info(self.path(key))
         if found.type != pafs.FileType.File:
             return None
-        mtime = (found.mtime_ns or 0) / 1e9
-        return Entry(key, int(found.size or 0), mtime)
+        return Entry(key, int(found.size or 0), int(found.mtime_ns or 0))
 
     def list(self, prefix: str) -> list[Entry]:
         base = self.path(prefix)
@@ -98,7 +103,7 @@ class ArrowStorage(Storage):
             if item.type != pafs.FileType.File or name.startswith("."):
                 continue
             key = join(prefix, item.path[len(base) :])
-            found.append(Entry(key, int(item.size or 0), (item.mtime_ns or 0) / 1e9))
+            found.append(Entry(key, int(item.size or 0), int(item.mtime_ns or 0)))
         return sorted(found, key=lambda e: e.key)
 
     def create(self, key: str, data: bytes) -> bool:
@@ -165,6 +170,25 @@ class ArrowStorage(Storage):
     def _hidden(self, final: str, tag: str) -> str:
         folder, name = final.rsplit("/", 1)
         return f"{folder}/.{name}.{tag}"
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow file system, path inside it) for a URI."""
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme in ("hdfs", "viewfs"):
+        try:
+            return pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise ConfigError(f"{uri}: cannot open this location: {exc}") from exc
+    try:
+        import fsspec
+    except ImportError as exc:  # pragma: no cover - torch depends on fsspec
+        raise ConfigError(f"{uri}: this scheme needs fsspec") from exc
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"{uri}: unknown or unavailable scheme ({exc})") from exc
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
 class ArrowUpload(Upload):

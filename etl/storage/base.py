@@ -1,11 +1,16 @@
-"""What every storage backend offers: the objects, the operations, the upload."""
+"""What every storage backend offers: the objects, the operations, the upload, and a ranged
+reader for stores that have ranged reads but no file object a Parquet reader can seek in."""
 
 from __future__ import annotations
 
+import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -14,7 +19,18 @@ class Entry:
 
     key: str
     size: int
-    mtime: float  # seconds since the epoch
+    mtime_ns: int  # nanoseconds since the epoch, as exact as the store says
+
+    @property
+    def mtime(self) -> float:
+        """Seconds since the epoch."""
+        return self.mtime_ns / 1e9
+
+
+def nanoseconds(when: datetime) -> int:
+    """A store's timestamp as integer nanoseconds since the epoch, with no float rounding."""
+    delta = when - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
 
 
 class Upload(ABC):
@@ -131,3 +147,41 @@ def is_uri(location: str | Path) -> bool:
     text = str(location)
     scheme, sep, _ = text.partition("://")
     return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").isalnum()
+
+
+class RangedReader(io.RawIOBase):
+    """A read-only, seekable view of one object; each read is one ranged read of the storage
+    (wrap it in io.BufferedReader). A Parquet reader reads a footer, then the column chunks it
+    needs, never the whole object."""
+
+    def __init__(self, storage: Storage, key: str, size: int) -> None:
+        super().__init__()
+        self.storage, self.key, self.size, self.position = storage, key, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        length = min(len(buffer), self.size - self.position)
+        if length <= 0:
+            return 0
+        (data,) = self.storage.read_ranges(self.key, [(self.position, length)])
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+
+def ranged_file(storage: Storage, key: str, size: int) -> BinaryIO:
+    """The object as a buffered, seekable file of ranged reads (64 KiB at least each)."""
+    return io.BufferedReader(RangedReader(storage, key, size), buffer_size=1 << 16)

@@ -1,22 +1,27 @@
-"""The input side: list, stat and open files by local path or URI, through pyarrow file systems.
+"""The input side: list, stat and open input files by local path or URI, through the storage that
+serves the same scheme's outputs (open_storage), so a job talks to each store with one client
+family and one resolution of credentials and endpoint, whichever way the data flows.
 
-s3:// (credentials and endpoint from the standard AWS settings), gs://, abfs:// and the other
-schemes pyarrow knows go through pyarrow's own file systems; any other scheme fsspec knows
-(memory://, ...) through fsspec. A file is opened for random access, so a Parquet reader
-fetches one row group at a time, never the whole object.
+A URI is split into its store's root (scheme://bucket, scheme://container) and the key inside
+it. Each root's storage is opened once per process and per the settings its client reads from
+the environment (AWS_*, AZURE_*, GOOGLE_*...), so thousands of shards do not make thousands of
+clients, and a changed setting takes effect. A file opens for random access (ranged reads), so
+a Parquet reader fetches its footer, then one row group at a time, never the whole object.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-import pyarrow as pa
-import pyarrow.fs as pafs
+from etl.storage import open_storage
+from etl.storage.base import Storage, is_uri
 
-from etl.errors import ConfigError, StorageError
-from etl.storage.base import is_uri
+# The environment a storage's client reads its credentials and endpoint from.
+SETTINGS_PREFIXES = ("AWS_", "AZURE_", "AZURITE_", "GOOGLE_", "EMBED_ETL_")
 
 
 @dataclass(frozen=True)
@@ -26,89 +31,58 @@ class FileInfo:
     mtime_ns: int
 
 
-def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
-    """(pyarrow file system, path inside it) for a local path or a URI."""
+def locate(location: str | Path) -> tuple[Storage, str, str]:
+    """(storage, key inside it, the storage's root as users write it) for a path or a URI."""
     text = str(location)
     if not is_uri(text):
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(text))
-    scheme = text.split("://", 1)[0].lower()
-    if scheme not in ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file"):
-        return _fsspec(text)
-    try:
-        return pafs.FileSystem.from_uri(text)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise ConfigError(f"{text}: cannot open this location: {exc}") from exc
+        path = os.path.abspath(os.path.expanduser(text))
+        folder, name = os.path.split(path)
+        return _storage(folder, ()), name, folder
+    scheme, rest = text.split("://", 1)
+    authority, _, key = rest.partition("/")
+    root = f"{scheme}://{authority}"
+    return _storage(root, _settings()), key.strip("/"), root
 
 
-def _fsspec(text: str) -> tuple[pafs.FileSystem, str]:
-    try:
-        import fsspec
-    except ImportError as exc:  # pragma: no cover - torch depends on fsspec
-        raise ConfigError(f"{text}: this scheme needs fsspec") from exc
-    try:
-        fs, path = fsspec.core.url_to_fs(text)
-    except (ImportError, ValueError) as exc:
-        raise ConfigError(f"{text}: unknown or unavailable scheme ({exc})") from exc
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+def _settings() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(SETTINGS_PREFIXES)))
 
 
-def with_scheme(location: str, path: str) -> str:
-    """A path found inside the file system of ``location``, written the way users write it."""
-    if not is_uri(location):
-        return path
-    scheme = location.split("://", 1)[0]
-    return f"{scheme}://{path.lstrip('/')}" if scheme != "memory" else f"memory://{path}"
-
-
-def _file_info(location: str) -> pafs.FileInfo:
-    fs, path = filesystem(location)
-    try:
-        return fs.get_file_info(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise StorageError(f"{location}: {exc}") from exc
+@functools.lru_cache(maxsize=64)
+def _storage(root: str, settings: tuple[tuple[str, str], ...]) -> Storage:
+    return open_storage(root)
 
 
 def info(location: str) -> FileInfo:
     """Size and modification time; FileNotFoundError if there is no such file."""
-    found = _file_info(location)
-    if found.type != pafs.FileType.File:
+    storage, key, _ = locate(location)
+    found = storage.stat(key) if key else None
+    if found is None:
         raise FileNotFoundError(location)
-    mtime = found.mtime_ns if found.mtime_ns is not None else 0
-    return FileInfo(location, int(found.size or 0), int(mtime))
-
-
-def kind(location: str) -> str:
-    """'file', 'dir' or 'missing'."""
-    found = _file_info(location)
-    if found.type == pafs.FileType.File:
-        return "file"
-    if found.type == pafs.FileType.Directory:
-        return "dir"
-    return "missing"
+    return FileInfo(location, found.size, found.mtime_ns)
 
 
 def walk(location: str) -> list[FileInfo]:
     """Every file under a folder or prefix, recursively, sorted by location."""
-    fs, path = filesystem(location)
-    try:
-        found = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
-    except (pa.ArrowException, OSError) as exc:
-        raise StorageError(f"{location}: cannot list: {exc}") from exc
+    storage, key, root = locate(location)
     files = [
-        FileInfo(with_scheme(location, f.path), int(f.size or 0), int(f.mtime_ns or 0))
-        for f in found
-        if f.type == pafs.FileType.File
+        FileInfo(f"{root}/{entry.key}", entry.size, entry.mtime_ns) for entry in storage.list(key)
     ]
     return sorted(files, key=lambda f: f.location)
 
 
 def read_bytes(location: str) -> bytes:
     """A whole (small) file: a calibration file, say."""
-    with open_input(location) as handle:
-        return handle.read()
+    storage, key, _ = locate(location)
+    data = storage.read(key) if key else None
+    if data is None:
+        raise FileNotFoundError(location)
+    return data
 
 
-def open_input(location: str) -> pa.NativeFile:
+def open_input(location: str) -> BinaryIO:
     """A random-access file: a Parquet reader fetches only what it reads."""
-    fs, path = filesystem(location)
-    return fs.open_input_file(path)
+    storage, key, _ = locate(location)
+    if not key:
+        raise FileNotFoundError(location)
+    return storage.open(key)

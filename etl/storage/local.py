@@ -105,7 +105,7 @@ class LocalStorage(Storage):
             st = self.local_path(key).stat()
         except OSError:
             return None
-        return Entry(key, st.st_size, st.st_mtime)
+        return Entry(key, st.st_size, st.st_mtime_ns)
 
     def list(self, prefix: str) -> list[Entry]:
         """Every object under ``prefix`` (a folder key), sorted; temporaries left out."""
@@ -123,7 +123,7 @@ class LocalStorage(Storage):
                 except OSError:
                     continue  # deleted meanwhile
                 key = path.relative_to(self.root).as_posix()
-                found.append(Entry(key, st.st_size, st.st_mtime))
+                found.append(Entry(key, st.st_size, st.st_mtime_ns))
         return sorted(found, key=lambda e: e.key)
 
     def create(self, key: str, data: bytes) -> bool:

@@ -1,4 +1,5 @@
-"""s3:// (and S3-compatible stores: MinIO, R2, Ceph) as an output location, through boto3.
+"""s3:// (and S3-compatible stores: MinIO, R2, Ceph) through boto3: inputs, outputs, the job's
+records, `status` and `verify`, one client family with one credential and endpoint resolution.
 
 Credentials, region and endpoint come from where the AWS tools look: AWS_* environment variables
 (AWS_ENDPOINT_URL included), profiles, instance roles. Create-if-absent is a conditional PUT
@@ -6,24 +7,27 @@ Credentials, region and endpoint come from where the AWS tools look: AWS_* envir
 An output is written as a multipart upload that is completed only when published, after its
 rows were checked (a small one as a single PUT), so a key holds a whole object or none; uploads a
 killed process left unfinished are aborted by whoever claims the shard next. Reads are ranged
-GETs (RangedReader), so a footer never costs the whole object.
+GETs (base.RangedReader: boto3 has no seekable object a Parquet reader can use), so a footer
+never costs the whole object and a shard streams one row group at a time.
 
 Why boto3 and not obstore: obstore 0.12.1, checked against the S3 test server (moto), gives
 create-if-absent (AlreadyExistsError), compare-and-swap on the ETag (PreconditionError) and
-ranged reads, but its writer cannot abort an upload, and it cannot list the multipart uploads a
-killed process left, which is how a rerun leaves nothing behind (ListMultipartUploads,
-AbortMultipartUpload): that guarantee needs the S3 API itself.
+ranged reads, and its writer aborts its own upload (leaving a `with` block by an exception), but
+it cannot list the multipart uploads a killed process left, which is how a rerun leaves nothing
+behind (ListMultipartUploads, AbortMultipartUpload): that guarantee needs the S3 API itself.
+Inputs go through this same module rather than a second client (pyarrow's, obstore's), so one
+job resolves its S3 credentials and endpoint once, from one place. (Azure's unfinished uploads
+are uncommitted blocks that nothing lists, which is why az:// can use obstore: see blob.py.)
 """
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from typing import Any, BinaryIO
 
 from etl.errors import ConfigError, EmbedEtlError, StorageError
-from etl.storage.base import Entry, Storage, join
+from etl.storage.base import Entry, Storage, join, nanoseconds, ranged_file
 from etl.storage.multipart import PART_SIZE, S3Upload
 
 CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
@@ -107,7 +111,7 @@ class S3Storage(Storage):
         entry = self.stat(key)
         if entry is None:
             raise FileNotFoundError(self.uri(key))
-        return io.BufferedReader(RangedReader(self, key, entry.size), buffer_size=1 << 16)
+        return ranged_file(self, key, entry.size)
 
     def read_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes]:
         """One ranged GET per range (callers merge nearby ranges: see range_gap)."""
@@ -139,7 +143,7 @@ class S3Storage(Storage):
             if _code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise _error(exc, self.uri(key), self._client) from exc
-        return Entry(key, int(head["ContentLength"]), head["LastModified"].timestamp())
+        return Entry(key, int(head["ContentLength"]), nanoseconds(head["LastModified"]))
 
     def list(self, prefix: str) -> list[Entry]:
         base = self.full(prefix)
@@ -152,7 +156,8 @@ class S3Storage(Storage):
             for page in pages:
                 for item in page.get("Contents", ()):
                     key = item["Key"][len(self.full("")) :].lstrip("/")
-                    found.append(Entry(key, int(item["Size"]), item["LastModified"].timestamp()))
+                    when = nanoseconds(item["LastModified"])
+                    found.append(Entry(key, int(item["Size"]), when))
         except Exception as exc:
             raise _error(exc, self.uri(prefix), self._client) from exc
         return sorted(found, key=lambda e: e.key)
@@ -233,37 +238,6 @@ class S3Storage(Storage):
                 return False
             raise _error(exc, self.uri(key), self._client) from exc
         return True
-
-
-class RangedReader(io.RawIOBase):
-    """A read-only, seekable view of one object; each read is one ranged GET."""
-
-    def __init__(self, storage: S3Storage, key: str, size: int) -> None:
-        super().__init__()
-        self.storage, self.key, self.size, self.position = storage, key, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
-        self.position = max(0, base + offset)
-        return self.position
-
-    def readinto(self, buffer: Any) -> int:
-        length = min(len(buffer), self.size - self.position)
-        if length <= 0:
-            return 0
-        (data,) = self.storage.read_ranges(self.key, [(self.position, length)])
-        buffer[: len(data)] = data
-        self.position += len(data)
-        return len(data)
 
 
 def _code(exc: BaseException) -> str:

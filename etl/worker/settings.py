@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from etl.contract import Shard
+from etl.storage import fork_safe
 from etl.storage.base import Storage
 
 if TYPE_CHECKING:
@@ -52,7 +53,13 @@ def worker_settings(
         batch_tokens=cfg.batch_tokens,
         batch_size=cfg.batch_size,
         sort_window=cfg.sort_window,
-        readers=cfg.num_workers,
+        readers=cfg.num_workers if fork_safe(reader_locations(cfg)) else 0,
         trust_remote_code=cfg.trust_remote_code,
         progress=progress,
     )
+
+
+def reader_locations(cfg: JobConfig) -> tuple[str, ...]:
+    """What reader processes read: the inputs, and the vector stores (under the output unless
+    --store says otherwise). Where one of them cannot be used after a fork, a thread reads."""
+    return (*cfg.inputs, cfg.output_dir, cfg.store or "", *cfg.reuse)

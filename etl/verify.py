@@ -25,11 +25,12 @@ from etl.inputs import discover
 from etl.recompute import RecomputeReport
 from etl.spec import METADATA_PREFIX
 from etl.stages.source import parquet_file
+from etl.stages.vectors import sparse_type
 from etl.state.job_record import read_job
 from etl.state.manifest import DoneIndex, Manifest, shard_done
 from etl.storage import Storage, is_uri, open_storage
+from etl.verify_values import NORM_TOLERANCE, check_values
 
-NORM_TOLERANCE = {"float32": 1e-3, "float16": 1e-2}  # |norm - 1| allowed, by stored dtype
 FLOAT_TYPES = {"float32": pa.float32(), "float16": pa.float16()}
 
 
@@ -172,7 +173,8 @@ def _check_shard(
                 f"{name}: {counts[f'{name}:null']} rows null where the text is not, or not "
                 "null where it is"
             )
-    _check_values(output, columns, identity, sample, check)
+    problems = check_values(_scan(output), columns, identity, sample)
+    check.problems += problems
 
 
 def _scan(location: str) -> Any:
@@ -202,8 +204,10 @@ def _scan(location: str) -> Any:
     return register_io_source(row_groups, schema=schema)
 
 
-def _vector_columns(identity: dict, schema: pa.Schema, check: ShardCheck) -> dict[str, str]:
-    """The output's vector columns with their stored dtype, each checked against the job."""
+def _vector_columns(
+    identity: dict, schema: pa.Schema, check: ShardCheck
+) -> dict[str, tuple[str, str]]:
+    """The output's vector columns: (stored dtype, pooling), each checked against the job."""
     dtypes = identity.get("output_dtypes") or [identity["output_dtype"]]
     columns = {}
     for column in identity["columns"]:
@@ -216,48 +220,16 @@ def _vector_columns(identity: dict, schema: pa.Schema, check: ShardCheck) -> dic
             if not schema.field(name).type.equals(expected):
                 check.problems.append(f"{name}: {schema.field(name).type}, expected {expected}")
                 continue
-            if column["pooling"] != "tokens":
-                columns[name] = dtype
+            columns[name] = (dtype, column["pooling"])
     return columns
 
 
 def _expected_type(column: dict, dtype: str, identity: dict) -> pa.DataType:
+    if column["pooling"] == "sparse":
+        return sparse_type(dtype)
     width = min(identity.get("truncate_dim") or column["dim"], column["dim"])
     if dtype == "binary":
         element = pa.list_(pa.uint8(), width // 8)
     else:
         element = pa.list_({**FLOAT_TYPES, "int8": pa.int8()}[dtype], width)
     return pa.list_(element.value_type, width) if column["pooling"] == "tokens" else element
-
-
-def _check_values(
-    output: str, columns: dict[str, str], identity: dict, sample: float, check: ShardCheck
-) -> None:
-    import polars as pl
-
-    floats = [name for name, dtype in columns.items() if dtype in FLOAT_TYPES]
-    if not floats:
-        return
-    every = max(1, round(1 / sample))
-    scan = _scan(output).select(floats)
-    if every > 1:
-        scan = scan.filter(pl.int_range(pl.len()) % every == 0)
-    checks = []
-    for name in floats:
-        v = pl.col(name)
-        bad = v.arr.eval(pl.element().is_nan() | pl.element().is_infinite()).arr.any()
-        checks.append(bad.sum().alias(f"{name}:bad"))
-        if identity["normalize"]:
-            norm = v.arr.eval(pl.element().cast(pl.Float64).pow(2)).arr.sum().sqrt()
-            off = (norm - 1).abs() > NORM_TOLERANCE[columns[name]]
-            checks.append(off.sum().alias(f"{name}:norm"))
-    counts = scan.select(checks).collect(engine="streaming").row(0, named=True)
-    for name in floats:
-        if counts[f"{name}:bad"]:
-            check.problems.append(f"{name}: {counts[f'{name}:bad']} vectors with NaN or infinity")
-        if counts.get(f"{name}:norm"):
-            tolerance = NORM_TOLERANCE[columns[name]]
-            check.problems.append(
-                f"{name}: {counts[f'{name}:norm']} vectors not of unit length "
-                f"(|norm - 1| > {tolerance}) in a normalized job"
-            )

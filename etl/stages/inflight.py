@@ -101,7 +101,7 @@ class InFlight:
         compute = torch.cuda.current_stream(self.device)
         started = torch.cuda.Event(enable_timing=True)
         computed = torch.cuda.Event(enable_timing=True)
-        copied = torch.cuda.Event()
+        copied = torch.cuda.Event(blocking=True)  # its wait sleeps: the core is the threads'
         started.record(compute)
         results = self.forward(batch)  # enqueued on `compute`
         computed.record(compute)

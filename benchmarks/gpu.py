@@ -3,14 +3,15 @@
 On the same rows of the shared corpus and the same device: this job in float16 and bfloat16 at
 two token budgets (the larger once more with a reader thread instead of worker processes),
 against sentence-transformers `encode` in the same dtype at its best batch size of a short
-sweep; cosines to float32; how busy the GPU was during each job; a cold start; then the CUDA
-tests. Writes the report as JSON and a Markdown table headed with the device's name
-(bench-results/gpu.json, gpu.md, and the tests' output, cuda-tests.txt) and, for a full run,
-puts the table into the GPU section of benchmarks/RESULTS.md (`--results` names another file; a
-smoke or quick run writes there only when asked; `--publish gpu.json` puts a fetched run's
-table there). `--quick` runs everything once (one repeat, one sentence-transformers batch
-size, one cold start): a few minutes, model loads included. `--device cpu --smoke` runs every
-step small on the CPU, so the script cannot rot until a GPU is lent (the tests run it so).
+sweep; cosines to float32; how busy the GPU was during each job; a cold start; and, first, the
+CUDA tests. Writes the report as JSON (after each step) and a Markdown table headed with the
+device's name (bench-results/gpu.json, gpu.md; the tests' output in cuda-tests.txt) and, for a
+full run, puts the table into the GPU section of benchmarks/RESULTS.md (`--results` names
+another file; a smoke or quick run writes there only when asked; `--publish gpu.json` puts a
+fetched run's table there). `--quick` runs everything once (one repeat, one
+sentence-transformers batch size, one cold start): a few minutes, model loads included.
+`--device cpu --smoke` runs every step small on the CPU, so the script cannot rot until a GPU
+is lent (the tests run it so).
 
 GPU busy: the sum over the job's batches of the time between two CUDA events on the compute
 stream, one before the batch's input copy and one after its pooling (etl.stages.inflight),
@@ -68,6 +69,11 @@ def main() -> None:
         "smoke": args.smoke,
         "quick": args.quick,
     }
+    args.out.mkdir(parents=True, exist_ok=True)
+    # The tests first, and the report written after each step: a run cut short keeps them.
+    report["cuda_tests"] = _cuda_tests(args)
+    report["results"] = results = []
+    _save(args.out, report)
     table = corpus_rows(args.corpus, args.rows)
     shards = work / "in"
     shards.mkdir()
@@ -78,7 +84,6 @@ def main() -> None:
     texts = table.column("text").to_pylist()
     say(f"{len(texts):,} rows on {report['device']}")
     reference = _st(texts, args, "float32", batch_size=args.st_batch_sizes[-1])[1]
-    results = []
     for dtype in DTYPES:
         best_bs, st_rate, st_vectors = _st_best(texts, args, dtype)
         results.append(
@@ -125,12 +130,10 @@ def main() -> None:
                 f"embed-etl {dtype} budget {budget}{thread}: {rate} rows/s "
                 f"({rate / st_rate:.2f}x ST), GPU busy {_share(busy_median)}"
             )
-    report["results"] = results
+            _save(args.out, report)
     report["cold_start"] = _cold_start(args, work)
-    args.out.mkdir(parents=True, exist_ok=True)
-    report["cuda_tests"] = _cuda_tests(args)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    (args.out / "gpu.json").write_text(json.dumps(report, indent=1))
+    _save(args.out, report)
     markdown = to_markdown(report)
     (args.out / "gpu.md").write_text(markdown)
     print(markdown)
@@ -153,6 +156,10 @@ def gpu_busy(out: Path, summary: dict) -> float | None:
         return None
     wall = max(r.finished_at for r in done) - min(r.started_at for r in done)
     return round(device / wall, 3) if wall > 0 else None
+
+
+def _save(out: Path, report: dict) -> None:
+    (out / "gpu.json").write_text(json.dumps(report, indent=1))
 
 
 def _share(busy: float | None) -> str:

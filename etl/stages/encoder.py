@@ -3,6 +3,8 @@
 One forward pass gives every output column: each pools one hidden layer (the model's own modes,
 or --pooling's), the model's Dense layers follow where its recipe has them, and token vectors
 are handed over whole. Normalizing waits for the sink, after a long text's windows are joined.
+The job's batches go through ``in_flight`` (etl.stages.inflight): queued on the device and
+collected later; ``encode`` is the same pass waited for.
 """
 
 from __future__ import annotations

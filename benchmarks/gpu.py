@@ -3,17 +3,29 @@
 On the same rows of the shared corpus and the same device: this job in float16 and bfloat16 at
 two token budgets (the larger once more with a reader thread instead of worker processes),
 against sentence-transformers `encode` in the same dtype at its best batch size of a short
-sweep; cosines to float32; a cold start; then the CUDA tests. Writes a Markdown table headed
-with the device's name (bench-results/gpu.md) and, for a full run, puts it into the GPU section
-of benchmarks/RESULTS.md (`--results` names another file; a smoke run writes there only when
-asked). `--device cpu --smoke` runs every step small on the CPU, so the script cannot rot until
-a GPU is lent (the tests run it so).
+sweep; cosines to float32; how busy the GPU was during each job; a cold start; and, first, the
+CUDA tests. Writes the report as JSON (after each step) and a Markdown table headed with the
+device's name (bench-results/gpu.json, gpu.md; the tests' output in cuda-tests.txt) and, for a
+full run, puts the table into the GPU section of benchmarks/RESULTS.md (`--results` names
+another file; a smoke or quick run writes there only when asked; `--publish gpu.json` puts a
+fetched run's table there). `--quick` runs everything once (one repeat, one
+sentence-transformers batch size, one cold start): a few minutes, model loads included.
+`--device cpu --smoke` runs every step small on the CPU, so the script cannot rot until a GPU
+is lent (the tests run it so).
+
+GPU busy: the sum over the job's batches of the time between two CUDA events on the compute
+stream, one before the batch's input copy and one after its pooling (etl.stages.inflight),
+over the wall time from the first shard's start to the last one's record: the share of the
+embedding time in which the GPU had a batch to work on. Launch gaps inside a batch count as
+busy; time waiting for the reader, the tokenizer or the writer does not. No dependency
+(torch.cuda.utilization() would need pynvml); n/a on a CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import statistics
@@ -34,6 +46,11 @@ GPU_START, GPU_END = "<!-- bench-gpu:start -->", "<!-- bench-gpu:end -->"
 
 def main() -> None:
     args = _parse()
+    if args.publish is not None:
+        target = args.results or RESULTS
+        write_results(target, to_markdown(json.loads(args.publish.read_text())))
+        say(f"GPU section of {target} replaced with the table of {args.publish}")
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -48,18 +65,25 @@ def main() -> None:
         "device": _device_name(args.device),
         "machine": machine(torch.get_num_threads()),
         "rows": args.rows,
+        "shards": args.shards,
         "smoke": args.smoke,
+        "quick": args.quick,
     }
+    args.out.mkdir(parents=True, exist_ok=True)
+    # The tests first, and the report written after each step: a run cut short keeps them.
+    report["cuda_tests"] = _cuda_tests(args)
+    report["results"] = results = []
+    _save(args.out, report)
     table = corpus_rows(args.corpus, args.rows)
     shards = work / "in"
     shards.mkdir()
     import pyarrow.parquet as pq
 
-    pq.write_table(table, shards / "part-00000.parquet")
+    for i, rows in enumerate(_split(table.num_rows, args.shards)):
+        pq.write_table(table.slice(*rows), shards / f"part-{i:05d}.parquet")
     texts = table.column("text").to_pylist()
     say(f"{len(texts):,} rows on {report['device']}")
     reference = _st(texts, args, "float32", batch_size=args.st_batch_sizes[-1])[1]
-    results = []
     for dtype in DTYPES:
         best_bs, st_rate, st_vectors = _st_best(texts, args, dtype)
         results.append(
@@ -73,10 +97,10 @@ def main() -> None:
         # Each budget with the default readers (worker processes on a GPU), then the larger
         # one with a reader thread (--num-workers 0, the CPU default) to see which is faster.
         for budget, workers in [(b, None) for b in args.budgets] + [(args.budgets[-1], 0)]:
-            rates, vectors = [], None
+            rates, busy, vectors = [], [], None
             for repeat in range(args.repeats):
                 out = work / f"job-{dtype}-{budget}-{workers}-{repeat}"
-                secs, vectors, _ = run_job(
+                secs, vectors, summary = run_job(
                     shards,
                     out,
                     column="emb_model",
@@ -87,7 +111,9 @@ def main() -> None:
                     normalize=True,
                 )
                 rates.append(len(texts) / secs)
+                busy.append(gpu_busy(out, summary))
             rate = round(statistics.median(rates), 1)
+            busy_median = None if None in busy else round(statistics.median(busy), 3)
             thread = ", --num-workers 0 (a reader thread)" if workers == 0 else ""
             results.append(
                 {
@@ -96,23 +122,54 @@ def main() -> None:
                     "rows_per_s": rate,
                     "x_st": round(rate / st_rate, 2),
                     "cos_min": cosines(vectors, reference)["min"],
+                    "gpu_busy": busy_median,
+                    "gpu_busy_runs": busy,
                 }
             )
-            say(f"embed-etl {dtype} budget {budget}: {rate} rows/s ({rate / st_rate:.2f}x ST)")
-    report["results"] = results
+            say(
+                f"embed-etl {dtype} budget {budget}{thread}: {rate} rows/s "
+                f"({rate / st_rate:.2f}x ST), GPU busy {_share(busy_median)}"
+            )
+            _save(args.out, report)
     report["cold_start"] = _cold_start(args, work)
-    report["cuda_tests"] = _cuda_tests(args)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu.json").write_text(json.dumps(report, indent=1))
+    _save(args.out, report)
     markdown = to_markdown(report)
     (args.out / "gpu.md").write_text(markdown)
     print(markdown)
     say(f"written to {args.out / 'gpu.md'} in {report['seconds']} s")
-    results_file = args.results or (None if args.smoke else RESULTS)
+    results_file = args.results or (None if args.smoke or args.quick else RESULTS)
     if results_file is not None:
         write_results(results_file, markdown)
         say(f"GPU section of {results_file} replaced")
+
+
+def gpu_busy(out: Path, summary: dict) -> float | None:
+    """The share of the embedding's wall time the GPU computed (see the module's docstring);
+    None where nothing was timed (a CPU)."""
+    from etl.state.manifest import Manifest
+    from etl.storage import open_storage
+
+    device = summary["device_seconds"]
+    done = [r for r in Manifest(open_storage(str(out))).records() if r.started_at is not None]
+    if not device or not done:
+        return None
+    wall = max(r.finished_at for r in done) - min(r.started_at for r in done)
+    return round(device / wall, 3) if wall > 0 else None
+
+
+def _save(out: Path, report: dict) -> None:
+    (out / "gpu.json").write_text(json.dumps(report, indent=1))
+
+
+def _share(busy: float | None) -> str:
+    return "n/a" if busy is None else f"{busy:.0%}"
+
+
+def _split(rows: int, parts: int) -> list[tuple[int, int]]:
+    """(offset, length) of ``parts`` near-equal consecutive slices of ``rows``."""
+    bounds = np.linspace(0, rows, parts + 1).astype(int)
+    return [(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)]
 
 
 def write_results(path: Path, markdown: str) -> None:
@@ -178,6 +235,7 @@ def _cuda_tests(args) -> dict:
     env = dict(os.environ, EMBED_ETL_TEST_DEVICE=args.device)
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    (args.out / "cuda-tests.txt").write_text(proc.stdout + proc.stderr)
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
     counts = {k: 0 for k in ("passed", "failed", "skipped", "error")}
     for part in last.replace("=", "").split(","):
@@ -195,18 +253,23 @@ def to_markdown(report: dict) -> str:
     cold = report["cold_start"]
     tests = report["cuda_tests"]
     smoke = " (smoke run: figures mean nothing)" if report["smoke"] else ""
+    quick = " (quick run: once each)" if report.get("quick") else ""
+    shards = report.get("shards", 1)
     lines = [
-        f"**{report['device']}**, {report['date']}, {report['rows']:,} pydocs rows, torch "
-        f"{m['torch']}, host CPU {m['cpu']}{smoke}. embed-etl: Parquet in to Parquet out, start-up "
-        "included; sentence-transformers: `encode` alone, after a warm-up.",
+        f"**{report['device']}**, {report['date']}, {report['rows']:,} pydocs rows in {shards} "
+        f"shard{'s' if shards > 1 else ''}, torch {m['torch']}, host CPU {m['cpu']}{smoke}"
+        f"{quick}. embed-etl: Parquet in to Parquet out, start-up included; "
+        "sentence-transformers: `encode` alone, after a warm-up. GPU busy: the batches' "
+        "compute time by CUDA events over the embedding's wall time.",
         "",
-        "| run | dtype | rows/s | x sentence-transformers | min cosine to float32 |",
-        "|---|---|---:|---:|---:|",
+        "| run | dtype | rows/s | x sentence-transformers | min cosine to float32 | GPU busy |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         ratio = f"{r['x_st']:.2f}" if "x_st" in r else "1.00"
         rate, cos = f"{r['rows_per_s']:,.1f}", f"{r['cos_min']:.4f}"
-        lines.append(f"| {r['what']} | {r['dtype']} | {rate} | {ratio} | {cos} |")
+        busy = _share(r["gpu_busy"]) if "gpu_busy" in r else ""
+        lines.append(f"| {r['what']} | {r['dtype']} | {rate} | {ratio} | {cos} | {busy} |")
     lines += [
         "",
         f"Cold start, one row, medians of {cold['repeats']}: embed-etl {cold['job_s']} s, the "
@@ -224,11 +287,20 @@ def _parse() -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--rows", type=int, default=None, help="default 50,000; smoke 64")
+    parser.add_argument("--shards", type=int, default=1, help="input files the rows are cut into")
     parser.add_argument("--budgets", default=None, help="token budgets; default 16384,65536")
-    parser.add_argument("--st-batch-sizes", default=None, help="default 64,256")
-    parser.add_argument("--repeats", type=int, default=None, help="default 3; smoke 1")
-    parser.add_argument("--cold-repeats", type=int, default=None, help="default 5; smoke 1")
+    parser.add_argument("--st-batch-sizes", default=None, help="default 64,256; quick 256")
+    parser.add_argument("--repeats", type=int, default=None, help="default 3; quick, smoke 1")
+    parser.add_argument("--cold-repeats", type=int, default=None, help="default 5; quick 1")
     parser.add_argument("--smoke", action="store_true", help="every step, small (for the CPU)")
+    parser.add_argument("--quick", action="store_true", help="every step once (a few minutes)")
+    parser.add_argument(
+        "--publish",
+        type=Path,
+        default=None,
+        help="put the table of an earlier run's gpu.json into --results (default "
+        "benchmarks/RESULTS.md) and stop; needs no GPU",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench-results")
     parser.add_argument(
         "--results",
@@ -238,16 +310,23 @@ def _parse() -> argparse.Namespace:
         "benchmarks/RESULTS.md for a full run; none for a smoke run)",
     )
     args = parser.parse_args()
+    if args.publish is not None:
+        return args
     small = args.smoke
     args.rows = args.rows or (64 if small else 50_000)
     args.budgets = [
         int(x) for x in (args.budgets or ("512,2048" if small else "16384,65536")).split(",")
     ]
     args.st_batch_sizes = [
-        int(x) for x in (args.st_batch_sizes or ("16" if small else "64,256")).split(",")
+        int(x)
+        for x in (
+            args.st_batch_sizes or ("16" if small else "256" if args.quick else "64,256")
+        ).split(",")
     ]
-    args.repeats = args.repeats or (1 if small else 3)
-    args.cold_repeats = args.cold_repeats or (1 if small else 5)
+    args.repeats = args.repeats or (1 if small or args.quick else 3)
+    args.cold_repeats = args.cold_repeats or (1 if small or args.quick else 5)
+    if not 1 <= args.shards <= args.rows:
+        parser.error(f"--shards {args.shards}: expected 1 to --rows ({args.rows})")
     if not args.corpus.is_dir():
         parser.error(f"--corpus {args.corpus}: not a directory (set EMBED_ETL_CORPUS)")
     return args

@@ -139,6 +139,7 @@ class ShardRecord:
     chunked_rows: int = 0
     tokens: int = 0  # real tokens fed to the model
     padded_tokens: int = 0  # tokens the model computed, padding included
+    device_seconds: float = 0.0  # the GPU's time on its batches, by CUDA events (CPU: 0)
     seconds: float = 0.0
     error: str | None = None
     texts_embedded: int = 0  # texts that went through the model

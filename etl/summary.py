@@ -44,6 +44,7 @@ class JobSummary:
             "rows_per_s": round(rows / self.seconds, 1) if self.seconds > 0 else None,
             "tokens_per_s": round(tokens / self.seconds, 1) if self.seconds > 0 else None,
             "padding_ratio": round(padded / tokens, 4) if tokens else None,
+            "device_seconds": round(sum(r.device_seconds for r in done), 3),
             "null_rows": sum(r.null_rows for r in done),
             "truncated_rows": sum(r.truncated_rows for r in done),
             "chunked_rows": sum(r.chunked_rows for r in done),
@@ -68,6 +69,7 @@ class JobSummary:
                     "texts_embedded": r.texts_embedded,
                     "rows_reused": {s: r.rows_reused.get(s, 0) for s in REUSE_SOURCES},
                     "seconds": round(r.seconds, 3),
+                    "device_seconds": round(r.device_seconds, 3),
                     **({"error": r.error} if r.error else {}),
                 }
                 for r in self.shards

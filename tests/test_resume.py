@@ -42,21 +42,21 @@ class EncoderSpy:
 
         self.loads = 0
         self.batches = 0
-        real_init, real_encode = (
+        real_init, real_forward = (
             etl.stages.encoder.Encoder.__init__,
-            etl.stages.encoder.Encoder.encode,
+            etl.stages.encoder.Encoder.forward,  # every forward pass, in flight or not
         )
 
         def init(encoder, *a, **kw):
             self.loads += 1
             real_init(encoder, *a, **kw)
 
-        def encode(encoder, batch):
+        def forward(encoder, batch):
             self.batches += 1
-            return real_encode(encoder, batch)
+            return real_forward(encoder, batch)
 
         monkeypatch.setattr(etl.stages.encoder.Encoder, "__init__", init)
-        monkeypatch.setattr(etl.stages.encoder.Encoder, "encode", encode)
+        monkeypatch.setattr(etl.stages.encoder.Encoder, "forward", forward)
 
 
 def test_rerun_does_zero_work_and_does_not_load_the_model(

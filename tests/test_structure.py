@@ -12,7 +12,9 @@ from pathlib import Path
 from tests.conftest import REPO
 
 ETL = REPO / "etl"
-TORCH_USERS = {f"etl.stages.{m}" for m in ("device", "encoder", "head", "loader", "pooling")}
+TORCH_USERS = {
+    f"etl.stages.{m}" for m in ("device", "encoder", "head", "inflight", "loader", "pooling")
+}
 TORCH_USERS.add("etl.model.bert")  # the plain-torch BERT, imported by the encoder only
 
 

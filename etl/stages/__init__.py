@@ -7,6 +7,7 @@ batching   sort rows by length inside a window, cut batches on a padded-token bu
 loader     the above ahead of the model: read_ahead's thread (CPU), DataLoader workers (GPU)
 device     where the model runs, in what precision
 encoder    the model, cut to the deepest layer asked for: one forward pass per batch
+inflight   batches queued on the device, their vectors collected later into recycled buffers
 pooling    hidden states -> one vector per sequence (every sentence-transformers mode)
 head       the model's Dense layers after pooling
 window     vectors placed by row; a long text's windows joined; token vectors in text order

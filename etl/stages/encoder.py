@@ -3,6 +3,8 @@
 One forward pass gives every output column: each pools one hidden layer (the model's own modes,
 or --pooling's), the model's Dense layers follow where its recipe has them, and token vectors
 are handed over whole. Normalizing waits for the sink, after a long text's windows are joined.
+The job's batches go through ``in_flight`` (etl.stages.inflight): queued on the device and
+collected later; ``encode`` is the same pass waited for.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from etl.model.facts import ModelInfo
 from etl.spec import OutputSpec
 from etl.stages.device import cpu_supports, default_threads
 from etl.stages.head import DenseHead
+from etl.stages.inflight import InFlight
 from etl.stages.pooling import pool
 
 log = logging.getLogger(__name__)
@@ -71,10 +74,12 @@ class Encoder:
             if spec.dtype != "float32"
             else contextlib.nullcontext()
         )
+        self.in_flight = InFlight(self.forward, device)  # the job's batches go through this
 
-    def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One forward pass: (B, D) float32 vectors per column on the CPU; a token column
-        gets its (B, T, H) hidden states (the batch's mask says which tokens are real)."""
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One forward pass, enqueued on the device: (B, D) float32 vectors per column; a token
+        column gets its (B, T, H) hidden states (the batch's mask says which tokens are real).
+        The results stay on the device (etl.stages.inflight brings them over)."""
         non_blocking = self.device.type == "cuda"
         ids = batch.input_ids.to(self.device, non_blocking=non_blocking)  # (B, T)
         mask = batch.attention_mask.to(self.device, non_blocking=non_blocking)  # (B, T)
@@ -100,23 +105,36 @@ class Encoder:
                 if column.dense and self.head is not None:
                     vectors = self.head(vectors)  # (B, D)
                 result[column.name] = vectors
-        return {name: v.to("cpu", non_blocking=False) for name, v in result.items()}
+        return result
+
+    def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """forward() brought to the CPU at once, waiting for the device: the synchronous
+        reference the batches in flight are checked against."""
+        return {name: v.to("cpu") for name, v in self.forward(batch).items()}
 
     def warm_up(self, rows: int, length: int) -> None:
-        """On a GPU, run the largest batch the job can produce, so out-of-memory shows before
-        any output. On a CPU running out of memory is no exception to catch (the kernel kills
-        the process), so one short sequence proves the model embeds, in milliseconds."""
+        """On a GPU, run the largest batch the job can produce, as many at once as the job
+        keeps in flight, so out-of-memory shows before any output (and the pinned buffers are
+        pinned once, here). On a CPU running out of memory is no exception to catch (the
+        kernel kills the process), so one short sequence proves the model embeds, in
+        milliseconds."""
+        at_once = self.in_flight.depth + 1
         if self.device.type == "cpu":
-            rows, length = 1, min(length, CPU_WARM_UP_TOKENS)
+            rows, length, at_once = 1, min(length, CPU_WARM_UP_TOKENS), 1
         token = min(1000, self.model.config.vocab_size - 1)  # any ordinary token will do
         ids = torch.full((rows, length), token, dtype=torch.long)
         mask = torch.ones_like(ids)
+        flying = []
         try:
-            self.encode(Batch(-1, -1, torch.arange(rows), ids, mask))
+            for _ in range(at_once):
+                flying.append(self.in_flight.submit(Batch(-1, -1, torch.arange(rows), ids, mask)))
+            for submitted in flying:
+                self.in_flight.collect(submitted)
+                self.in_flight.release(submitted)
         except torch.OutOfMemoryError as exc:
             raise ModelError(
-                f"warm-up batch of {rows} x {length} tokens ran out of memory on {self.device}; "
-                "lower --batch-tokens or --batch-size"
+                f"warm-up batch of {rows} x {length} tokens ({at_once} in flight) ran out of "
+                f"memory on {self.device}; lower --batch-tokens or --batch-size"
             ) from exc
         except Exception as exc:  # an architecture that loads but cannot embed
             raise ModelError(

@@ -3,7 +3,8 @@
 A shard is recorded as done only after its output was published, and the lease releases its
 claim only after its record is written. However the loop ends (done, a failure, SIGTERM), the
 lease stops handing out shards and the readers are stopped first, then every claim of this
-run is released and every temporary file removed.
+run is released and every temporary file removed. Batches go from the reader to their shard's
+writer through etl.worker.batches, several in flight on the device.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from etl.contract import (
     Batch,
@@ -34,7 +35,11 @@ from etl.stages.sink import ShardWriter
 from etl.state.lease import Lease
 from etl.state.manifest import Manifest, stamp
 from etl.threads import helper_pool
-from etl.worker.progress import Progress, rows_done
+from etl.worker.batches import Batches, Writing
+from etl.worker.progress import Progress
+
+if TYPE_CHECKING:  # torch stays out of the planning commands' imports
+    from etl.stages.inflight import InFlight
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +47,10 @@ ResultCallback = Callable[[ShardRecord], None]
 
 
 @dataclass
-class _Active:
-    """A shard being written."""
-
-    index: int
-    result: ShardRecord
-    writer: ShardWriter
-    started: float = field(default_factory=time.perf_counter)
-
-
-@dataclass
 class _Committing:
     """A shard whose writer is closing and publishing its file on the io thread."""
 
-    active: _Active
+    active: Writing
     rows: int
     future: Future
 
@@ -67,7 +62,7 @@ class Runner:
         self,
         shards: list[Shard],
         spec: OutputSpec,
-        encoder: Any,
+        flight: InFlight,
         manifest: Manifest,
         lease: Lease,
         on_result: ResultCallback | None = None,
@@ -76,22 +71,22 @@ class Runner:
     ) -> None:
         self.shards = shards
         self.spec = spec
-        self.encoder = encoder
+        self.flight = flight  # the model's batches in flight (the encoder's)
         self.manifest = manifest
         self.storage = manifest.storage
         self.lease = lease  # the claims of this worker's shards
         self.on_result = on_result
-        self.active: dict[int, _Active] = {}
+        self.active: dict[int, Writing] = {}
         self.results: dict[int, ShardRecord] = {}
         self.seen: set[int] = set()  # shards this process claimed
         self.committing: list[_Committing] = []
         self.io: Executor | None = None
-        self.multi: dict[int, Any] = {}  # shard -> its current window's chunked rows
         self.store = store  # where the vectors computed go (the job's own store)
         self.ledger = ledger  # told when each shard is finished, for the readers ahead
 
     def consume(self, loader, total_rows: int, progress: bool | None) -> list[ShardRecord]:
         bar = Progress(total_rows, progress)
+        batches = Batches(self.flight, self.spec, self.active, self._abort, bar)
         items = None
         try:
             items = iter(loader)  # readers start (fork) here, before any thread of ours
@@ -100,12 +95,11 @@ class Runner:
             self.io = helper_pool("embed-etl-io")
             for item in items:
                 if isinstance(item, Batch):
-                    done = self._batch(item)
-                    if done is not None:
-                        bar.update(*done)
+                    batches.submit(item)
                 elif isinstance(item, ShardStart):
                     self._start(item)
                 elif isinstance(item, ShardEnd):
+                    batches.collect_shard(item.shard_index)
                     self._end(item)
                 elif isinstance(item, ShardFailed):
                     self._failed(item)
@@ -115,6 +109,7 @@ class Runner:
                 self.ledger.close()  # a reader waiting on a shard must not wait forever
             self.lease.close()  # no shard is claimed after this
             _stop_readers(items)
+            batches.drop()
             for active in self.active.values():
                 active.writer.abort()
             self._settle(wait=True)  # shards whose publish is under way still get recorded
@@ -148,45 +143,7 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - e.g. output location not writable
             self._record_failure(item.shard_index, result, reason(exc))
             return
-        self.active[item.shard_index] = _Active(item.shard_index, result, writer)
-
-    def _batch(self, batch: Batch) -> tuple[int, int] | None:
-        """Embed one batch into its shard's writer: (rows it completes, tokens), None if the
-        shard failed."""
-        active = self.active.get(batch.shard_index)
-        if active is None:
-            return None  # its shard already failed: drop the rest of it
-        result = active.result
-        try:
-            if batch.window is not None:
-                result.null_rows += batch.window.null_rows
-                result.truncated_rows += batch.window.truncated_rows
-                result.chunked_rows += batch.window.chunked_rows
-                result.tokens += batch.window.real_tokens
-                result.texts_embedded += batch.window.texts_embedded
-                for source, rows in (batch.window.rows_reused or {}).items():
-                    result.rows_reused[source] = result.rows_reused.get(source, 0) + rows
-            vectors, weights, tokens = {}, None, 0
-            if batch.size:
-                vectors = {name: v.numpy() for name, v in self.encoder.encode(batch).items()}
-                weights = batch.attention_mask.sum(dim=1).numpy()  # (B,) tokens per sequence
-                result.padded_tokens += batch.input_ids.numel()
-                tokens = int(weights.sum())
-            if batch.window is not None:
-                self.multi[batch.shard_index] = batch.window.multi
-            rows = rows_done(batch, self.multi.get(batch.shard_index))
-            token_input = None
-            if self.spec.has_tokens and batch.size:
-                parts = batch.parts.numpy() if batch.parts is not None else None
-                token_input = (batch.input_ids.numpy(), batch.attention_mask.numpy(), parts)
-            active.writer.add(
-                batch.window_index, batch.window, batch.rows.numpy(), vectors, weights, token_input
-            )
-        except Exception as exc:  # fail this shard, keep the job going
-            log.debug("batch failed", exc_info=True)
-            self._abort(active, reason(exc))
-            return None
-        return rows, tokens
+        self.active[item.shard_index] = Writing(item.shard_index, result, writer)
 
     def _end(self, item: ShardEnd) -> None:
         active = self.active.pop(item.shard_index, None)
@@ -234,7 +191,7 @@ class Runner:
         output = self.storage.uri(shard.output_key)
         return ShardRecord(shard, ShardStatus.RUNNING, self.spec.fingerprint, output=output)
 
-    def _abort(self, active: _Active, message: str) -> None:
+    def _abort(self, active: Writing, message: str) -> None:
         active.writer.abort()
         self.active.pop(active.index, None)
         active.result.seconds = time.perf_counter() - active.started

@@ -120,7 +120,14 @@ class ShardWorker:
         )
         loader = make_loader(stream, readers, pin_memory=self.device.type == "cuda")
         runner = Runner(
-            list(work.shards), spec, self.encoder, manifest, lease, on_result, store, ledger
+            list(work.shards),
+            spec,
+            self.encoder.in_flight,
+            manifest,
+            lease,
+            on_result,
+            store,
+            ledger,
         )
         progress = self.settings.progress if claim else False
         return runner.consume(loader, work.total_rows, progress)

@@ -255,20 +255,21 @@ def _instrument(stages: Stages, standin: bool) -> None:
     stages.wrap(window.Window, "finished", "encode output")
     stages.wrap(window.Window, "finished_token_ids", "encode output")
     stages.wrap(sink.ShardWriter, "_write", "write (encode output included)")
+    model = "forward" if hasattr(encoder.Encoder, "forward") else "encode"  # older revisions
     if standin:
-        encoder.Encoder.encode = _standin_encode
-    stages.wrap(encoder.Encoder, "encode", "model")
+        setattr(encoder.Encoder, model, _standin_forward)
+    stages.wrap(encoder.Encoder, model, "model")
 
 
-def _standin_encode(self, batch):
-    """Costs nothing; the shapes the real encoder gives: (B, D) per column, (B, T, H) tokens."""
+def _standin_forward(self, batch):
+    """Costs nothing; the shapes the real encoder gives: (B, D) per column, (B, T, D) tokens."""
     import torch
 
     rows, length = batch.input_ids.shape
     out = {}
     for column in self.spec.columns:
         if column.tokens:
-            out[column.name] = torch.zeros(rows, length, self.spec.model.hidden_size)
+            out[column.name] = torch.zeros(rows, length, column.dim)
         else:
             out[column.name] = torch.zeros(rows, column.dim)
     return out
@@ -308,6 +309,7 @@ def _run_child(kind: str, src: str, options: dict) -> dict:
             layers=(0,),
             max_length=256,
             no_reuse=True,
+            device="cpu",  # the host side alone, on a GPU's host too
             **options,
         )
         start = time.perf_counter()

@@ -281,7 +281,8 @@ def cli() -> None:
     type=int,
     default=None,
     help="Processes that read and tokenize ahead of the model; 0 = a thread of the job does "
-    "it. [default: 0 on CPU, up to 4 on GPU]",
+    "it, the tokenizer using every core (faster on CPU and GPU alike: a forked reader "
+    "tokenizes on one core). [default: 0]",
     **_env("NUM_WORKERS"),
 )
 @click.option(

@@ -84,6 +84,8 @@ class Batch:
     attention_mask: torch.Tensor  # (B, T) int64, 1 = real token
     window: WindowInfo | None = None  # set on the first batch of a window only
     parts: torch.Tensor | None = None  # (B,) window number within its row (--long-text chunk)
+    keep: torch.Tensor | None = None  # (B, T) bool: the tokens a token column outputs (None:
+    # the real ones; a multi-vector model leaves its skiplist out and keeps query expansion)
 
     def pin_memory(self) -> Batch:
         """Called by DataLoader(pin_memory=True) so host-to-GPU copies can be asynchronous."""

@@ -17,7 +17,7 @@ from etl.columns import MODEL_COLUMN, ColumnSpec
 from etl.config import JobConfig
 from etl.errors import ConfigError, ModelError
 from etl.kinds import kind_column
-from etl.model.backend import Backend, choose_backend
+from etl.model.backend import STATIC, Backend, choose_backend
 from etl.model.facts import ModelInfo
 from etl.model.recipe import DENSE, SPARSE, Recipe, choose_prompt
 
@@ -136,6 +136,12 @@ class OutputSpec:
     @property
     def sparse(self) -> bool:
         return self.kind == SPARSE
+
+    @property
+    def special_tokens(self) -> bool:
+        """Whether the tokenizer adds its special tokens ([CLS], [SEP]): all but a static
+        sparse route, which tokenizes the bare text."""
+        return self.backend.model != STATIC
 
 
 def _digest(identity: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from etl.stages.device import cpu_supports, default_threads
 from etl.stages.head import DenseHead
 from etl.stages.inflight import InFlight
 from etl.stages.pooling import pool
+from etl.stages.sparse_model import SparseModel
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,18 @@ class Encoder:
         # Read by oneDNN when it first runs, which is our warm-up; a user's setting wins.
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
         torch.set_num_threads(settings.threads or _default_threads(spec, device))
-        self.model = _load_model(spec, device, settings.trust_remote_code)
+        self.sparse = None  # a sparse model's MLM head or static weights, instead of the model
+        if spec.sparse:
+            self.sparse = SparseModel(spec, device, settings.trust_remote_code)
+        else:
+            self.model = _load_model(spec, device, settings.trust_remote_code)
         recipe = spec.model.recipe
         self.head = None
         if any(c.dense for c in spec.columns):
-            self.head = DenseHead(recipe.dense, spec.model.name).eval().to(device)
+            # A dense model's Dense layers over the pooled vector; a multi-vector model's
+            # projection over each token's.
+            layers = recipe.multivector.projection if recipe.multivector else recipe.dense
+            self.head = DenseHead(layers, spec.model.name).eval().to(device)
         self.inner = {c.layer for c in spec.columns if c.layer != spec.deepest_layer}
         if device.type == "cpu" and not cpu_supports(spec.dtype):
             log.warning(
@@ -84,6 +92,8 @@ class Encoder:
         ids = batch.input_ids.to(self.device, non_blocking=non_blocking)  # (B, T)
         mask = batch.attention_mask.to(self.device, non_blocking=non_blocking)  # (B, T)
         with torch.inference_mode(), self.autocast:
+            if self.sparse is not None:
+                return {self.spec.columns[0].name: self.sparse(ids, mask)}  # (B, V)
             out = self.model(
                 input_ids=ids, attention_mask=mask, output_hidden_states=bool(self.inner)
             )
@@ -98,7 +108,9 @@ class Encoder:
                     else out.hidden_states[column.layer]
                 )  # (B, T, H)
                 if column.tokens:
-                    result[column.name] = hidden.float()  # (B, T, H)
+                    if column.dense and self.head is not None:
+                        hidden = self.head(hidden)  # (B, T, D): a multi-vector projection
+                    result[column.name] = hidden.float()  # (B, T, D)
                     continue
                 skip = 0 if column.include_prompt else self.prompt_length
                 vectors = pool(hidden, mask, column.pooling, skip)  # (B, modes x H)
@@ -121,7 +133,8 @@ class Encoder:
         at_once = self.in_flight.depth + 1
         if self.device.type == "cpu":
             rows, length, at_once = 1, min(length, CPU_WARM_UP_TOKENS), 1
-        token = min(1000, self.model.config.vocab_size - 1)  # any ordinary token will do
+        vocab = self.sparse.vocab_size if self.sparse else self.model.config.vocab_size
+        token = min(1000, vocab - 1)  # any ordinary token will do
         ids = torch.full((rows, length), token, dtype=torch.long)
         mask = torch.ones_like(ids)
         flying = []

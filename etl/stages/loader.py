@@ -44,6 +44,7 @@ from etl.stages.source import (
     present_rows,
     text_values,
 )
+from etl.stages.token_mask import TokenMask
 from etl.stages.tokenizer import Layout
 from etl.stages.tokens import Tokenized, chunk_rows, content_ids, tokenize_window
 from etl.threads import helper_pool
@@ -101,6 +102,7 @@ class ShardStream(IterableDataset):
         self.ledger = ledger  # which shards the writer has finished
         self._read: list[int] = []  # shards this reader started and has not seen finished
         self._prompt_ids: np.ndarray | None = None
+        self.token_mask = TokenMask.of(spec, tokenizer)  # a multi-vector model's output tokens
         self._tokenizing: ThreadPoolExecutor | None = None
 
     def __iter__(self) -> Iterator[Item]:
@@ -181,6 +183,7 @@ class ShardStream(IterableDataset):
             spec.max_length,
             self.layout,
             spec.long_text == "chunk",
+            spec.special_tokens,
         )
         return _Begun(index, number, record_batch, first_row, plan, present, tokens)
 
@@ -253,6 +256,9 @@ class ShardStream(IterableDataset):
         layout, sequences, parts = self.layout, window.sequences, window.parts
         for j, members in enumerate(window.batches):
             input_ids, mask = sequences.padded(members, layout.pad_id, layout.left_padding)
+            keep = None
+            if self.token_mask is not None:
+                input_ids, mask, keep = self.token_mask.apply(input_ids, mask, layout.left_padding)
             yield Batch(
                 shard_index=index,
                 window_index=number,
@@ -261,6 +267,7 @@ class ShardStream(IterableDataset):
                 attention_mask=torch.from_numpy(mask),
                 window=info if j == 0 else None,
                 parts=torch.from_numpy(parts[members]) if parts is not None else None,
+                keep=torch.from_numpy(keep) if keep is not None else None,
             )
 
 

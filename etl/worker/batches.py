@@ -131,7 +131,8 @@ class Batches:
         token_input = None
         if self.spec.has_tokens and batch.size:
             parts = batch.parts.numpy() if batch.parts is not None else None
-            token_input = (batch.input_ids.numpy(), batch.attention_mask.numpy(), parts)
+            kept = batch.keep if batch.keep is not None else batch.attention_mask
+            token_input = (batch.input_ids.numpy(), kept.numpy(), parts)
         shard.writer.add(
             batch.window_index, batch.window, batch.rows.numpy(), vectors, weights, token_input
         )

@@ -7,6 +7,7 @@ them, started in any way, can share a job.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from typing import Any
@@ -38,6 +39,8 @@ class ShardWorker:
         self.device = resolve_device(settings.device)
         self.tokenizer = load_tokenizer(spec.model, spec.backend, settings.trust_remote_code)
         self.layout = layout(self.tokenizer)
+        if not spec.special_tokens:  # a static sparse route tokenizes the bare text
+            self.layout = dataclasses.replace(self.layout, prefix=(), suffix=())
         check_room(spec, self.layout, self.tokenizer)
         skip = prompt_length(self.tokenizer, spec.prompt, spec.max_length)
         self.encoder = Encoder(spec, settings, self.device, skip)

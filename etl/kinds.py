@@ -1,18 +1,19 @@
-"""What a sparse or a multi-vector model puts in an output: its one column, made by its own
-head, and the options that would make it something else (usage errors naming them).
+"""The vector columns each kind of model puts in an output.
 
-A sparse model (SparseEncoder) writes emb_sparse, its nonzero weights as (index, value) pairs
-over the vocabulary; a multi-vector model (MultiVectorEncoder) writes emb_multivector, one
-vector per kept token, beside token_ids. Dense models are etl.spec's.
+A dense model (SentenceTransformer, or a bare encoder) writes its own recipe's vector, or each
+--pooling, for each --layer. A sparse model (SparseEncoder) writes emb_sparse, its nonzero
+weights as (index, value) pairs over the vocabulary; a multi-vector model (MultiVectorEncoder)
+writes emb_multivector, one vector per kept token, beside token_ids: one column each, made by
+its own head, and the options that would make it something else are usage errors naming them.
 """
 
 from __future__ import annotations
 
-from etl.columns import MULTIVECTOR_COLUMN, SPARSE_COLUMN, ColumnSpec
+from etl.columns import MODEL_COLUMN, MULTIVECTOR_COLUMN, SPARSE_COLUMN, ColumnSpec
 from etl.config import JobConfig
 from etl.errors import ConfigError, ModelError
 from etl.model.facts import ModelInfo
-from etl.model.recipe import SPARSE
+from etl.model.recipe import SPARSE, Recipe
 
 WHAT = {
     "sparse": "a sparse model (SparseEncoder)",
@@ -75,3 +76,70 @@ def _refuse(cfg: JobConfig, model: ModelInfo) -> None:
     for option, given, why in refused:
         if given:
             raise ConfigError(f"{option}: {model.name} is {WHAT[kind]}; {why}")
+
+
+def dense_columns(cfg: JobConfig, model: ModelInfo) -> list[ColumnSpec]:
+    """The model's own recipe (or the masked mean without one), then each --pooling, for each
+    --layer."""
+    top, recipe = model.num_layers, model.recipe
+    if cfg.sparse_top_k is not None:
+        raise ConfigError(
+            f"--sparse-top-k {cfg.sparse_top_k}: {model.name} is a dense model; the option is "
+            "for sparse models (SparseEncoder)"
+        )
+    layers = _absolute_layers(cfg.layers, model)
+    columns = []
+    if not cfg.poolings:  # the model's own recipe, or the masked mean without one
+        source = "model" if recipe.from_model else "default"
+        base = MODEL_COLUMN if recipe.from_model else "emb_" + "+".join(recipe.pooling)
+        for k in layers:
+            dense = bool(recipe.dense) and k == top  # the Dense was trained on the last layer
+            columns.append(
+                ColumnSpec(
+                    name=base if k == top else f"{base}_layer{k}",
+                    pooling=recipe.pooling,
+                    layer=k,
+                    dim=_recipe_dim(recipe, model, dense),
+                    dense=dense,
+                    include_prompt=recipe.include_prompt,
+                    source=source,
+                )
+            )
+    for pooling in dict.fromkeys(cfg.poolings):
+        for k in layers:
+            if pooling == "pooler" and k != top:
+                raise ConfigError(
+                    f"--pooling pooler --layer {k}: the pooler exists only on top of the last "
+                    f"layer ({top}); ask for other layers in a separate run, or use cls"
+                )
+            name = f"emb_{pooling}" if k == top else f"emb_{pooling}_layer{k}"
+            columns.append(ColumnSpec(name, (pooling,), k, model.hidden_size))
+    return columns
+
+
+def _absolute_layers(layers: tuple[int, ...], model: ModelInfo) -> list[int]:
+    top, absolute = model.num_layers, []
+    for layer in layers:
+        k = layer if layer >= 0 else top + 1 + layer
+        if not 0 <= k <= top:
+            raise ConfigError(
+                f"--layer {layer}: {model.name} has hidden states 0..{top} "
+                f"(0 = embedding layer, {top} = last layer); negative values count from "
+                f"-1 (= {top}) down to {-(top + 1)} (= 0)"
+            )
+        if k not in absolute:
+            absolute.append(k)
+    return absolute
+
+
+def _recipe_dim(recipe: Recipe, model: ModelInfo, dense: bool) -> int:
+    """Width of the recipe's vector; the Dense layers must chain from the pooled width."""
+    width = len(recipe.pooling) * model.hidden_size
+    for layer in recipe.dense if dense else ():
+        if layer.in_features != width:
+            raise ModelError(
+                f"--model {model.name}: {layer.path} takes {layer.in_features} features, the "
+                f"vectors before it have {width}"
+            )
+        width = layer.out_features
+    return width

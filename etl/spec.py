@@ -13,13 +13,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from etl.columns import MODEL_COLUMN, ColumnSpec
+from etl.columns import ColumnSpec
 from etl.config import JobConfig
-from etl.errors import ConfigError, ModelError
-from etl.kinds import kind_column
+from etl.errors import ConfigError
+from etl.kinds import dense_columns, kind_column
 from etl.model.backend import STATIC, Backend, choose_backend
 from etl.model.facts import ModelInfo
-from etl.model.recipe import DENSE, SPARSE, Recipe, choose_prompt
+from etl.model.recipe import DENSE, SPARSE, choose_prompt
 
 METADATA_PREFIX = "embed_etl."  # file metadata keys: embed_etl.model, embed_etl.fingerprint, ...
 OUTPUT_FORMAT_VERSION = 4  # bump when the output layout changes so that old files differ
@@ -160,7 +160,7 @@ def build_output_spec(
         column, length, top_k = kind_column(cfg, model)
         columns = [column]
     else:
-        columns = _dense_columns(cfg, model)
+        columns = dense_columns(cfg, model)
     max_length = _max_length(cfg, model, cfg.max_length or length)
     if cfg.long_text == "chunk" and cfg.chunk_overlap >= max_length - 2:
         raise ConfigError(
@@ -209,45 +209,6 @@ def build_output_spec(
     )
 
 
-def _dense_columns(cfg: JobConfig, model: ModelInfo) -> list[ColumnSpec]:
-    """The model's own recipe (or the masked mean without one), then each --pooling, for each
-    --layer."""
-    top, recipe = model.num_layers, model.recipe
-    if cfg.sparse_top_k is not None:
-        raise ConfigError(
-            f"--sparse-top-k {cfg.sparse_top_k}: {model.name} is a dense model; the option is "
-            "for sparse models (SparseEncoder)"
-        )
-    layers = _absolute_layers(cfg.layers, model)
-    columns = []
-    if not cfg.poolings:  # the model's own recipe, or the masked mean without one
-        source = "model" if recipe.from_model else "default"
-        base = MODEL_COLUMN if recipe.from_model else "emb_" + "+".join(recipe.pooling)
-        for k in layers:
-            dense = bool(recipe.dense) and k == top  # the Dense was trained on the last layer
-            columns.append(
-                ColumnSpec(
-                    name=base if k == top else f"{base}_layer{k}",
-                    pooling=recipe.pooling,
-                    layer=k,
-                    dim=_recipe_dim(recipe, model, dense),
-                    dense=dense,
-                    include_prompt=recipe.include_prompt,
-                    source=source,
-                )
-            )
-    for pooling in dict.fromkeys(cfg.poolings):
-        for k in layers:
-            if pooling == "pooler" and k != top:
-                raise ConfigError(
-                    f"--pooling pooler --layer {k}: the pooler exists only on top of the last "
-                    f"layer ({top}); ask for other layers in a separate run, or use cls"
-                )
-            name = f"emb_{pooling}" if k == top else f"emb_{pooling}_layer{k}"
-            columns.append(ColumnSpec(name, (pooling,), k, model.hidden_size))
-    return columns
-
-
 def _max_length(cfg: JobConfig, model: ModelInfo, max_length: int) -> int:
     if max_length > model.max_positions:
         raise ConfigError(
@@ -256,34 +217,6 @@ def _max_length(cfg: JobConfig, model: ModelInfo, max_length: int) -> int:
     if max_length < 2:
         raise ConfigError("--max-length: expected at least 2 (room for [CLS] and [SEP])")
     return max_length
-
-
-def _absolute_layers(layers: tuple[int, ...], model: ModelInfo) -> list[int]:
-    top, absolute = model.num_layers, []
-    for layer in layers:
-        k = layer if layer >= 0 else top + 1 + layer
-        if not 0 <= k <= top:
-            raise ConfigError(
-                f"--layer {layer}: {model.name} has hidden states 0..{top} "
-                f"(0 = embedding layer, {top} = last layer); negative values count from "
-                f"-1 (= {top}) down to {-(top + 1)} (= 0)"
-            )
-        if k not in absolute:
-            absolute.append(k)
-    return absolute
-
-
-def _recipe_dim(recipe: Recipe, model: ModelInfo, dense: bool) -> int:
-    """Width of the recipe's vector; the Dense layers must chain from the pooled width."""
-    width = len(recipe.pooling) * model.hidden_size
-    for layer in recipe.dense if dense else ():
-        if layer.in_features != width:
-            raise ModelError(
-                f"--model {model.name}: {layer.path} takes {layer.in_features} features, the "
-                f"vectors before it have {width}"
-            )
-        width = layer.out_features
-    return width
 
 
 def calibration_source(cfg: Any) -> str:

@@ -13,7 +13,17 @@ from tests.conftest import REPO
 
 ETL = REPO / "etl"
 TORCH_USERS = {
-    f"etl.stages.{m}" for m in ("device", "encoder", "head", "inflight", "loader", "pooling")
+    f"etl.stages.{m}"
+    for m in (
+        "device",
+        "encoder",
+        "head",
+        "inflight",
+        "loader",
+        "pooling",
+        "sparse",
+        "sparse_model",
+    )
 }
 TORCH_USERS.add("etl.model.bert")  # the plain-torch BERT, imported by the encoder only
 

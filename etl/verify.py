@@ -232,4 +232,4 @@ def _expected_type(column: dict, dtype: str, identity: dict) -> pa.DataType:
         element = pa.list_(pa.uint8(), width // 8)
     else:
         element = pa.list_({**FLOAT_TYPES, "int8": pa.int8()}[dtype], width)
-    return pa.list_(element.value_type, width) if column["pooling"] == "tokens" else element
+    return pa.list_(element) if column["pooling"] == "tokens" else element

@@ -125,3 +125,23 @@ def test_sample_checks_vectors_on_a_fraction_but_every_id(job, tmp_path):
     found = {p["input"]: " ".join(p["problems"]) for p in report["problems"]}
     assert set(found) == {"p1.parquet"} and "ids out of place" in found["p1.parquet"]
     assert code == 3
+
+
+def test_a_job_of_token_vectors_passes_and_a_token_off_unit_length_is_found(tmp_path, tiny_model):
+    texts = tiny_texts(20)
+    texts[3] = None
+    write_shard(tmp_path / "in" / "s.parquet", texts)
+    run_ok(tmp_path / "in", tmp_path / "out", tiny_model, poolings=("tokens",), normalize=True)
+    code, report = _verify(tmp_path / "out")
+    assert code == 0 and report["status"] == "ok", report
+
+    def stretch(table):
+        rows = table.column("emb_tokens").to_pylist()
+        rows[5][0] = [3 * x for x in rows[5][0]]
+        column = pa.array(rows, table.schema.field("emb_tokens").type)
+        return table.set_column(table.schema.get_field_index("emb_tokens"), "emb_tokens", column)
+
+    _rewrite(tmp_path / "out" / "s.parquet", stretch)
+    code, report = _verify(tmp_path / "out")
+    (problem,) = report["problems"][0]["problems"]
+    assert code == 3 and "emb_tokens: 1 token vectors not of unit length" in problem

@@ -203,13 +203,16 @@ def test_polars_and_duckdb_read_the_sparse_column_and_the_documented_dot_product
     (sql,) = re.findall(r"^```sql\n(.*?)^```", (REPO / "README.md").read_text(), re.S | re.M)
     assert "'vectors/*.parquet'" in sql and "$query" in sql
     sql = sql.replace("'vectors/*.parquet'", f"'{path}'")
-    query = [{"index": int(i), "value": float(v)} for i, v in zip(query_index, query_values)]
+    query = [
+        {"index": int(i), "value": float(v)} for i, v in zip(query_index, query_values, strict=True)
+    ]
     top = duckdb.connect().execute(sql, {"query": query}).fetchall()
     scores = {}
     for row, (index, values) in enumerate(stored):
-        weights = dict(zip(index.tolist(), values.tolist()))
+        weights = dict(zip(index.tolist(), values.tolist(), strict=True))
         scores[row] = sum(
-            weights.get(int(i), 0.0) * float(v) for i, v in zip(query_index, query_values)
+            weights.get(int(i), 0.0) * float(v)
+            for i, v in zip(query_index, query_values, strict=True)
         )
     best = sorted(scores, key=scores.get, reverse=True)[: len(top)]
     assert [r[0] for r in top] == best  # ids are the row numbers here

@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks import coldstart, feed, memory, reuse, sizes, speed, storage, verify
+from benchmarks import coldstart, feed, memory, reuse, sizes, sparse, speed, storage, verify
 from benchmarks.common import DEFAULT_CORPUS, REPO, machine, say
 
 
@@ -48,6 +48,9 @@ def main() -> None:
     if args.feed:
         report["feed"] = feed.measure(args, work)
         feed.show(report["feed"])
+    if args.sparse:
+        report["sparse"] = sparse.measure(args, work)
+        sparse.show(report["sparse"])
     if args.reuse_memory:
         report["reuse_memory"] = reuse.measure_memory(args, work)
         reuse.show_memory(report["reuse_memory"])
@@ -98,6 +101,10 @@ def _parse() -> argparse.Namespace:
         "--feed", action="store_true", help="also the host side alone (stand-in encoder, layer 0)"
     )
     parser.add_argument("--feed-rows", type=int, default=50_000)
+    parser.add_argument(
+        "--sparse", action="store_true", help="also a sparse model against the dense default"
+    )
+    parser.add_argument("--sparse-rows", type=int, default=2000)
     parser.add_argument("--feed-rows-small", type=int, default=10_000)
     parser.add_argument("--feed-repeats", type=int, default=3, help="best of, per run")
     parser.add_argument(

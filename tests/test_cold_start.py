@@ -31,6 +31,7 @@ def _bert(path, **options):
     torch.manual_seed(0)
     masked_lm = options.pop("masked_lm", False)
     pooler = options.pop("pooler", True)
+    tf_names = options.pop("tf_names", False)
     sizes = dict(
         vocab_size=50,
         hidden_size=32,
@@ -42,7 +43,23 @@ def _bert(path, **options):
     )
     config = BertConfig(**{**sizes, **options})
     model = BertForMaskedLM(config) if masked_lm else BertModel(config, add_pooling_layer=pooler)
+    if tf_names:  # LayerNorm parameters other than their initial 1 and 0, so a miss shows
+        with torch.no_grad():
+            for name, value in model.named_parameters():
+                if "LayerNorm" in name:
+                    value.add_(torch.rand_like(value))
     model.eval().save_pretrained(path)
+    if tf_names:  # as checkpoints converted from TensorFlow name LayerNorm's weight and bias
+        from safetensors.torch import load_file, save_file
+
+        state = load_file(path / "model.safetensors")
+        renamed = {}
+        for key, value in state.items():
+            if "LayerNorm." in key:
+                key = key.replace("LayerNorm.weight", "LayerNorm.gamma")
+                key = key.replace("LayerNorm.bias", "LayerNorm.beta")
+            renamed[key] = value
+        save_file(renamed, path / "model.safetensors", metadata={"format": "pt"})
     return path
 
 
@@ -65,6 +82,7 @@ PLAIN_CONFIGS = {
     "layer-norm-eps-1e-5": {"layer_norm_eps": 1e-5},
     "one-head": {"num_attention_heads": 1},
     "eight-heads": {"num_attention_heads": 8},
+    "tensorflow-layer-norm-names": {"tf_names": True},
 }
 
 

@@ -48,6 +48,10 @@ def main() -> None:
     if args.feed:
         report["feed"] = feed.measure(args, work)
         feed.show(report["feed"])
+    if args.feed_full_rows:
+        report["full_model"] = feed.full_model(args, work)
+        print(f"\nthe whole model, float32, this revision against {args.feed_baseline}:")
+        print(json.dumps(report["full_model"], indent=1))
     if args.sparse:
         report["sparse"] = sparse.measure(args, work)
         sparse.show(report["sparse"])
@@ -109,6 +113,12 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--feed-repeats", type=int, default=3, help="best of, per run")
     parser.add_argument(
         "--feed-baseline", default=None, help="also measure the etl package of this git revision"
+    )
+    parser.add_argument(
+        "--feed-full-rows",
+        type=int,
+        default=0,
+        help="also the whole model on this many rows against --feed-baseline (medians)",
     )
     parser.add_argument(
         "--no-cold-start", action="store_true", help="skip the one-row job beside the ST script"

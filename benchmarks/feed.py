@@ -85,6 +85,50 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     return report
 
 
+def full_model(args: argparse.Namespace, work: Path) -> dict:
+    """The whole job with the whole model in float32 (its own recipe), this revision against
+    --feed-baseline's in turn: median seconds of --feed-repeats runs each, start-up included,
+    and how far apart their vectors are."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from benchmarks.common import corpus_rows, say
+
+    rows = args.feed_full_rows
+    src = work / "full" / "in"
+    src.mkdir(parents=True, exist_ok=True)
+    pq.write_table(corpus_rows(args.corpus, rows), src / "part.parquet")
+    trees = {"": None, "before:": _checkout(args.feed_baseline, work / "baseline")}
+    cores = os.cpu_count() or 1
+    seconds: dict[str, list[float]] = {prefix: [] for prefix in trees}
+    for repeat in range(args.feed_repeats):
+        for prefix, tree in trees.items():
+            out = work / "full" / f"out{prefix.strip(':')}-{repeat}"
+            found = _child("model", {"out": str(out)}, src, cores, tree)
+            seconds[prefix].append(found["seconds"])
+            say(f"full model {prefix or 'now:'} {rows / found['seconds']:,.1f} rows/s")
+    last = args.feed_repeats - 1
+    vectors = [
+        np.array(
+            pq.read_table(work / "full" / f"out{p.strip(':')}-{last}" / "part.parquet")
+            .column("emb_model")
+            .to_pylist(),
+            np.float32,
+        )
+        for p in trees
+    ]
+    report = {"rows": rows, "baseline": args.feed_baseline, "cores": cores}
+    for prefix in trees:
+        median = sorted(seconds[prefix])[len(seconds[prefix]) // 2]
+        report[prefix + "model"] = {
+            "rows_per_s": round(rows / median, 1),
+            "seconds": [round(x, 2) for x in seconds[prefix]],
+        }
+    report["ratio"] = round(report["model"]["rows_per_s"] / report["before:model"]["rows_per_s"], 3)
+    report["max_abs_diff"] = float(np.abs(vectors[0] - vectors[1]).max())
+    return report
+
+
 def _key(kind: str, options: dict, cpus: int) -> str:
     key = kind + (f"@{options['batch_tokens']}" if "batch_tokens" in options else "")
     return key + ("_fast" if options.get("fast") else "") + f"/{cpus}cpu"
@@ -299,14 +343,15 @@ def _run_child(kind: str, src: str, options: dict) -> dict:
 
     stages = Stages()
     _instrument(stages, standin=kind == "standin")
-    out = Path(tempfile.mkdtemp(prefix="embed-etl-feed-"))
+    keep = options.pop("out", None)  # where to leave the output (the full model's vectors)
+    out = Path(keep or tempfile.mkdtemp(prefix="embed-etl-feed-"))
+    if kind != "model":  # the host side: the embedding layer only
+        options = {"poolings": ("mean",), "layers": (0,), **options}
     try:
         cfg = JobConfig(
             inputs=(src,),
             output_dir=str(out),
             progress=False,
-            poolings=("mean",),
-            layers=(0,),
             max_length=256,
             no_reuse=True,
             device="cpu",  # the host side alone, on a GPU's host too
@@ -316,7 +361,8 @@ def _run_child(kind: str, src: str, options: dict) -> dict:
         summary = run_job(cfg).to_dict()
         seconds = time.perf_counter() - start
     finally:
-        shutil.rmtree(out, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(out, ignore_errors=True)
     if summary["status"] != "ok":
         raise SystemExit(f"the job failed: {summary}")
     return {"seconds": seconds, "tokens": summary["tokens"], "stages": stages.seconds}

@@ -78,12 +78,6 @@ class ClaimBook:
         if holder is not None and holder.get("token") == self.owner.token:
             self.storage.delete(self.key(shard))
 
-    def release_all(self) -> None:
-        """Drop every claim this run holds (used when the job stops early)."""
-        for key, holder in self._claims():
-            if holder.get("token") == self.owner.token:
-                self.storage.delete(key)
-
     def clear_stale(self, shards: Iterable[Shard]) -> None:
         """Delete the stale claims of these shards (done ones: a kill between a shard's record and
         its claim's release leaves such a claim, and nothing else would ever remove it)."""

@@ -91,6 +91,11 @@ def test_heartbeat_refreshes_only_own_claims(tmp_path):
         os.utime(_path(book, shard), (0, 0))
     mine.heartbeat()
     assert os.stat(_path(mine, SHARD)).st_mtime > 0 and os.stat(_path(theirs, other)).st_mtime == 0
+    # What a lease holds, named (no listing): still only its own claims, and gone ones pass.
+    os.utime(_path(mine, SHARD), (0, 0))
+    gone = Shard("/in/c.parquet", "c.parquet", "c.parquet")
+    mine.heartbeat([SHARD, other, gone])
+    assert os.stat(_path(mine, SHARD)).st_mtime > 0 and os.stat(_path(theirs, other)).st_mtime == 0
 
 
 def test_a_shard_done_meanwhile_is_not_claimed(tmp_path):

@@ -306,3 +306,31 @@ def test_under_ray_each_shard_result_reaches_the_driver_as_it_finishes(
     last_finished = max(r.finished_at for r in got)
     assert first_arrived < last_finished
     assert {r.shard.rel_name for r in got} == {f"p{i}.parquet" for i in range(SHARDS)}
+
+
+def test_the_driver_hands_each_shard_to_one_worker_and_a_dead_ones_first():
+    """The driver's side of --workers and Ray (etl.engines.handout): each shard once; one
+    another process held, once more after all the others; the shards a worker that died was
+    handed go first to the others; a dead worker's last question is not answered."""
+    from etl.contract import Shard, ShardRecord
+    from etl.engines.handout import Ask, Declined, Dispatch, Result
+
+    shards = [Shard(f"/in/p{i}.parquet", f"p{i}.parquet", f"p{i}.parquet") for i in range(4)]
+    answers = []
+    dispatch = Dispatch(shards, lambda worker, shard: answers.append((worker, shard)))
+    for worker in (0, 1, 0):
+        dispatch.handle(Ask(worker))
+    assert answers == [(0, 0), (1, 1), (0, 2)]
+    dispatch.handle(Declined(0, 2, held=True))  # another job holds p2
+    assert dispatch.handle(Result(1, ShardRecord(shards[1], ShardStatus.DONE))).shard == shards[1]
+    dispatch.lost(0)  # worker 0 died holding p0
+    dispatch.handle(Ask(0))  # asked before it died: nobody hears the answer
+    for _ in range(3):
+        dispatch.handle(Ask(2))  # its replacement
+    assert answers[3:] == [(2, 0), (2, 3), (2, 2)]  # p0 first, p3, then p2 once more
+    dispatch.handle(Declined(2, 2, held=True))  # still held: not offered a third time
+    dispatch.handle(Result(2, ShardRecord(shards[0], ShardStatus.DONE)))
+    assert dispatch.left()  # p3 is out
+    dispatch.handle(Result(2, ShardRecord(shards[3], ShardStatus.FAILED)))
+    dispatch.handle(Ask(2))
+    assert answers[-1] == (2, None) and not dispatch.left()

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from etl.contract import Shard, ShardFeed
+from etl.errors import EmbedEtlError
 from etl.inputs import input_identity
 from etl.state.claims import HEARTBEAT_SECONDS, ClaimBook
 from etl.state.manifest import shard_done
@@ -179,6 +180,13 @@ class Lease:
         return shard_done(now, claims.fingerprint, manifest.done_index_of(shard)) is not None
 
     def _heartbeat(self) -> None:
+        """Every HEARTBEAT_SECONDS; a beat that fails (the store unreachable a moment) is
+        logged, and the next one tries again."""
         while not self._closing.wait(HEARTBEAT_SECONDS):
             if self.claims is not None:
-                self.claims.heartbeat()
+                with self._lock:
+                    held = list(self.held.values())
+                try:
+                    self.claims.heartbeat(held)
+                except (EmbedEtlError, OSError) as exc:
+                    log.warning("could not refresh this worker's claims: %s", exc)

@@ -231,6 +231,8 @@ class S3Storage(Storage):
         except Exception as exc:
             if condition and _code(exc) in CONFLICT:
                 return False
+            if "IfMatch" in condition and _code(exc) in ("NoSuchKey", "404"):
+                return False  # deleted since it was read: not the object expected
             raise _error(exc, self.uri(key), self._client) from exc
         return True
 

@@ -334,3 +334,48 @@ def test_the_driver_hands_each_shard_to_one_worker_and_a_dead_ones_first():
     dispatch.handle(Result(2, ShardRecord(shards[3], ShardStatus.FAILED)))
     dispatch.handle(Ask(2))
     assert answers[-1] == (2, None) and not dispatch.left()
+
+
+def test_a_ray_actor_killed_mid_shard_is_run_again_and_every_row_is_done_once(
+    tmp_path, tiny_model, ray_local
+):
+    """SIGKILL the actor's process while it holds a claim: Ray restarts it, the driver runs
+    it again and gives it back the shards the dead one held; it takes over the dead one's
+    claim, and the job ends with every shard done and every row once."""
+    import threading
+
+    rows = 2500
+    for i in range(4):
+        write_shard(
+            tmp_path / "in" / f"p{i}.parquet",
+            tiny_texts(rows, seed=i),
+            ids=range(i * rows, (i + 1) * rows),
+        )
+    out = tmp_path / "out"
+    cfg = job_config(
+        tmp_path / "in", out, tiny_model, engine="ray", workers=1, threads=1, batch_size=4
+    )
+    summaries = []
+    job = threading.Thread(target=lambda: summaries.append(run_job(cfg).to_dict()), daemon=True)
+    job.start()
+    claims, victim, deadline = out / "_embed_etl" / "claims", None, time.monotonic() + 300
+    while victim is None:  # wait until the actor holds a shard
+        assert job.is_alive() and time.monotonic() < deadline, "no claim was ever taken"
+        for claim in claims.glob("*.claim") if claims.is_dir() else ():
+            try:
+                victim = json.loads(claim.read_text())["pid"]
+            except (OSError, ValueError, KeyError):
+                continue
+        time.sleep(0.005)
+    assert victim != os.getpid()  # the actor's process, not the driver
+    os.kill(victim, signal.SIGKILL)
+    job.join(timeout=300)
+    assert not job.is_alive(), "the job did not end after its actor was killed"
+    (summary,) = summaries
+    assert (summary["shards_done"], summary["shards_failed"]) == (4, 0)
+    assert summary["worker_restarts"] == 1
+    ids = [
+        i for p in sorted(out.glob("p*.parquet")) for i in pq.read_table(p).column("id").to_pylist()
+    ]
+    assert sorted(ids) == list(range(4 * rows))  # every row exactly once
+    assert not list(claims.glob("*.claim"))

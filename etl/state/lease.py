@@ -109,6 +109,7 @@ class Lease:
         self.held: dict[str, Shard] = {}  # the claims it holds now
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._broken = False  # a claim attempt failed: no more shards for this worker
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -144,11 +145,19 @@ class Lease:
             self.release(shard)
 
     def _next(self) -> int | None:
-        while not self._closing.is_set():
+        while not (self._closing.is_set() or self._broken):
             index = self.handout.next()
             if index is None or self._closing.is_set():
                 return None  # a shard handed out but not tried: the driver's to hand out again
-            claim = self._take(index)
+            try:
+                claim = self._take(index)
+            except Exception:  # a reader must never wait for an answer forever
+                log.exception(
+                    "claiming %s failed: no more shards for this worker",
+                    self.shards[index].rel_name,
+                )
+                self._broken = True
+                return None
             if claim is Claim.TAKEN:
                 return index
             self.handout.declined(index, held=claim is Claim.HELD)

@@ -201,7 +201,8 @@ class S3Storage(Storage):
         return upload
 
     def discard_stale_uploads(self, key: str) -> None:
-        ours = {u.upload_id for u in self._uploads}
+        with self._lock:  # the io thread adds and forgets uploads meanwhile
+            ours = {u.upload_id for u in self._uploads}
         full = self.full(key)
         listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=full)
         for item in listing.get("Uploads", ()):

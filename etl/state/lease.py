@@ -67,7 +67,7 @@ class InOrder:
             self.again.append(index)
 
     def put_back(self, indices: Sequence[int]) -> None:
-        """Handed out but never tried: they are tried again first, as if never handed out."""
+        """Handed to a worker that ended without finishing them: tried first, as if new."""
         for index in reversed(indices):
             self.tries[index] -= 1
             self.first.appendleft(index)

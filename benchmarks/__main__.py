@@ -9,7 +9,18 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks import coldstart, feed, memory, reuse, sizes, sparse, speed, storage, verify
+from benchmarks import (
+    coldstart,
+    feed,
+    memory,
+    requests,
+    reuse,
+    sizes,
+    sparse,
+    speed,
+    storage,
+    verify,
+)
 from benchmarks.common import DEFAULT_CORPUS, REPO, machine, say
 
 
@@ -58,6 +69,9 @@ def main() -> None:
     if args.reuse_memory:
         report["reuse_memory"] = reuse.measure_memory(args, work)
         reuse.show_memory(report["reuse_memory"])
+    if args.requests:
+        report["requests"] = requests.measure(args, work)
+        requests.show(report["requests"])
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for path in (args.out / f"bench-{stamp}.json", args.out / "latest.json"):
@@ -119,6 +133,19 @@ def _parse() -> argparse.Namespace:
         type=int,
         default=0,
         help="also the whole model on this many rows against --feed-baseline (medians)",
+    )
+    parser.add_argument(
+        "--requests",
+        action="store_true",
+        help="also S3 requests per shard: one worker, 8 local workers, 4 Ray actors (counts)",
+    )
+    parser.add_argument("--requests-shards", type=int, default=2000)
+    parser.add_argument("--requests-rows", type=int, default=4, help="rows per tiny shard")
+    parser.add_argument(
+        "--requests-ray-shards", type=int, default=2000, help="the first N shards, for Ray"
+    )
+    parser.add_argument(
+        "--requests-store", action="store_true", help="the requests also with the vector store"
     )
     parser.add_argument(
         "--no-cold-start", action="store_true", help="skip the one-row job beside the ST script"

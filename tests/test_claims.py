@@ -91,6 +91,11 @@ def test_heartbeat_refreshes_only_own_claims(tmp_path):
         os.utime(_path(book, shard), (0, 0))
     mine.heartbeat()
     assert os.stat(_path(mine, SHARD)).st_mtime > 0 and os.stat(_path(theirs, other)).st_mtime == 0
+    # What a lease holds, named (no listing): still only its own claims, and gone ones pass.
+    os.utime(_path(mine, SHARD), (0, 0))
+    gone = Shard("/in/c.parquet", "c.parquet", "c.parquet")
+    mine.heartbeat([SHARD, other, gone])
+    assert os.stat(_path(mine, SHARD)).st_mtime > 0 and os.stat(_path(theirs, other)).st_mtime == 0
 
 
 def test_a_shard_done_meanwhile_is_not_claimed(tmp_path):
@@ -135,3 +140,26 @@ def test_a_run_clears_the_claim_a_kill_left_on_a_done_shard(tmp_path, tiny_model
     assert run_ok(tmp_path / "in", out, tiny_model)["shards_skipped"] == 2
     assert not storage.exists(left.key(a))
     assert storage.exists(live.key(b))
+
+
+def test_a_claim_attempt_that_raises_ends_the_feed_instead_of_leaving_readers_waiting(tmp_path):
+    """Whatever goes wrong in claiming (the store, a bug), the readers get an answer: no
+    more shards for this worker; the claim it made before the failure is released."""
+
+    def broken(shard) -> None:
+        raise RuntimeError("the store went away")
+
+    book = _book(tmp_path)
+    other = Shard("/in/b.parquet", "b.parquet", "b.parquet")
+    lease = Lease([SHARD, other], book, readers=0, on_taken=broken)
+    lease.start()
+    answers = []
+    reader = threading.Thread(target=lambda: answers.extend([lease.feed.next(), lease.feed.next()]))
+    try:
+        reader.start()
+        reader.join(timeout=60)
+    finally:
+        lease.close()
+    assert not reader.is_alive() and answers == [None, None]
+    lease.release_all()
+    assert not _path(book, SHARD).exists() and not _path(book, other).exists()

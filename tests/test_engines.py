@@ -306,3 +306,76 @@ def test_under_ray_each_shard_result_reaches_the_driver_as_it_finishes(
     last_finished = max(r.finished_at for r in got)
     assert first_arrived < last_finished
     assert {r.shard.rel_name for r in got} == {f"p{i}.parquet" for i in range(SHARDS)}
+
+
+def test_the_driver_hands_each_shard_to_one_worker_and_a_dead_ones_first():
+    """The driver's side of --workers and Ray (etl.engines.handout): each shard once; one
+    another process held, once more after all the others; the shards a worker that died was
+    handed go first to the others; a dead worker's last question is not answered."""
+    from etl.contract import Shard, ShardRecord
+    from etl.engines.handout import Ask, Declined, Dispatch, Result
+
+    shards = [Shard(f"/in/p{i}.parquet", f"p{i}.parquet", f"p{i}.parquet") for i in range(4)]
+    answers = []
+    dispatch = Dispatch(shards, lambda worker, shard: answers.append((worker, shard)))
+    for worker in (0, 1, 0):
+        dispatch.handle(Ask(worker))
+    assert answers == [(0, 0), (1, 1), (0, 2)]
+    dispatch.handle(Declined(0, 2, held=True))  # another job holds p2
+    assert dispatch.handle(Result(1, ShardRecord(shards[1], ShardStatus.DONE))).shard == shards[1]
+    dispatch.lost(0)  # worker 0 died holding p0
+    dispatch.handle(Ask(0))  # asked before it died: nobody hears the answer
+    for _ in range(3):
+        dispatch.handle(Ask(2))  # its replacement
+    assert answers[3:] == [(2, 0), (2, 3), (2, 2)]  # p0 first, p3, then p2 once more
+    dispatch.handle(Declined(2, 2, held=True))  # still held: not offered a third time
+    dispatch.handle(Result(2, ShardRecord(shards[0], ShardStatus.DONE)))
+    assert dispatch.left()  # p3 is out
+    dispatch.handle(Result(2, ShardRecord(shards[3], ShardStatus.FAILED)))
+    dispatch.handle(Ask(2))
+    assert answers[-1] == (2, None) and not dispatch.left()
+
+
+def test_a_ray_actor_killed_mid_shard_is_run_again_and_every_row_is_done_once(
+    tmp_path, tiny_model, ray_local
+):
+    """SIGKILL the actor's process while it holds a claim: Ray restarts it, the driver runs
+    it again and gives it back the shards the dead one held; it takes over the dead one's
+    claim, and the job ends with every shard done and every row once."""
+    import threading
+
+    rows = 2500
+    for i in range(4):
+        write_shard(
+            tmp_path / "in" / f"p{i}.parquet",
+            tiny_texts(rows, seed=i),
+            ids=range(i * rows, (i + 1) * rows),
+        )
+    out = tmp_path / "out"
+    cfg = job_config(
+        tmp_path / "in", out, tiny_model, engine="ray", workers=1, threads=1, batch_size=4
+    )
+    summaries = []
+    job = threading.Thread(target=lambda: summaries.append(run_job(cfg).to_dict()), daemon=True)
+    job.start()
+    claims, victim, deadline = out / "_embed_etl" / "claims", None, time.monotonic() + 300
+    while victim is None:  # wait until the actor holds a shard
+        assert job.is_alive() and time.monotonic() < deadline, "no claim was ever taken"
+        for claim in claims.glob("*.claim") if claims.is_dir() else ():
+            try:
+                victim = json.loads(claim.read_text())["pid"]
+            except (OSError, ValueError, KeyError):
+                continue
+        time.sleep(0.005)
+    assert victim != os.getpid()  # the actor's process, not the driver
+    os.kill(victim, signal.SIGKILL)
+    job.join(timeout=300)
+    assert not job.is_alive(), "the job did not end after its actor was killed"
+    (summary,) = summaries
+    assert (summary["shards_done"], summary["shards_failed"]) == (4, 0)
+    assert summary["worker_restarts"] == 1
+    ids = [
+        i for p in sorted(out.glob("p*.parquet")) for i in pq.read_table(p).column("id").to_pylist()
+    ]
+    assert sorted(ids) == list(range(4 * rows))  # every row exactly once
+    assert not list(claims.glob("*.claim"))

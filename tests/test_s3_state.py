@@ -147,6 +147,68 @@ def test_a_shards_plan_facts_cost_ranged_gets_only(tmp_path, tiny_model, s3, buc
         assert read <= 1 << 17 and read < 0.1 * size, (key, read, size)
 
 
+def test_four_local_workers_cost_a_shard_the_requests_of_one(
+    tmp_path, tiny_model, s3, bucket, monkeypatch
+):
+    """--workers 4: the driver hands each shard to one worker as it asks, so each shard gets
+    one claim attempt and the requests a shard stay those of one worker (plus one at most,
+    for what each worker costs once); every row appears exactly once. Without the vector
+    store, whose segment indexes each worker reads for itself (docs/deploy.md)."""
+    shards, rows = 40, 3
+    for i in range(shards):
+        texts = tiny_texts(rows, seed=i)
+        write_shard(
+            tmp_path / "in" / f"p{i:02d}.parquet", texts, ids=range(i * rows, (i + 1) * rows)
+        )
+    import os
+
+    upstream = os.environ["AWS_ENDPOINT_URL"]
+    requests = {}
+    for workers in (1, 4):
+        out = f"{bucket}/w{workers}"
+        with RecordingProxy(upstream) as proxy:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)  # the worker processes inherit it
+            summary = run_ok(
+                tmp_path / "in", f"s3://{out}", tiny_model, workers=workers, no_reuse=True
+            )
+        monkeypatch.setenv("AWS_ENDPOINT_URL", upstream)
+        assert summary["shards_done"] == shards
+        assert len({w["pid"] for w in summary["workers"]}) == workers
+        requests[workers] = proxy.requests
+        claims = [r for r in proxy.requests if r.method == "PUT" and "/_embed_etl/claims/" in r.key]
+        assert len(claims) == shards  # one claim attempt a shard, however many workers
+        ids = []
+        for i in range(shards):
+            body = s3.get_object(Bucket=bucket, Key=f"w{workers}/p{i:02d}.parquet")["Body"].read()
+            ids += pq.read_table(io.BytesIO(body)).column("id").to_pylist()
+        assert sorted(ids) == list(range(shards * rows))  # every row exactly once
+    one, four = (len(requests[w]) / shards for w in (1, 4))
+    print(f"S3 requests a shard: one worker {one:.2f}, four workers {four:.2f}")
+    assert four <= one + 1, (one, four)
+
+
+def test_a_swap_of_an_object_deleted_since_it_was_read_is_refused_not_an_error(
+    s3, bucket, monkeypatch
+):
+    """A claim released between its heartbeat's read and its conditional PUT: the swap is
+    refused, as on local disk, instead of an error that ended the heartbeat thread."""
+    from etl.storage import open_storage
+
+    storage = open_storage(f"s3://{bucket}/claims")
+    storage.put("a.claim", b"mine")
+    client = storage.client
+    read = client.get_object
+
+    def read_then_released(**kwargs):
+        reply = read(**kwargs)
+        s3.delete_object(Bucket=kwargs["Bucket"], Key=kwargs["Key"])  # the main thread's release
+        return reply
+
+    monkeypatch.setattr(client, "get_object", read_then_released)
+    assert storage.swap("a.claim", b"mine", b"mine") is False
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="claims/")  # not recreated
+
+
 def _job(tmp_path, tiny_model, s3, bucket, shards=3):
     for i in range(shards):
         path = write_shard(tmp_path / "in" / f"p{i}.parquet", tiny_texts(30, seed=i))

@@ -4,6 +4,7 @@ base    the interface (start, run, stop), and what every engine gives its worker
 single  this process
 local   --workers N / --devices: one process per device or share of the cores
 ray     --engine ray: actors on a Ray cluster
+handout local and ray: the driver hands each shard to one worker as the worker asks
 """
 
 from __future__ import annotations

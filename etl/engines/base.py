@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from etl.config import JobConfig
-from etl.contract import ShardRecord, WorkerInfo
+from etl.contract import ShardRecord, ShardStatus, WorkerInfo
 from etl.plan import JobPlan
 from etl.worker.settings import Work
 
@@ -60,3 +60,13 @@ def work(plan: JobPlan, shards: Any = None) -> Work:
         plan.reuse,
         plan.calibration,
     )
+
+
+def given_up(plan: JobPlan, finished: set[str], why: str) -> list[ShardRecord]:
+    """Failed records for the pending shards no worker finished, once workers died or could
+    not go on and none is left to take them."""
+    return [
+        ShardRecord(shard, ShardStatus.FAILED, error=f"{why}; rerun to finish it")
+        for shard in plan.pending
+        if shard.rel_name not in finished
+    ]

@@ -1,10 +1,10 @@
 """--workers N / --devices: one worker process per device (or per share of the CPU cores).
 
-Each process loads the model once, says it is ready, and then claims whole shards from the
-shared output location until none is left, exactly as separate `embed-etl run` processes would.
-The parent only starts them, shows progress and collects their results. A worker that dies is
-replaced (up to MAX_RESTARTS times); the dead one's claim goes stale at once on this host, so
-its shard is taken over by the replacement or by another worker.
+Each process loads the model once, says it is ready, and then embeds the shards the parent
+hands it one at a time as it asks (etl.engines.handout), claiming each in the shared output
+location, as separate `embed-etl run` processes would. The parent starts them, answers them,
+shows progress and collects their results. A worker that dies is replaced (up to MAX_RESTARTS
+times); its claims go stale at once on this host, and the shards it held go to the others first.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from etl.config import JobConfig
-from etl.contract import ShardRecord, ShardStatus, WorkerInfo
-from etl.engines.base import Engine, work
+from etl.contract import ShardRecord, WorkerInfo
+from etl.engines.base import Engine, given_up, work
+from etl.engines.handout import Dispatch, FromDriver
 from etl.errors import EmbedEtlError
 from etl.plan import JobPlan
 from etl.spec import OutputSpec
@@ -34,18 +35,13 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 2  # replacements per run, for workers that died
 
 
-# Parent -> worker: a Work (each worker has its own command queue; None = stop).
-# Worker -> parent (one queue for all).
+# Parent -> worker, on the worker's own command queue: a Work (None = stop), then the answers
+# to its questions (etl.engines.handout). Worker -> parent, one queue for all: these, and the
+# handout's questions and results. A worker is numbered once: a replacement gets a new number.
 @dataclass
 class Ready:
     index: int
     worker: WorkerInfo
-
-
-@dataclass
-class Result:
-    index: int
-    result: ShardRecord
 
 
 @dataclass
@@ -71,6 +67,8 @@ class LocalProcesses(Engine):
         self.context = multiprocessing.get_context("spawn")
         self.events = self.context.Queue()
         self.workers: dict[int, _Worker] = {}
+        self.spawned = 0  # workers numbered so far
+        self.dispatch: Dispatch | None = None
         self.spec: OutputSpec | None = None
         self.results: dict[str, ShardRecord] = {}
         self.errors: list[str] = []
@@ -85,14 +83,15 @@ class LocalProcesses(Engine):
             threads = max(1, default_threads() // len(devices))  # split the cores
         self.spec = plan.spec
         log.info("%d worker processes on %s", len(devices), ", ".join(devices))
-        for index, device in enumerate(devices):
-            self._spawn(index, worker_settings(plan.cfg, device, threads))
+        for device in devices:
+            self._spawn(worker_settings(plan.cfg, device, threads))
         while not all(w.ready for w in self.workers.values()):
             self._handle(self._next_event(), plan=None)
             self._fail_if_gone(self.workers, "while loading the model")
 
     def run(self, plan: JobPlan) -> list[ShardRecord]:
         self.bar = Progress(plan.total_rows, self.cfg.progress)
+        self.dispatch = Dispatch(plan.pending, self._answer)
         try:
             for index in self.workers:
                 self._dispatch(index, plan)
@@ -103,15 +102,12 @@ class LocalProcesses(Engine):
                     break
         finally:
             self.bar.close()
-        left = [s for s in plan.pending if s.rel_name not in self.results]
+        records = list(self.results.values())
         died = any(w.process.exitcode not in (0, None) for w in self.workers.values())
-        if left and (died or self.errors):
+        if died or self.errors:  # out of restarts, or a worker could not go on
             why = self.errors[0] if self.errors else "its worker process died"
-            for shard in left:  # out of restarts, or a worker could not go on
-                self.results[shard.rel_name] = ShardRecord(
-                    shard, ShardStatus.FAILED, error=f"{why}; rerun to finish it"
-                )
-        return list(self.results.values())
+            records += given_up(plan, set(self.results), why)
+        return records
 
     def stop(self, failed: bool = False) -> None:
         if failed:
@@ -126,7 +122,8 @@ class LocalProcesses(Engine):
                 worker.process.join()
         self.workers.clear()
 
-    def _spawn(self, index: int, settings: WorkerSettings) -> None:
+    def _spawn(self, settings: WorkerSettings) -> None:
+        index, self.spawned = self.spawned, self.spawned + 1
         commands = self.context.Queue()
         process = self.context.Process(
             target=_worker_main,
@@ -137,9 +134,11 @@ class LocalProcesses(Engine):
         self.workers[index] = _Worker(process, commands, settings)
 
     def _dispatch(self, index: int, plan: JobPlan) -> None:
-        """Give a ready worker the shards no worker has finished yet."""
-        left = [s for s in plan.pending if s.rel_name not in self.results]
-        self.workers[index].commands.put(work(plan, left))
+        """Give a ready worker the list of pending shards; it asks which of them to embed."""
+        self.workers[index].commands.put(work(plan))
+
+    def _answer(self, index: int, shard: int | None) -> None:
+        self.workers[index].commands.put(shard)
 
     def _next_event(self) -> Any:
         try:
@@ -165,16 +164,17 @@ class LocalProcesses(Engine):
             log.info("worker %d ready: %s", event.index, event.worker)
             if plan is not None:  # a replacement, started while the job runs
                 self._dispatch(event.index, plan)
-        elif isinstance(event, Result):
-            if event.result.status in (ShardStatus.DONE, ShardStatus.FAILED):
-                self.results[event.result.shard.rel_name] = event.result
-                self.bar.update(event.result.rows_in, event.result.tokens)
         elif isinstance(event, Failed):
             if plan is None:  # while loading: nothing was written yet
                 self._terminate()
                 raise EmbedEtlError(event.message)
             log.error("worker %d: %s", event.index, event.message)
             self.errors.append(event.message)
+        elif self.dispatch is not None:  # a question, a shard not taken, a result
+            record = self.dispatch.handle(event)
+            if record is not None:
+                self.results[record.shard.rel_name] = record
+                self.bar.update(record.rows_in, record.tokens)
 
     def _fail_if_gone(self, indices: Any, doing: str) -> None:
         """A worker we wait for that exits without a word fails the whole job."""
@@ -188,17 +188,20 @@ class LocalProcesses(Engine):
                 )
 
     def _restart_dead(self, plan: JobPlan) -> None:
+        """A worker that ended gives back the shards it held; one that died is replaced."""
         for index, worker in list(self.workers.items()):
             code = worker.process.exitcode
-            if code is None or code == 0 or worker.handled:
+            if code is None or worker.handled:
                 continue
             worker.handled = True
+            self.dispatch.lost(index)
+            if code == 0:
+                continue
             log.error("worker %d (pid %s) ended with exit code %s", index, worker.process.pid, code)
-            left = [s for s in plan.pending if s.rel_name not in self.results]
-            if left and self.restarts < MAX_RESTARTS:
+            if self.dispatch.left() and self.restarts < MAX_RESTARTS:
                 self.restarts += 1
-                log.warning("%d shard(s) left: starting worker %d again", len(left), index)
-                self._spawn(index, worker.settings)
+                log.warning("shards left: starting worker %d in place of %d", self.spawned, index)
+                self._spawn(worker.settings)
 
     def _terminate(self) -> None:
         for worker in self.workers.values():
@@ -228,7 +231,8 @@ def _worker_main(
         events.put(Ready(index, info))
         command: Work | None = commands.get()
         if command is not None:
-            worker.run(command, on_result=lambda r: events.put(Result(index, r)))
+            handout = FromDriver(index, events, commands)  # answers come on the command queue
+            worker.run(command, on_result=handout.report, handout=handout)
     except EmbedEtlError as exc:
         events.put(Failed(index, str(exc)))
     except KeyboardInterrupt:

@@ -1,12 +1,14 @@
 """--engine ray: the same per-shard work on a Ray cluster (pip install 'embed-etl[ray]').
 
-A pool of actors, each loading the model once (one GPU each where the cluster has GPUs). The
-driver hands each idle actor the next shard, which it claims and embeds through ShardWorker
-with the same atomic writes, manifest and claims as local runs (an output location can be
-filled partly by Ray and partly by local processes), and shows each shard's result as it comes
-back. Ray restarts a crashed actor and retries its task (max_restarts, max_task_retries); the
-new actor takes over the dead one's claim and skips a finished shard. The output location must
-be one every node sees (a shared file system or an object store).
+A pool of actors, each loading the model once (one GPU each where the cluster has GPUs). Each
+actor runs one ShardWorker over the job, and its lease asks the driver for each shard as its
+readers want another, as local workers do (etl.engines.handout): questions and results on a
+Ray queue, answers through the actor's ``give``. It claims and embeds the shard with the same
+atomic writes, manifest and claims as local runs (an output location can be filled partly by
+Ray and partly by local processes); the driver shows each shard's result as it comes back. Ray
+restarts a crashed actor (max_restarts) and the driver runs it again, up to MAX_RESTARTS times
+in all; the shards it held go to the others first. The output location must be one every node
+sees (a shared file system or an object store).
 
 Actors are sized from the nodes' own resources, not the cluster's total: an actor needs all
 its CPUs (and its GPU) on one node.
@@ -16,14 +18,16 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from etl.config import JobConfig
-from etl.contract import ShardRecord, WorkerInfo
-from etl.engines.base import Engine, work
+from etl.contract import ShardRecord, ShardStatus, WorkerInfo
+from etl.engines.base import Engine, given_up, work
+from etl.engines.handout import Dispatch, FromDriver
 from etl.errors import ConfigError, EmbedEtlError
 from etl.plan import JobPlan, Placement
 from etl.spec import OutputSpec
@@ -37,7 +41,8 @@ MAX_RESTARTS = 2
 
 
 class ShardActor:
-    """Runs in a Ray worker process: one model, reused for every shard it claims."""
+    """Runs in a Ray worker process: one model, reused for every shard it claims. Two threads:
+    ``run`` for the job, ``give`` for the driver's answers to its lease."""
 
     def __init__(self, settings: WorkerSettings, spec: OutputSpec) -> None:
         from etl.worker.shard_worker import ShardWorker
@@ -46,6 +51,7 @@ class ShardActor:
         started = time.perf_counter()
         self.worker = ShardWorker(settings, spec)
         self.load_seconds = time.perf_counter() - started
+        self.answers: queue.Queue = queue.Queue()
 
     def ready(self) -> WorkerInfo:
         """Answered once the model is loaded."""
@@ -53,8 +59,16 @@ class ShardActor:
             os.getpid(), str(self.worker.device), round(self.load_seconds, 3), socket.gethostname()
         )
 
-    def run(self, work: Work) -> list[ShardRecord]:
-        return self.worker.run(work)
+    def run(self, work: Work, number: int, events: Any) -> int:
+        """Embed the shards the driver hands out, as worker ``number``; results go to
+        ``events`` as they finish. The number of shards done."""
+        handout = FromDriver(number, events, self.answers)
+        records = self.worker.run(work, on_result=handout.report, handout=handout)
+        return sum(r.status == ShardStatus.DONE for r in records)
+
+    def give(self, shard: int | None) -> None:
+        """The driver's answer to the lease's question."""
+        self.answers.put(shard)
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,8 @@ class RayActors(Engine):
         super().__init__(cfg)
         self.ray = connect(cfg)
         self.actors: list[Any] = []
+        self.numbers: dict[int, Any] = {}  # worker number -> its actor (a rerun: a new number)
+        self.dispatch: Dispatch | None = None
         self.arrivals: list[tuple[str, float]] = []  # (shard, when its record reached us)
 
     def start(self, plan: JobPlan) -> None:
@@ -84,40 +100,81 @@ class RayActors(Engine):
             num_cpus=cpus,
             num_gpus=1 if gpu else 0,
             max_restarts=MAX_RESTARTS,
-            max_task_retries=MAX_RESTARTS,
+            max_task_retries=MAX_RESTARTS,  # loading; the job's run is run again by the driver
+            max_concurrency=2,  # run, and give beside it
         )
         self.actors = [actor_class.remote(settings, plan.spec) for _ in range(count)]
         self._wait_ready(cpus, gpu)
 
     def run(self, plan: JobPlan) -> list[ShardRecord]:
-        """Hand each idle actor the next shard and take its record as soon as it is done: the
-        progress bar and the ETA move while the job runs, and each shard is tried by one actor
-        (one claim attempt per shard, not one per actor)."""
-        ray, left = self.ray, list(plan.pending)
-        running: dict[Any, Any] = {}  # task -> its actor
-        idle = list(self.actors)
+        """Every actor runs over the job and asks for each shard; each record is taken as soon
+        as its shard is done, so the progress bar and the ETA move while the job runs. Each
+        shard is tried by one actor (one claim attempt per shard, not one per actor)."""
+        from ray.util.queue import Queue
+
+        ray = self.ray
+        events = Queue(actor_options={"num_cpus": 0})
+        self.dispatch = Dispatch(plan.pending, self._give)
+        runs = dict(self._run(actor, plan, events) for actor in self.actors)
         records: list[ShardRecord] = []
+        died = False
         bar = Progress(plan.total_rows, self.cfg.progress)
         try:
-            while left or running:
-                while idle and left:
-                    actor = idle.pop()
-                    running[actor.run.remote(work(plan, [left.pop(0)]))] = actor
-                finished, _ = ray.wait(list(running), num_returns=1)
-                for ref in finished:
-                    idle.append(running.pop(ref))
-                    for record in self._get(ref):
-                        records.append(record)
-                        self.arrivals.append((record.shard.rel_name, time.time()))
-                        bar.update(record.rows_in, record.tokens)
+            while runs:
+                self._take(events, records, bar, wait=0.2)
+                ended, _ = ray.wait(list(runs), num_returns=len(runs), timeout=0)
+                for ref in ended:
+                    number = runs.pop(ref)
+                    if self._ended(ref, number):  # its actor died
+                        died = True
+                        if self.dispatch.left() and self.restarts < MAX_RESTARTS:
+                            self.restarts += 1  # Ray restarted it: run it again
+                            runs.update([self._run(self.numbers[number], plan, events)])
+            self._take(events, records, bar, wait=None)  # what the last ones sent before ending
         finally:
             bar.close()
-        return records
+            events.shutdown(force=True)
+        done = {r.shard.rel_name for r in records}
+        return records + (given_up(plan, done, "its Ray actor died") if died else [])
 
     def stop(self, failed: bool = False) -> None:
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []
+
+    def _run(self, actor: Any, plan: JobPlan, events: Any) -> tuple[Any, int]:
+        """(the task, its worker number): the actor runs over the job, asking for shards."""
+        number = len(self.numbers)
+        self.numbers[number] = actor
+        return actor.run.options(max_task_retries=0).remote(work(plan), number, events), number
+
+    def _give(self, number: int, shard: int | None) -> None:
+        self.numbers[number].give.options(max_task_retries=0).remote(shard)
+
+    def _take(self, events: Any, records: list[ShardRecord], bar: Progress, wait: Any) -> None:
+        """Handle the actors' questions and results: the first waited for up to ``wait``
+        seconds, then whatever is there (None: only whatever is there)."""
+        while True:
+            try:
+                event = events.get(timeout=wait) if wait is not None else events.get_nowait()
+            except queue.Empty:
+                return
+            wait = None
+            record = self.dispatch.handle(event)
+            if record is not None:
+                records.append(record)
+                self.arrivals.append((record.shard.rel_name, time.time()))
+                bar.update(record.rows_in, record.tokens)
+
+    def _ended(self, ref: Any, number: int) -> bool:
+        """A run that ended gives back the shards it held; True if its actor died."""
+        self.dispatch.lost(number)
+        try:
+            self._get(ref)
+        except self.ray.exceptions.RayActorError as exc:
+            log.error("ray: actor of worker %d died: %s", number, exc)
+            return True
+        return False
 
     def _wait_ready(self, cpus: int, gpu: bool) -> None:
         """Every actor placed and its model loaded within --ray-timeout, or a clear error."""

@@ -78,12 +78,6 @@ class ClaimBook:
         if holder is not None and holder.get("token") == self.owner.token:
             self.storage.delete(self.key(shard))
 
-    def release_all(self) -> None:
-        """Drop every claim this run holds (used when the job stops early)."""
-        for key, holder in self._claims():
-            if holder.get("token") == self.owner.token:
-                self.storage.delete(key)
-
     def clear_stale(self, shards: Iterable[Shard]) -> None:
         """Delete the stale claims of these shards (done ones: a kill between a shard's record and
         its claim's release leaves such a claim, and nothing else would ever remove it)."""
@@ -92,10 +86,16 @@ class ClaimBook:
             if holder.get("input") in names and self._is_stale(key, holder):
                 self.storage.delete(key)
 
-    def heartbeat(self) -> None:
-        """Refresh the modification time of this run's claims, so other hosts see them alive."""
-        for key, holder in self._claims():
-            if holder.get("token") == self.owner.token:
+    def heartbeat(self, shards: Iterable[Shard] | None = None) -> None:
+        """Refresh the modification time of this run's claims, so other hosts see them alive:
+        of these ``shards`` (what a lease holds: no listing, and no reading of the claims of
+        every other worker), or of every claim that is this run's."""
+        if shards is None:
+            found = self._claims()
+        else:
+            found = ((key, self._holder(key)) for key in map(self.key, shards))
+        for key, holder in found:
+            if holder is not None and holder.get("token") == self.owner.token:
                 self.storage.touch(key)
 
     def running(self) -> dict[str, dict]:

@@ -206,7 +206,8 @@ class S3Storage(Storage):
         return upload
 
     def discard_stale_uploads(self, key: str) -> None:
-        ours = {u.upload_id for u in self._uploads}
+        with self._lock:  # the io thread adds and forgets uploads meanwhile
+            ours = {u.upload_id for u in self._uploads}
         full = self.full(key)
         listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=full)
         for item in listing.get("Uploads", ()):
@@ -236,6 +237,8 @@ class S3Storage(Storage):
         except Exception as exc:
             if condition and _code(exc) in CONFLICT:
                 return False
+            if "IfMatch" in condition and _code(exc) in ("NoSuchKey", "404"):
+                return False  # deleted since it was read: not the object expected
             raise _error(exc, self.uri(key), self._client) from exc
         return True
 

@@ -19,7 +19,7 @@ from etl.spec import OutputSpec
 from etl.stages.batching import resolve_batching
 from etl.stages.tokenizer import Layout
 from etl.state.claims import ClaimBook
-from etl.state.lease import Lease
+from etl.state.lease import Handout, Lease
 from etl.state.manifest import Manifest
 from etl.worker.runner import ResultCallback, Runner
 from etl.worker.settings import Work, WorkerSettings
@@ -55,15 +55,22 @@ class ShardWorker:
         )
         self.encoder.warm_up(*self.batching.largest_batch())
 
-    def run(self, work: Work, on_result: ResultCallback | None = None) -> list[ShardRecord]:
+    def run(
+        self,
+        work: Work,
+        on_result: ResultCallback | None = None,
+        handout: Handout | None = None,
+    ) -> list[ShardRecord]:
         """Claim and embed every shard of ``work`` nobody else holds; one record per shard.
-        int8 ranges still to fix are fixed first (etl.calibrate), once for the whole job."""
+        The shards are tried in the order ``handout`` gives (one of several workers asks its
+        driver), or all in order. int8 ranges still to fix are fixed first (etl.calibrate),
+        once for the whole job."""
         spec = self.spec
         if work.calibration is not None:
             from etl.calibrate import calibrate_in_worker
 
             spec = calibrate_in_worker(self, work.storage, work.calibration)
-        return self._run(spec, work, on_result, claim=True)
+        return self._run(spec, work, on_result, claim=True, handout=handout)
 
     def embed_table(self, table: Any, spec: OutputSpec) -> Any:
         """Embed rows held in memory (a pyarrow Table with ``spec``'s id and text columns) by
@@ -88,7 +95,12 @@ class ShardWorker:
             scratch.delete_prefix("")
 
     def _run(
-        self, spec: OutputSpec, work: Work, on_result: ResultCallback | None, claim: bool
+        self,
+        spec: OutputSpec,
+        work: Work,
+        on_result: ResultCallback | None,
+        claim: bool,
+        handout: Handout | None = None,
     ) -> list[ShardRecord]:
         from etl.stages.device import default_threads
         from etl.stages.loader import ShardStream, default_workers, make_loader
@@ -110,7 +122,7 @@ class ShardWorker:
             storage.discard_stale_uploads(shard.output_key)
 
         claims = ClaimBook(manifest, spec.fingerprint) if claim else None
-        lease = Lease(work.shards, claims, readers, on_taken=taken)
+        lease = Lease(work.shards, claims, readers, on_taken=taken, handout=handout)
         stream = ShardStream(
             work.shards,
             spec,

@@ -286,7 +286,9 @@ def _instrument(stages: Stages, standin: bool) -> None:
     import etl.stages.window as window
 
     stages.wrap_generator(loader, "iter_windows", "read")
-    stages.wrap(loader, "tokenize_window", "tokenize")
+    stages.wrap(loader, "tokenize_window", "tokenize")  # before encode_window
+    stages.wrap(loader, "encode_window", "tokenize")
+    stages.wrap(loader, "finish_window", "ids out of the tokenizer")
     stages.wrap(loader, "plan_batches", "batch")
     stages.wrap(loader, "pad", "batch")  # before etl.stages.sequences
     with contextlib.suppress(ImportError):

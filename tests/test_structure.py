@@ -21,6 +21,7 @@ TORCH_USERS = {
         "inflight",
         "loader",
         "pooling",
+        "read_ahead",
         "sparse",
         "sparse_model",
     )

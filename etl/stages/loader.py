@@ -1,4 +1,4 @@
-"""Read, tokenize and batch shards ahead of the model: in a thread (CPU) or DataLoader workers.
+"""Read, tokenize and batch shards ahead of the model: in a thread (the default) or processes.
 
 Each reader asks the feed for a whole shard (one its worker has claimed already, so that
 concurrent processes never share one), reads it window by window, tokenizes a window in one
@@ -9,14 +9,14 @@ own longest row. Everything the main process needs travels in the yielded items.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import IterableDataset
 
 from etl.contract import (
     Batch,
@@ -34,7 +34,6 @@ from etl.reuse.lookup import Lookup
 from etl.reuse.shard import BLOCK_ROWS, EMBED, SOURCES, ShardReuse
 from etl.spec import OutputSpec
 from etl.stages.batching import Batching, plan_batches
-from etl.stages.read_ahead import ReadAhead
 from etl.stages.sequences import Sequences
 from etl.stages.source import (
     iter_windows,
@@ -46,7 +45,7 @@ from etl.stages.source import (
 )
 from etl.stages.token_mask import TokenMask
 from etl.stages.tokenizer import Layout
-from etl.stages.tokens import Tokenized, chunk_rows, content_ids, tokenize_window
+from etl.stages.tokens import chunk_rows, content_ids, encode_window, finish_window
 from etl.threads import helper_pool
 
 Item = ShardStart | Batch | ShardEnd | ShardFailed
@@ -62,7 +61,7 @@ class _Begun:
     first_row: int
     plan: Any  # etl.reuse.shard.WindowReuse, or None
     present: np.ndarray  # (n,) rows whose text goes to the model
-    tokens: Future  # Tokenized: the present rows' sequences and counts
+    tokens: Future  # Encoded: the present rows through the tokenizer
 
 
 @dataclass
@@ -107,6 +106,8 @@ class ShardStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Item]:
         self._tokenizing = None  # a thread of this reader, started with its first window
+        # The tokenizer is used by that thread alone once it runs: what else needs it, now.
+        self._prompt_ids = content_ids(self.tokenizer, self.spec.prompt)
         try:
             while (index := self.feed.next()) is not None:
                 yield from self._shard(index, self.shards[index])
@@ -126,15 +127,16 @@ class ShardStream(IterableDataset):
             reuse = self._reuse(shard)
             self._read.append(index)
             # Each window's tokens are computed (in the tokenizer thread, the GIL released)
-            # while the one before is padded and sent: the cores never wait for either.
+            # while the ids of the one before are taken out and it is batched, padded and
+            # sent: the cores never wait for either.
             begun: _Begun | None = None
             for record_batch in iter_windows(
                 parquet, shard.input_path, columns, self.batching.window_rows
             ):
-                settled = self._settle(begun, shard, passthrough, reuse) if begun else None
-                begun = self._begin(index, windows, record_batch, rows, reuse)
-                if settled is not None:
-                    yield from self._emit(settled)
+                started = self._begin(index, windows, record_batch, rows, reuse)
+                if begun is not None:
+                    yield from self._emit(self._settle(begun, shard, passthrough, reuse))
+                begun = started
                 rows += record_batch.num_rows
                 windows += 1
             if begun is not None:
@@ -177,11 +179,10 @@ class ShardStream(IterableDataset):
         if self._tokenizing is None:
             self._tokenizing = helper_pool("embed-etl-tokenizer")
         tokens = self._tokenizing.submit(
-            tokenize_window,
+            encode_window,
             self.tokenizer,
             texts,
             spec.max_length,
-            self.layout,
             spec.long_text == "chunk",
             spec.special_tokens,
         )
@@ -193,7 +194,10 @@ class ShardStream(IterableDataset):
         """A window whose tokens are in: its sequences, its batches and its WindowInfo."""
         spec, record_batch, present = self.spec, begun.record_batch, begun.present
         first_row, plan = begun.first_row, begun.plan
-        tokenized: Tokenized = begun.tokens.result()
+        keep_whole = spec.long_text == "chunk"
+        tokenized = finish_window(
+            begun.tokens.result(), spec.max_length, self.layout, keep_whole, self.tokenizer
+        )
         n_tokens = tokenized.n_tokens  # (present,)
         long = np.flatnonzero(n_tokens > spec.max_length)  # positions in present
         if len(long) and spec.long_text == "error":
@@ -208,8 +212,6 @@ class ShardStream(IterableDataset):
         seq_rows = present  # row in the window of each sequence
         multi = parts = drop_head = None
         if tokenized.whole:
-            if self._prompt_ids is None:
-                self._prompt_ids = content_ids(self.tokenizer, spec.prompt)
             sequences, seq_rows, parts, multi, drop_head = chunk_rows(
                 sequences,
                 present,
@@ -269,32 +271,3 @@ class ShardStream(IterableDataset):
                 parts=torch.from_numpy(parts[members]) if parts is not None else None,
                 keep=torch.from_numpy(keep) if keep is not None else None,
             )
-
-
-def default_workers(device_type: str, cores: int) -> int:
-    """Reading processes: none, on a CPU and on a GPU alike; a thread of the job reads ahead
-    (etl.stages.read_ahead), the Rust tokenizer spreading each window over every core. A forked
-    reader tokenizes on one core (tokenizers turns its threads off after a fork): on an H200
-    with 16 cores, 50,000 corpus rows in 8 shards ran at 22,898 rows/s with the thread against
-    7,182 with 4 reader processes (float16, 65,536-token batches; benchmarks/RESULTS.md)."""
-    del device_type, cores  # the same answer everywhere, for now
-    return 0
-
-
-def make_loader(stream: ShardStream, num_workers: int, pin_memory: bool) -> Iterable[Item]:
-    """The stream's items as they are (the stream batches already), read ahead of the model by
-    a thread of this process (num_workers 0) or by DataLoader worker processes."""
-    if num_workers == 0:
-        return ReadAhead(stream)
-    return DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        prefetch_factor=4,
-        collate_fn=_as_is,
-    )
-
-
-def _as_is(item: Item) -> Item:
-    return item

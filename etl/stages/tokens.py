@@ -29,6 +29,15 @@ class Tokenized:
     # special tokens left out, by position
 
 
+@dataclass
+class Encoded:
+    """A window's texts through the Rust tokenizer, their ids not yet taken out of it."""
+
+    encodings: list  # tokenizers.Encoding, one per text, of its head
+    counts: dict[int, int]  # texts cut to a head, long: their full token counts
+    whole: dict[int, np.ndarray]  # keep_whole: cut long texts, their ids without specials
+
+
 def tokenize_window(
     tokenizer: Any,
     texts: list[str],
@@ -39,46 +48,74 @@ def tokenize_window(
 ) -> Tokenized:
     """Every text tokenized once, in one parallel call, without truncation (the Rust tokenizer
     tokenizes a whole text before it truncates, so the full count costs nothing more), then
-    truncated to max_length as the tokenizer would, in numpy.
+    truncated to max_length as the tokenizer would, in numpy: encode_window, then
+    finish_window.
 
     A huge text is tokenized from a head cut at a whitespace (the same first tokens) and
     counted piece by piece. With ``keep_whole`` (--long-text chunk) the ids of every text
     longer than max_length are kept whole, for its windows. Without ``special_tokens`` (a
     static sparse route) the tokenizer adds none, and ``layout`` must say so.
     """
+    encoded = encode_window(tokenizer, texts, max_length, keep_whole, special_tokens)
+    return finish_window(encoded, max_length, layout, keep_whole, tokenizer)
+
+
+def encode_window(
+    tokenizer: Any,
+    texts: list[str],
+    max_length: int,
+    keep_whole: bool = False,
+    special_tokens: bool = True,
+) -> Encoded:
+    """The part that calls the tokenizer (the GIL released while it runs on every core); the
+    only part that may, so that one thread at a time uses it."""
     count = len(texts)
-    if not count:
-        return Tokenized(Sequences.empty(), np.zeros(0, np.int64), {})
     budget = head_budget(max_length)
     cut = np.flatnonzero(np.fromiter(map(len, texts), np.int64, count) > budget)
     heads = list(texts) if len(cut) else texts
     for i in cut:
         heads[i] = head(texts[i], budget)
-    lists = _encode(tokenizer, heads, special_tokens)
-    for i in cut:
+    encodings = _encodings(tokenizer, heads, special_tokens) if count else []
+    counts: dict[int, int] = {}
+    whole: dict[int, np.ndarray] = {}
+    specials = _specials(tokenizer) if special_tokens else 0
+    for i in cut.tolist():
         # A head too short to fill max_length tokens (a text of very long words): take more.
         chars = budget
-        while len(lists[i]) < max_length and len(heads[i]) < len(texts[i]):
+        while len(encodings[i]) < max_length and len(heads[i]) < len(texts[i]):
             chars *= 4
             heads[i] = head(texts[i], chars)
-            lists[i] = _encode(tokenizer, [heads[i]], special_tokens)[0]
-    full = Sequences.from_lists(lists)
-    n_tokens = full.lengths.copy()
-    whole: dict[int, np.ndarray] = {}
-    before, after = len(layout.prefix), len(layout.suffix)
-    for i in cut:
+            encodings[i] = _encodings(tokenizer, [heads[i]], special_tokens)[0]
         if len(heads[i]) == len(texts[i]):
             continue  # the head grew into the whole text: its count is exact
         if keep_whole:
-            whole[int(i)] = content_ids(tokenizer, texts[i])
-            n_tokens[i] = len(whole[int(i)]) + before + after
+            whole[i] = content_ids(tokenizer, texts[i])
+            counts[i] = len(whole[i]) + specials
         else:
-            n_tokens[i] = count_tokens(tokenizer, texts[i], special_tokens)
+            counts[i] = count_tokens(tokenizer, texts[i], special_tokens)
+    return Encoded(encodings, counts, whole)
+
+
+def finish_window(
+    encoded: Encoded,
+    max_length: int,
+    layout: Layout,
+    keep_whole: bool = False,
+    tokenizer: Any = None,
+) -> Tokenized:
+    """The ids taken out of the encodings and made sequences, counted and truncated, without
+    calling the tokenizer (another thread may be running it on the next window)."""
+    full = Sequences.from_lists([encoding.ids for encoding in encoded.encodings])
+    n_tokens = full.lengths.copy()
+    for i, counted in encoded.counts.items():
+        n_tokens[i] = counted
+    whole = dict(encoded.whole)
+    before, after = len(layout.prefix), len(layout.suffix)
     if keep_whole:
-        for i in np.flatnonzero(n_tokens > max_length):
-            if int(i) not in whole:  # tokenized whole already: its ids between the specials
-                ids = full.row(int(i))
-                whole[int(i)] = ids[before : len(ids) - after].copy()
+        for i in np.flatnonzero(n_tokens > max_length).tolist():
+            if i not in whole:  # tokenized whole already: its ids between the specials
+                ids = full.row(i)
+                whole[i] = ids[before : len(ids) - after].copy()
     left = getattr(tokenizer, "truncation_side", "right") == "left"
     keep_head = before if left else max_length - after
     return Tokenized(full.truncated(max_length, keep_head), n_tokens, whole)
@@ -187,14 +224,14 @@ def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     return int(differ[0]) if len(differ) else n
 
 
-def _encode(tokenizer: Any, texts: list[str], special_tokens: bool = True) -> list[list[int]]:
-    """Ids of each text, special tokens added, neither truncated nor padded: the Rust
+def _encodings(tokenizer: Any, texts: list[str], special_tokens: bool = True) -> list:
+    """The encoding of each text, special tokens added, neither truncated nor padded: the Rust
     tokenizer's own batch call, parallel on every core (transformers' fast tokenizers wrap
     the same object). The job never reads offsets: encode_batch_fast (tokenizers 0.20+) skips
     them, 1.23x faster on the corpus, the same ids."""
     backend = _backend(tokenizer)
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    return [encoding.ids for encoding in encode(texts, add_special_tokens=special_tokens)]
+    return encode(texts, add_special_tokens=special_tokens)
 
 
 def chunk_rows(

@@ -103,7 +103,8 @@ class ShardWorker:
         handout: Handout | None = None,
     ) -> list[ShardRecord]:
         from etl.stages.device import default_threads
-        from etl.stages.loader import ShardStream, default_workers, make_loader
+        from etl.stages.loader import ShardStream
+        from etl.stages.read_ahead import default_workers, make_loader
 
         storage = work.storage
         manifest = Manifest(storage)

@@ -98,6 +98,25 @@ def test_ray_engine_matches_one_process(tmp_path, tiny_model, corpus, ray_local)
     assert {r.pid for r in records(tmp_path / "ray")} <= actors
 
 
+def test_ray_engine_embeds_a_sparse_model_every_row_once_as_encode_does(tmp_path, ray_local):
+    from tests import sparse_models as sm
+
+    model = sm.build_splade_max(tmp_path / "splade")
+    texts = sm.texts(30, seed=2)
+    for i in range(SHARDS):
+        write_shard(tmp_path / "in" / f"p{i}.parquet", texts, ids=range(i * 100, i * 100 + 30))
+    run_ok(tmp_path / "in", tmp_path / "ray", model, engine="ray", workers=2, threads=1)
+    reference = sm.sparse_reference(model, texts)
+    for i in range(SHARDS):
+        table = pq.read_table(tmp_path / "ray" / f"p{i}.parquet")
+        assert table.column("id").to_pylist() == list(range(i * 100, i * 100 + 30))
+        for row, (index, values) in zip(
+            table.column("emb_sparse").to_pylist(), reference, strict=True
+        ):
+            assert [p["index"] for p in row] == index.tolist()
+            np.testing.assert_allclose([p["value"] for p in row], values, atol=1e-4)
+
+
 def test_ray_and_local_runs_fill_one_output_together(tmp_path, tiny_model, corpus, ray_local):
     """Half the parts on Ray, the rest locally: one job, every shard once, resumable."""
     out = "mixed"

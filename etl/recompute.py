@@ -86,11 +86,13 @@ def recompute(
         if column.tokens:
             continue
         for name, dtype in spec.stored(column):
-            a = _values(stored.column(name), dtype, ranges.get(column.name))
-            b = _values(fresh.column(name), dtype, ranges.get(column.name))
-            cosine = (a * b).sum(1) / np.maximum(
-                np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30
-            )
+            width = column.dim if column.sparse else None
+            a = _values(stored.column(name), dtype, ranges.get(column.name), width)
+            b = _values(fresh.column(name), dtype, ranges.get(column.name), width)
+            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+            cosine = (a * b).sum(1) / np.maximum(norms, 1e-30)
+            # Two empty vectors (a sparse row with no weight) are the same vector.
+            cosine[(norms == 0) & ~(a != b).any(axis=1)] = 1.0
             floor = FLOORS.get(dtype) or FLOORS["exact" if spec.dtype == "float32" else "half"]
             diff = float(np.abs(a - b).max()) if dtype in ("float32", "float16") else None
             report.columns.append(ColumnCheck(name, len(a), float(cosine.min()), diff, floor))
@@ -185,9 +187,20 @@ def _embed(cfg: JobConfig, spec: OutputSpec, texts: pa.Array) -> pa.Table:
         raise EmbedEtlError(f"--recompute: the sample failed: {exc}") from exc
 
 
-def _values(column: pa.ChunkedArray, dtype: str, ranges: dict | None) -> np.ndarray:
-    """(N, D) float32 of a stored vector column: decoded int8, sign bits as +-1."""
+def _values(
+    column: pa.ChunkedArray, dtype: str, ranges: dict | None, vocab: int | None = None
+) -> np.ndarray:
+    """(N, D) float32 of a stored vector column: decoded int8, sign bits as +-1, a sparse
+    column (``vocab`` wide) made dense for the few rows sampled."""
     flat = column.combine_chunks()
+    if vocab is not None:
+        counts = flat.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+        pairs = flat.flatten()
+        dense = np.zeros((len(flat), vocab), np.float32)
+        rows = np.repeat(np.arange(len(flat)), counts)
+        index = pairs.field("index").to_numpy(zero_copy_only=False)
+        dense[rows, index] = pairs.field("value").to_numpy(zero_copy_only=False)
+        return dense
     width = flat.type.list_size
     values = flat.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
     if dtype == "int8":

@@ -301,3 +301,16 @@ def test_sigkill_then_rerun_is_exactly_once_with_a_sparse_model(tmp_path, models
         assert pq.read_table(path).column("id").to_pylist() == list(range(i * 2000, (i + 1) * 2000))
         _assert_same_sparse(_sparse_rows(path), reference)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("name,task", [("free", "query"), ("sum", None)])
+def test_verify_recompute_embeds_sampled_rows_again_with_the_jobs_task_and_top_k(
+    tmp_path, models, shard, name, task
+):
+    from etl import verify_job
+
+    run_ok(shard, tmp_path / "out", models[name], task=task, sparse_top_k=5)
+    report = verify_job(str(tmp_path / "out"), recompute=12, device="cpu")
+    assert report.ok, report.to_dict()
+    (check,) = report.recompute.columns
+    assert check.rows == 12 and check.min_cosine > 0.9999 and check.max_abs_diff < 1e-4

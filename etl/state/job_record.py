@@ -52,6 +52,8 @@ VECTOR_OPTIONS = (
     "calibration_rows",
     "prompt",
     "prompt_name",
+    "task",
+    "sparse_top_k",
     "trust_remote_code",
 )
 

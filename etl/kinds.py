@@ -53,6 +53,11 @@ def kind_column(cfg: JobConfig, model: ModelInfo) -> tuple[ColumnSpec, int, int 
         dense=bool(head.projection),
         source="model",
     )
+    if recipe.task == "query" and head.expansion is not None and cfg.max_length is not None:
+        raise ConfigError(
+            f"--max-length {cfg.max_length}: {model.name} pads and cuts every query to "
+            f"{head.expansion.length} tokens (its query expansion); drop --max-length"
+        )
     return column, head.length(recipe.task) or model.default_max_length, None
 
 

@@ -60,6 +60,30 @@ def test_each_distinct_text_of_a_shard_goes_through_the_model_once(tmp_path, tin
     )
 
 
+@pytest.mark.parametrize("block_rows", [256, 512])
+def test_a_shard_of_many_blocks_embeds_each_text_once_with_the_counts_of_no_reuse(
+    tmp_path, tiny_model, monkeypatch, block_rows
+):
+    """A shard is hashed a block at a time (65,536 rows; smaller here): texts repeated across
+    blocks copy their vector and token count, window after window, wherever the block ends."""
+    import etl.stages.loader as loader
+
+    monkeypatch.setattr(loader, "BLOCK_ROWS", block_rows)
+    texts = heavy_tailed(sentences(150, seed=5), 2000, seed=2)
+    texts[300] = None
+    write_shard(tmp_path / "in" / "a.parquet", texts)
+    reused = run_ok(tmp_path / "in", tmp_path / "out", tiny_model, sort_window=128)
+    run_ok(tmp_path / "in", tmp_path / "plain", tiny_model, sort_window=128, no_reuse=True)
+    assert reused["status"] == "ok" and reused["texts_embedded"] == len(set(texts) - {None})
+    a, b = (
+        pq.read_table(tmp_path / "out" / "a.parquet"),
+        pq.read_table(tmp_path / "plain" / "a.parquet"),
+    )
+    for column in ("id", "n_tokens", "truncated"):
+        assert a.column(column).equals(b.column(column))
+    _close(a.column("emb_mean").to_pylist(), b.column("emb_mean").to_pylist())
+
+
 @pytest.mark.parametrize("dtypes", [("float16",), ("int8", "binary")])
 def test_rows_of_one_text_are_stored_alike_in_every_output_dtype(tmp_path, tiny_model, dtypes):
     texts = heavy_tailed(sentences(40, seed=4), 600, seed=2)

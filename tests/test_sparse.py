@@ -151,6 +151,7 @@ def test_multi_vector_float16(tmp_path, models, shard):
         ("max", ["--store", "elsewhere"], "--store"),
         ("mv", ["--sparse-top-k", "4"], "--sparse-top-k"),
         ("mv", ["--pooling", "mean"], "--pooling mean"),
+        ("mv", ["--task", "query", "--max-length", "12"], "--max-length 12"),
         ("dense", ["--sparse-top-k", "4"], "--sparse-top-k"),
         ("dense", ["--task", "query"], "--task query"),
     ],

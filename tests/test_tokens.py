@@ -41,3 +41,18 @@ def test_head_never_cuts_a_word():
     text = "alpha beta gamma delta"
     assert head(text, 7) == "alpha beta"
     assert head(text, 100) == text
+
+
+def test_a_tokenizer_truncating_on_the_left_keeps_a_huge_texts_last_tokens(tokenizer):
+    import copy
+
+    left = copy.deepcopy(tokenizer)
+    left.truncation_side = "left"
+    paragraph = "Attention masks tell the model which positions are real tokens, not padding. "
+    texts = ["short text", paragraph * 400 + "the very last words"]
+    tokenized = tokenize_window(left, texts, 64, layout(left))
+    for i, text in enumerate(texts):
+        full = _full(left, text)
+        assert tokenized.n_tokens[i] == len(full)
+        expected = full if len(full) <= 64 else [full[0], *full[len(full) - 63 :]]
+        assert tokenized.sequences.row(i).tolist() == expected

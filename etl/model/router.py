@@ -85,18 +85,18 @@ def _route(config: dict, task: str | None, config_file: Path, name: str) -> str:
             mappings[ast.literal_eval(key) if key.startswith("(") else key] = route
         except (ValueError, SyntaxError):
             continue
+    # sentence-transformers' order: the mappings for (task, text), (task, any), (any task,
+    # text), (any, any); then a route named like the task, or like the modality.
+    for key in ((task, "text"), (task, None), (None, "text"), (None, None)):
+        if key in mappings:
+            return mappings[key]
+    for name_ in (task, "text"):
+        if name_ and name_ in structure:
+            return name_
     if task is not None:
-        for key in ((task, "text"), (task, None)):
-            if key in mappings:
-                return mappings[key]
-        if task in structure:
-            return task
         raise ConfigError(
             f"--task {task}: {name} has the routes {', '.join(structure)}; expected one of them"
         )
-    for key in ((None, "text"), (None, None)):
-        if key in mappings:
-            return mappings[key]
     default = parameters.get("default_route")
     if default is None:
         return next(iter(structure))  # sentence-transformers' allow_empty_key: the first route

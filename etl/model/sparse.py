@@ -77,7 +77,11 @@ def read_sparse(
             weights_sha256=file_digest(weights),
         )
         return head, None
-    if unknown or len(kinds) != 2 or kinds[1] != "SpladePooling":
+    if (
+        unknown
+        or kinds[1:] != ["SpladePooling"]
+        or kinds[0] not in ("Transformer", "MLMTransformer")
+    ):
         raise ModelError(
             f"--model {name}: a SparseEncoder of modules {kinds}; embed-etl reproduces "
             "Transformer -> SpladePooling and SparseStaticEmbedding"

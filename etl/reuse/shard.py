@@ -101,6 +101,11 @@ class ShardReuse:
         self.next_spill = 0
         self.seen = Known()  # texts of this shard's earlier blocks
 
+    def starts_block(self, start: int) -> bool:
+        """Whether the window at row ``start`` begins a block: the windows before it must have
+        recorded their token counts first (record_tokens), since its block replaces theirs."""
+        return start >= self.end
+
     def window(self, start: int, rows: int) -> WindowReuse:
         """Classify rows start..start+rows-1 (one window: never across blocks) and fetch what
         the stores hold for them."""

@@ -133,6 +133,9 @@ class ShardStream(IterableDataset):
             for record_batch in iter_windows(
                 parquet, shard.input_path, columns, self.batching.window_rows
             ):
+                if begun is not None and reuse is not None and reuse.starts_block(rows):
+                    yield from self._emit(self._settle(begun, shard, passthrough, reuse))
+                    begun = None  # its block's counts are in before the next block comes
                 started = self._begin(index, windows, record_batch, rows, reuse)
                 if begun is not None:
                     yield from self._emit(self._settle(begun, shard, passthrough, reuse))

@@ -36,10 +36,12 @@ class SparseRows:
         order = np.argsort(rows, kind="stable")  # rows in order; indices stay sorted in each
         index = np.concatenate(self._index)[order] if self._rows else none.astype(np.int32)
         values = np.concatenate(self._values)[order] if self._rows else none.astype(np.float32)
+        values = values.astype(dtype)
+        kept = values != 0  # a weight too small for float16 is no weight
+        rows, index, values = rows[order][kept], index[kept], values[kept]
         kind = sparse_type(dtype)
         pairs = pa.StructArray.from_arrays(
-            [pa.array(index, pa.int32()), pa.array(values.astype(dtype))],
-            fields=list(kind.value_type),
+            [pa.array(index, pa.int32()), pa.array(values)], fields=list(kind.value_type)
         )
         offsets = np.zeros(self.num_rows + 1, np.int32)
         np.cumsum(np.bincount(rows, minlength=self.num_rows), out=offsets[1:])

@@ -73,8 +73,10 @@ def encode_window(
     budget = head_budget(max_length)
     cut = np.flatnonzero(np.fromiter(map(len, texts), np.int64, count) > budget)
     heads = list(texts) if len(cut) else texts
+    # Truncating on the left keeps a text's last tokens: tokenize its tail, not its head.
+    part = tail if getattr(tokenizer, "truncation_side", "right") == "left" else head
     for i in cut:
-        heads[i] = head(texts[i], budget)
+        heads[i] = part(texts[i], budget)
     encodings = _encodings(tokenizer, heads, special_tokens) if count else []
     counts: dict[int, int] = {}
     whole: dict[int, np.ndarray] = {}
@@ -84,7 +86,7 @@ def encode_window(
         chars = budget
         while len(encodings[i]) < max_length and len(heads[i]) < len(texts[i]):
             chars *= 4
-            heads[i] = head(texts[i], chars)
+            heads[i] = part(texts[i], chars)
             encodings[i] = _encodings(tokenizer, [heads[i]], special_tokens)[0]
         if len(heads[i]) == len(texts[i]):
             continue  # the head grew into the whole text: its count is exact
@@ -129,6 +131,18 @@ def head_budget(max_length: int) -> int:
 def head(text: str, chars: int) -> str:
     """The text up to the first whitespace at or after ``chars`` (so no word is cut)."""
     return text[: _cut(text, 0, chars)]
+
+
+def tail(text: str, chars: int) -> str:
+    """The text's last ``chars`` characters or a few more, from just after a whitespace (so no
+    word is cut, within 256 characters), the same last tokens as the whole text."""
+    start = len(text) - chars
+    if start <= 0:
+        return text
+    for i in range(start, max(-1, start - 256), -1):
+        if text[i].isspace():
+            return text[i + 1 :]
+    return text[start:]
 
 
 def _cut(text: str, start: int, chars: int) -> int:

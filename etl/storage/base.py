@@ -52,6 +52,40 @@ class Upload(ABC):
         """Drop what was written; the key is untouched."""
 
 
+class StreamedUpload(Upload):
+    """An upload that is itself the binary file a Parquet writer writes to, sent as it fills
+    (an S3 multipart upload, an Azure or GCS block writer): the write-only file protocol
+    pyarrow uses, with ``write`` left to the store. close() leaves it to publish or discard."""
+
+    written = 0
+    closed = False
+
+    @property
+    def target(self) -> StreamedUpload:
+        return self
+
+    @abstractmethod
+    def write(self, data: bytes) -> int: ...
+
+    def tell(self) -> int:
+        return self.written
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+
 class Storage(ABC):
     """An output location. Keys are '/'-separated and relative to it. Picklable: every
     process opens its own connections and tracks its own temporaries."""

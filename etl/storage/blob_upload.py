@@ -7,10 +7,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from etl.storage.base import Upload
+from etl.storage.base import StreamedUpload
 
 
-class BlobUpload(Upload):
+class BlobUpload(StreamedUpload):
     """A binary file object for a Parquet writer: obstore's writer sends a block (part) as each
     fills; the object appears under its key at publish, when the writer commits them."""
 
@@ -19,40 +19,16 @@ class BlobUpload(Upload):
 
         self.storage = storage
         self.key = key
-        self.written = 0
-        self.closed = False
         self._writer: Any = obs.open_writer(
             storage.store, storage.full(key), buffer_size=storage.part_size, max_concurrency=2
         )
 
-    @property
-    def target(self) -> BlobUpload:
-        return self
-
-    # The file protocol pyarrow's writer uses; close() leaves the upload to publish or discard.
+    # The rest of the file protocol is StreamedUpload's.
     def write(self, data: bytes) -> int:
         with self.storage._errors(self.key):
             self._writer.write(bytes(data))
         self.written += len(data)
         return len(data)
-
-    def tell(self) -> int:
-        return self.written
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        self.closed = True
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def readable(self) -> bool:
-        return False
 
     def publish(self) -> None:
         with self.storage._errors(self.key):

@@ -7,12 +7,12 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from etl.storage.base import Upload
+from etl.storage.base import StreamedUpload
 
 PART_SIZE = 8 << 20  # multipart part size; S3 wants at least 5 MiB for all parts but the last
 
 
-class S3Upload(Upload):
+class S3Upload(StreamedUpload):
     """A binary file object for a writer: parts go up as they fill; published on complete."""
 
     def __init__(self, storage: Any, key: str) -> None:  # an S3Storage
@@ -21,14 +21,8 @@ class S3Upload(Upload):
         self.upload_id: str | None = None
         self.parts: list[dict] = []
         self.buffer = bytearray()
-        self.written = 0
-        self.closed = False
 
-    @property
-    def target(self) -> S3Upload:
-        return self
-
-    # The file protocol pyarrow's writer uses.
+    # The rest of the file protocol is StreamedUpload's.
     def write(self, data: bytes) -> int:
         self.buffer += data
         self.written += len(data)
@@ -37,24 +31,6 @@ class S3Upload(Upload):
             self._send(bytes(self.buffer[:size]))
             del self.buffer[:size]
         return len(data)
-
-    def tell(self) -> int:
-        return self.written
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        self.closed = True
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def readable(self) -> bool:
-        return False
 
     def publish(self) -> None:
         storage, full = self.storage, self.storage.full(self.key)

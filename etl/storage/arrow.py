@@ -136,15 +136,6 @@ class ArrowStorage(Storage):
         with contextlib.suppress(FileNotFoundError, pa.ArrowException, OSError):
             self.fs.delete_file(self.path(key))
 
-    def delete_prefix(self, prefix: str) -> None:
-        for entry in self.list(prefix):
-            self.delete(entry.key)
-
-    def touch(self, key: str) -> None:
-        data = self.read(key)
-        if data is not None:
-            self.swap(key, data, data)
-
     def upload(self, key: str) -> ArrowUpload:
         final = self.path(key)
         self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)

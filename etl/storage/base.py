@@ -145,13 +145,18 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Delete the object; deleting one that is gone is fine."""
 
-    @abstractmethod
     def delete_prefix(self, prefix: str) -> None:
-        """Delete every object under a folder key."""
+        """Delete every object under a folder key (one by one, unless the store does better)."""
+        for entry in self.list(prefix):
+            self.delete(entry.key)
 
-    @abstractmethod
     def touch(self, key: str) -> None:
-        """Refresh the object's modification time (a heartbeat); no-op if it is gone."""
+        """Refresh the object's modification time (a heartbeat); no-op if it is gone. An
+        object store rewrites the object as it is, only if unchanged: its modification time
+        moves on."""
+        data = self.read(key)
+        if data is not None:
+            self.swap(key, data, data)
 
     @abstractmethod
     def upload(self, key: str) -> Upload:

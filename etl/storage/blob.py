@@ -195,16 +195,6 @@ class BlobStorage(Storage):
         with contextlib.suppress(FileNotFoundError), self._errors(key):
             obs.delete(self.store, self.full(key))
 
-    def delete_prefix(self, prefix: str) -> None:
-        for entry in self.list(prefix):
-            self.delete(entry.key)
-
-    def touch(self, key: str) -> None:
-        """Rewrite the object as it is, only if unchanged: its Last-Modified moves on."""
-        data = self.read(key)
-        if data is not None:
-            self.swap(key, data, data)
-
     def upload(self, key: str) -> BlobUpload:
         upload = BlobUpload(self, key)
         with self._lock:

@@ -193,12 +193,6 @@ class S3Storage(Storage):
             chunk = [{"Key": k} for k in keys[start : start + 1000]]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk})
 
-    def touch(self, key: str) -> None:
-        """Rewrite the object as it is, only if unchanged: its LastModified moves on."""
-        data = self.read(key)
-        if data is not None:
-            self.swap(key, data, data)
-
     def upload(self, key: str) -> S3Upload:
         upload = S3Upload(self, key)
         with self._lock:

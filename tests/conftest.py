@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -94,6 +95,25 @@ def write_shard(path: Path, texts: list, ids: list | None = None, **extra) -> Pa
     return path
 
 
+@contextlib.contextmanager
+def set_environment(settings: dict[str, str]):
+    """These environment variables while the block runs; what was there before, after."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in settings.items():
+            patch.setenv(name, value)
+        yield
+
+
+def without_row(table: pa.Table, row: int) -> bytes:
+    """A Parquet file of ``table`` with one row cut out, its metadata kept: a planted fault."""
+    import io
+
+    cut = pa.concat_tables([table.slice(0, row), table.slice(row + 1)])
+    buffer = io.BytesIO()
+    pq.write_table(cut.replace_schema_metadata(table.schema.metadata), buffer)
+    return buffer.getvalue()
+
+
 def wait_until(proc, condition, what: str, timeout: float = 300, poll: float = 0.005) -> None:
     """Poll the job's state (not the clock) until ``condition()`` holds; fail if the job ends
     first or it takes over ``timeout`` seconds."""
@@ -171,14 +191,8 @@ def s3_server():
         "AWS_DEFAULT_REGION": "us-east-1",
         "EMBED_ETL_S3_PART_SIZE": "65536",
     }
-    saved = {k: os.environ.get(k) for k in aws}
-    os.environ.update(aws)
-    yield aws
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with set_environment(aws):
+        yield aws
     server.terminate()
     server.wait(timeout=30)
 

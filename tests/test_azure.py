@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO, tiny_texts, write_shard
+from tests.conftest import REPO, set_environment, tiny_texts, without_row, write_shard
 
 # Azurite's well-known development account (public, the same in every Azurite).
 ACCOUNT = "devstoreaccount1"
@@ -73,14 +73,8 @@ def azurite(tmp_path_factory):
                 pytest.fail("Azurite did not start")
             time.sleep(0.05)
     settings = {"AZURE_STORAGE_USE_EMULATOR": "true", "AZURITE_BLOB_STORAGE_URL": url}
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    yield f"{url}/{ACCOUNT}"
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with set_environment(settings):
+        yield f"{url}/{ACCOUNT}"
     server.terminate()
     server.wait(timeout=30)
 
@@ -280,10 +274,7 @@ def test_verify_on_az_passes_and_finds_a_planted_fault(job, container):
     assert report["status"] == "ok" and report["shards"] == SHARDS and report["rows"] == 90
     # Planted: a row missing from one output, its metadata kept.
     table = _table(container, "vectors/p2.parquet")
-    cut = pa.concat_tables([table.slice(0, 10), table.slice(11)])
-    buffer = io.BytesIO()
-    pq.write_table(cut.replace_schema_metadata(table.schema.metadata), buffer)
-    container.upload_blob("vectors/p2.parquet", buffer.getvalue(), overwrite=True)
+    container.upload_blob("vectors/p2.parquet", without_row(table, 10), overwrite=True)
     bad = _cli("verify", "-o", out, "--json")
     assert bad.returncode == 3, bad.stderr
     report = _report(bad)

@@ -130,14 +130,30 @@ def test_ray_and_local_runs_fill_one_output_together(tmp_path, tiny_model, corpu
     _assert_same_outputs(tmp_path / "single", tmp_path / out)
 
 
-def test_killing_one_worker_still_finishes_every_shard_once(tmp_path, tiny_model):
-    rows = 2500
+def _four_shards(folder: Path, rows: int) -> None:
     for i in range(4):
         write_shard(
-            tmp_path / "in" / f"p{i}.parquet",
-            tiny_texts(rows, seed=i),
-            ids=range(i * rows, (i + 1) * rows),
+            folder / f"p{i}.parquet", tiny_texts(rows, seed=i), ids=range(i * rows, (i + 1) * rows)
         )
+
+
+def _claimant(claims: Path, running, why) -> int:
+    """Poll the claims (the job's state, not the clock) until one is held: its holder's pid."""
+    deadline = time.monotonic() + 300
+    while True:
+        assert running(), why()
+        assert time.monotonic() < deadline, "no claim was ever taken"
+        for claim in claims.glob("*.claim") if claims.is_dir() else ():
+            try:
+                return json.loads(claim.read_text())["pid"]
+            except (OSError, ValueError, KeyError):
+                continue
+        time.sleep(0.005)
+
+
+def test_killing_one_worker_still_finishes_every_shard_once(tmp_path, tiny_model):
+    rows = 2500
+    _four_shards(tmp_path / "in", rows)
     out = tmp_path / "out"
     args = [
         sys.executable,
@@ -169,17 +185,8 @@ def test_killing_one_worker_still_finishes_every_shard_once(tmp_path, tiny_model
 
 def _kill_one_worker_and_finish(proc, args, out, rows):
     claims = out / "_embed_etl" / "claims"
-    deadline = time.monotonic() + 300
-    victim = None
-    while victim is None:  # wait until a worker holds a shard, then kill that worker
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "no worker ever claimed a shard"
-        for claim in claims.glob("*.claim") if claims.is_dir() else ():
-            try:
-                victim = json.loads(claim.read_text())["pid"]
-            except (OSError, ValueError, KeyError):
-                continue
-        time.sleep(0.005)
+    # Wait until a worker holds a shard, then kill that worker.
+    victim = _claimant(claims, lambda: proc.poll() is None, lambda: proc.stderr.read())
     assert victim in {c.pid for c in psutil.Process(proc.pid).children()}
     os.kill(victim, signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=300)
@@ -364,12 +371,7 @@ def test_a_ray_actor_killed_mid_shard_is_run_again_and_every_row_is_done_once(
     import threading
 
     rows = 2500
-    for i in range(4):
-        write_shard(
-            tmp_path / "in" / f"p{i}.parquet",
-            tiny_texts(rows, seed=i),
-            ids=range(i * rows, (i + 1) * rows),
-        )
+    _four_shards(tmp_path / "in", rows)
     out = tmp_path / "out"
     cfg = job_config(
         tmp_path / "in", out, tiny_model, engine="ray", workers=1, threads=1, batch_size=4
@@ -377,15 +379,8 @@ def test_a_ray_actor_killed_mid_shard_is_run_again_and_every_row_is_done_once(
     summaries = []
     job = threading.Thread(target=lambda: summaries.append(run_job(cfg).to_dict()), daemon=True)
     job.start()
-    claims, victim, deadline = out / "_embed_etl" / "claims", None, time.monotonic() + 300
-    while victim is None:  # wait until the actor holds a shard
-        assert job.is_alive() and time.monotonic() < deadline, "no claim was ever taken"
-        for claim in claims.glob("*.claim") if claims.is_dir() else ():
-            try:
-                victim = json.loads(claim.read_text())["pid"]
-            except (OSError, ValueError, KeyError):
-                continue
-        time.sleep(0.005)
+    claims = out / "_embed_etl" / "claims"
+    victim = _claimant(claims, job.is_alive, lambda: "the job ended")  # the actor holds a shard
     assert victim != os.getpid()  # the actor's process, not the driver
     os.kill(victim, signal.SIGKILL)
     job.join(timeout=300)

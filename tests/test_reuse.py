@@ -37,6 +37,14 @@ def _close(a: list, b: list, tolerance: float = 1e-5) -> None:
     assert worst <= tolerance, worst
 
 
+def _same_as_no_reuse(reused, plain) -> None:
+    """The same rows, token counts and truncation as a --no-reuse output; vectors within 1e-5."""
+    a, b = pq.read_table(reused), pq.read_table(plain)
+    for column in ("id", "n_tokens", "truncated"):
+        assert a.column(column).equals(b.column(column))
+    _close(a.column("emb_mean").to_pylist(), b.column("emb_mean").to_pylist())
+
+
 def test_each_distinct_text_of_a_shard_goes_through_the_model_once(tmp_path, tiny_model):
     texts = heavy_tailed(sentences(120, seed=3), 2000, seed=1)
     texts[7] = texts[900] = None
@@ -47,13 +55,7 @@ def test_each_distinct_text_of_a_shard_goes_through_the_model_once(tmp_path, tin
     assert reused["texts_embedded"] == distinct < 2000  # windows of 256 rows: across windows too
     assert reused["rows_reused_from"] == {"shard": 1998 - distinct, "job": 0, "earlier": 0}
     assert plain["texts_embedded"] == 1998 and plain["rows_reused"] == 0
-    a, b = (
-        pq.read_table(tmp_path / "out" / "a.parquet"),
-        pq.read_table(tmp_path / "plain" / "a.parquet"),
-    )
-    for column in ("id", "n_tokens", "truncated"):
-        assert a.column(column).equals(b.column(column))
-    _close(a.column("emb_mean").to_pylist(), b.column("emb_mean").to_pylist())
+    _same_as_no_reuse(tmp_path / "out" / "a.parquet", tmp_path / "plain" / "a.parquet")
     record = json.loads(next((tmp_path / "out" / "_embed_etl" / "shards").iterdir()).read_text())
     assert (
         record["texts_embedded"] == distinct and record["rows_reused"]["shard"] == 1998 - distinct
@@ -75,13 +77,7 @@ def test_a_shard_of_many_blocks_embeds_each_text_once_with_the_counts_of_no_reus
     reused = run_ok(tmp_path / "in", tmp_path / "out", tiny_model, sort_window=128)
     run_ok(tmp_path / "in", tmp_path / "plain", tiny_model, sort_window=128, no_reuse=True)
     assert reused["status"] == "ok" and reused["texts_embedded"] == len(set(texts) - {None})
-    a, b = (
-        pq.read_table(tmp_path / "out" / "a.parquet"),
-        pq.read_table(tmp_path / "plain" / "a.parquet"),
-    )
-    for column in ("id", "n_tokens", "truncated"):
-        assert a.column(column).equals(b.column(column))
-    _close(a.column("emb_mean").to_pylist(), b.column("emb_mean").to_pylist())
+    _same_as_no_reuse(tmp_path / "out" / "a.parquet", tmp_path / "plain" / "a.parquet")
 
 
 @pytest.mark.parametrize("dtypes", [("float16",), ("int8", "binary")])

@@ -25,13 +25,11 @@ from etl.inputs import discover
 from etl.recompute import RecomputeReport
 from etl.spec import METADATA_PREFIX
 from etl.stages.source import parquet_file
-from etl.stages.vectors import sparse_type
+from etl.stages.vectors import arrow_type, sparse_type
 from etl.state.job_record import read_job
 from etl.state.manifest import DoneIndex, Manifest, shard_done
 from etl.storage import Storage, is_uri, open_storage
 from etl.verify_values import NORM_TOLERANCE, check_values
-
-FLOAT_TYPES = {"float32": pa.float32(), "float16": pa.float16()}
 
 
 @dataclass
@@ -228,8 +226,5 @@ def _expected_type(column: dict, dtype: str, identity: dict) -> pa.DataType:
     if column["pooling"] == "sparse":
         return sparse_type(dtype)
     width = min(identity.get("truncate_dim") or column["dim"], column["dim"])
-    if dtype == "binary":
-        element = pa.list_(pa.uint8(), width // 8)
-    else:
-        element = pa.list_({**FLOAT_TYPES, "int8": pa.int8()}[dtype], width)
+    element = arrow_type(dtype, width)  # the sink's own types
     return pa.list_(element) if column["pooling"] == "tokens" else element

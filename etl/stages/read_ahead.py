@@ -20,6 +20,12 @@ from torch.utils.data import DataLoader
 
 from etl.threads import block_signals
 
+# Reading processes by default: none, on a CPU and on a GPU alike; a thread of the job reads
+# ahead, the Rust tokenizer spreading each window over every core. A forked reader tokenizes on
+# one core (tokenizers turns its threads off after a fork): on an H200 with 16 cores, 50,000
+# corpus rows in 8 shards ran at 22,898 rows/s with the thread against 7,182 with 4 reader
+# processes (float16, 65,536-token batches; benchmarks/RESULTS.md).
+DEFAULT_READERS = 0
 DEPTH = 64  # items read ahead: batches of a window, or a shard's start and end
 
 
@@ -93,16 +99,6 @@ class Reader(Iterator[Any]):
             except queue.Full:
                 continue
         return False
-
-
-def default_workers(device_type: str, cores: int) -> int:
-    """Reading processes: none, on a CPU and on a GPU alike; a thread of the job reads ahead
-    (etl.stages.read_ahead), the Rust tokenizer spreading each window over every core. A forked
-    reader tokenizes on one core (tokenizers turns its threads off after a fork): on an H200
-    with 16 cores, 50,000 corpus rows in 8 shards ran at 22,898 rows/s with the thread against
-    7,182 with 4 reader processes (float16, 65,536-token batches; benchmarks/RESULTS.md)."""
-    del device_type, cores  # the same answer everywhere, for now
-    return 0
 
 
 def make_loader(stream: Iterable[Any], num_workers: int, pin_memory: bool) -> Iterable[Any]:

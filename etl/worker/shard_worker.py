@@ -102,9 +102,8 @@ class ShardWorker:
         claim: bool,
         handout: Handout | None = None,
     ) -> list[ShardRecord]:
-        from etl.stages.device import default_threads
         from etl.stages.loader import ShardStream
-        from etl.stages.read_ahead import default_workers, make_loader
+        from etl.stages.read_ahead import DEFAULT_READERS, make_loader
 
         storage = work.storage
         manifest = Manifest(storage)
@@ -114,7 +113,7 @@ class ShardWorker:
             ledger = Ledger(len(work.shards))  # made before the readers fork
         readers = self.settings.readers
         if readers is None:
-            readers = default_workers(self.device.type, default_threads())
+            readers = DEFAULT_READERS
 
         def taken(shard: Shard) -> None:
             """We hold its claim now: what a killed attempt at it left is litter."""

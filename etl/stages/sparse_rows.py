@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from etl.stages.token_rows import list_offsets
 from etl.stages.vectors import sparse_type
 
 
@@ -43,6 +44,5 @@ class SparseRows:
         pairs = pa.StructArray.from_arrays(
             [pa.array(index, pa.int32()), pa.array(values)], fields=list(kind.value_type)
         )
-        offsets = np.zeros(self.num_rows + 1, np.int32)
-        np.cumsum(np.bincount(rows, minlength=self.num_rows), out=offsets[1:])
-        return pa.ListArray.from_arrays(pa.array(offsets), pairs, type=kind, mask=nulls)
+        offsets = list_offsets(np.bincount(rows, minlength=self.num_rows))
+        return pa.ListArray.from_arrays(offsets, pairs, type=kind, mask=nulls)

@@ -58,7 +58,7 @@ class TokenRows:
         """list<int32>: each row's token ids in text order."""
         gather, lengths = self._join()
         flat = _concat(self._ids, np.zeros(0, np.int32))[gather]
-        return pa.ListArray.from_arrays(_offsets(lengths), pa.array(flat), mask=nulls)
+        return pa.ListArray.from_arrays(list_offsets(lengths), pa.array(flat), mask=nulls)
 
     def vectors(self, name: str, width: int) -> np.ndarray:
         """(all tokens, H) float32: every row's token vectors of a column, rows in order."""
@@ -67,7 +67,7 @@ class TokenRows:
         return flat[gather].astype(np.float32, copy=False)
 
     def offsets(self) -> pa.Array:
-        return _offsets(self._join()[1])
+        return list_offsets(self._join()[1])
 
     def _join(self) -> tuple[np.ndarray, np.ndarray]:
         """(indices into the flat tokens, in row then text order; tokens per row)."""
@@ -96,7 +96,8 @@ def _concat(pieces: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
     return np.concatenate(pieces) if pieces else empty
 
 
-def _offsets(lengths: np.ndarray) -> pa.Array:
+def list_offsets(lengths: np.ndarray) -> pa.Array:
+    """An Arrow list array's int32 offsets for lists of these lengths."""
     offsets = np.zeros(len(lengths) + 1, np.int32)
     np.cumsum(lengths, out=offsets[1:])
     return pa.array(offsets)

@@ -6,6 +6,7 @@ start      the engine loads the model in each of its workers and runs the larges
 calibrate  int8 only: the ranges of an earlier run, or the sample the workers fix them from
 record     job.json, once, before the first output; the vector store's store.json
 run        the engine's workers claim and embed the pending shards
+compact    the job's vector store, when it leaves many small segments (etl.reuse.compact)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from etl.config import JobConfig
 from etl.contract import ShardRecord, ShardStatus
 from etl.engines import engine_for, placement_for
 from etl.plan import JobPlan, plan_job
+from etl.reuse.compact import compact_if_due
 from etl.reuse.plan import prepare_stores
 from etl.state.claims import ClaimBook
 from etl.state.job_record import record_job
@@ -56,6 +58,8 @@ def run_job(cfg: JobConfig) -> JobSummary:
             if plan.reuse is not None:
                 prepare_stores(plan.reuse)
             results = engine.run(plan)
+            if plan.reuse is not None:
+                compact_if_due(plan.reuse.own)
         finally:
             plan.storage.discard_temporaries()
     everything = sorted(skipped + merge_results(plan, results), key=lambda r: r.shard.rel_name)

@@ -215,50 +215,6 @@ def test_reuse_of_another_recipe_or_of_nothing_is_refused_naming_why(tmp_path, t
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
-def test_a_damaged_segment_is_skipped_and_its_texts_embedded_again(tmp_path, tiny_model):
-    texts = sentences(40, seed=9)
-    write_shard(tmp_path / "in" / "a.parquet", texts)
-    run_ok(tmp_path / "in", tmp_path / "out1", tiny_model)
-    (segment,) = (tmp_path / "out1" / "_embed_etl" / "vectors" / "segments").glob("*.seg")
-    segment.write_bytes(segment.read_bytes()[:-5])  # cut short: its trailer is gone
-    summary = run_ok(
-        tmp_path / "in", tmp_path / "out2", tiny_model, reuse=(str(tmp_path / "out1"),)
-    )
-    assert (
-        summary["texts_embedded"] == len(set(texts)) and summary["rows_reused_from"]["earlier"] == 0
-    )
-
-
-def test_lookups_stay_correct_when_no_index_fits_in_memory(tmp_path, tiny_model, monkeypatch):
-    from etl.reuse import lookup
-
-    monkeypatch.setattr(lookup, "INDEX_CACHE_BYTES", 0)  # every block reads every index again
-    monkeypatch.setattr(lookup, "INDEX_CHUNK", 7)  # and in pieces of 7 hashes
-    pool = sentences(60, seed=10)
-    for i in range(3):
-        write_shard(
-            tmp_path / "in" / f"p{i}.parquet",
-            heavy_tailed(pool, 300, seed=i),
-            ids=range(i * 300, (i + 1) * 300),
-        )
-    first = run_ok(tmp_path / "in", tmp_path / "out", tiny_model, sort_window=64)
-    assert first["texts_embedded"] == len(
-        {t for i in range(3) for t in heavy_tailed(pool, 300, seed=i)}
-    )
-    again = run_ok(
-        tmp_path / "in",
-        tmp_path / "out2",
-        tiny_model,
-        sort_window=64,
-        reuse=(str(tmp_path / "out"),),
-    )
-    assert again["texts_embedded"] == 0 and again["rows_reused_from"]["earlier"] == 900
-    for i in range(3):  # copied from the store: the very same vectors
-        assert _vectors(tmp_path / "out2" / f"p{i}.parquet") == _vectors(
-            tmp_path / "out" / f"p{i}.parquet"
-        )
-
-
 def test_a_text_hash_is_of_the_prompt_and_the_text():
     a, b = text_hashes(["passage: x"]), text_hashes(["x"], prompt="passage: ")
     assert a.tobytes() == b.tobytes() and text_hashes(["x"]).tobytes() != a.tobytes()
@@ -316,32 +272,27 @@ def test_two_workers_and_two_jobs_on_one_store_give_one_process_vectors(tmp_path
 
 
 def test_verify_recompute_passes_a_true_store_and_catches_a_false_one(tmp_path, tiny_model):
+    """A store whose records hold these texts' hashes under the job's recipe, with other
+    vectors and valid checksums, is believed (nothing structural is wrong); verify
+    --recompute catches it."""
     from etl import verify_job
-    from etl.reuse.segment import Layout, trailer
+    from etl.reuse.plan import open_store
 
     texts = sentences(30, seed=12)
     write_shard(tmp_path / "in" / "a.parquet", texts)
     run_ok(tmp_path / "in", tmp_path / "out1", tiny_model)
     good = verify_job(str(tmp_path / "out1"), recompute=20)
     assert good.ok and good.recompute.rows == 20 and good.recompute.columns[0].min_cosine > 0.99999
-    # A store whose entries claim these texts under the job's recipe, with other vectors.
-    store = tmp_path / "out1" / "_embed_etl" / "vectors"
-    described = json.loads((store / "store.json").read_text())
-    (segment,) = (store / "segments").glob("*.seg")
-    layout = Layout(tuple((n, d) for n, d in described["columns"]))
-    distinct = sorted(set(texts))
-    hashes = text_hashes(distinct)
-    rng = np.random.default_rng(0)
-    records = layout.pack(
-        np.array([5] * len(distinct)), {"emb_mean": rng.normal(size=(len(distinct), 32))}
-    )
-    body = (
-        records.tobytes()
-        + hashes.tobytes()
-        + trailer(len(distinct), layout, described["recipe"], "forged")
-    )
-    segment.unlink()
-    (store / "segments" / "forged.seg").write_bytes(body)
+    store = open_store("--reuse", str(tmp_path / "out1"))
+    (item,) = _live(store)
+    segment = store.open(item.name, item.size)
+    (records,) = store.read_all(segment, segment.rows)
+    layout = store.layout
+    n_tokens, _ = layout.unpack(records)
+    other = np.random.default_rng(0).normal(size=(segment.rows, 32))
+    forged = layout.pack(layout.hashes(records), n_tokens, {"emb_mean": other})
+    path = tmp_path / "out1" / "_embed_etl" / "vectors" / segment.key
+    path.write_bytes(forged.tobytes() + path.read_bytes()[forged.nbytes :])
     summary = run_ok(
         tmp_path / "in", tmp_path / "out2", tiny_model, reuse=(str(tmp_path / "out1"),)
     )
@@ -351,20 +302,37 @@ def test_verify_recompute_passes_a_true_store_and_catches_a_false_one(tmp_path, 
     assert not bad.ok and not bad.recompute.ok and bad.recompute.columns[0].min_cosine < 0.9
 
 
-def test_segments_are_immutable_records_with_their_hashes(tmp_path, tiny_model):
+def _live(store) -> list:
+    from etl.reuse.journal import StoreView
+
+    return StoreView(store.journal).load()
+
+
+def test_segments_are_checksummed_records_with_their_hashes(tmp_path, tiny_model):
+    """A segment: records (hash, token count, vector, CRC-32), then the index of the same
+    hashes, each text of the shard once."""
+    import zlib
+
+    from etl.reuse.plan import open_store
     from etl.reuse.segment import MAGIC
 
     texts = sentences(25, seed=13)
     write_shard(tmp_path / "in" / "a.parquet", texts)
     run_ok(tmp_path / "in", tmp_path / "out", tiny_model)
-    (segment,) = (tmp_path / "out" / "_embed_etl" / "vectors" / "segments").glob("*.seg")
-    data = segment.read_bytes()
+    (path,) = (tmp_path / "out" / "_embed_etl" / "vectors" / "segments").glob("*.seg")
+    data = path.read_bytes()
     assert data.endswith(MAGIC)
-    rows = len(set(texts))
-    index = np.frombuffer(data[rows * (4 + 4 * 32) : rows * (4 + 4 * 32 + 16)], "V16")
-    assert sorted(index.tobytes()[i : i + 16] for i in range(0, rows * 16, 16)) == sorted(
+    rows, size = len(set(texts)), 16 + 4 + 4 * 32 + 4
+    records = [data[i * size : (i + 1) * size] for i in range(rows)]
+    assert all(zlib.crc32(r[:-4]) == int.from_bytes(r[-4:], "little") for r in records)
+    index = [data[rows * size + 16 * i : rows * size + 16 * (i + 1)] for i in range(rows)]
+    assert index == [r[:16] for r in records]
+    assert sorted(index) == sorted(
         text_hashes(sorted(set(texts))).tobytes()[i : i + 16] for i in range(0, rows * 16, 16)
     )
+    store = open_store("--reuse", str(tmp_path / "out"))
+    (item,) = _live(store)
+    assert item.rows == rows and store.segment_key(item.name).endswith(path.name)
 
 
 def test_a_shard_the_writer_fails_leaves_nothing_for_the_next_to_depend_on(

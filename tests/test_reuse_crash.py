@@ -35,14 +35,14 @@ def hold():
     marker.write_text("held")
     time.sleep(600)  # until the test kills the process
 
-def held_publish(self, name, chunks):
+def held_publish(self, name, chunks, size_hint=0):
     if point == "between":  # the shard's output is published, its vectors not yet
         hold()
     def first_then_hold():
         for chunk in chunks:
             yield chunk
             hold()  # the first records are in the upload: half an entry
-    return publish(self, name, first_then_hold())
+    return publish(self, name, first_then_hold())  # no size: a streamed upload, not one PUT
 
 store.VectorStore.publish = held_publish
 from jobs.cli import main

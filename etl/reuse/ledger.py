@@ -2,15 +2,18 @@
 
 A reader runs ahead of the writer (a thread, or forked DataLoader processes). Before it looks
 up a new shard's texts it waits until every shard it read before is finished: published with
-its vectors in the store, or failed. So a text embedded by the previous shard is found in the
-store, and a shard that failed leaves nothing for a later one to depend on. The wait costs the
-time to write one shard's last window, once per shard.
+its vectors in the store, or failed. It then adds the segments of those that were published to
+its lookup itself (it knows their hashes: it sent them to the model), so a text embedded by the
+previous shard is found, without a request, and a shard that failed leaves nothing for a later
+one to depend on. The wait costs the time to write one shard's last window, once per shard.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Iterable
+
+PENDING, FINISHED, STORED = 0, 1, 2
 
 
 class Ledger:
@@ -22,11 +25,15 @@ class Ledger:
         self._closed = context.Value("b", 0, lock=False)
         self._changed = context.Condition()
 
-    def finish(self, index: int) -> None:
-        """The writer is done with this shard, however it ended."""
+    def finish(self, index: int, stored: bool = False) -> None:
+        """The writer is done with this shard, however it ended (``stored``: its segment is in
+        the store)."""
         with self._changed:
-            self._finished[index] = 1
+            self._finished[index] = STORED if stored else FINISHED
             self._changed.notify_all()
+
+    def stored(self, index: int) -> bool:
+        return self._finished[index] == STORED
 
     def wait(self, indices: Iterable[int]) -> bool:
         """Block until every one of these shards is finished; False if the ledger was closed

@@ -1,56 +1,65 @@
-"""The reader's side of the store: find a block of text hashes, fetch the vectors found.
+"""The reader's side of the stores: find a block of text hashes, fetch the vectors found.
 
-A lookup lists each store's segments, reads every segment's index (16 bytes a text) and keeps
-what fits in INDEX_CACHE_BYTES for the next block (segments never change), so memory stays
-bounded however large the stores grow; only the records of texts found are fetched. A segment
-that is unreadable, cut short or of another recipe is skipped with a warning: its texts are
-embedded again, never taken from it; so is a store that cannot be read (the store is a cache:
-it never fails a shard).
+On first use each store's journal is read once (its latest checkpoint and the entries after
+it) and every live segment's hashes go into one MemoryIndex: from the journal's entries, which
+carry them, or from a compacted segment's own index. From then on a block costs a lookup in
+memory and the fetches of what it found, however many segments or texts the stores hold; every
+POLL_SECONDS the journals are asked what landed since (one request a store when nothing did).
+The segments this worker's own writer publishes are added as it finishes them (add_own), with
+no request at all.
+
+A fetched record is served only if its checksum holds and it holds the hash looked up. A damaged
+record, a segment that is gone or cut short, a store that cannot be read: each is skipped with a
+warning naming the store and the segment, and its texts are embedded again. The store is a
+cache: it never fails a shard.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from etl.errors import EmbedEtlError
-from etl.reuse.segment import Segment, SegmentError
+from etl.reuse.journal import StoredFile, StoreView
+from etl.reuse.memory import FileRef, MemoryIndex
+from etl.reuse.segment import SegmentError
 from etl.reuse.store import VectorStore
 
 log = logging.getLogger(__name__)
 
-INDEX_CACHE_BYTES = 64 << 20  # segment indexes a reader keeps between blocks
-INDEX_CHUNK = 1 << 20  # hashes read at a time from a larger segment (16 MB), never kept
+POLL_SECONDS = 5.0  # how often the journals are asked what other workers and jobs added
+BATCH_TEXTS = 1 << 20  # hashes sorted into the index together while loading
 
 
 @dataclass
 class Found:
-    """Where each of a block's distinct hashes was found: a segment and a record, or -1."""
+    """Where each of a block's distinct hashes was found: a file and a row, or -1."""
 
-    where: np.ndarray  # (m,) int32 index into ``segments``, -1 where not found
-    row: np.ndarray  # (m,) int64 record number inside that segment
-    segments: list[tuple[VectorStore, Segment]] = field(default_factory=list)
+    where: np.ndarray  # (m,) int32 file number in ``index``, -1 where not found
+    row: np.ndarray  # (m,) int64 record number inside that file
+    index: MemoryIndex
 
     def earlier(self, run: str) -> np.ndarray:
         """(m,) True where the vector was stored before this run (not by one of its workers)."""
-        older = np.array([s.run != run for _, s in self.segments] + [False], dtype=bool)
-        return older[self.where]  # where = -1 picks the False at the end
+        numbers, back = np.unique(self.where, return_inverse=True)
+        files = self.index.files
+        older = np.array([n >= 0 and files[n].run != run for n in numbers], dtype=bool)
+        return older[back.reshape(-1)]
 
 
 class Lookup:
-    """Finds texts in stores, the job's own first, then those of --reuse in the order given."""
+    """Finds texts in stores: the job's own and those of --reuse, all in one index."""
 
     def __init__(self, stores: tuple[VectorStore, ...], run: str) -> None:
         self.stores = stores
         self.run = run
-        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._cached_bytes = 0
-        self._segments: dict[tuple[str, str], Segment] = {}
-        self._bad: set[tuple[str, str]] = set()
+        self.index = MemoryIndex()
+        self._views: dict[str, StoreView] | None = None
+        self._polled = 0.0
+        self.damaged = 0  # records whose checksum failed
 
     def __getstate__(self) -> dict:
         return {"stores": self.stores, "run": self.run}
@@ -58,92 +67,129 @@ class Lookup:
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["stores"], state["run"])
 
-    def find(self, hashes: np.ndarray) -> Found:
-        """Look up (m,) sorted distinct hashes; the first segment holding a hash wins."""
-        found = Found(np.full(len(hashes), -1, np.int32), np.zeros(len(hashes), np.int64))
-        if not len(hashes):
-            return found
-        for store in self.stores:
-            try:
-                entries = store.entries()
-            except (EmbedEtlError, OSError) as exc:  # a cache that cannot be read: embed
-                log.warning("vector store %s: cannot list its segments: %s", store.uri, exc)
-                continue
-            for entry in entries:
-                name = (store.uri, entry.key)
-                if name in self._bad:
-                    continue
-                try:
-                    segment = self._segment(store, entry, name)
-                    number = len(found.segments)
-                    for first, index in self._index(store, segment, name):
-                        position = np.minimum(np.searchsorted(hashes, index), len(hashes) - 1)
-                        hit = np.flatnonzero(
-                            (hashes[position] == index) & (found.where[position] < 0)
-                        )
-                        found.where[position[hit]] = number
-                        found.row[position[hit]] = first + hit
-                except (SegmentError, EmbedEtlError, OSError) as exc:
-                    self._skip(name, exc)
-                    found.where[found.where == len(found.segments)] = -1
-                    continue
-                if (found.where == number).any():
-                    found.segments.append((store, segment))
-        return found
+    @property
+    def layout(self):
+        return self.stores[0].layout
 
-    def fetch(self, found: Found, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The (k, R) records of found hashes ``picks`` (indices into ``found``), and a (k,)
-        mask of those that could be read; the others must be embedded."""
-        layout = self.stores[0].layout
+    def find(self, hashes: np.ndarray) -> Found:
+        """Look up (m,) sorted distinct hashes."""
+        self._follow()
+        where, row = self.index.find(hashes)
+        return Found(where, row, self.index)
+
+    def fetch(
+        self, found: Found, picks: np.ndarray, hashes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The (k, R) records of found hashes ``picks`` (indices into ``found``; ``hashes``
+        theirs), and a (k,) mask of those that were read whole and are of those hashes; the
+        others must be embedded."""
+        layout = self.layout
         records = np.zeros((len(picks), layout.record_bytes), np.uint8)
         ok = np.zeros(len(picks), dtype=bool)
         where = found.where[picks]
         for number in np.unique(where[where >= 0]):
-            store, segment = found.segments[number]
-            name = (store.uri, segment.key)
+            if self.index.is_dead(int(number)):
+                continue
+            ref = self.index.files[number]
             mine = np.flatnonzero(where == number)
-            if name in self._bad:
-                continue
             try:
-                records[mine] = store.records(segment, found.row[picks[mine]])
+                got = ref.store.records(ref.store.segment_key(ref.name), found.row[picks[mine]])
             except (SegmentError, EmbedEtlError, OSError) as exc:
-                self._skip(name, exc)
+                self._skip(int(number), str(exc))
                 continue
-            ok[mine] = True
+            whole = layout.intact(got)
+            if not whole.all():
+                self.damaged += int((~whole).sum())
+                log.warning(
+                    "vector store %s: %s: %d record(s) fail their checksum; embedding them again",
+                    ref.store.uri,
+                    ref.store.segment_key(ref.name),
+                    int((~whole).sum()),
+                )
+            good = whole & (layout.hashes(got) == hashes[mine])  # else a 40-bit namesake
+            records[mine[good]] = got[good]
+            ok[mine[good]] = True
         return records, ok
 
-    def _segment(self, store: VectorStore, entry, name: tuple[str, str]) -> Segment:
-        segment = self._segments.get(name)
-        if segment is None or segment.size != entry.size:
-            segment = self._segments[name] = store.segment(entry)
-        return segment
-
-    def _index(
-        self, store: VectorStore, segment: Segment, name: tuple[str, str]
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """(first record, hashes) pieces of a segment's index: the cached whole, or a large
-        one read INDEX_CHUNK hashes at a time and not kept."""
-        index = self._cache.get(name)
-        if index is not None:
-            self._cache.move_to_end(name)
-            yield 0, index
+    def add_own(self, store: VectorStore, name: str, hashes: np.ndarray) -> None:
+        """A segment this worker's writer published: its hashes, in record order."""
+        self._follow()
+        if (store.uri, name) in self.index:
             return
-        if segment.rows > INDEX_CHUNK:
-            for first in range(0, segment.rows, INDEX_CHUNK):
-                yield first, store.index(segment, first, min(INDEX_CHUNK, segment.rows - first))
-            return
-        index = store.index(segment)
-        if index.nbytes <= INDEX_CACHE_BYTES:
-            self._cache[name] = index
-            self._cached_bytes += index.nbytes
-            while self._cached_bytes > INDEX_CACHE_BYTES:
-                _, dropped = self._cache.popitem(last=False)
-                self._cached_bytes -= dropped.nbytes
-        yield 0, index
+        number = self.index.register(FileRef(store, name, len(hashes), self.run))
+        if number is not None:
+            self.index.insert([(number, hashes, None)])
 
-    def _skip(self, name: tuple[str, str], exc: Exception) -> None:
-        self._bad.add(name)
-        dropped = self._cache.pop(name, None)
-        if dropped is not None:
-            self._cached_bytes -= dropped.nbytes
-        log.warning("vector store %s: skipping a segment: %s", name[0], exc)
+    def _follow(self) -> None:
+        """Read the journals the first time; later, what landed since, every POLL_SECONDS."""
+        now = time.monotonic()
+        if self._views is not None and now - self._polled < POLL_SECONDS:
+            return
+        self._polled = now
+        first = self._views is None
+        if first:
+            self._views = {}
+        for store in self.stores:
+            try:
+                if first:
+                    view = self._views[store.uri] = StoreView(store.journal)
+                    files = view.load()
+                else:
+                    files = self._views[store.uri].follow()
+            except (EmbedEtlError, OSError) as exc:  # a cache that cannot be read: embed
+                log.warning("vector store %s: cannot read its journal: %s", store.uri, exc)
+                continue
+            self._add(store, files)
+
+    def _add(self, store: VectorStore, files: list[StoredFile]) -> None:
+        """Index files new to this reader. A compacted one made only of files it knows holds
+        nothing new: they stay where they are (gc keeps them a grace period) and it is skipped."""
+        batch: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+        texts = 0
+        for item in files:
+            if (store.uri, item.name) in self.index:
+                continue
+            if item.sources and all((store.uri, s) in self.index for s in item.sources):
+                continue
+            number = self.index.register(FileRef(store, item.name, item.rows, item.run))
+            if number is None:
+                log.warning(
+                    "vector store %s: more records than one lookup holds; %s not consulted",
+                    store.uri,
+                    item.name,
+                )
+                continue
+            if item.hashes is not None:
+                batch.append((number, item.hashes, None))
+                texts += item.rows
+            else:
+                self._read_index(store, item, number)
+            if texts >= BATCH_TEXTS:
+                self.index.insert(batch)
+                batch, texts = [], 0
+        self.index.insert(batch)
+
+    def _read_index(self, store: VectorStore, item: StoredFile, number: int) -> None:
+        """A segment's hashes from its own index, block by block; a damaged block's texts are
+        left out (embedded again)."""
+        try:
+            segment = store.open(item.name, item.size)
+            for first, hashes, ok in store.index(segment):
+                if not ok.all():
+                    log.warning(
+                        "vector store %s: %s: index blocks fail their checksum; their %d texts "
+                        "will be embedded again",
+                        store.uri,
+                        segment.key,
+                        int((~ok).sum()),
+                    )
+                rows = first + np.flatnonzero(ok)
+                self.index.insert([(number, hashes[ok], rows)])
+        except (SegmentError, EmbedEtlError, OSError) as exc:
+            self._skip(number, str(exc))
+
+    def _skip(self, number: int, why: str) -> None:
+        self.index.kill(number)
+        log.warning(
+            "vector store %s: skipping a segment: %s", self.index.files[number].store.uri, why
+        )

@@ -18,7 +18,8 @@ from typing import Any
 from etl.config import JobConfig
 from etl.errors import ConfigError, OutputConflictError
 from etl.reuse.lookup import Lookup
-from etl.reuse.segment import Layout
+from etl.reuse.records import Layout
+from etl.reuse.store import FORMAT as STORE_FORMAT
 from etl.reuse.store import StoreTarget, VectorStore
 from etl.spec import OutputSpec
 from etl.state.job_record import describe_difference
@@ -46,8 +47,8 @@ class ReusePlan:
         return Lookup(self.stores, self.run)
 
     def target(self, output: str) -> StoreTarget:
-        """Where the workers of this run add their vectors: the own store."""
-        return StoreTarget(self.own, self.run, output)
+        """Where a worker of this run adds its vectors: the own store, under names of its own."""
+        return StoreTarget(self.own, self.run, output, uuid.uuid4().hex[:12])
 
 
 def store_layout(spec: OutputSpec) -> Layout:
@@ -79,9 +80,17 @@ def plan_reuse(cfg: JobConfig, spec: OutputSpec, storage: Storage) -> ReusePlan 
     )
     clear = False
     described = own.description()
-    if described is not None and described.get("recipe") != recipe:
+    if described is not None and (
+        described.get("recipe") != recipe or described.get("format") != STORE_FORMAT
+    ):
         if default:
             clear = True  # the job record check let these results be replaced
+        elif described.get("format") != STORE_FORMAT:
+            raise ConfigError(
+                f"--store {cfg.store}: a vector store of format {described.get('format')}, "
+                f"written by an earlier embed-etl; this version writes format {STORE_FORMAT}: "
+                "give another --store"
+            )
         else:
             raise ConfigError(
                 f"--store {cfg.store} holds vectors of another recipe "
@@ -99,7 +108,9 @@ def plan_reuse(cfg: JobConfig, spec: OutputSpec, storage: Storage) -> ReusePlan 
 def prepare_stores(reuse: ReusePlan) -> None:
     """Create the own store's store.json (emptying an own store of another recipe first)."""
     described = reuse.own.description() if reuse.clear_own else None
-    if described is not None and described.get("recipe") != reuse.own.recipe:
+    if described is not None and (
+        described.get("recipe") != reuse.own.recipe or described.get("format") != STORE_FORMAT
+    ):
         # Still of the other options (a part of this job started at once may have made it
         # over already: then it stays).
         log.info("%s: emptying a vector store of other options", reuse.own.uri)
@@ -112,12 +123,14 @@ def prepare_stores(reuse: ReusePlan) -> None:
         )
 
 
-def _source(uri: str, layout: Layout, recipe: str, identity: dict[str, Any]) -> VectorStore:
-    """A --reuse location: an embed-etl output (its own store) or a store."""
-    storage = _open("--reuse", uri)
+def locate_store(option: str, uri: str) -> tuple[Storage, dict[str, Any]]:
+    """The store at ``uri`` (an embed-etl output's own, or a store) and its store.json; a
+    ConfigError naming ``option`` and what is missing or of another version."""
+    storage = _open(option, uri)
     is_output = storage.exists(JOB)
-    store = VectorStore(storage.child(VECTORS) if is_output else storage, layout, recipe)
-    described = store.description()
+    if is_output:
+        storage = storage.child(VECTORS)
+    described = VectorStore(storage, Layout(()), "").description()
     if described is None:
         why = (
             "that job kept no vectors (it ran with --no-reuse, with --store elsewhere, or "
@@ -125,7 +138,30 @@ def _source(uri: str, layout: Layout, recipe: str, identity: dict[str, Any]) -> 
             if is_output
             else "neither an embed-etl output nor a vector store (no store.json)"
         )
-        raise ConfigError(f"--reuse {uri}: {why}")
+        raise ConfigError(f"{option} {uri}: {why}")
+    if described.get("format") != STORE_FORMAT:
+        raise ConfigError(
+            f"{option} {uri}: a vector store of format {described.get('format')}, written by an "
+            f"earlier embed-etl; this version reads format {STORE_FORMAT} (rerun that job, or "
+            "give another location)"
+        )
+    return storage, described
+
+
+def open_store(option: str, uri: str) -> VectorStore:
+    """The store at ``uri`` as its store.json describes it (the store commands)."""
+    storage, described = locate_store(option, uri)
+    try:
+        layout = Layout(tuple((str(name), int(dim)) for name, dim in described["columns"]))
+        return VectorStore(storage, layout, str(described["recipe"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{option} {uri}: unreadable store.json ({exc})") from exc
+
+
+def _source(uri: str, layout: Layout, recipe: str, identity: dict[str, Any]) -> VectorStore:
+    """A --reuse location: an embed-etl output (its own store) or a store."""
+    storage, described = locate_store("--reuse", uri)
+    store = VectorStore(storage, layout, recipe)
     if described.get("recipe") != recipe:
         raise ConfigError(
             f"--reuse {uri}: its vectors were made with another recipe "

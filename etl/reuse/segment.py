@@ -1,73 +1,48 @@
-"""The store's file format: a segment holds the vectors one shard computed, written once.
+"""The store's file format: a segment holds records, written once, never changed.
 
-    records   rows x R bytes: n_tokens (int32), then each column's vector (float32), in the
-              order of the store's columns; little-endian
-    index     rows x 16 bytes: the text hash of each record, in the same order
+    records   rows x R bytes (etl.reuse.records), in the order they were computed
+    index     rows x 16 bytes: the records' hashes, in the same order
+    checks    one uint32 per block of INDEX_BLOCK hashes: the CRC-32 of that block
     trailer   JSON: rows, record bytes, columns, recipe fingerprint, the run that wrote it
-    tail      8 bytes: the trailer's length (uint64), 8 bytes: b"EMBSEG01"
+    tail      uint64 the trailer's length, uint32 its CRC-32, 8 bytes b"EMBSEG02"
 
-Why not Parquet or Arrow: a lookup needs single records at random, and both read whole pages
-or record batches; fixed-width records are read at a computed offset, a few bytes per vector,
-from a local file or with one ranged GET per run of nearby records. Records are in the order
-they were computed: a lookup reads a segment's whole index (16 bytes a text) anyway.
+A shard's new vectors make one segment; compaction concatenates small ones, in the order they
+were written, into larger ones of the same format (etl.reuse.compact). Every part is checked
+when it is read: a record by its own checksum and hash, the index block by block, the trailer
+as a whole; what fails is skipped and its texts embedded again.
+
+Why a format of our own and not Parquet or Lance: a lookup fetches single records at random,
+and both read (and check) whole pages; fixed-width records are read at a computed offset, a few
+bytes a vector, with one ranged GET per run of nearby records, each record checked on its own.
+Records stay in the order a job wrote them, so a re-export, whose shards hold yesterday's texts
+in yesterday's order, reads them back in long runs (benchmarks/RESULTS.md, "The vector store at
+scale", measures both against this format).
 """
 
 from __future__ import annotations
 
 import json
 import struct
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from etl.reuse.hashing import HASH_BYTES
+from etl.reuse.hashing import HASH_BYTES, HASH_DTYPE
+from etl.reuse.records import Layout
 
-MAGIC = b"EMBSEG01"
-TAIL = struct.Struct("<Q8s")
-FORMAT = 1
-TAIL_READ = 1 << 16  # bytes read from a segment's end: the trailer and small indexes at once
+MAGIC = b"EMBSEG02"
+TAIL = struct.Struct("<QI8s")
+FORMAT = 2
+INDEX_BLOCK = 4096  # hashes under one checksum: 64 KiB
+TAIL_READ = 1 << 16  # bytes read from a segment's end: the trailer, checks and small indexes
 
 
 class SegmentError(ValueError):
-    """A segment that is not whole or not of this store: skipped, its texts embedded again."""
-
-
-@dataclass(frozen=True)
-class Layout:
-    """One record: the text's token count, then each pooled column's float32 vector."""
-
-    columns: tuple[tuple[str, int], ...]  # (column name, dimensions), in the store's order
-
-    @property
-    def record_bytes(self) -> int:
-        return 4 + 4 * sum(dim for _, dim in self.columns)
-
-    def describe(self) -> list[list[Any]]:
-        return [[name, dim] for name, dim in self.columns]
-
-    def pack(self, n_tokens: np.ndarray, vectors: dict[str, np.ndarray]) -> np.ndarray:
-        """(k,) token counts and name -> (k, dim) vectors -> (k, R) bytes."""
-        records = np.empty((len(n_tokens), self.record_bytes), np.uint8)
-        words = records.view(np.int32)  # (k, R / 4)
-        words[:, 0] = n_tokens
-        floats = records.view(np.float32)
-        start = 1
-        for name, dim in self.columns:
-            floats[:, start : start + dim] = vectors[name]
-            start += dim
-        return records
-
-    def unpack(self, records: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """(k, R) bytes -> (k,) token counts and name -> (k, dim) float32 vectors (copies)."""
-        records = np.ascontiguousarray(records, dtype=np.uint8).reshape(-1, self.record_bytes)
-        n_tokens = records.view(np.int32)[:, 0].copy()
-        floats = records.view(np.float32)
-        vectors, start = {}, 1
-        for name, dim in self.columns:
-            vectors[name] = floats[:, start : start + dim].copy()
-            start += dim
-        return n_tokens, vectors
+    """A segment that is not whole, damaged or not of this store: skipped, its texts embedded
+    again."""
 
 
 @dataclass(frozen=True)
@@ -80,48 +55,113 @@ class Segment:
     record_bytes: int
     recipe: str  # the recipe fingerprint its vectors were made with
     run: str  # the run (all workers of one `embed-etl run`) that wrote it
+    created: float = 0.0  # seconds since the epoch
+    checks: tuple[int, ...] = ()  # the index blocks' CRC-32s
 
     @property
     def index_offset(self) -> int:
         return self.rows * self.record_bytes
 
+    @property
+    def blocks(self) -> int:
+        return -(-self.rows // INDEX_BLOCK)
 
-def trailer(rows: int, layout: Layout, recipe: str, run: str, **about: Any) -> bytes:
-    """The bytes that follow the index: the trailer's JSON and the tail."""
+
+def index_checks(hashes: np.ndarray) -> list[int]:
+    """The CRC-32 of each block of INDEX_BLOCK hashes."""
+    data = memoryview(np.ascontiguousarray(hashes, HASH_DTYPE)).cast("B")
+    step = INDEX_BLOCK * HASH_BYTES
+    return [zlib.crc32(data[i : i + step]) for i in range(0, len(data), step)]
+
+
+def trailer(
+    rows: int,
+    layout: Layout,
+    recipe: str,
+    run: str,
+    hashes: np.ndarray,
+    created: float,
+    **about: Any,
+) -> bytes:
+    """The bytes that follow the records: the index, its checks, the trailer and the tail."""
+    if len(hashes) != rows:
+        raise ValueError(f"{rows} records but {len(hashes)} hashes")
     meta = {
         "format": FORMAT,
         "rows": rows,
         "record_bytes": layout.record_bytes,
         "columns": layout.describe(),
         "hash": f"blake2b-{8 * HASH_BYTES}",
+        "checksum": "crc32",
+        "index_block": INDEX_BLOCK,
         "recipe": recipe,
         "run": run,
+        "created": created,
         **about,
     }
     body = json.dumps(meta, sort_keys=True).encode()
-    return body + TAIL.pack(len(body), MAGIC)
+    checks = np.asarray(index_checks(hashes), "<u4").tobytes()
+    index = np.ascontiguousarray(hashes, HASH_DTYPE).tobytes()
+    return index + checks + body + TAIL.pack(len(body), zlib.crc32(body), MAGIC)
+
+
+def segment_bytes(
+    records: Iterable[bytes],
+    rows: int,
+    layout: Layout,
+    recipe: str,
+    run: str,
+    hashes: np.ndarray,
+    created: float,
+    **about: Any,
+) -> Iterator[bytes]:
+    """A whole segment: the records' bytes as given, then what follows them."""
+    yield from records
+    yield trailer(rows, layout, recipe, run, hashes, created, **about)
 
 
 def parse_tail(key: str, size: int, tail: bytes) -> tuple[Segment, int]:
-    """The segment described by the last bytes of its object, and how many trailer bytes it
-    needs in all (more than ``tail`` holds: read them and call again)."""
+    """The segment described by the last bytes of its object, and how many bytes from its end
+    it needs (more than ``tail`` holds: read them and call again)."""
     if size < TAIL.size or len(tail) < TAIL.size:
         raise SegmentError(f"{key}: {size} bytes, too short for a segment")
-    length, magic = TAIL.unpack(tail[-TAIL.size :])
+    length, check, magic = TAIL.unpack(tail[-TAIL.size :])
     if magic != MAGIC:
-        raise SegmentError(f"{key}: not a segment (no {MAGIC!r} at its end)")
+        raise SegmentError(f"{key}: not a segment of this version (no {MAGIC!r} at its end)")
     needed = length + TAIL.size
     if needed > size:
         raise SegmentError(f"{key}: trailer of {length} bytes in {size}")
     if needed > len(tail):
         return Segment(key, size, 0, 0, "", ""), needed
+    body = tail[-needed : -TAIL.size]
+    if zlib.crc32(body) != check:
+        raise SegmentError(f"{key}: its trailer fails its checksum")
     try:
-        meta = json.loads(tail[-needed : -TAIL.size])
+        meta = json.loads(body)
+        rows, record_bytes = int(meta["rows"]), int(meta["record_bytes"])
+        blocks = -(-rows // INDEX_BLOCK)
+        if int(meta.get("index_block", 0)) != INDEX_BLOCK or rows < 0 or record_bytes <= 0:
+            raise ValueError("an index block or size this version does not read")
+        needed += 4 * blocks
+        expected = rows * (record_bytes + HASH_BYTES) + needed
+        if expected != size:
+            raise SegmentError(f"{key}: {size} bytes, not the {rows} records it says")
+        checks: tuple[int, ...] = ()
+        if needed <= len(tail):
+            start = len(tail) - needed
+            checks = tuple(np.frombuffer(tail[start : start + 4 * blocks], "<u4").tolist())
         segment = Segment(
-            key, size, int(meta["rows"]), int(meta["record_bytes"]), meta["recipe"], meta["run"]
+            key,
+            size,
+            rows,
+            record_bytes,
+            str(meta["recipe"]),
+            str(meta["run"]),
+            float(meta.get("created", 0.0)),
+            checks,
         )
     except (ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, SegmentError):
+            raise
         raise SegmentError(f"{key}: unreadable trailer: {exc}") from exc
-    if segment.rows * (segment.record_bytes + HASH_BYTES) + needed != size:
-        raise SegmentError(f"{key}: {size} bytes, not the {segment.rows} records it says")
     return segment, needed

@@ -13,7 +13,8 @@ embedded, window by window and row by row within a window, the order the writer 
 a copying row names the spill number of its text. Before a shard's first lookup the reader
 waits until the writer has finished the shards it read before (etl.reuse.ledger), so that what
 they embedded is in the store. Memory per reader: one block's hashes, and the hashes of up to
-SEEN_CAP texts of the shard's earlier blocks (a text past that is embedded again).
+SEEN_CAP texts of the shard's earlier blocks (a text past that is embedded again), and the hashes
+of the texts it sent to the model (16 bytes each), which become its segment's.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class ShardReuse:
         self.block: _Block | None = None
         self.next_spill = 0
         self.seen = Known()  # texts of this shard's earlier blocks
+        self.embedded: list[np.ndarray] = []  # hashes sent to the model, in spill order
 
     def starts_block(self, start: int) -> bool:
         """Whether the window at row ``start`` begins a block: the windows before it must have
@@ -143,6 +145,7 @@ class ShardReuse:
         first_spill = self.next_spill
         block.spill[text[embed_rows]] = first_spill + np.arange(len(embed_rows))
         self.next_spill += len(embed_rows)
+        self.embedded.append(block.hashes[text[embed_rows]])
         kind[embed_rows] = EMBED
         kind[present & (kind == NULL)] = SHARD  # a repeat of a text first embedded above
         copies = np.flatnonzero(kind == SHARD)
@@ -158,6 +161,11 @@ class ShardReuse:
             stored,
         )
 
+    def spilled(self) -> np.ndarray:
+        """(n,) the hashes of every text this shard sent to the model, in spill order: the
+        records of its segment, once its writer publishes it."""
+        return np.concatenate(self.embedded) if self.embedded else np.zeros(0, HASH_DTYPE)
+
     def record_tokens(self, start: int, reuse: WindowReuse, n_tokens: np.ndarray) -> None:
         """Take the token counts of the window's EMBED rows (set in ``n_tokens``, (rows,)) and
         fill in those of its copying rows."""
@@ -168,7 +176,7 @@ class ShardReuse:
         copying = np.flatnonzero(reuse.kind == SHARD)
         n_tokens[copying] = block.tokens[text[copying]]
         if len(reuse.stored_rows):
-            n_tokens[reuse.stored_rows] = reuse.stored.view(np.int32)[:, 0]
+            n_tokens[reuse.stored_rows] = self.lookup.layout.n_tokens(reuse.stored)
 
     def _add_block(self, start: int, texts: list[str | None]) -> None:
         """Hash a block's texts and find them: in earlier blocks, then in the stores."""
@@ -187,9 +195,10 @@ class ShardReuse:
         tokens[known] = self.seen.tokens[at[known]]
         unknown = np.flatnonzero(seen < 0)
         in_stores = self.lookup.find(distinct[unknown])
-        found = Found(np.full(len(distinct), -1, np.int32), np.zeros(len(distinct), np.int64))
+        found = Found(
+            np.full(len(distinct), -1, np.int32), np.zeros(len(distinct), np.int64), in_stores.index
+        )
         found.where[unknown], found.row[unknown] = in_stores.where, in_stores.row
-        found.segments = in_stores.segments
         spill = np.full(len(distinct), -1, np.int64)
         self.block = _Block(start, text, distinct, seen, found, spill, tokens)
 
@@ -201,7 +210,7 @@ class ShardReuse:
         if not len(rows):
             return rows, np.zeros((0, self.lookup.stores[0].layout.record_bytes), np.uint8)
         picks, back = np.unique(text[rows], return_inverse=True)
-        records, ok = self.lookup.fetch(block.found, picks)
+        records, ok = self.lookup.fetch(block.found, picks, block.hashes[picks])
         block.found.where[picks[~ok]] = -1  # unreadable: embedded instead, now and later
         keep = ok[back]
         return rows[keep], records[back[keep]]

@@ -1,9 +1,9 @@
 """The writer's side, per shard: the vectors it computes, kept in a local temporary file.
 
-Each window's new vectors are appended as records (the spill numbers the reader gave them);
-later rows of the same text read theirs back; once the shard's output is published, the file
-is sent to the store as one segment. The file lives in the system's temporary folder and is
-unlinked from the start, so nothing of it survives the process, whatever ends it.
+Each window's new records are appended (the spill numbers the reader gave them); later rows of
+the same text read theirs back; once the shard's output is published, the file is sent to the
+store as one segment. The file lives in the system's temporary folder and is unlinked from the
+start, so nothing of it survives the process, whatever ends it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from etl.reuse.hashing import HASH_DTYPE
-from etl.reuse.segment import Layout, SegmentError, trailer
+from etl.reuse.records import Layout
+from etl.reuse.segment import SegmentError
 
 CHUNK = 8 << 20  # bytes copied into an upload at a time
 
@@ -58,14 +59,21 @@ class NewVectors:
             found[run] = np.frombuffer(data, np.uint8).reshape(rows, size)
         return found[back]
 
-    def segment_bytes(self, recipe: str, run: str, **about: object) -> Iterator[bytes]:
-        """The segment: the records, the index, the trailer."""
-        total = self.count * self.layout.record_bytes
+    def hashes(self) -> np.ndarray:
+        """(count,) the records' hashes, in spill order."""
+        if not self._hashes:
+            return np.zeros(0, HASH_DTYPE)
+        return np.concatenate(self._hashes)
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.layout.record_bytes
+
+    def records(self) -> Iterator[bytes]:
+        """The records' bytes, in order, CHUNK at a time."""
+        total = self.nbytes
         for offset in range(0, total, CHUNK):
             yield os.pread(self._fd, min(CHUNK, total - offset), offset)
-        if self._hashes:
-            yield np.concatenate(self._hashes).tobytes()
-        yield trailer(self.count, self.layout, recipe, run, **about)
 
     def close(self) -> None:
         self._file.close()

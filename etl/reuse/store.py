@@ -1,12 +1,14 @@
 """A vector store: one recipe's vectors, by text hash, in immutable segments on any storage.
 
     store.json         the recipe: its fingerprint, what it is made of, the record layout
-    segments/<id>.seg  the vectors one shard computed (etl.reuse.segment)
+    segments/<name>    segments (etl.reuse.segment): one per shard, or compacted from several
+    log/, checkpoint.json   the journal of which segments are live (etl.reuse.journal)
 
 store.json is created once (the first job wins, later ones must agree); a segment is uploaded
-whole and appears under its name only then, so a killed run leaves none half-written, and a
-name that exists is never written again. Any number of workers and jobs add segments at once;
-two of them computing the same text only store it twice.
+whole and appears under its name only then, so a killed run leaves none half-written; a name is
+never written twice. Any number of workers and jobs add segments at once; two of them computing
+the same text only store it twice. A segment the journal does not name (its writer was killed
+before it said so) is never read, and gc deletes it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -23,15 +26,19 @@ import numpy as np
 
 from etl.contract import Shard
 from etl.reuse.hashing import HASH_BYTES, HASH_DTYPE
-from etl.reuse.segment import TAIL_READ, Layout, Segment, SegmentError, parse_tail
+from etl.reuse.journal import HINT, LOG, Journal
+from etl.reuse.records import Layout
+from etl.reuse.segment import INDEX_BLOCK, TAIL_READ, Segment, SegmentError, parse_tail
 from etl.storage.base import Entry, Storage
 
 log = logging.getLogger(__name__)
 
 STORE_FILE = "store.json"
+FORMAT = 2
 SEGMENTS = "segments"
 SUFFIX = ".seg"
-COPY_CHUNK = 8 << 20
+SMALL_OBJECT = 8 << 20  # a segment this small is sent in one conditional PUT
+INDEX_CHUNK = 64 * INDEX_BLOCK  # hashes read at a time (4 MiB)
 
 
 class VectorStore:
@@ -49,6 +56,10 @@ class VectorStore:
     def uri(self) -> str:
         return self.storage.uri()
 
+    @property
+    def journal(self) -> Journal:
+        return Journal(self.storage)
+
     def description(self) -> dict[str, Any] | None:
         """store.json, or None where there is no store."""
         data = self.storage.read(STORE_FILE)
@@ -63,7 +74,7 @@ class VectorStore:
     def create(self, identity: dict[str, Any]) -> dict[str, Any]:
         """Write store.json unless one exists; return the one that is there now."""
         record = {
-            "format": 1,
+            "format": FORMAT,
             "recipe": self.recipe,
             "identity": identity,
             "columns": self.layout.describe(),
@@ -75,84 +86,106 @@ class VectorStore:
         return self.description() or {}
 
     def clear(self) -> None:
-        """Delete every segment and store.json (--overwrite of a job's own store)."""
+        """Delete every segment, the journal and store.json (--overwrite of a job's own store)."""
         self.storage.delete_prefix(SEGMENTS)
+        self.storage.delete_prefix(LOG)
+        self.storage.delete(HINT)
         self.storage.delete(STORE_FILE)
 
     def segment_key(self, name: str) -> str:
         return f"{SEGMENTS}/{name}{SUFFIX}"
 
-    def entries(self) -> list[Entry]:
-        """The published segments: one listing."""
-        return [e for e in self.storage.list(SEGMENTS) if e.key.endswith(SUFFIX)]
+    def listed(self) -> list[Entry]:
+        """Every segment object, by listing (maintenance only: gc, check, stats)."""
+        return self.storage.list(SEGMENTS)
 
-    def segment(self, entry: Entry) -> Segment:
-        """A segment's trailer, checked against this store (SegmentError otherwise)."""
-        tail_start = max(0, entry.size - TAIL_READ)
-        (tail,) = self._read(entry.key, [(tail_start, entry.size - tail_start)])
-        segment, needed = parse_tail(entry.key, entry.size, tail)
+    def open(self, name: str, size: int) -> Segment:
+        """A segment's trailer, checked and of this store (SegmentError otherwise)."""
+        key = self.segment_key(name)
+        start = max(0, size - TAIL_READ)
+        (tail,) = self._read(key, [(start, size - start)])
+        segment, needed = parse_tail(key, size, tail)
         if needed > len(tail):
-            (tail,) = self._read(entry.key, [(entry.size - needed, needed)])
-            segment, _ = parse_tail(entry.key, entry.size, tail)
+            (tail,) = self._read(key, [(size - needed, needed)])
+            segment, _ = parse_tail(key, size, tail)
         if segment.recipe != self.recipe or segment.record_bytes != self.layout.record_bytes:
-            raise SegmentError(f"{entry.key}: made with recipe {segment.recipe}, not {self.recipe}")
+            raise SegmentError(f"{key}: made with recipe {segment.recipe}, not {self.recipe}")
         return segment
 
-    def index(self, segment: Segment, first: int = 0, rows: int | None = None) -> np.ndarray:
-        """(rows,) text hashes of a segment's records first.. (all of them by default)."""
-        rows = segment.rows - first if rows is None else rows
-        offset = segment.index_offset + first * HASH_BYTES
-        (data,) = self._read(segment.key, [(offset, rows * HASH_BYTES)])
-        if len(data) != rows * HASH_BYTES:
-            raise SegmentError(f"{segment.key}: index cut short")
-        return np.frombuffer(data, HASH_DTYPE)
+    def index(self, segment: Segment) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(first row, hashes, (n,) True where its block's checksum holds) of the segment's
+        index, INDEX_CHUNK hashes at a time, in order."""
+        for first in range(0, segment.rows, INDEX_CHUNK):
+            rows = min(INDEX_CHUNK, segment.rows - first)
+            offset = segment.index_offset + first * HASH_BYTES
+            (data,) = self._read(segment.key, [(offset, rows * HASH_BYTES)])
+            if len(data) != rows * HASH_BYTES:
+                raise SegmentError(f"{segment.key}: index cut short")
+            hashes = np.frombuffer(data, HASH_DTYPE)
+            ok = np.ones(rows, bool)
+            step = INDEX_BLOCK * HASH_BYTES
+            for b, start in enumerate(range(0, len(data), step)):
+                block = first // INDEX_BLOCK + b
+                if zlib.crc32(data[start : start + step]) != segment.checks[block]:
+                    ok[start // HASH_BYTES : (start + step) // HASH_BYTES] = False
+            yield first, hashes, ok
 
-    def records(self, segment: Segment, rows: np.ndarray) -> np.ndarray:
-        """(k, R) records of a segment's ``rows`` (any order, repeats allowed): nearby records
-        are read together, one range per run (see Storage.range_gap)."""
-        size = segment.record_bytes
+    def records(self, segment_key: str, rows: np.ndarray) -> np.ndarray:
+        """(k, R) records at ``rows`` of a segment (any order, repeats allowed): nearby records
+        are read together, one range per run (see Storage.range_gap). Not checked here: the
+        caller checks them against the hashes it looked up (Layout.intact)."""
+        size = self.layout.record_bytes
         wanted = np.unique(rows)
         gaps = (wanted[1:] - wanted[:-1] - 1) * size
         groups = np.split(np.arange(len(wanted)), np.flatnonzero(gaps > self.storage.range_gap) + 1)
         ranges = [
             (int(wanted[g[0]]) * size, int(wanted[g[-1]] - wanted[g[0]] + 1) * size) for g in groups
         ]
-        found = np.empty((len(wanted), size), np.uint8)
-        for group, (_, length), blob in zip(
-            groups, ranges, self._read(segment.key, ranges), strict=True
-        ):
-            if len(blob) != length:
-                raise SegmentError(f"{segment.key}: records cut short")
-            run = np.frombuffer(blob, np.uint8).reshape(-1, size)  # (rows in the range, R)
-            found[group] = run[wanted[group] - wanted[group[0]]]
+        found = np.zeros((len(wanted), size), np.uint8)
+        for group, blob in zip(groups, self._read(segment_key, ranges), strict=True):
+            run = np.frombuffer(blob[: len(blob) - len(blob) % size], np.uint8).reshape(-1, size)
+            within = wanted[group] - wanted[group[0]]  # (rows in the range, R)
+            have = within < len(run)  # a short read leaves zeros: they fail their check
+            found[group[have]] = run[within[have]]
         return found[np.searchsorted(wanted, rows)]
 
-    def publish(self, name: str, chunks: Iterable[bytes]) -> bool:
-        """Upload a segment under ``name`` from its bytes; False if that name exists already.
+    def read_all(self, segment: Segment, chunk_rows: int) -> Iterator[np.ndarray]:
+        """Every record of a segment, chunk_rows at a time, in order (compaction, check)."""
+        size = segment.record_bytes
+        for first in range(0, segment.rows, chunk_rows):
+            rows = min(chunk_rows, segment.rows - first)
+            (data,) = self._read(segment.key, [(first * size, rows * size)])
+            if len(data) != rows * size:
+                raise SegmentError(f"{segment.key}: records cut short")
+            yield np.frombuffer(data, np.uint8).reshape(rows, size)
 
-        The caller holds the claim of the shard the name is made from, and dropped what a
-        killed attempt left unfinished when it took the claim (discard_unfinished).
-        """
+    def publish(self, name: str, chunks: Iterable[bytes], size_hint: int = 0) -> int:
+        """Upload a segment under ``name``; its size. SegmentError if the name is taken."""
         key = self.segment_key(name)
+        if size_hint and size_hint <= SMALL_OBJECT:
+            data = b"".join(chunks)
+            if not self.storage.create(key, data):
+                raise SegmentError(f"{key}: exists already")
+            return len(data)
         if self.storage.exists(key):
-            return False
+            raise SegmentError(f"{key}: exists already")
         upload = self.storage.upload(key)
+        written = 0
         try:
             target = upload.target
             if isinstance(target, str):
                 with open(target, "wb") as handle:
-                    _write_all(handle, chunks)
+                    written = _write_all(handle, chunks)
             else:
-                _write_all(target, chunks)
+                written = _write_all(target, chunks)
             upload.publish()
         except BaseException:
             upload.discard()
             raise
-        return True
+        return written
 
-    def discard_unfinished(self, name: str) -> None:
-        """Drop an unfinished upload of this name (call only while holding its shard's claim)."""
-        self.storage.discard_stale_uploads(self.segment_key(name))
+    def delete(self, name: str) -> None:
+        self.storage.delete(self.segment_key(name))
 
     def _read(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes]:
         try:
@@ -161,21 +194,33 @@ class VectorStore:
             raise SegmentError(f"{key}: gone") from exc
 
 
-def _write_all(handle: BinaryIO, chunks: Iterable[bytes]) -> None:
+def _write_all(handle: BinaryIO, chunks: Iterable[bytes]) -> int:
+    written = 0
     for chunk in chunks:
         handle.write(chunk)
+        written += len(chunk)
+    return written
 
 
 @dataclass(frozen=True)
 class StoreTarget:
-    """Where a worker adds the vectors it computes: the job's own store, and the run's token."""
+    """Where a worker adds the vectors it computes: the job's own store, the run's token, and
+    the worker's own (so that no two attempts at a shard ever name a segment alike)."""
 
     store: VectorStore
     run: str
     output: str  # the job's output location: with the shard, it names the shard's segment
+    writer: str
+
+    def stem(self, shard: Shard) -> str:
+        """What every attempt at the shard's segment is named after."""
+        made_of = [self.output, shard.rel_name, shard.input_size, shard.input_mtime_ns]
+        return hashlib.sha256(json.dumps(made_of).encode()).hexdigest()[:24]
 
     def segment_name(self, shard: Shard) -> str:
-        """The same shard of the same input into the same output gets the same name (a rerun
-        after a kill finds the segment there, or its unfinished upload to drop)."""
-        made_of = [self.output, shard.rel_name, shard.input_size, shard.input_mtime_ns]
-        return hashlib.sha256(json.dumps(made_of).encode()).hexdigest()[:32]
+        return f"{self.stem(shard)}-{self.writer}"
+
+    def discard_unfinished(self, shard: Shard) -> None:
+        """Drop what killed attempts at this shard's segment left half uploaded (call only
+        while holding the shard's claim)."""
+        self.store.storage.discard_stale_uploads(f"{SEGMENTS}/{self.stem(shard)}-", prefix=True)

@@ -32,6 +32,7 @@ from etl.inputs import input_identity
 from etl.reuse.ledger import Ledger
 from etl.reuse.lookup import Lookup
 from etl.reuse.shard import BLOCK_ROWS, EMBED, SOURCES, ShardReuse
+from etl.reuse.store import StoreTarget
 from etl.spec import OutputSpec
 from etl.stages.batching import Batching, plan_batches
 from etl.stages.sequences import Sequences
@@ -90,6 +91,7 @@ class ShardStream(IterableDataset):
         feed: ShardFeed,
         lookup: Lookup | None = None,
         ledger: Ledger | None = None,
+        store: StoreTarget | None = None,
     ) -> None:
         self.shards = list(shards)
         self.spec = spec
@@ -99,7 +101,9 @@ class ShardStream(IterableDataset):
         self.feed = feed  # which shard to read next: one the worker holds
         self.lookup = lookup  # the vector stores: None embeds every row
         self.ledger = ledger  # which shards the writer has finished
+        self.store = store  # where the writer publishes their segments
         self._read: list[int] = []  # shards this reader started and has not seen finished
+        self._spilled: dict[int, np.ndarray] = {}  # their texts sent to the model, by shard
         self._prompt_ids: np.ndarray | None = None
         self.token_mask = TokenMask.of(spec, tokenizer)  # a multi-vector model's output tokens
         self._tokenizing: ThreadPoolExecutor | None = None
@@ -144,6 +148,8 @@ class ShardStream(IterableDataset):
                 windows += 1
             if begun is not None:
                 yield from self._emit(self._settle(begun, shard, passthrough, reuse))
+            if reuse is not None:
+                self._spilled[index] = reuse.spilled()
             yield ShardEnd(index, rows, windows)
         except EmbedEtlError as exc:
             yield ShardFailed(index, str(exc))
@@ -159,7 +165,12 @@ class ShardStream(IterableDataset):
         if self.ledger is not None:
             if not self.ledger.wait(self._read):
                 return None  # the worker is stopping
-            self._read.clear()  # finished: never asked about again
+            for done in self._read:  # finished: never asked about again
+                spilled = self._spilled.pop(done, None)
+                if spilled is not None and len(spilled) and self.ledger.stored(done):
+                    name = self.store.segment_name(self.shards[done])
+                    self.lookup.add_own(self.store.store, name, spilled)
+            self._read.clear()
         window = self.batching.window_rows
         size = window * max(1, BLOCK_ROWS // window)  # a block holds whole windows
         parquet = parquet_file(shard.input_path)

@@ -14,8 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from etl.contract import Shard, WindowInfo
+from etl.reuse.hashing import HASH_DTYPE
+from etl.reuse.publish import Publisher
+from etl.reuse.shard import EARLIER
 from etl.reuse.spill import NewVectors
-from etl.reuse.store import StoreTarget
 from etl.spec import METADATA_PREFIX, OutputSpec
 from etl.stages.vectors import arrow_type, sparse_type
 from etl.stages.window import TokenInput, Window
@@ -113,15 +115,17 @@ class ShardWriter:
         input_schema: pa.Schema,
         storage: Storage,
         io: Executor | None = None,
-        store: StoreTarget | None = None,
-        finished: Callable[[], None] | None = None,
+        store: Publisher | None = None,
+        finished: Callable[[bool], None] | None = None,
     ) -> None:
         self.shard = shard
         self.spec = spec
         self.schema = output_schema(input_schema, spec, shard)
         self.store = store
-        self.finished = finished or (lambda: None)  # said once the shard is published or dropped
-        self.spill = NewVectors(store.store.layout) if store is not None else None
+        # Said once the shard is published or dropped: whether its segment is in the store.
+        self.finished = finished or (lambda stored: None)
+        self.spill = NewVectors(store.target.store.layout) if store is not None else None
+        self._used: list[np.ndarray] = []  # hashes served from earlier runs' segments
         self.upload = storage.upload(shard.output_key)  # registered before the file exists
         passthrough = [spec.id_column, *spec.keep_columns]
         dictionary = list(passthrough)
@@ -175,6 +179,10 @@ class ShardWriter:
         try:
             window.assemble()
             info = window.info
+            plan = info.reuse
+            if plan is not None and len(plan.stored_rows):
+                earlier = plan.kind[plan.stored_rows] == EARLIER
+                self._used.append(self.spill.layout.hashes(plan.stored[earlier]))
             arrays = list(info.passthrough.columns)
             n_tokens = info.n_tokens
             null_text = n_tokens < 0
@@ -197,12 +205,13 @@ class ShardWriter:
         return self._io.submit(self._commit, expected_rows, unfinished)
 
     def _commit(self, expected_rows: int, unfinished: list[int]) -> None:
+        stored = False
         try:
-            self._publish(expected_rows, unfinished)
+            stored = self._publish(expected_rows, unfinished)
         finally:
-            self.finished()
+            self.finished(stored)
 
-    def _publish(self, expected_rows: int, unfinished: list[int]) -> None:
+    def _publish(self, expected_rows: int, unfinished: list[int]) -> bool:
         if self._error is not None:
             raise self._error
         if unfinished:
@@ -219,30 +228,25 @@ class ShardWriter:
         if not written.schema.to_arrow_schema().equals(self.schema, check_metadata=False):
             raise RuntimeError(f"{where}: schema differs from the planned one")
         self.upload.publish()
-        if self.store is not None:
-            self._add_to_store()
+        return self._add_to_store() if self.store is not None else False
 
-    def _add_to_store(self) -> None:
-        """The shard's new vectors into the store, once its output is published. The store is
-        a cache: a failure here costs later runs some embedding, never this shard."""
-        target, spill = self.store, self.spill
+    def _add_to_store(self) -> bool:
+        """The shard's new vectors into the store, once its output is published; whether they
+        are there. The store is a cache: a failure here costs later runs some embedding, never
+        this shard."""
+        used = np.concatenate(self._used) if self._used else np.zeros(0, HASH_DTYPE)
         try:
-            if spill.count:
-                name = target.segment_name(self.shard)
-                chunks = spill.segment_bytes(
-                    target.store.recipe,
-                    target.run,
-                    shard=self.shard.rel_name,
-                    output=self.upload.key,
-                )
-                if not target.store.publish(name, chunks):
-                    log.debug("%s: its segment is in the store already", self.shard.rel_name)
+            return self.store.publish(self.shard, self.spill, used)
         except Exception as exc:  # noqa: BLE001 - logged; the shard's output is whole
             log.warning(
-                "%s: vectors not added to %s: %s", self.shard.rel_name, target.store.uri, exc
+                "%s: vectors not added to %s: %s",
+                self.shard.rel_name,
+                self.store.target.store.uri,
+                exc,
             )
+            return False
         finally:
-            spill.close()
+            self.spill.close()
 
     def abort(self) -> Future:
         """Drop the temporary file; the final name is untouched."""
@@ -254,7 +258,7 @@ class ShardWriter:
         self.upload.discard()
         if self.spill is not None:
             self.spill.close()
-        self.finished()
+        self.finished(False)
 
 
 class InlineExecutor(Executor):

@@ -103,9 +103,8 @@ class Window:
         layout, vectors = self.spill.layout, self.vectors
         embed = np.flatnonzero(plan.kind == EMBED)  # spill numbers first_spill, +1, ...
         n_tokens = self.info.n_tokens
-        self.spill.append(
-            plan.embed_hashes, layout.pack(n_tokens[embed], vectors_of(vectors, embed))
-        )
+        records = layout.pack(plan.embed_hashes, n_tokens[embed], vectors_of(vectors, embed))
+        self.spill.append(plan.embed_hashes, records)
         if len(plan.stored_rows):
             _, stored = layout.unpack(plan.stored)
             for name, values in stored.items():

@@ -143,13 +143,14 @@ class ArrowStorage(Storage):
         self._temporaries.add(temp)
         return ArrowUpload(self, key, temp, final)
 
-    def discard_stale_uploads(self, key: str) -> None:
+    def discard_stale_uploads(self, key: str, prefix: bool = False) -> None:
         final = self.path(key)
         folder, name = final.rsplit("/", 1)
         selector = pafs.FileSelector(folder, allow_not_found=True)
         for item in self.fs.get_file_info(selector):
             leftover = item.path.rsplit("/", 1)[-1]
-            if leftover.startswith(f".{name}.inprogress-") and item.path not in self._temporaries:
+            mine = leftover.startswith(f".{name}") if prefix else leftover.startswith(f".{name}.")
+            if mine and ".inprogress-" in leftover and item.path not in self._temporaries:
                 self.fs.delete_file(item.path)
 
     def discard_temporaries(self) -> None:

@@ -163,9 +163,10 @@ class Storage(ABC):
         """Start writing an object that appears under ``key`` only when published."""
 
     @abstractmethod
-    def discard_stale_uploads(self, key: str) -> None:
-        """Remove unfinished uploads of ``key`` left by processes that died (call only while
-        holding the key's claim, so that nobody else is writing it)."""
+    def discard_stale_uploads(self, key: str, prefix: bool = False) -> None:
+        """Remove unfinished uploads of ``key`` (``prefix``: of every key that starts with it)
+        left by processes that died (call only while holding the key's claim, so that nobody
+        else is writing it)."""
 
     @abstractmethod
     def discard_temporaries(self) -> None:

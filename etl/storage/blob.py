@@ -201,7 +201,7 @@ class BlobStorage(Storage):
             self._uploads.add(upload)
         return upload
 
-    def discard_stale_uploads(self, key: str) -> None:
+    def discard_stale_uploads(self, key: str, prefix: bool = False) -> None:
         """Nothing to do, nor any way to: see the module's docstring."""
 
     def discard_temporaries(self) -> None:

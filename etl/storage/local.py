@@ -182,14 +182,20 @@ class LocalStorage(Storage):
         final = self.local_path(key)
         return LocalUpload(self, key, self._temporary(final, f"{UPLOAD_MARK}{os.getpid()}"))
 
-    def discard_stale_uploads(self, key: str) -> None:
-        """Remove uploads of ``key`` left by processes that died (call only while holding the
-        key's claim, so that nobody else is writing it)."""
+    def discard_stale_uploads(self, key: str, prefix: bool = False) -> None:
+        """Remove uploads of ``key`` (``prefix``: of keys that start with it) left by processes
+        that died (call only while holding the key's claim, so that nobody else is writing it)."""
         final = self.local_path(key)
         if not final.parent.is_dir():
             return
-        for leftover in final.parent.glob(f".{final.name}{UPLOAD_MARK}*"):
-            if leftover not in self._temporaries:
+        start = f".{final.name}"
+        for leftover in final.parent.iterdir():
+            name = leftover.name
+            if not name.startswith(start) or UPLOAD_MARK not in name:
+                continue
+            if (prefix or name.startswith(f"{start}{UPLOAD_MARK}")) and (
+                leftover not in self._temporaries
+            ):
                 leftover.unlink(missing_ok=True)
 
     def discard_temporaries(self) -> None:

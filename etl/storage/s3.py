@@ -199,15 +199,15 @@ class S3Storage(Storage):
             self._uploads.add(upload)
         return upload
 
-    def discard_stale_uploads(self, key: str) -> None:
+    def discard_stale_uploads(self, key: str, prefix: bool = False) -> None:
         with self._lock:  # the io thread adds and forgets uploads meanwhile
             ours = {u.upload_id for u in self._uploads}
         full = self.full(key)
         listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=full)
         for item in listing.get("Uploads", ()):
-            if item["Key"] == full and item["UploadId"] not in ours:
+            if (item["Key"] == full or prefix) and item["UploadId"] not in ours:
                 self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=full, UploadId=item["UploadId"]
+                    Bucket=self.bucket, Key=item["Key"], UploadId=item["UploadId"]
                 )
 
     def unfinished_uploads(self) -> list[str]:

@@ -29,7 +29,7 @@ from etl.contract import (
 )
 from etl.errors import reason
 from etl.reuse.ledger import Ledger
-from etl.reuse.store import StoreTarget
+from etl.reuse.publish import Publisher
 from etl.spec import OutputSpec
 from etl.stages.sink import ShardWriter
 from etl.state.lease import Lease
@@ -66,7 +66,7 @@ class Runner:
         manifest: Manifest,
         lease: Lease,
         on_result: ResultCallback | None = None,
-        store: StoreTarget | None = None,
+        store: Publisher | None = None,
         ledger: Ledger | None = None,
     ) -> None:
         self.shards = shards
@@ -115,6 +115,8 @@ class Runner:
             self._settle(wait=True)  # shards whose publish is under way still get recorded
             if self.io is not None:
                 self.io.shutdown(wait=True)
+            if self.store is not None:
+                self.store.flush(force=True)  # the journal hears of every segment published
             self.lease.release_all()
             self.storage.discard_temporaries()
             bar.close()
@@ -213,7 +215,7 @@ class Runner:
         stamp(result)
         self.manifest.write(result)
 
-    def _finisher(self, index: int) -> Callable[[], None] | None:
+    def _finisher(self, index: int) -> Callable[[bool], None] | None:
         """What the shard's writer calls once it is done with it (published or given up)."""
         return functools.partial(self.ledger.finish, index) if self.ledger is not None else None
 

@@ -15,6 +15,7 @@ from typing import Any
 from etl.contract import Shard, ShardRecord, ShardStatus
 from etl.errors import ConfigError, EmbedEtlError
 from etl.reuse.ledger import Ledger
+from etl.reuse.publish import Publisher
 from etl.spec import OutputSpec
 from etl.stages.batching import resolve_batching
 from etl.stages.tokenizer import Layout
@@ -118,7 +119,7 @@ class ShardWorker:
         def taken(shard: Shard) -> None:
             """We hold its claim now: what a killed attempt at it left is litter."""
             if store is not None:
-                store.store.discard_unfinished(store.segment_name(shard))
+                store.discard_unfinished(shard)
             storage.discard_stale_uploads(shard.output_key)
 
         claims = ClaimBook(manifest, spec.fingerprint) if claim else None
@@ -132,6 +133,7 @@ class ShardWorker:
             lease.feed,
             lookup,
             ledger,
+            store,
         )
         loader = make_loader(stream, readers, pin_memory=self.device.type == "cuda")
         runner = Runner(
@@ -141,7 +143,7 @@ class ShardWorker:
             manifest,
             lease,
             on_result,
-            store,
+            Publisher(store) if store is not None else None,
             ledger,
         )
         progress = self.settings.progress if claim else False

@@ -1,0 +1,250 @@
+"""gc: a store kept to the vectors recent runs used.
+
+Every run's workers write down in the store's journal the texts they stored and the texts they
+served from it (etl.reuse.publish). `embed-etl store gc` keeps the vectors that the last K runs
+stored or served (--keep-runs K), or that runs of the last D days did (--keep-days D), or
+either; it drops every other vector: a segment left whole stays, one with nothing kept goes, one
+with some kept is written again with only those, in the same order. One checkpoint then names
+what is live (etl.reuse.compact.commit). What it replaced stays readable for the grace period,
+for jobs that loaded the store before; then it is deleted, with the journal entries of runs no
+longer kept, and any segment the journal never named (a killed writer's) older than the grace.
+
+Safe beside running jobs: what a running job adds lands in the journal and is kept; what it
+reads is still there for the grace period. A kill at any instant leaves a store that reads
+correctly (new segments are unnamed until the checkpoint); running gc again finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from etl.errors import EmbedEtlError
+from etl.reuse.compact import CHUNK_ROWS, GRACE_SECONDS, _hashes, commit
+from etl.reuse.hashing import HASH_DTYPE
+from etl.reuse.journal import Journal, JournalError, StoredFile, StoreView
+from etl.reuse.segment import SegmentError, trailer
+from etl.reuse.store import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunUse:
+    """One run, as the journal remembers it."""
+
+    run: str
+    first: float
+    last: float
+    entries: list[int] = field(default_factory=list)
+    stored: int = 0
+    served: int = 0
+    hashes: list[np.ndarray] = field(default_factory=list)  # stored and served, as 64-bit keys
+
+
+@dataclass
+class GcReport:
+    """What a gc kept and dropped."""
+
+    store: str
+    runs: int = 0  # runs the journal remembers
+    runs_kept: int = 0
+    segments_before: int = 0
+    segments_after: int = 0
+    records_before: int = 0
+    records_after: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    rewritten: int = 0
+    dropped: int = 0  # segments with nothing kept
+    deleted: int = 0  # objects deleted (replaced past their grace, unnamed ones)
+    entries_deleted: int = 0
+    raced: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def key64(hashes: np.ndarray) -> np.ndarray:
+    """The first 64 bits of each hash: 8 bytes a text for the set gc keeps (two texts share
+    them with odds of 3e-4 among 10^8, and then one more vector is kept)."""
+    raw = np.ascontiguousarray(hashes, HASH_DTYPE).view(np.uint8).reshape(-1, 16)
+    return np.ascontiguousarray(raw[:, :8]).view(">u8")[:, 0].astype(np.uint64)
+
+
+def history(
+    journal: Journal, with_hashes: bool = True
+) -> tuple[dict[str, RunUse], dict[int, str], list[int]]:
+    """Every run the journal remembers (by listing it: gc and stats only), with the hashes it
+    stored and served if asked; which entry is whose; the checkpoints' numbers."""
+    runs: dict[str, RunUse] = {}
+    owner: dict[int, str] = {}
+    checkpoints = []
+    for seq in journal.listed():
+        try:
+            entry = journal.read(seq)
+        except JournalError as exc:
+            log.warning("vector store %s: skipping %s", journal.storage.uri(), exc)
+            continue
+        if entry is None:
+            continue
+        if entry.kind == "checkpoint":
+            checkpoints.append(seq)
+            continue
+        run, when = str(entry.header.get("run", "")), float(entry.header.get("time", 0.0))
+        use = runs.setdefault(run, RunUse(run, when, when))
+        use.first, use.last = min(use.first, when), max(use.last, when)
+        use.entries.append(seq)
+        files, used = entry.files(), entry.used()
+        use.stored += sum(f.rows for f in files)
+        use.served += len(used)
+        if with_hashes:
+            use.hashes += [key64(f.hashes) for f in files] + [key64(used)]
+        owner[seq] = run
+    return runs, owner, checkpoints
+
+
+def kept_runs(runs: dict[str, RunUse], keep_runs: int | None, keep_days: float | None) -> set[str]:
+    """The runs a rule keeps: the last ``keep_runs``, or those of the last ``keep_days``."""
+    by_time = sorted(runs.values(), key=lambda r: r.last, reverse=True)
+    kept = {r.run for r in by_time[: keep_runs or 0]}
+    if keep_days is not None:
+        since = time.time() - keep_days * 86_400
+        kept |= {r.run for r in by_time if r.last >= since}
+    return kept
+
+
+def collect(
+    store: VectorStore,
+    keep_runs: int | None = None,
+    keep_days: float | None = None,
+    grace: float = GRACE_SECONDS,
+) -> GcReport:
+    """Keep what the rule keeps; drop the rest."""
+    started = time.perf_counter()
+    report = GcReport(store.uri)
+    journal = store.journal
+    runs, owner, checkpoints = history(journal)
+    kept = kept_runs(runs, keep_runs, keep_days)
+    report.runs, report.runs_kept = len(runs), len(kept)
+    keep = np.unique(
+        np.concatenate([k for r in kept for k in runs[r].hashes] or [np.zeros(0, np.uint64)])
+    )
+    for use in runs.values():
+        use.hashes = []  # what is kept is in ``keep`` now
+    view = StoreView(journal)
+    view.load()
+    report.segments_before = len(view.files)
+    report.records_before = sum(f.rows for f in view.files.values())
+    report.bytes_before = sum(f.size for f in view.files.values())
+    removed: set[str] = set()
+    added: list[StoredFile] = []
+    committed = False
+    try:
+        for item in list(view.files.values()):
+            hashes = item.hashes if item.hashes is not None else _hashes(store, item, _Tally())
+            mask = np.isin(key64(hashes), keep) if hashes is not None else None
+            if mask is not None and mask.all():
+                continue
+            removed.add(item.name)
+            if mask is None or not mask.any():
+                report.dropped += 1
+                continue
+            made = _rewrite(store, item, hashes, mask)
+            if made is not None:
+                added.append(made)
+                report.rewritten += 1
+        tally = _Tally()
+        committed = commit(store, view, removed, added, grace, tally)
+        report.deleted += tally.deleted
+    finally:
+        if not committed:
+            for item in added:
+                store.delete(item.name)
+    report.raced = not committed
+    if committed:
+        report.deleted += _sweep(store, view, grace)
+        report.entries_deleted = _truncate(journal, view.checkpoint, owner, checkpoints, kept)
+    report.segments_after = len(view.files)
+    report.records_after = sum(f.rows for f in view.files.values())
+    report.bytes_after = sum(f.size for f in view.files.values())
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class _Tally:
+    """Counts that gc does not report (damage is `store check`'s)."""
+
+    def __init__(self) -> None:
+        self.damaged = 0
+        self.deleted = 0
+        self.unreadable: list[str] = []
+
+
+def _rewrite(
+    store: VectorStore, item: StoredFile, hashes: np.ndarray, mask: np.ndarray
+) -> StoredFile | None:
+    """The segment again with only the records ``mask`` keeps, in order (checked: a damaged
+    one is dropped too)."""
+    layout = store.layout
+    kept: list[np.ndarray] = []
+
+    def body() -> Iterator[bytes]:
+        segment = store.open(item.name, item.size)
+        first = 0
+        for chunk in store.read_all(segment, CHUNK_ROWS):
+            wanted = mask[first : first + len(chunk)]
+            expected = hashes[first : first + len(chunk)]
+            first += len(chunk)
+            good = wanted & layout.intact(chunk) & (layout.hashes(chunk) == expected)
+            if good.any():
+                kept.append(expected[good])
+                yield chunk[good].tobytes()
+        rows = sum(len(k) for k in kept)
+        joined = np.concatenate(kept) if kept else np.zeros(0, HASH_DTYPE)
+        yield trailer(rows, layout, store.recipe, item.run, joined, created, collected=item.name)
+
+    name, created = f"g{uuid.uuid4().hex[:23]}", time.time()
+    try:
+        size = store.publish(name, body())
+    except (SegmentError, EmbedEtlError, OSError) as exc:
+        log.warning(
+            "vector store %s: dropping %s, which cannot be read: %s", store.uri, item.name, exc
+        )
+        return None
+    rows = sum(len(k) for k in kept)
+    return StoredFile(name, rows, size, item.run, created, (item.name,))
+
+
+def _sweep(store: VectorStore, view: StoreView, grace: float) -> int:
+    """Delete segments the journal does not name (killed writers', replaced ones whose names a
+    kill dropped) once older than the grace: by listing, gc only."""
+    named = set(view.files) | {name for name, _ in view.retired}
+    now_ns = time.time_ns()
+    deleted = 0
+    for entry in store.listed():
+        name = entry.key.rsplit("/", 1)[-1].removesuffix(".seg")
+        if name in named or now_ns - entry.mtime_ns < grace * 1e9:
+            continue
+        store.delete(name)
+        deleted += 1
+    return deleted
+
+
+def _truncate(
+    journal: Journal, checkpoint: int, owner: dict[int, str], older: list[int], kept: set[str]
+) -> int:
+    """Delete the entries before the new checkpoint that nothing needs: the checkpoints before
+    it, and the add entries of runs no longer kept, as gc read them (an entry that landed while
+    it ran stays). The hint already names the new checkpoint."""
+    gone = [seq for seq in older if seq < checkpoint]
+    gone += [seq for seq, run in owner.items() if seq < checkpoint and run not in kept]
+    for seq in sorted(gone):
+        journal.storage.delete(journal.key(seq))
+    return len(gone)

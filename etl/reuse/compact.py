@@ -1,0 +1,273 @@
+"""Compaction: a store's small segments merged, in the order they were written, into larger ones.
+
+Small segments (one per shard of a small-shard job) are read through, record by record, checked,
+and written again in the same order into segments of up to TARGET_BYTES, keeping each text once.
+Then one checkpoint says which segments are live now (etl.reuse.journal). The ones replaced
+stay readable for a grace period (jobs that loaded the store before still read them) and are
+deleted by the next compaction or gc after it.
+
+Safe beside running jobs and against kills at any instant: new segments are invisible until
+the checkpoint names them, and the checkpoint is one conditional write. A kill before it leaves
+unnamed segments, which gc deletes; after it, a store that reads correctly. Segments added while
+it ran are kept (they land in the journal before or after its checkpoint, and it reads them
+before writing). Two compactions (or a compaction and a gc) that race: the second to write its
+checkpoint sees the first's, deletes its own new segments and gives up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from etl.errors import EmbedEtlError
+from etl.reuse.hashing import HASH_DTYPE
+from etl.reuse.journal import Journal, StoredFile, StoreView, checkpoint_entry
+from etl.reuse.segment import SegmentError, trailer
+from etl.reuse.store import VectorStore
+
+log = logging.getLogger(__name__)
+
+SMALL_BYTES = 64 << 20  # a segment smaller than this is merged with its neighbours
+TARGET_BYTES = 256 << 20  # what compaction writes at most per segment
+AUTO_FILES = 64  # a job that leaves more small segments than this compacts them
+AUTO_ENTRIES = 64  # ... or more journal entries after the last checkpoint
+GRACE_SECONDS = 3600.0  # how long a replaced segment stays readable
+CHUNK_ROWS = 1 << 14  # records read at a time
+
+
+@dataclass
+class CompactReport:
+    """What a compaction did."""
+
+    store: str
+    segments_before: int = 0
+    segments_after: int = 0
+    merged: int = 0  # small segments merged
+    written: int = 0  # segments written
+    records: int = 0  # records written
+    duplicates: int = 0  # records of a text already written, dropped
+    damaged: int = 0  # records that failed their checksum, dropped
+    unreadable: list[str] = field(default_factory=list)  # segments dropped whole
+    deleted: int = 0  # replaced segments past their grace, deleted
+    raced: bool = False  # another compaction or gc wrote its checkpoint first
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def compact_if_due(store: VectorStore) -> CompactReport | None:
+    """What a job does with the store it leaves: compact it if it holds more than AUTO_FILES
+    small segments, or AUTO_ENTRIES journal entries since its last checkpoint. Never fails the
+    job (the store is a cache): a failure is a warning."""
+    try:
+        view = StoreView(store.journal)
+        files = view.load()
+        small = sum(1 for f in files if f.size < SMALL_BYTES)
+        if small <= AUTO_FILES and view.next - max(view.checkpoint, 0) <= AUTO_ENTRIES:
+            return None
+        report = compact(store, force=True)
+    except (EmbedEtlError, OSError) as exc:
+        log.warning("vector store %s: not compacted: %s", store.uri, exc)
+        return None
+    log.info(
+        "vector store %s: %d small segments merged into %d",
+        store.uri,
+        report.merged,
+        report.written,
+    )
+    return report
+
+
+def compact(store: VectorStore, grace: float = GRACE_SECONDS, force: bool = False) -> CompactReport:
+    """Merge the store's small segments; write a checkpoint even when none is merged if
+    ``force`` (a long journal then reads as one entry)."""
+    started = time.perf_counter()
+    report = CompactReport(store.uri)
+    view = StoreView(store.journal)
+    view.load()
+    report.segments_before = len(view.files)
+    groups = _groups([f for f in view.files.values() if f.size < SMALL_BYTES])
+    if groups or force or _expired(view, grace):
+        added: list[StoredFile] = []
+        removed: set[str] = set()
+        committed = False
+        try:
+            for group in groups:
+                made = _merge(store, group, report)
+                removed.update(f.name for f in group)
+                if made is not None:
+                    added.append(made)
+            committed = commit(store, view, removed, added, grace, report)
+        finally:
+            if not committed:  # nobody will ever name them
+                for item in added:
+                    _forget(store, item.name)
+        report.raced = not committed
+        report.merged = len(removed) if committed else 0
+        report.written = len(added) if committed else 0
+    report.segments_after = len(view.files)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def commit(
+    store: VectorStore,
+    view: StoreView,
+    removed: set[str],
+    added: list[StoredFile],
+    grace: float,
+    report: CompactReport | None = None,
+) -> bool:
+    """Append a checkpoint: the live segments (with those that landed since the view was
+    read) less ``removed`` plus ``added``; then delete segments replaced more than ``grace``
+    seconds ago. False, and nothing changed, if another checkpoint landed first."""
+    journal: Journal = store.journal
+    while True:
+        for _, entry in view.entries():
+            if entry is None:
+                continue
+            if entry.kind == "checkpoint":
+                return False
+            for item in entry.files():
+                view.files.setdefault(item.name, _bare(item))
+        now = time.time()
+        live = [_bare(f) for name, f in view.files.items() if name not in removed] + added
+        keep = [[name, when] for name, when in view.retired if now - when < grace]
+        expired = [name for name, when in view.retired if now - when >= grace]
+        retired = keep + [[name, now] for name in sorted(removed)]
+        entry = checkpoint_entry(live, retired, view.checkpoint)
+        seq = view.next
+        if store.storage.create(journal.key(seq), entry.encode()):
+            break
+    journal.set_hint(seq)
+    view.checkpoint, view.next = seq, seq + 1
+    view.files = {f.name: f for f in live}
+    view.retired = retired
+    for name in expired:  # a kill here leaves them unnamed: gc deletes them
+        store.delete(name)
+    if report is not None:
+        report.deleted += len(expired)
+    return True
+
+
+def _expired(view: StoreView, grace: float) -> bool:
+    now = time.time()
+    return any(now - when >= grace for _, when in view.retired)
+
+
+def _bare(item: StoredFile) -> StoredFile:
+    """The file without the hashes an add entry carried (a checkpoint names, never holds)."""
+    if item.hashes is None:
+        return item
+    return StoredFile(item.name, item.rows, item.size, item.run, item.created, item.sources)
+
+
+def _groups(small: list[StoredFile]) -> list[list[StoredFile]]:
+    """Neighbours in journal order, up to TARGET_BYTES a group; groups of one left alone."""
+    groups: list[list[StoredFile]] = [[]]
+    size = 0
+    for item in small:
+        if groups[-1] and size + item.size > TARGET_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += item.size
+    return [g for g in groups if len(g) > 1]
+
+
+def _merge(store: VectorStore, group: list[StoredFile], report: CompactReport) -> StoredFile | None:
+    """One new segment of the group's records, in order, each text once; None if none is left.
+
+    The hashes come first (from the journal, or each segment's index) to pick each text's first
+    record; then the records stream through, checked, into the new segment."""
+    layout = store.layout
+    readable: list[tuple[StoredFile, np.ndarray]] = []
+    for item in group:
+        hashes = item.hashes if item.hashes is not None else _hashes(store, item, report)
+        if hashes is not None:
+            readable.append((item, hashes))
+    if not readable:
+        return None
+    everything = np.concatenate([h for _, h in readable])
+    keep = np.zeros(len(everything), bool)
+    keep[np.unique(everything, return_index=True)[1]] = True
+    report.duplicates += int((~keep).sum())
+    kept: list[np.ndarray] = []
+
+    def body() -> Iterator[bytes]:
+        start = 0
+        for item, hashes in readable:
+            mask = keep[start : start + len(hashes)]
+            start += len(hashes)
+            first = 0
+            for chunk in _records(store, item, report):
+                wanted = mask[first : first + len(chunk)]
+                expected = hashes[first : first + len(chunk)]
+                first += len(chunk)
+                good = layout.intact(chunk) & (layout.hashes(chunk) == expected)
+                report.damaged += int((wanted & ~good).sum())
+                chunk = chunk[wanted & good]
+                if len(chunk):
+                    kept.append(expected[wanted & good])
+                    yield chunk.tobytes()
+        if not kept:
+            raise _Empty
+        hashes = np.concatenate(kept)
+        report.records += len(hashes)
+        yield trailer(len(hashes), layout, store.recipe, run, hashes, created, merged=len(group))
+
+    runs = {f.run for f in group}
+    run = runs.pop() if len(runs) == 1 else ""
+    name, created = f"c{uuid.uuid4().hex[:23]}", time.time()
+    try:
+        size = store.publish(name, body())
+    except _Empty:
+        return None
+    rows = sum(len(h) for h in kept)
+    return StoredFile(name, rows, size, run, created, tuple(f.name for f in group))
+
+
+class _Empty(Exception):
+    """Every record of a group was damaged or unreadable: nothing to write."""
+
+
+def _hashes(store: VectorStore, item: StoredFile, report: CompactReport) -> np.ndarray | None:
+    """A segment's hashes from its index; None (and a warning) if it cannot be read. A damaged
+    index block's records are left out (their hashes cannot be trusted)."""
+    try:
+        segment = store.open(item.name, item.size)
+        parts = []
+        for _, hashes, ok in store.index(segment):
+            parts.append(
+                np.where(ok, hashes, np.zeros(1, HASH_DTYPE)[0]) if not ok.all() else hashes
+            )
+            report.damaged += int((~ok).sum())
+        return np.concatenate(parts) if parts else np.zeros(0, HASH_DTYPE)
+    except (SegmentError, EmbedEtlError, OSError) as exc:
+        report.unreadable.append(item.name)
+        log.warning("vector store %s: dropping a segment it cannot read: %s", store.uri, exc)
+        return None
+
+
+def _records(store: VectorStore, item: StoredFile, report: CompactReport) -> Iterator[np.ndarray]:
+    """A segment's records in order, CHUNK_ROWS at a time; they stop early (and a warning) if it
+    cannot be read: its texts are embedded again when next needed."""
+    try:
+        segment = store.open(item.name, item.size)
+        yield from store.read_all(segment, CHUNK_ROWS)
+    except (SegmentError, EmbedEtlError, OSError) as exc:
+        report.unreadable.append(item.name)
+        log.warning("vector store %s: dropping a segment it cannot read: %s", store.uri, exc)
+
+
+def _forget(store: VectorStore, name: str) -> None:
+    try:
+        store.delete(name)
+    except (EmbedEtlError, OSError) as exc:
+        log.warning("vector store %s: %s left for gc: %s", store.uri, name, exc)

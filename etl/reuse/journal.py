@@ -1,0 +1,277 @@
+"""What a store holds, written down as it changes: a journal of entries, never a listing.
+
+    log/<seq>         one entry each, numbered from 0, created once (create-if-absent) and never
+                      changed: "add" (segments a worker published, with their hashes; the
+                      hashes it served from earlier runs) or "checkpoint" (every live segment)
+    checkpoint.json   a hint: the number of the latest checkpoint (it may lag; readers go on
+                      from it to the newest entry)
+
+A reader reads the latest checkpoint and the entries after it once, then asks for the next
+number now and then: one request, which finds nothing while nothing landed. A worker adds one
+entry for all the segments it published in the last FLUSH_SECONDS (and when it stops), so
+entries, and the requests to read them, grow with time, not with shards. Compaction and gc
+replace segments by appending a checkpoint; two that race both see the entry number taken, and
+the later one gives up its work. Entries carry a CRC-32: a damaged one is skipped (its segments
+are not known, their texts embedded again), never believed.
+
+Iceberg and Delta Lake keep their tables this way (a manifest chain written with conditional
+puts); the entries here carry the hashes themselves, so that a reader never opens a segment to
+learn what it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from etl.errors import EmbedEtlError
+from etl.reuse.hashing import HASH_DTYPE
+from etl.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+LOG = "log"
+HINT = "checkpoint.json"
+MAGIC = b"EMBLOG01"
+HEAD = struct.Struct("<8sI")
+FLUSH_SECONDS = 10.0  # a worker's segments wait at most this long to be told to the journal
+
+
+class JournalError(ValueError):
+    """An entry that is damaged or not of this version: skipped."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One live segment as the journal knows it."""
+
+    name: str
+    rows: int
+    size: int
+    run: str  # the run that wrote it ("" for a compacted segment of several)
+    created: float
+    sources: tuple[str, ...] = ()  # what compaction or gc made it from
+    hashes: np.ndarray | None = field(default=None, compare=False)  # from an add entry
+
+    def describe(self) -> list[Any]:
+        return [self.name, self.rows, self.size, self.run, self.created, list(self.sources)]
+
+    @classmethod
+    def parse(cls, item: list[Any]) -> StoredFile:
+        name, rows, size, run, created, sources = item
+        return cls(str(name), int(rows), int(size), str(run), float(created), tuple(sources))
+
+
+@dataclass
+class Entry:
+    """One journal entry: what it says, and the hashes it carries."""
+
+    header: dict[str, Any]
+    payload: bytes = b""
+
+    @property
+    def kind(self) -> str:
+        return str(self.header.get("kind", ""))
+
+    def encode(self) -> bytes:
+        header = json.dumps(self.header, sort_keys=True).encode()
+        body = HEAD.pack(MAGIC, len(header)) + header + self.payload
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    @classmethod
+    def decode(cls, key: str, data: bytes) -> Entry:
+        if len(data) < HEAD.size + 4 or data[:8] != MAGIC:
+            raise JournalError(f"{key}: not a journal entry of this version")
+        (check,) = struct.unpack("<I", data[-4:])
+        if zlib.crc32(data[:-4]) != check:
+            raise JournalError(f"{key}: fails its checksum")
+        _, length = HEAD.unpack(data[: HEAD.size])
+        try:
+            header = json.loads(data[HEAD.size : HEAD.size + length])
+        except ValueError as exc:
+            raise JournalError(f"{key}: unreadable header: {exc}") from exc
+        return cls(header, data[HEAD.size + length : -4])
+
+    def files(self) -> list[StoredFile]:
+        """The segments an add entry tells of, each with its hashes; a checkpoint's, without."""
+        if self.kind == "checkpoint":
+            return [StoredFile.parse(item) for item in self.header["files"]]
+        hashes = np.frombuffer(self.payload, HASH_DTYPE)
+        found, start = [], 0
+        for item in self.header["segments"]:
+            name, rows, size, created = item
+            found.append(
+                StoredFile(
+                    name, rows, size, self.header["run"], created, (), hashes[start : start + rows]
+                )
+            )
+            start += rows
+        return found
+
+    def used(self) -> np.ndarray:
+        """An add entry's hashes served from earlier runs (sorted)."""
+        count = int(self.header.get("used", 0))
+        hashes = np.frombuffer(self.payload, HASH_DTYPE)
+        return hashes[len(hashes) - count :] if count else hashes[:0]
+
+
+def add_entry(run: str, writer: str, files: list[StoredFile], used: np.ndarray) -> Entry:
+    segments = [[f.name, f.rows, f.size, f.created] for f in files]
+    payload = b"".join(np.ascontiguousarray(f.hashes, HASH_DTYPE).tobytes() for f in files)
+    used = np.unique(np.asarray(used, HASH_DTYPE))
+    header = {
+        "kind": "add",
+        "run": run,
+        "writer": writer,
+        "time": time.time(),
+        "segments": segments,
+        "used": len(used),
+    }
+    return Entry(header, payload + used.tobytes())
+
+
+def checkpoint_entry(files: list[StoredFile], retired: list[list[Any]], previous: int) -> Entry:
+    header = {
+        "kind": "checkpoint",
+        "time": time.time(),
+        "files": [f.describe() for f in files],
+        "retired": retired,  # [name, when]: replaced, deleted once older than the grace
+        "previous": previous,
+    }
+    return Entry(header)
+
+
+class Journal:
+    """The journal of the store rooted at ``storage``."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    @staticmethod
+    def key(seq: int) -> str:
+        return f"{LOG}/{seq:012d}"
+
+    def read(self, seq: int) -> Entry | None:
+        """Entry ``seq``, None if there is none yet; JournalError if it is damaged."""
+        data = self.storage.read(self.key(seq))
+        return None if data is None else Entry.decode(self.storage.uri(self.key(seq)), data)
+
+    def exists(self, seq: int) -> bool:
+        return self.storage.exists(self.key(seq))
+
+    def hint(self) -> int:
+        """Where readers start: the latest checkpoint's number as last written, or 0."""
+        data = self.storage.read(HINT)
+        try:
+            return max(0, int(json.loads(data)["checkpoint"])) if data else 0
+        except (ValueError, KeyError, TypeError):
+            return 0
+
+    def set_hint(self, seq: int) -> None:
+        self.storage.put(HINT, json.dumps({"checkpoint": seq}).encode())
+
+    def end(self, start: int) -> int:
+        """The first free number at or after ``start``: doubling steps, then halving ones,
+        one existence check each (entries are numbered without gaps)."""
+        if not self.exists(start):
+            return start
+        low, step = start, 1  # low exists
+        while self.exists(low + step):
+            low, step = low + step, step * 2
+        high = low + step  # free
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self.exists(middle):
+                low = middle
+            else:
+                high = middle
+        return high
+
+    def append(self, entry: Entry, start: int) -> int:
+        """Write ``entry`` at the first free number at or after ``start``; that number."""
+        data = entry.encode()
+        seq = self.end(start)
+        while not self.storage.create(self.key(seq), data):
+            seq += 1  # another writer took it
+        return seq
+
+    def listed(self) -> list[int]:
+        """Every entry's number, by listing (maintenance only: gc and check)."""
+        found = []
+        for item in self.storage.list(LOG):
+            tail = item.key.rsplit("/", 1)[-1]
+            if tail.isdigit():
+                found.append(int(tail))
+        return sorted(found)
+
+
+class StoreView:
+    """What one store holds as its journal says: the latest checkpoint, then the entries after
+    it. ``follow`` reads what landed since, one request when nothing did."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.next = 0  # the next entry to read
+        self.checkpoint = -1  # the number of the checkpoint the files come from
+        self.files: dict[str, StoredFile] = {}
+        self.retired: list[list[Any]] = []
+        self.skipped: list[str] = []  # damaged entries, by key
+
+    def load(self) -> list[StoredFile]:
+        """Start from the hinted checkpoint; every file live now."""
+        start = self.journal.hint()
+        if start and not self.journal.exists(start):  # gc dropped it after a newer one
+            start = min(self.journal.listed(), default=0)
+        self.next = start
+        self.follow()
+        return list(self.files.values())
+
+    def follow(self) -> list[StoredFile]:
+        """Read the entries that landed since; the files they add (a checkpoint's files when
+        one landed: it replaces what came before)."""
+        added: list[StoredFile] = []
+        for seq, entry in self.entries():
+            if entry is None:
+                continue
+            if entry.kind == "checkpoint":
+                self.checkpoint = seq
+                self.files = {f.name: f for f in entry.files()}
+                self.retired = list(entry.header.get("retired", []))
+                added = list(self.files.values())
+            elif entry.kind == "add":
+                for item in entry.files():
+                    if item.name not in self.files:
+                        self.files[item.name] = item
+                        added.append(item)
+        return added
+
+    def entries(self) -> Iterator[tuple[int, Entry | None]]:
+        """The entries from ``next`` on until the first missing number; a damaged one as None
+        (warned about)."""
+        while True:
+            seq = self.next
+            try:
+                entry = self.journal.read(seq)
+            except JournalError as exc:
+                self.skipped.append(self.journal.key(seq))
+                log.warning("vector store %s: skipping %s", self.journal.storage.uri(), exc)
+                self.next += 1
+                yield seq, None
+                continue
+            except (EmbedEtlError, OSError) as exc:  # a cache that cannot be read: embed
+                log.warning(
+                    "vector store %s: cannot read its journal: %s", self.journal.storage.uri(), exc
+                )
+                return
+            if entry is None:
+                return
+            self.next += 1
+            yield seq, entry

@@ -1,0 +1,165 @@
+"""The reader's index of every text its stores hold: 8 bytes a text in memory, and a lookup
+per block that reads nothing and costs the same at 10^8 texts as at 10^6.
+
+Hashes are split by their first byte into 256 parts. A part keeps, sorted, the next 32 bits of
+each of its hashes, and beside each a 32-bit record number (a file's first number plus the
+record's row in it). A block's sorted hashes fall into the parts in order, so a lookup is one
+binary search per part over arrays that never grow with the block. Two stored texts share those
+40 bits in about n / 2^40 of the lookups (1e-4 at 10^8 texts): a hit is a candidate, and its
+record's own hash decides (etl.reuse.records), so a false hit costs a fetch, never a wrong
+vector. New files land in a small sorted overflow per part, merged in once it holds an eighth
+of its part: adding costs a few copies of each text over the index's life. 10^8 texts take
+800 MB; RocksDB's and LevelDB's in-memory indexes and filters make the same trade.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from etl.reuse.hashing import HASH_DTYPE
+
+PARTS = 256
+MERGE_AT = 4096  # an overflow smaller than this is never merged
+LIMIT = (1 << 32) - 1  # record numbers are 32-bit
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file the index points into: its store, its segment name, the run that wrote it."""
+
+    store: Any  # etl.reuse.store.VectorStore
+    name: str
+    rows: int
+    run: str
+
+
+def split_keys(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(k,) hashes -> (k,) part (their first byte) and (k,) key (the next 32 bits)."""
+    raw = np.ascontiguousarray(hashes, HASH_DTYPE).view(np.uint8).reshape(-1, 16)
+    part = raw[:, 0].astype(np.intp)
+    key = np.ascontiguousarray(raw[:, 1:5]).view(">u4")[:, 0].astype(np.uint32)
+    return part, key
+
+
+class _Part:
+    __slots__ = ("keys", "locs", "more_keys", "more_locs")
+
+    def __init__(self) -> None:
+        empty32 = np.zeros(0, np.uint32)
+        self.keys, self.locs = empty32, empty32
+        self.more_keys, self.more_locs = empty32, empty32
+
+    def add(self, keys: np.ndarray, locs: np.ndarray) -> None:
+        """Sorted keys with their record numbers, into the overflow (merged when it is big)."""
+        keys = np.concatenate([self.more_keys, keys])
+        locs = np.concatenate([self.more_locs, locs])
+        order = np.argsort(keys, kind="stable")
+        self.more_keys, self.more_locs = keys[order], locs[order]
+        if len(self.more_keys) >= max(MERGE_AT, len(self.keys) // 8):
+            keys = np.concatenate([self.keys, self.more_keys])
+            locs = np.concatenate([self.locs, self.more_locs])
+            order = np.argsort(keys, kind="stable")
+            self.keys, self.locs = keys[order], locs[order]
+            self.more_keys = self.more_locs = np.zeros(0, np.uint32)
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """(q,) record number of each key (int64), -1 where it is not here."""
+        found = np.full(len(keys), -1, np.int64)
+        for stored, locs in ((self.keys, self.locs), (self.more_keys, self.more_locs)):
+            if not len(stored):
+                continue
+            at = np.minimum(np.searchsorted(stored, keys), len(stored) - 1)
+            hit = (stored[at] == keys) & (found < 0)
+            found[hit] = locs[at[hit]]
+        return found
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.keys, self.locs, self.more_keys, self.more_locs))
+
+
+class MemoryIndex:
+    """Text hash -> (file, row) for every file added, by 40 bits of the hash."""
+
+    def __init__(self) -> None:
+        self.parts = [_Part() for _ in range(PARTS)]
+        self.files: list[FileRef] = []
+        self._bases = np.zeros(16, np.int64)  # first record number of each file (and room)
+        self._dead = np.zeros(16, bool)  # files found gone or damaged: never served from again
+        self.names: dict[tuple[str, str], int] = {}  # (store uri, name) -> file number
+        self.next = 0
+        self.texts = 0
+
+    def __contains__(self, item: tuple[str, str]) -> bool:
+        return item in self.names
+
+    def register(self, ref: FileRef) -> int | None:
+        """A file's number, for insert(); None when the index is full (4 billion records):
+        then the file stays unknown and its texts are embedded again."""
+        if self.next + ref.rows > LIMIT:
+            return None
+        number = len(self.files)
+        if number == len(self._bases):  # room for twice as many files
+            self._bases = np.concatenate([self._bases, np.zeros(number, np.int64)])
+            self._dead = np.concatenate([self._dead, np.zeros(number, bool)])
+        self.files.append(ref)
+        self._bases[number] = self.next
+        self.names[(ref.store.uri, ref.name)] = number
+        self.next += ref.rows
+        return number
+
+    def insert(self, items: list[tuple[int, np.ndarray, np.ndarray | None]]) -> None:
+        """Index (file number, hashes, their rows in the file or None for 0, 1, ...) items,
+        sorted together: several at once cost less than one by one."""
+        parts, keys, locs = [], [], []
+        for number, hashes, rows in items:
+            if rows is None:
+                rows = np.arange(len(hashes), dtype=np.int64)
+            part, key = split_keys(hashes)
+            parts.append(part)
+            keys.append(key)
+            locs.append((self._bases[number] + rows).astype(np.uint32))
+            self.texts += len(hashes)
+        if not parts:
+            return
+        part, key, loc = np.concatenate(parts), np.concatenate(keys), np.concatenate(locs)
+        order = np.lexsort((key, part))
+        part, key, loc = part[order], key[order], loc[order]
+        bounds = np.searchsorted(part, np.arange(PARTS + 1))
+        for p in np.flatnonzero(np.diff(bounds)):
+            a, b = bounds[p], bounds[p + 1]
+            self.parts[p].add(key[a:b], loc[a:b])
+
+    def find(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(m,) sorted hashes -> (m,) file number (-1: not found) and (m,) row in it."""
+        where = np.full(len(hashes), -1, np.int32)
+        row = np.zeros(len(hashes), np.int64)
+        if not len(hashes) or not self.files:
+            return where, row
+        part, key = split_keys(hashes)
+        bounds = np.searchsorted(part, np.arange(PARTS + 1))
+        loc = np.full(len(hashes), -1, np.int64)
+        for p in np.flatnonzero(np.diff(bounds)):
+            a, b = bounds[p], bounds[p + 1]
+            loc[a:b] = self.parts[p].find(key[a:b])
+        hit = np.flatnonzero(loc >= 0)
+        bases = self._bases[: len(self.files)]
+        files = np.searchsorted(bases, loc[hit], side="right") - 1
+        alive = ~self._dead[files]
+        where[hit[alive]] = files[alive]
+        row[hit[alive]] = loc[hit[alive]] - bases[files[alive]]
+        return where, row
+
+    def kill(self, number: int) -> None:
+        """Never serve from this file again (gone, or not what it says)."""
+        self._dead[number] = True
+
+    def is_dead(self, number: int) -> bool:
+        return bool(self._dead[number])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.parts) + self._bases.nbytes

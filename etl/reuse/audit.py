@@ -100,14 +100,16 @@ def _check_segment(store: VectorStore, item: StoredFile, report: CheckReport) ->
             Damage("trailer", key, detail=f"{segment.rows} records, the journal says {item.rows}")
         )
         return
-    parts = []
+    parts, intact = [], []
     for first, hashes, ok in store.index(segment):
         for start, count in _runs(~ok):
             report.add(Damage("index", key, first + start, count, "fails its checksum"))
         parts.append(hashes)
+        intact.append(ok)
     index = np.concatenate(parts) if parts else np.zeros(0)
+    trusted = np.concatenate(intact) if intact else np.zeros(0, bool)  # index blocks intact
     if item.hashes is not None:
-        for start, count in _runs(item.hashes != index):
+        for start, count in _runs(trusted & (item.hashes != index)):
             report.add(Damage("index", key, start, count, "differs from the journal's hashes"))
     first = 0
     layout = store.layout
@@ -115,7 +117,8 @@ def _check_segment(store: VectorStore, item: StoredFile, report: CheckReport) ->
         whole = layout.intact(chunk)
         for start, count in _runs(~whole):
             report.add(Damage("records", key, first + start, count, "fail their checksum"))
-        wrong = whole & (layout.hashes(chunk) != index[first : first + len(chunk)])
+        rows = slice(first, first + len(chunk))
+        wrong = whole & trusted[rows] & (layout.hashes(chunk) != index[rows])
         for start, count in _runs(wrong):
             report.add(
                 Damage("records", key, first + start, count, "hold other hashes than the index")

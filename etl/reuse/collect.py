@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from etl.errors import EmbedEtlError
-from etl.reuse.compact import CHUNK_ROWS, GRACE_SECONDS, _hashes, commit
+from etl.reuse.compact import CHUNK_ROWS, GRACE_SECONDS, _hashes, commit, sweep
 from etl.reuse.hashing import HASH_DTYPE
 from etl.reuse.journal import Journal, JournalError, StoredFile, StoreView
 from etl.reuse.segment import SegmentError, trailer
@@ -169,7 +169,7 @@ def collect(
                 store.delete(item.name)
     report.raced = not committed
     if committed:
-        report.deleted += _sweep(store, view, grace)
+        report.deleted += sweep(store, view, grace)
         report.entries_deleted = _truncate(journal, view.checkpoint, owner, checkpoints, kept)
     report.segments_after = len(view.files)
     report.records_after = sum(f.rows for f in view.files.values())
@@ -220,21 +220,6 @@ def _rewrite(
         return None
     rows = sum(len(k) for k in kept)
     return StoredFile(name, rows, size, item.run, created, (item.name,))
-
-
-def _sweep(store: VectorStore, view: StoreView, grace: float) -> int:
-    """Delete segments the journal does not name (killed writers', replaced ones whose names a
-    kill dropped) once older than the grace: by listing, gc only."""
-    named = set(view.files) | {name for name, _ in view.retired}
-    now_ns = time.time_ns()
-    deleted = 0
-    for entry in store.listed():
-        name = entry.key.rsplit("/", 1)[-1].removesuffix(".seg")
-        if name in named or now_ns - entry.mtime_ns < grace * 1e9:
-            continue
-        store.delete(name)
-        deleted += 1
-    return deleted
 
 
 def _truncate(

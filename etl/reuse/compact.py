@@ -28,7 +28,7 @@ from etl.errors import EmbedEtlError
 from etl.reuse.hashing import HASH_DTYPE
 from etl.reuse.journal import Journal, StoredFile, StoreView, checkpoint_entry
 from etl.reuse.segment import SegmentError, trailer
-from etl.reuse.store import VectorStore
+from etl.reuse.store import SEGMENTS, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,8 @@ def compact(store: VectorStore, grace: float = GRACE_SECONDS, force: bool = Fals
                 for item in added:
                     _forget(store, item.name)
         report.raced = not committed
+        if committed:
+            report.deleted += sweep(store, view, grace)
         report.merged = len(removed) if committed else 0
         report.written = len(added) if committed else 0
     report.segments_after = len(view.files)
@@ -154,6 +156,22 @@ def commit(
     if report is not None:
         report.deleted += len(expired)
     return True
+
+
+def sweep(store: VectorStore, view: StoreView, grace: float) -> int:
+    """Delete what the journal does not name once older than the grace: segments (a killed
+    writer's; replaced ones whose names a kill dropped) and unfinished uploads. By listing:
+    compact and gc only. How many objects."""
+    named = set(view.files) | {name for name, _ in view.retired}
+    now_ns = time.time_ns()
+    deleted = 0
+    for entry in store.listed():
+        name = entry.key.rsplit("/", 1)[-1].removesuffix(".seg")
+        if name in named or now_ns - entry.mtime_ns < grace * 1e9:
+            continue
+        store.delete(name)
+        deleted += 1
+    return deleted + store.storage.discard_abandoned_uploads(SEGMENTS, grace)
 
 
 def _expired(view: StoreView, grace: float) -> bool:

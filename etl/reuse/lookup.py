@@ -16,6 +16,7 @@ cache: it never fails a shard.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -129,17 +130,18 @@ class Lookup:
         first = self._views is None
         if first:
             self._views = {}
-        for store in self.stores:
-            try:
-                if first:
-                    view = self._views[store.uri] = StoreView(store.journal)
-                    files = view.load()
-                else:
-                    files = self._views[store.uri].follow()
-            except (EmbedEtlError, OSError) as exc:  # a cache that cannot be read: embed
-                log.warning("vector store %s: cannot read its journal: %s", store.uri, exc)
-                continue
-            self._add(store, files)
+        with self.index.bulk() if first else contextlib.nullcontext():
+            for store in self.stores:
+                try:
+                    if first:
+                        view = self._views[store.uri] = StoreView(store.journal)
+                        files = view.load()
+                    else:
+                        files = self._views[store.uri].follow()
+                except (EmbedEtlError, OSError) as exc:  # a cache that cannot be read: embed
+                    log.warning("vector store %s: cannot read its journal: %s", store.uri, exc)
+                    continue
+                self._add(store, files)
 
     def _add(self, store: VectorStore, files: list[StoredFile]) -> None:
         """Index files new to this reader. A compacted one made only of files it knows holds

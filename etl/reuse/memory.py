@@ -14,6 +14,8 @@ of its part: adding costs a few copies of each text over the index's life. 10^8 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,15 +47,19 @@ def split_keys(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Part:
-    __slots__ = ("keys", "locs", "more_keys", "more_locs")
+    __slots__ = ("keys", "locs", "more_keys", "more_locs", "pieces")
 
     def __init__(self) -> None:
         empty32 = np.zeros(0, np.uint32)
         self.keys, self.locs = empty32, empty32
         self.more_keys, self.more_locs = empty32, empty32
+        self.pieces: list[tuple[np.ndarray, np.ndarray]] | None = None  # while loading in bulk
 
     def add(self, keys: np.ndarray, locs: np.ndarray) -> None:
         """Sorted keys with their record numbers, into the overflow (merged when it is big)."""
+        if self.pieces is not None:
+            self.pieces.append((keys, locs))
+            return
         keys = np.concatenate([self.more_keys, keys])
         locs = np.concatenate([self.more_locs, locs])
         order = np.argsort(keys, kind="stable")
@@ -64,6 +70,16 @@ class _Part:
             order = np.argsort(keys, kind="stable")
             self.keys, self.locs = keys[order], locs[order]
             self.more_keys = self.more_locs = np.zeros(0, np.uint32)
+
+    def settle(self) -> None:
+        """End of a bulk load: everything added since, sorted once."""
+        pieces, self.pieces = self.pieces or [], None
+        if pieces:
+            keys = np.concatenate([self.keys, *(k for k, _ in pieces)])
+            locs = np.concatenate([self.locs, *(v for _, v in pieces)])
+            pieces.clear()
+            order = np.argsort(keys, kind="stable")
+            self.keys, self.locs = keys[order], locs[order]
 
     def find(self, keys: np.ndarray) -> np.ndarray:
         """(q,) record number of each key (int64), -1 where it is not here."""
@@ -152,6 +168,18 @@ class MemoryIndex:
         where[hit[alive]] = files[alive]
         row[hit[alive]] = loc[hit[alive]] - bases[files[alive]]
         return where, row
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Load many files at once: what is inserted meanwhile is sorted once, at the end, and
+        not findable before (a first load: no overflow merged again and again)."""
+        for part in self.parts:
+            part.pieces = []
+        try:
+            yield
+        finally:
+            for part in self.parts:
+                part.settle()
 
     def kill(self, number: int) -> None:
         """Never serve from this file again (gone, or not what it says)."""

@@ -168,6 +168,12 @@ class Storage(ABC):
         left by processes that died (call only while holding the key's claim, so that nobody
         else is writing it)."""
 
+    def discard_abandoned_uploads(self, prefix: str, older_than: float) -> int:
+        """Remove unfinished uploads under a folder key started over ``older_than`` seconds ago
+        (by processes long gone: maintenance, such as `store gc`); how many. Stores that keep
+        no unfinished uploads have none."""
+        return 0
+
     @abstractmethod
     def discard_temporaries(self) -> None:
         """Remove every temporary this process started and did not finish."""

@@ -13,6 +13,7 @@ import fcntl
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import BinaryIO
 from etl.storage.base import Entry, Storage, Upload
 
 UPLOAD_MARK = ".inprogress-"  # .<name>.inprogress-<pid>: an output being written
+TEMPORARY_MARKS = (UPLOAD_MARK, ".create-", ".put-")  # every temporary file's name has one
 
 
 class LocalUpload(Upload):
@@ -197,6 +199,27 @@ class LocalStorage(Storage):
                 leftover not in self._temporaries
             ):
                 leftover.unlink(missing_ok=True)
+
+    def discard_abandoned_uploads(self, prefix: str, older_than: float) -> int:
+        """Remove this folder's temporary files older than ``older_than`` seconds that no
+        thread of this process is writing."""
+        base = self.local_path(prefix)
+        if not base.is_dir():
+            return 0
+        now, removed = time.time(), 0
+        for path in base.iterdir():
+            if not path.name.startswith(".") or path in self._temporaries:
+                continue
+            if not any(mark in path.name for mark in TEMPORARY_MARKS):
+                continue
+            try:
+                if now - path.stat().st_mtime < older_than:
+                    continue
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def discard_temporaries(self) -> None:
         """Remove every temporary file this process registered and did not finish."""

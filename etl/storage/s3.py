@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any, BinaryIO
 
 from etl.errors import ConfigError, EmbedEtlError, StorageError
@@ -209,6 +210,25 @@ class S3Storage(Storage):
                 self.client.abort_multipart_upload(
                     Bucket=self.bucket, Key=item["Key"], UploadId=item["UploadId"]
                 )
+
+    def discard_abandoned_uploads(self, prefix: str, older_than: float) -> int:
+        """Abort the multipart uploads under a folder key started over ``older_than`` seconds
+        ago that this process is not writing."""
+        with self._lock:
+            ours = {u.upload_id for u in self._uploads}
+        base = self.full(prefix)
+        listing = self.client.list_multipart_uploads(
+            Bucket=self.bucket, Prefix=f"{base}/" if base else ""
+        )
+        now, removed = time.time(), 0
+        for item in listing.get("Uploads", ()):
+            if item["UploadId"] in ours or now - item["Initiated"].timestamp() < older_than:
+                continue
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=item["Key"], UploadId=item["UploadId"]
+            )
+            removed += 1
+        return removed
 
     def unfinished_uploads(self) -> list[str]:
         """Keys with a multipart upload started and neither completed nor aborted."""

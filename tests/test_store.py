@@ -1,0 +1,457 @@
+"""The vector store at scale: its journal, its index, checksums, compaction, gc, check, stats.
+
+Every job-level test compares with a --no-reuse run of the same inputs: the same rows in the
+same order and vectors within 1e-5, with fewer texts through the model, counted exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from etl.reuse.hashing import HASH_DTYPE, text_hashes
+from tests.conftest import REPO, run_ok, write_shard
+
+
+def _texts(n: int, tag: str) -> list[str]:
+    """n distinct texts (the tiny vocabulary makes most of them the same tokens: that is fine,
+    the store keys texts, not tokens)."""
+    words = ["the", "cat", "dog", "sat", "on", "a", "mat", "ran", "far", "away"]
+    return [f"{tag} {words[i % 10]} {words[(i // 10) % 10]} {i}" for i in range(n)]
+
+
+def _shards(folder: Path, texts: list[str], count: int, first_id: int = 0) -> None:
+    size = -(-len(texts) // count)
+    for i in range(-(-len(texts) // size)):
+        part = texts[i * size : (i + 1) * size]
+        start = first_id + i * size
+        write_shard(folder / f"p{i:03d}.parquet", part, ids=range(start, start + len(part)))
+
+
+def _store(uri):
+    from etl.reuse.plan import open_store
+
+    return open_store("--reuse", str(uri))
+
+
+def _live(store):
+    from etl.reuse.journal import StoreView
+
+    return StoreView(store.journal).load()
+
+
+def _same_as_plain(out: Path, plain: Path) -> None:
+    """Every output file equals the --no-reuse run's: ids, token counts, vectors within 1e-5."""
+    names = sorted(p.name for p in plain.glob("*.parquet"))
+    assert names and names == sorted(p.name for p in out.glob("*.parquet"))
+    for name in names:
+        a, b = pq.read_table(out / name), pq.read_table(plain / name)
+        for column in ("id", "n_tokens"):
+            assert a.column(column).equals(b.column(column)), name
+        x = np.asarray(a.column("emb_mean").to_pylist(), np.float32)
+        y = np.asarray(b.column("emb_mean").to_pylist(), np.float32)
+        assert x.shape == y.shape and float(np.abs(x - y).max(initial=0.0)) <= 1e-5, name
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+# The index: 40 bits of a hash find a candidate; the record's own hash decides.
+
+
+def test_the_index_finds_every_text_of_many_files_and_nothing_else():
+    from etl.reuse.memory import FileRef, MemoryIndex
+
+    class Store:
+        uri = "mem"
+
+    rng = np.random.default_rng(0)
+    index, files = MemoryIndex(), []
+    for f in range(12):  # enough to merge every part's overflow several times
+        hashes = rng.integers(0, 256, (20_000, 16), dtype=np.uint8).view(HASH_DTYPE)[:, 0]
+        number = index.register(FileRef(Store, f"f{f}", len(hashes), "run"))
+        index.insert([(number, hashes, None)])
+        files.append(hashes)
+    probe = np.concatenate([files[3][:500], files[11][-500:], files[0][:1]])
+    unknown = rng.integers(0, 256, (1000, 16), dtype=np.uint8).view(HASH_DTYPE)[:, 0]
+    queries = np.sort(np.concatenate([probe, unknown]))
+    where, row = index.find(queries)
+    for q, w, r in zip(queries, where, row, strict=True):
+        if w >= 0:
+            assert files[w][r] == q
+    assert (where >= 0).sum() == len(probe)
+    index.kill(3)  # a file found gone: never served from again
+    where, _ = index.find(np.sort(files[3][:10]))
+    assert (where < 0).all()
+
+
+def test_a_namesake_sharing_40_bits_is_found_then_refused_by_its_record(tmp_path, tiny_model):
+    """A text whose hash shares its first 5 bytes with a stored one: the index offers the
+    stored record, the record's own hash refuses it, and the text is embedded."""
+    from etl.reuse.lookup import Lookup
+
+    write_shard(tmp_path / "in" / "a.parquet", _texts(20, "one"))
+    run_ok(tmp_path / "in", tmp_path / "out", tiny_model)
+    store = _store(tmp_path / "out")
+    stored = text_hashes(_texts(20, "one"))
+    raw = stored.view(np.uint8).reshape(-1, 16).copy()
+    raw[:, 5:] ^= 0xFF  # same first 40 bits, another text
+    namesakes = np.sort(raw.view(HASH_DTYPE)[:, 0])
+    lookup = Lookup((store,), "another run")
+    found = lookup.find(namesakes)
+    assert (found.where >= 0).all()  # candidates, all of them
+    _, ok = lookup.fetch(found, np.arange(len(namesakes)), namesakes)
+    assert not ok.any() and lookup.damaged == 0  # refused, and not damage
+    truth = np.sort(stored)
+    _, ok = lookup.fetch(lookup.find(truth), np.arange(20), truth)
+    assert ok.all()
+
+
+# Checksums: every damaged part is found by `store check`, skipped by jobs, embedded again.
+
+
+def _flip(path: Path, offset: int, mask: int = 0x10) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= mask
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("part", ["records", "index", "trailer", "entry"])
+def test_a_flipped_bit_is_found_by_check_skipped_by_jobs_and_embedded_again(
+    tmp_path, tiny_model, part
+):
+    from etl.reuse.audit import check_store
+    from etl.reuse.compact import compact
+    from etl.reuse.segment import INDEX_BLOCK, TAIL
+
+    texts = _texts(INDEX_BLOCK + 300, "day")  # two index blocks
+    _shards(tmp_path / "in", texts, 2)
+    run_ok(tmp_path / "in", tmp_path / "day1", tiny_model)
+    if part != "entry":  # the index and trailer are read for a compacted segment
+        compact(_store(tmp_path / "day1"), force=True)
+    store = _store(tmp_path / "day1")
+    item = _live(store)[0]
+    segment = store.open(item.name, item.size)
+    path = tmp_path / "day1" / "_embed_etl" / "vectors" / segment.key
+    size = segment.record_bytes
+    if part == "records":  # a mantissa bit of record 7's first vector value
+        _flip(path, 7 * size + 20 + 1)
+        lost = 1
+    elif part == "index":  # a bit of the hash of record 9: its whole first block is lost
+        _flip(path, segment.index_offset + 9 * 16 + 3)
+        lost = INDEX_BLOCK
+    elif part == "trailer":  # a byte of the trailer's JSON: the segment is lost
+        _flip(path, segment.size - TAIL.size - 10)
+        lost = segment.rows
+    else:  # a byte of the journal entry that names a segment and carries its hashes
+        (entry,) = (tmp_path / "day1" / "_embed_etl" / "vectors" / "log").iterdir()
+        _flip(entry, 40)
+        lost = len(texts)
+    report = check_store(_store(tmp_path / "day1"))
+    assert not report.ok and {d.part for d in report.damage} == {part}
+    assert all(part == "entry" or d.key == segment.key for d in report.damage)
+    assert _cli("store", "check", str(tmp_path / "day1")).returncode == 3
+    summary = run_ok(
+        tmp_path / "in", tmp_path / "day2", tiny_model, reuse=(str(tmp_path / "day1"),)
+    )
+    assert summary["texts_embedded"] == lost
+    run_ok(tmp_path / "in", tmp_path / "plain", tiny_model, no_reuse=True)
+    _same_as_plain(tmp_path / "day2", tmp_path / "plain")
+
+
+def test_check_and_stats_of_a_whole_store(tmp_path, tiny_model):
+    _shards(tmp_path / "in", _texts(60, "x") * 2, 3)
+    run_ok(tmp_path / "in", tmp_path / "out", tiny_model)
+    checked = _cli("store", "check", str(tmp_path / "out"), "--json")
+    assert checked.returncode == 0, checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["status"] == "ok" and report["records"] == 60 and report["damage"] == []
+    stats = _cli("store", "stats", str(tmp_path / "out"), "--json")
+    assert stats.returncode == 0, stats.stderr
+    found = json.loads(stats.stdout)
+    assert found["records"] == 60 and found["runs"] == 1 and found["recent_runs"][0]["stored"] == 60
+    assert "records in" in _cli("store", "stats", str(tmp_path / "out")).stdout
+    wrong = _cli("store", "stats", str(tmp_path / "in"))
+    assert (
+        wrong.returncode == 2 and "neither an embed-etl output nor a vector store" in wrong.stderr
+    )
+    assert "Traceback" not in wrong.stderr
+
+
+# Compaction: small segments into larger ones, in the order written, each text once.
+
+
+def test_compaction_merges_small_segments_in_order_and_serves_the_same(tmp_path, tiny_model):
+    from etl.reuse.compact import compact
+
+    texts = _texts(240, "small")
+    _shards(tmp_path / "in", texts, 30)
+    run_ok(tmp_path / "in", tmp_path / "day1", tiny_model)
+    store = _store(tmp_path / "day1")
+    before = _live(store)
+    assert len(before) == 30
+    order = np.concatenate([f.hashes for f in before])
+    report = compact(store, grace=3600)
+    assert (report.merged, report.written, report.records) == (30, 1, 240)
+    (merged,) = _live(store)
+    segment = store.open(merged.name, merged.size)
+    (records,) = store.read_all(segment, segment.rows)
+    assert (store.layout.hashes(records) == order).all()  # the order they were written in
+    assert len(store.listed()) == 31  # the replaced ones stay for the grace period
+    summary = run_ok(
+        tmp_path / "in", tmp_path / "day2", tiny_model, reuse=(str(tmp_path / "day1"),)
+    )
+    assert summary["texts_embedded"] == 0 and summary["rows_reused_from"]["earlier"] == 240
+    again = compact(store, grace=0)  # nothing to merge; the replaced ones are past it now
+    assert again.merged == 0 and again.deleted == 30 and len(store.listed()) == 1
+    run_ok(tmp_path / "in", tmp_path / "plain", tiny_model, no_reuse=True)
+    _same_as_plain(tmp_path / "day2", tmp_path / "plain")
+
+
+def test_a_job_that_leaves_many_small_segments_compacts_them(tmp_path, tiny_model, monkeypatch):
+    from etl.reuse import compact
+
+    monkeypatch.setattr(compact, "AUTO_FILES", 5)
+    _shards(tmp_path / "in", _texts(80, "auto"), 10)
+    run_ok(tmp_path / "in", tmp_path / "out", tiny_model)
+    (merged,) = _live(_store(tmp_path / "out"))
+    assert merged.rows == 80 and len(merged.sources) == 10
+
+
+# gc: what the last runs stored or served stays; the rest goes.
+
+
+def test_gc_keeps_what_the_last_runs_stored_or_served(tmp_path, tiny_model):
+    from etl.reuse.collect import collect
+
+    store = str(tmp_path / "store")
+    old, kept, new = _texts(50, "old"), _texts(50, "kept"), _texts(30, "new")
+    _shards(tmp_path / "a", old + kept, 2)
+    _shards(tmp_path / "b", kept + new, 2)  # serves `kept`, stores `new`
+    _shards(tmp_path / "c", old, 1)
+    run_ok(tmp_path / "a", tmp_path / "out-a", tiny_model, store=store)
+    run_ok(tmp_path / "b", tmp_path / "out-b", tiny_model, store=store)
+    report = collect(_store(store), keep_runs=1, grace=0)
+    assert (report.runs, report.runs_kept) == (2, 1)
+    assert (report.records_before, report.records_after) == (130, 80)
+    assert _store(store).description() is not None
+    checked = _cli("store", "check", store)
+    assert checked.returncode == 0, checked.stdout
+    # `old` went, `kept` and `new` stay
+    summary = run_ok(tmp_path / "c", tmp_path / "out-c", tiny_model, store=store)
+    assert summary["texts_embedded"] == 50
+    summary = run_ok(tmp_path / "b", tmp_path / "out-b2", tiny_model, store=store)
+    assert summary["texts_embedded"] == 0
+    run_ok(tmp_path / "b", tmp_path / "plain", tiny_model, no_reuse=True)
+    _same_as_plain(tmp_path / "out-b2", tmp_path / "plain")
+
+
+def test_gc_rules_pick_runs_by_count_and_by_age():
+    import time
+
+    from etl.reuse.collect import RunUse, kept_runs
+
+    now = time.time()
+    runs = {
+        name: RunUse(name, now - days * 86_400, now - days * 86_400)
+        for name, days in (("a", 30), ("b", 9), ("c", 2), ("d", 0.1))
+    }
+    assert kept_runs(runs, 2, None) == {"c", "d"}
+    assert kept_runs(runs, None, 10) == {"b", "c", "d"}
+    assert kept_runs(runs, 1, 5) == {"c", "d"}
+
+
+def test_gc_needs_a_rule(tmp_path, tiny_model):
+    write_shard(tmp_path / "in" / "a.parquet", _texts(5, "r"))
+    run_ok(tmp_path / "in", tmp_path / "out", tiny_model)
+    result = _cli("store", "gc", str(tmp_path / "out"))
+    assert result.returncode == 2 and "--keep-runs" in result.stderr
+
+
+def test_a_day_two_re_export_after_compact_and_gc_embeds_only_what_is_new(tmp_path, tiny_model):
+    day1 = _texts(300, "doc")
+    _shards(tmp_path / "day1", day1, 6)
+    run_ok(tmp_path / "day1", tmp_path / "out1", tiny_model)
+    day2 = day1[30:] + _texts(20, "fresh")
+    _shards(tmp_path / "day2", day2, 4)
+    run_ok(tmp_path / "day2", tmp_path / "plain2", tiny_model, no_reuse=True)
+    for command in (["compact"], ["gc", "--keep-runs", "1"]):
+        result = _cli("store", *command, str(tmp_path / "out1"))
+        assert result.returncode == 0, result.stderr
+        out = tmp_path / f"out2-{command[0]}"
+        summary = run_ok(tmp_path / "day2", out, tiny_model, reuse=(str(tmp_path / "out1"),))
+        assert summary["texts_embedded"] == 20
+        _same_as_plain(out, tmp_path / "plain2")
+
+
+# Kills during compaction and gc, and both beside a running job.
+
+HOLD = """
+import os, sys, time
+from pathlib import Path
+import etl.reuse.compact as compact
+import etl.reuse.store as store
+
+marker, point = Path(os.environ["HOLD_MARKER"]), os.environ["HOLD_POINT"]
+
+def hold():
+    marker.write_text("held")
+    time.sleep(600)  # until the test kills the process
+
+publish, delete = store.VectorStore.publish, store.VectorStore.delete
+checkpoint = compact.checkpoint_entry
+
+def held_publish(self, name, chunks, size_hint=0):
+    def first_then_hold():
+        for chunk in chunks:
+            yield chunk
+            if point == "writing":
+                hold()  # half a segment in its upload
+    return publish(self, name, first_then_hold())
+
+def held_checkpoint(*args, **kwargs):
+    if point == "committing":  # the new segments are published, the checkpoint not written
+        hold()
+    return checkpoint(*args, **kwargs)
+
+def held_delete(self, name):
+    if point == "deleting":  # the checkpoint is written; what it replaced is being deleted
+        hold()
+    return delete(self, name)
+
+store.VectorStore.publish = held_publish
+compact.checkpoint_entry = held_checkpoint
+store.VectorStore.delete = held_delete
+from jobs.cli import main
+sys.argv = ["embed-etl", *sys.argv[1:]]
+main()
+"""
+
+
+def _killed_at(point: str, args: list[str], tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from tests.conftest import wait_until
+
+    marker = tmp_path / f"held-{point}-{args[1]}"
+    env = {**os.environ, "HOLD_MARKER": str(marker), "HOLD_POINT": point}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_until(proc, marker.exists, f"the hold at {point}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.parametrize("command", ["compact", "gc"])
+def test_sigkill_at_three_points_of_compact_and_gc_then_jobs_and_a_rerun(
+    tmp_path, tiny_model, command
+):
+    """Kill the command while it writes a segment, before its checkpoint and while it deletes
+    what it replaced; after each kill a job reading the store gets the vectors of a --no-reuse
+    run, `store check` finds nothing damaged, and running the command again finishes."""
+    store = tmp_path / "store"
+    first, second = _texts(120, "first"), _texts(120, "second")
+    _shards(tmp_path / "a", first, 12)
+    _shards(tmp_path / "b", first[:60] + second, 12)
+    run_ok(tmp_path / "a", tmp_path / "out-a", tiny_model, store=str(store))
+    grace = ["--grace", "0"]
+    # Something to delete at the third point: segments replaced by an earlier compaction.
+    assert _cli("store", "compact", str(store), *grace).returncode == 0
+    run_ok(tmp_path / "b", tmp_path / "out-b", tiny_model, store=str(store))
+    if command == "compact":
+        args = ["store", "compact", str(store), *grace]
+    else:  # keeps the second run's texts: the first run's segment is rewritten
+        args = ["store", "gc", str(store), "--keep-runs", "1", *grace]
+    run_ok(tmp_path / "b", tmp_path / "plain", tiny_model, no_reuse=True)
+    for point in ("writing", "committing", "deleting"):
+        _killed_at(point, args, tmp_path)
+        checked = _cli("store", "check", str(store))
+        assert checked.returncode == 0, (point, checked.stdout)
+        out = tmp_path / f"after-{point}"
+        summary = run_ok(tmp_path / "b", out, tiny_model, reuse=(str(store),), no_reuse=False)
+        assert summary["texts_embedded"] == 0  # whatever the kill interrupted
+        _same_as_plain(out, tmp_path / "plain")
+        verified = _cli("verify", "-o", str(out), "--recompute", "10", "--json")
+        assert verified.returncode == 0, verified.stdout
+    rerun = _cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _cli("store", "check", str(store)).returncode == 0
+    hidden = [p.name for p in (store / "segments").iterdir() if p.name.startswith(".")]
+    assert hidden == []  # no half-written segment left behind
+    final = run_ok(tmp_path / "b", tmp_path / "final", tiny_model, reuse=(str(store),))
+    assert final["texts_embedded"] == 0
+    _same_as_plain(tmp_path / "final", tmp_path / "plain")
+
+
+def test_compact_and_gc_beside_a_job_that_reads_and_writes_the_store(tmp_path, tiny_model):
+    """A job embeds into a shared store while compact and gc (grace 0: what they replace is
+    deleted at once) run again and again beside it: its outputs are a --no-reuse run's."""
+    from etl.reuse.collect import collect
+    from etl.reuse.compact import compact
+    from tests.conftest import wait_until
+
+    store = tmp_path / "store"
+    first = _texts(400, "first")
+    _shards(tmp_path / "a", first, 40)
+    run_ok(tmp_path / "a", tmp_path / "out-a", tiny_model, store=str(store))
+    texts = first[::2] + _texts(600, "later")
+    _shards(tmp_path / "b", texts, 60)
+    args = ["run", str(tmp_path / "b"), "-o", str(tmp_path / "out-b"), "--model", str(tiny_model)]
+    args += ["--store", str(store), "--no-progress", "--batch-size", "2", "--threads", "1"]
+    job = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_until(job, lambda: len(list((tmp_path / "out-b").glob("p*.parquet"))) >= 3, "outputs")
+    rounds = 0
+    while job.poll() is None:
+        compact(_store(store), grace=0, force=True)
+        collect(_store(store), keep_runs=2, grace=0)
+        rounds += 1
+    stdout, stderr = job.communicate(timeout=300)
+    assert job.returncode == 0, stderr
+    assert rounds >= 1 and json.loads(stdout)["rows"] == len(texts)  # both ran beside it
+    run_ok(tmp_path / "b", tmp_path / "plain", tiny_model, no_reuse=True)
+    _same_as_plain(tmp_path / "out-b", tmp_path / "plain")
+    assert _cli("store", "check", str(store)).returncode == 0
+
+
+def test_a_segment_deleted_under_a_job_costs_an_embedding_not_the_shard(tmp_path, tiny_model):
+    texts = _texts(50, "gone")
+    _shards(tmp_path / "in", texts, 2)
+    run_ok(tmp_path / "in", tmp_path / "out1", tiny_model)
+    for path in (tmp_path / "out1" / "_embed_etl" / "vectors" / "segments").glob("*.seg"):
+        path.unlink()
+    summary = run_ok(
+        tmp_path / "in", tmp_path / "out2", tiny_model, reuse=(str(tmp_path / "out1"),)
+    )
+    assert summary["texts_embedded"] == 50
+    shutil.rmtree(tmp_path / "out1")

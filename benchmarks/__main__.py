@@ -19,6 +19,7 @@ from benchmarks import (
     sparse,
     speed,
     storage,
+    store_scale,
     verify,
 )
 from benchmarks.common import DEFAULT_CORPUS, REPO, machine, say
@@ -66,12 +67,18 @@ def main() -> None:
     if args.sparse:
         report["sparse"] = sparse.measure(args, work)
         sparse.show(report["sparse"])
+    if args.small_shards:
+        report["small_shards"] = reuse.measure_small_shards(args, work)
+        reuse.show_small_shards(report["small_shards"])
     if args.reuse_memory:
         report["reuse_memory"] = reuse.measure_memory(args, work)
         reuse.show_memory(report["reuse_memory"])
     if args.requests:
         report["requests"] = requests.measure(args, work)
         requests.show(report["requests"])
+    if args.store_scale:
+        report["store_scale"] = store_scale.measure(args, work)
+        store_scale.show(report["store_scale"])
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for path in (args.out / f"bench-{stamp}.json", args.out / "latest.json"):
@@ -112,6 +119,14 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--reuse-distinct", type=int, default=10_000)
     parser.add_argument("--reuse-overhead-rows", type=int, default=10_000)
     parser.add_argument(
+        "--small-shards",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N and 4N small shards with the store and without: the marginal cost a shard",
+    )
+    parser.add_argument("--small-shard-rows", type=int, default=4)
+    parser.add_argument(
         "--reuse-memory", action="store_true", help="also peak RSS with a store 10x larger"
     )
     parser.add_argument("--reuse-memory-rows", type=int, default=100_000)
@@ -146,6 +161,19 @@ def _parse() -> argparse.Namespace:
     )
     parser.add_argument(
         "--requests-store", action="store_true", help="the requests also with the vector store"
+    )
+    parser.add_argument(
+        "--store-scale",
+        action="store_true",
+        help="also the vector store at 10^3-10^5 segments and 10^6-10^8 texts, local and S3",
+    )
+    parser.add_argument("--store-scale-sizes", default="1e6,1e7,1e8", help="texts, by-texts stores")
+    parser.add_argument(
+        "--store-scale-segments", default="1e3,1e4,1e5", help="segments of 10^6 texts in all"
+    )
+    parser.add_argument("--store-scale-blocks", type=int, default=5, help="blocks per store")
+    parser.add_argument(
+        "--store-scale-s3-max", default="1e8", help="the largest by-texts store sent to S3"
     )
     parser.add_argument(
         "--no-cold-start", action="store_true", help="skip the one-row job beside the ST script"

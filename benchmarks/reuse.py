@@ -201,3 +201,56 @@ def show_memory(m: dict) -> None:
         f"{m['reuse_ratio']}; --no-reuse {p1['peak_rss_mb']} and {p10['peak_rss_mb']} MB: ratio "
         f"{m['plain_ratio']}"
     )
+
+
+def measure_small_shards(args: argparse.Namespace, work: Path) -> dict:
+    """Many small shards with default options, the store on and off: N and 4N shards of
+    --small-shard-rows rows, each run a fresh `embed-etl run` in turn, --repeats times; the
+    marginal cost of a shard is (time(4N) - time(N)) / 3N, start-up cancelled out."""
+    import subprocess
+    import sys
+
+    from benchmarks.common import REPO
+
+    n, rows = args.small_shards, args.small_shard_rows
+    texts = corpus_rows(args.corpus, 4 * n * rows).column("text").to_pylist()
+    for count in (n, 4 * n):
+        _write(work / f"small-{count}", texts[: count * rows], count, "part")
+    seconds: dict[str, list[float]] = {}
+    for repeat in range(args.repeats):
+        for count in (n, 4 * n):
+            for mode, extra in (("store", []), ("no_reuse", ["--no-reuse"])):
+                out = work / f"small-out-{count}-{mode}-{repeat}"
+                cmd = [sys.executable, "-m", "jobs.cli", "run", str(work / f"small-{count}")]
+                cmd += ["-o", str(out), "--no-progress", *extra]
+                started = time.perf_counter()
+                done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+                took = time.perf_counter() - started
+                if done.returncode != 0:
+                    raise RuntimeError(f"small shards: {done.stderr[-2000:]}")
+                seconds.setdefault(f"{mode}_{count}", []).append(took)
+                say(f"small shards {mode} {count}: {took:.1f} s")
+    medians = {key: statistics.median(values) for key, values in seconds.items()}
+    marginal = {
+        mode: (medians[f"{mode}_{4 * n}"] - medians[f"{mode}_{n}"]) / (3 * n) * 1000
+        for mode in ("store", "no_reuse")
+    }
+    return {
+        "shards": [n, 4 * n],
+        "rows_per_shard": rows,
+        "repeats": args.repeats,
+        "seconds": {k: round(v, 2) for k, v in medians.items()},
+        "all_seconds": {k: [round(x, 2) for x in v] for k, v in seconds.items()},
+        "marginal_ms": {k: round(v, 1) for k, v in marginal.items()},
+        "ratio": round(marginal["store"] / marginal["no_reuse"], 3),
+    }
+
+
+def show_small_shards(r: dict) -> None:
+    n, big = r["shards"]
+    m = r["marginal_ms"]
+    print(
+        f"small shards ({r['rows_per_shard']} rows each, medians of {r['repeats']}): a shard "
+        f"between {n:,} and {big:,} shards costs {m['store']} ms with the store, "
+        f"{m['no_reuse']} ms with --no-reuse: ratio {r['ratio']}"
+    )

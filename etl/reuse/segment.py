@@ -25,7 +25,7 @@ import json
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,7 @@ class Segment:
     run: str  # the run (all workers of one `embed-etl run`) that wrote it
     created: float = 0.0  # seconds since the epoch
     checks: tuple[int, ...] = ()  # the index blocks' CRC-32s
+    data: bytes | None = field(default=None, repr=False, compare=False)  # the whole, if read
 
     @property
     def index_offset(self) -> int:

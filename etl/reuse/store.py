@@ -13,6 +13,7 @@ before it said so) is never read, and gc deletes it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -110,6 +111,8 @@ class VectorStore:
             segment, _ = parse_tail(key, size, tail)
         if segment.recipe != self.recipe or segment.record_bytes != self.layout.record_bytes:
             raise SegmentError(f"{key}: made with recipe {segment.recipe}, not {self.recipe}")
+        if start == 0:  # a small segment: read whole already, kept for read_all
+            segment = dataclasses.replace(segment, data=tail)
         return segment
 
     def index(self, segment: Segment) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -154,7 +157,10 @@ class VectorStore:
         size = segment.record_bytes
         for first in range(0, segment.rows, chunk_rows):
             rows = min(chunk_rows, segment.rows - first)
-            (data,) = self._read(segment.key, [(first * size, rows * size)])
+            if segment.data is not None:
+                data = segment.data[first * size : (first + rows) * size]
+            else:
+                (data,) = self._read(segment.key, [(first * size, rows * size)])
             if len(data) != rows * size:
                 raise SegmentError(f"{segment.key}: records cut short")
             yield np.frombuffer(data, np.uint8).reshape(rows, size)

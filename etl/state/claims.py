@@ -64,6 +64,7 @@ class ClaimBook:
         self.fingerprint = fingerprint
         self.owner = owner or Owner()
         self.stale_after = stale_after
+        self.taken_over: set[str] = set()  # shards whose stale claim this book took over
 
     def take(self, shard: Shard) -> bool:
         """Claim a shard: create its claim, or take over a stale one; False if someone holds it.
@@ -140,6 +141,7 @@ class ClaimBook:
             return False
         if not self.storage.swap(key, current, self._claim_bytes(shard)):
             return False  # someone else took it over first
+        self.taken_over.add(shard.rel_name)
         log.warning(
             "took over %s from %s pid %s (gone)",
             shard.rel_name,

@@ -117,8 +117,9 @@ class ShardWorker:
             readers = DEFAULT_READERS
 
         def taken(shard: Shard) -> None:
-            """We hold its claim now: what a killed attempt at it left is litter."""
-            if store is not None:
+            """We hold its claim now: what a killed attempt at it left is litter (a killed
+            attempt leaves its claim behind: only a shard taken over has a segment's)."""
+            if store is not None and claims is not None and shard.rel_name in claims.taken_over:
                 store.discard_unfinished(shard)
             storage.discard_stale_uploads(shard.output_key)
 

@@ -51,8 +51,35 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     a, b = (_read(work / f"out-day2-{m}") for m in ("reuse", "plain"))
     result["day2_same_ids_in_order"] = bool(a[0] == b[0])
     result["day2_max_abs_diff"] = float(np.abs(a[1] - b[1]).max())
+    result["day2_after"] = _after_maintenance(work, options, reuse, b)
     result["overhead"] = _overhead(args, work, options)
     return result
+
+
+def _after_maintenance(work: Path, options: dict, reuse: dict, plain: tuple) -> dict:
+    """Day 2 again after `store compact` of day 1's store, then after `store gc` keeping day
+    1's run: still only what is new embedded, the same vectors."""
+    from etl.reuse.collect import collect
+    from etl.reuse.compact import compact
+    from etl.reuse.plan import open_store
+
+    found = {}
+    for step in ("compact", "gc"):
+        store = open_store("--reuse", reuse["reuse"][0])
+        started = time.perf_counter()
+        report = compact(store, force=True) if step == "compact" else collect(store, keep_runs=1)
+        took = time.perf_counter() - started
+        summary = _run(work / "day2", work / f"out-day2-after-{step}", **options, **reuse)
+        ids, vectors = _read(work / f"out-day2-after-{step}")
+        found[step] = {
+            "seconds": round(took, 2),
+            "segments_after": report.segments_after,
+            "texts_embedded": summary["texts_embedded"],
+            "same_ids_in_order": ids == plain[0],
+            "max_abs_diff": float(np.abs(vectors - plain[1]).max()),
+        }
+        say(f"reuse day 2 after store {step}: {found[step]}")
+    return found
 
 
 def _re_export(day1: list[str], spare: list[str], rng: random.Random) -> tuple[list[str], set]:
@@ -157,6 +184,13 @@ def show(r: dict) -> None:
         f"--no-reuse {d2['plain']['seconds']} s: {d2['speedup']}x; same ids in order "
         f"{r['day2_same_ids_in_order']}, max |diff| {r['day2_max_abs_diff']:.1e}"
     )
+    for step, after in r.get("day2_after", {}).items():
+        print(
+            f"reuse, day 2 after `store {step}` of day 1 ({after['seconds']} s, "
+            f"{after['segments_after']} segments): {after['texts_embedded']:,} texts embedded; "
+            f"same ids in order {after['same_ids_in_order']}, max |diff| "
+            f"{after['max_abs_diff']:.1e}"
+        )
     print(
         f"reuse, no repeats ({o['rows']:,} rows, medians of {o['repeats']}): "
         f"{o['rows_per_s']['reuse']} rows/s with the store, {o['rows_per_s']['plain']} without: "

@@ -455,3 +455,27 @@ def test_a_segment_deleted_under_a_job_costs_an_embedding_not_the_shard(tmp_path
     )
     assert summary["texts_embedded"] == 50
     shutil.rmtree(tmp_path / "out1")
+
+
+def test_journal_writers_that_race_each_get_their_own_entry_and_a_damaged_one_is_skipped(
+    tmp_path,
+):
+    from etl.reuse.journal import Journal, StoredFile, StoreView, add_entry
+    from etl.storage import open_storage
+
+    journal = Journal(open_storage(str(tmp_path / "store")))
+
+    def entry(name: str):
+        hashes = text_hashes([name])
+        return add_entry("run", "w", [StoredFile(name, 1, 100, "run", 0.0, (), hashes)], hashes[:0])
+
+    numbers = [journal.append(entry(f"s{i}"), start=0) for i in range(40)]  # all guess 0
+    assert numbers == list(range(40)) and journal.end(0) == 40 and journal.end(17) == 40
+    (tmp_path / "store" / journal.key(7)).write_bytes(b"EMBLOG01 damaged")
+    view = StoreView(journal)
+    names = {f.name for f in view.load()}
+    assert names == {f"s{i}" for i in range(40)} - {"s7"}
+    assert view.skipped == [journal.key(7)]
+    assert view.follow() == []  # nothing new: one look at number 40
+    journal.append(entry("late"), start=3)
+    assert [f.name for f in view.follow()] == ["late"]

@@ -196,11 +196,12 @@ class Journal:
         return high
 
     def append(self, entry: Entry, start: int) -> int:
-        """Write ``entry`` at the first free number at or after ``start``; that number."""
+        """Write ``entry`` at the first free number at or after ``start`` (tried first: a
+        writer's guess is usually right); that number."""
         data = entry.encode()
-        seq = self.end(start)
+        seq = start
         while not self.storage.create(self.key(seq), data):
-            seq += 1  # another writer took it
+            seq = self.end(seq + 1)  # another writer took it
         return seq
 
     def listed(self) -> list[int]:

@@ -14,7 +14,8 @@ How a run flows, and where each step lives:
     worker/              one model loaded once; claim, embed, write, record each shard
     stages/              per shard: source -> tokens -> batching -> loader -> encoder
                          -> pooling -> vectors -> sink
-    reuse/               each text embedded once: repeats copied, a store of vectors consulted
+    reuse/               each text embedded once: repeats copied, a store of vectors consulted,
+                         compacted, collected and checked (check_store, compact_store, ...)
     state/               the job's records under <output>/_embed_etl/
     storage              the one seam to where outputs live
 
@@ -25,6 +26,7 @@ from etl.config import JobConfig
 from etl.errors import ConfigError, EmbedEtlError, InputError, ModelError, OutputConflictError
 from etl.job import run_job
 from etl.plan import JobPlan, plan_job, plan_parts
+from etl.reuse.admin import check_store, compact_store, gc_store, store_stats
 from etl.state.status import StatusReport, job_status
 from etl.summary import JobSummary
 from etl.verify import VerifyReport, verify_job
@@ -44,9 +46,13 @@ __all__ = [
     "StatusReport",
     "VerifyReport",
     "__version__",
+    "check_store",
+    "compact_store",
+    "gc_store",
     "job_status",
     "plan_job",
     "plan_parts",
     "run_job",
+    "store_stats",
     "verify_job",
 ]

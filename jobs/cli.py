@@ -584,11 +584,10 @@ def store_stats(uri: str, as_json: bool) -> None:
     _setup_logging(False)
 
     def show() -> int:
-        from etl.reuse.audit import store_stats as stats
-        from etl.reuse.plan import open_store
+        from etl import store_stats as stats
         from jobs.store_text import stats_text
 
-        found = stats(open_store("URI", uri))
+        found = stats(uri)
         click.echo(json.dumps(found) if as_json else stats_text(found))
         return EXIT_OK
 
@@ -608,11 +607,10 @@ def store_check(uri: str, as_json: bool) -> None:
     _setup_logging(False)
 
     def show() -> int:
-        from etl.reuse.audit import check_store
-        from etl.reuse.plan import open_store
+        from etl import check_store
         from jobs.store_text import check_text
 
-        report = check_store(open_store("URI", uri))
+        report = check_store(uri)
         click.echo(json.dumps(report.to_dict()) if as_json else check_text(report.to_dict()))
         return EXIT_OK if report.ok else EXIT_SHARDS_FAILED
 
@@ -632,11 +630,10 @@ def store_compact(uri: str, grace: float, as_json: bool) -> None:
     _setup_logging(False)
 
     def show() -> int:
-        from etl.reuse.compact import compact
-        from etl.reuse.plan import open_store
+        from etl import compact_store
         from jobs.store_text import compact_text
 
-        report = compact(open_store("URI", uri), grace=grace, force=True)
+        report = compact_store(uri, grace)
         click.echo(json.dumps(report.to_dict()) if as_json else compact_text(report.to_dict()))
         return EXIT_OK
 
@@ -676,13 +673,10 @@ def store_gc(
     _setup_logging(False)
 
     def show() -> int:
-        from etl.reuse.collect import collect
-        from etl.reuse.plan import open_store
+        from etl import gc_store
         from jobs.store_text import gc_text
 
-        if keep_runs is None and keep_days is None:
-            raise ConfigError("store gc: give --keep-runs K or --keep-days D (or both)")
-        report = collect(open_store("URI", uri), keep_runs, keep_days, grace)
+        report = gc_store(uri, keep_runs, keep_days, grace)
         click.echo(json.dumps(report.to_dict()) if as_json else gc_text(report.to_dict()))
         return EXIT_OK
 

@@ -479,3 +479,23 @@ def test_journal_writers_that_race_each_get_their_own_entry_and_a_damaged_one_is
     assert view.follow() == []  # nothing new: one look at number 40
     journal.append(entry("late"), start=3)
     assert [f.name for f in view.follow()] == ["late"]
+
+
+def test_a_long_job_compacts_its_store_as_it_goes(tmp_path, tiny_model, monkeypatch):
+    """Every COMPACT_EVERY journal entries the worker that wrote one compacts the store beside
+    its work (here: an entry a shard, a compaction every 4), not only at the end."""
+    from etl.reuse import compact, journal, publish
+    from etl.reuse.collect import history
+
+    monkeypatch.setattr(journal, "FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(publish, "FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(publish, "COMPACT_EVERY", 4)
+    monkeypatch.setattr(compact, "AUTO_FILES", 2)
+    monkeypatch.setattr(compact, "AUTO_ENTRIES", 10_000)
+    _shards(tmp_path / "in", _texts(120, "long"), 12)
+    run_ok(tmp_path / "in", tmp_path / "out", tiny_model)
+    store = _store(tmp_path / "out")
+    _, _, checkpoints = history(store.journal, with_hashes=False)
+    assert len(checkpoints) >= 2  # during the run, and at its end
+    assert sum(f.rows for f in _live(store)) == 120
+    assert _cli("store", "check", str(tmp_path / "out")).returncode == 0

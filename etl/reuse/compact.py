@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from etl.errors import EmbedEtlError
+from etl.errors import EmbedEtlError, reason
 from etl.reuse.hashing import HASH_DTYPE
 from etl.reuse.journal import Journal, StoredFile, StoreView, checkpoint_entry
 from etl.reuse.segment import SegmentError, trailer
@@ -72,8 +72,8 @@ def compact_if_due(store: VectorStore) -> CompactReport | None:
         if small <= AUTO_FILES and view.next - max(view.checkpoint, 0) <= AUTO_ENTRIES:
             return None
         report = compact(store, force=True)
-    except (EmbedEtlError, OSError) as exc:
-        log.warning("vector store %s: not compacted: %s", store.uri, exc)
+    except Exception as exc:  # noqa: BLE001 - the store is a cache: never fail the job
+        log.warning("vector store %s: not compacted: %s", store.uri, reason(exc))
         return None
     log.info(
         "vector store %s: %d small segments merged into %d",

@@ -7,7 +7,9 @@ passed since the last, and when the worker stops: a worker adds an entry every f
 most, however small its shards. The same entry carries the hashes the worker's shards served
 from earlier runs, which `store gc` keeps. Until the entry is written, only this worker's own
 readers know the segment (etl.reuse.ledger); a kill before it leaves the segment unnamed, never
-read, and deleted by gc. Nothing here fails a shard: the store is a cache.
+read, and deleted by gc. Every COMPACT_EVERY entries the worker that wrote the entry compacts the
+store beside its work (etl.reuse.compact), so that a long job leaves new readers a short
+journal. Nothing here fails a shard: the store is a cache.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from etl.contract import Shard
 from etl.errors import EmbedEtlError
+from etl.reuse.compact import compact_if_due
 from etl.reuse.hashing import HASH_DTYPE
 from etl.reuse.journal import FLUSH_SECONDS, StoredFile, add_entry
 from etl.reuse.segment import SegmentError, segment_bytes
@@ -27,6 +30,8 @@ from etl.reuse.spill import NewVectors
 from etl.reuse.store import StoreTarget
 
 log = logging.getLogger(__name__)
+
+COMPACT_EVERY = 256  # journal entries between the compactions a running job does itself
 
 
 class Publisher:
@@ -39,6 +44,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._last = time.monotonic()
         self._next: int | None = None  # where this worker's next entry probably goes
+        self._compacting: threading.Thread | None = None
 
     def publish(self, shard: Shard, spill: NewVectors, used: np.ndarray) -> bool:
         """The shard's new vectors as a segment; True once it is in the store."""
@@ -93,7 +99,25 @@ class Publisher:
             )
             try:
                 start = self._next if self._next is not None else journal.hint()
-                self._next = journal.append(entry, start) + 1
+                seq = journal.append(entry, start)
+                self._next = seq + 1
             except (EmbedEtlError, OSError) as exc:
                 self._pending, self._used = pending + self._pending, used + self._used
                 log.warning("vector store %s: journal not written: %s", journal.storage.uri(), exc)
+                return
+            if seq and seq % COMPACT_EVERY == 0 and self._compacting is None:
+                # Exactly one worker writes entry N x COMPACT_EVERY: it compacts, beside its work,
+                # so that a long job's journal and small segments stay short for new readers.
+                self._compacting = threading.Thread(
+                    target=compact_if_due,
+                    args=(self.target.store,),
+                    name="embed-etl-compact",
+                    daemon=True,
+                )
+                self._compacting.start()
+
+    def close(self) -> None:
+        """Tell the journal what is pending; wait for a compaction this worker started."""
+        self.flush(force=True)
+        if self._compacting is not None:
+            self._compacting.join()

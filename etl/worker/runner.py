@@ -116,7 +116,7 @@ class Runner:
             if self.io is not None:
                 self.io.shutdown(wait=True)
             if self.store is not None:
-                self.store.flush(force=True)  # the journal hears of every segment published
+                self.store.close()  # the journal hears of every segment published
             self.lease.release_all()
             self.storage.discard_temporaries()
             bar.close()

@@ -63,6 +63,7 @@ class WindowInfo:
     drop_tail: int = 0  # special tokens at the end of every window
     texts_embedded: int = 0  # rows whose text goes through the model (once per text)
     rows_reused: dict[str, int] | None = None  # rows that copy a vector, by source
+    texts_not_fetched: int = 0  # found in a store, embedded: a fetch would have cost more
     reuse: Any = None  # etl.reuse.shard.WindowReuse: how the rows not embedded get vectors
 
     @property
@@ -146,6 +147,7 @@ class ShardRecord:
     error: str | None = None
     texts_embedded: int = 0  # texts that went through the model
     rows_reused: dict[str, int] = field(default_factory=dict)  # by source: shard, job, earlier
+    texts_not_fetched: int = 0  # found in a store but embedded: fetching would have cost more
     output: str = ""  # the output's URI
     input_size: int | None = None  # the input as it was opened (the shard's own may be older)
     input_mtime_ns: int | None = None

@@ -49,6 +49,7 @@ class JobSummary:
             "truncated_rows": sum(r.truncated_rows for r in done),
             "chunked_rows": sum(r.chunked_rows for r in done),
             "texts_embedded": sum(r.texts_embedded for r in done),
+            "texts_not_fetched": sum(r.texts_not_fetched for r in done),
             "rows_reused": sum(reused.values()),
             "rows_reused_from": reused,
             "shards_done": len(done),

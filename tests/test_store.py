@@ -114,10 +114,10 @@ def test_a_namesake_sharing_40_bits_is_found_then_refused_by_its_record(tmp_path
     lookup = Lookup((store,), "another run")
     found = lookup.find(namesakes)
     assert (found.where >= 0).all()  # candidates, all of them
-    _, ok = lookup.fetch(found, np.arange(len(namesakes)), namesakes)
+    _, ok, _ = lookup.fetch(found, np.arange(len(namesakes)), namesakes)
     assert not ok.any() and lookup.damaged == 0  # refused, and not damage
     truth = np.sort(stored)
-    _, ok = lookup.fetch(lookup.find(truth), np.arange(20), truth)
+    _, ok, _ = lookup.fetch(lookup.find(truth), np.arange(20), truth)
     assert ok.all()
 
 
@@ -499,3 +499,30 @@ def test_a_long_job_compacts_its_store_as_it_goes(tmp_path, tiny_model, monkeypa
     assert len(checkpoints) >= 2  # during the run, and at its end
     assert sum(f.rows for f in _live(store)) == 120
     assert _cli("store", "check", str(tmp_path / "out")).returncode == 0
+
+
+def test_a_fetch_that_costs_more_than_embedding_is_not_made(tmp_path, tiny_model, monkeypatch):
+    """Where one ranged read takes longer than embedding its texts (measured: here set), the
+    texts are embedded instead and the summary says how many."""
+    from etl.reuse.lookup import Lookup
+
+    write_shard(tmp_path / "in" / "a.parquet", _texts(20, "cost"))
+    run_ok(tmp_path / "in", tmp_path / "out", tiny_model)
+    store = _store(tmp_path / "out")
+    lookup = Lookup((store,), "another run")
+    hashes = np.sort(text_hashes(_texts(20, "cost")))
+    found = lookup.find(hashes)
+    lookup._request_seconds[store.uri] = 0.05  # a slow store: 50 ms a read
+    lookup.cost_per_text = 0.001  # a fast model: 20 texts cost 20 ms
+    _, ok, skipped = lookup.fetch(found, np.arange(20), hashes)
+    assert skipped.all() and not ok.any()
+    lookup.cost_per_text = 0.01  # a slow model: 200 ms, the read wins
+    _, ok, skipped = lookup.fetch(found, np.arange(20), hashes)
+    assert ok.all() and not skipped.any()
+    monkeypatch.setattr(Lookup, "worth_fetching", lambda self, uri, texts: False)
+    summary = run_ok(
+        tmp_path / "in", tmp_path / "again", tiny_model, reuse=(str(tmp_path / "out"),)
+    )
+    assert summary["texts_not_fetched"] == 20 and summary["texts_embedded"] == 20
+    run_ok(tmp_path / "in", tmp_path / "plain", tiny_model, no_reuse=True)
+    _same_as_plain(tmp_path / "again", tmp_path / "plain")

@@ -6,6 +6,8 @@ its vectors in the store, or failed. It then adds the segments of those that wer
 its lookup itself (it knows their hashes: it sent them to the model), so a text embedded by the
 previous shard is found, without a request, and a shard that failed leaves nothing for a later
 one to depend on. The wait costs the time to write one shard's last window, once per shard.
+The ledger also carries what embedding a text costs the worker, for readers deciding whether a
+stored vector is worth a request (etl.reuse.lookup).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class Ledger:
         context = multiprocessing.get_context("fork")
         self._finished = context.Array("b", max(1, count), lock=False)
         self._closed = context.Value("b", 0, lock=False)
+        self._cost = context.Value("d", 0.0, lock=False)  # seconds to embed a text; 0: unknown
         self._changed = context.Condition()
 
     def finish(self, index: int, stored: bool = False) -> None:
@@ -31,6 +34,19 @@ class Ledger:
         with self._changed:
             self._finished[index] = STORED if stored else FINISHED
             self._changed.notify_all()
+
+    @property
+    def cost_per_text(self) -> float:
+        """What embedding a text costs this worker (seconds), as its finished shards say; 0
+        while none has."""
+        return float(self._cost.value)
+
+    def observe(self, seconds: float, texts: int) -> None:
+        """A finished shard's time for its texts (a moving average over shards)."""
+        if texts > 0 and seconds > 0:
+            cost = seconds / texts
+            old = self._cost.value
+            self._cost.value = cost if old == 0 else 0.7 * old + 0.3 * cost
 
     def stored(self, index: int) -> bool:
         return self._finished[index] == STORED

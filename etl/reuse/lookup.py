@@ -8,7 +8,11 @@ POLL_SECONDS the journals are asked what landed since (one request a store when 
 The segments this worker's own writer publishes are added as it finishes them (add_own), with
 no request at all.
 
-A fetched record is served only if its checksum holds and it holds the hash looked up. A damaged
+A hit is fetched only where one ranged read costs less than embedding its texts again (both
+measured as the job runs: on local disk always; on object storage with a small model on a GPU,
+a read of a few scattered records loses); the texts not fetched are embedded and counted in the
+summary (texts_not_fetched). A fetched record is served only if its checksum holds and it holds
+the hash looked up. A damaged
 record, a segment that is gone or cut short, a store that cannot be read: each is skipped with a
 warning naming the store and the segment, and its texts are embedded again. The store is a
 cache: it never fails a shard.
@@ -61,6 +65,8 @@ class Lookup:
         self._views: dict[str, StoreView] | None = None
         self._polled = 0.0
         self.damaged = 0  # records whose checksum failed
+        self.cost_per_text = 0.0  # seconds the worker takes to embed a text; 0: not known yet
+        self._request_seconds: dict[str, float] = {}  # a ranged read's time, by store
 
     def __getstate__(self) -> dict:
         return {"stores": self.stores, "run": self.run}
@@ -80,37 +86,67 @@ class Lookup:
 
     def fetch(
         self, found: Found, picks: np.ndarray, hashes: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The (k, R) records of found hashes ``picks`` (indices into ``found``; ``hashes``
-        theirs), and a (k,) mask of those that were read whole and are of those hashes; the
-        others must be embedded."""
+        theirs); a (k,) mask of those read whole and of those hashes; and a (k,) mask of those
+        not fetched because embedding them costs less than the request (see worth_fetching).
+        The caller embeds every text not served."""
         layout = self.layout
         records = np.zeros((len(picks), layout.record_bytes), np.uint8)
         ok = np.zeros(len(picks), dtype=bool)
+        skipped = np.zeros(len(picks), dtype=bool)
         where = found.where[picks]
         for number in np.unique(where[where >= 0]):
             if self.index.is_dead(int(number)):
                 continue
             ref = self.index.files[number]
+            store, key = ref.store, ref.store.segment_key(ref.name)
             mine = np.flatnonzero(where == number)
+            rows = found.row[picks[mine]]
+            wanted, groups = store.ranges(rows)
+            worth = [g for g in groups if self.worth_fetching(store.uri, len(g))]
+            at = np.searchsorted(wanted, rows)  # (mine,) each pick's place among wanted
+            fetched = np.zeros(len(wanted), bool)
+            for g in worth:
+                fetched[g] = True
+            skipped[mine[~fetched[at]]] = True
+            if not worth:
+                continue
+            started = time.perf_counter()
             try:
-                got = ref.store.records(ref.store.segment_key(ref.name), found.row[picks[mine]])
+                got = store.read_groups(key, wanted, worth)[at]
             except (SegmentError, EmbedEtlError, OSError) as exc:
                 self._skip(int(number), str(exc))
                 continue
-            whole = layout.intact(got)
+            self._timed(store.uri, time.perf_counter() - started, len(worth))
+            whole = layout.intact(got) | ~fetched[at]
             if not whole.all():
                 self.damaged += int((~whole).sum())
                 log.warning(
                     "vector store %s: %s: %d record(s) fail their checksum; embedding them again",
-                    ref.store.uri,
-                    ref.store.segment_key(ref.name),
+                    store.uri,
+                    key,
                     int((~whole).sum()),
                 )
-            good = whole & (layout.hashes(got) == hashes[mine])  # else a 40-bit namesake
+            good = fetched[at] & whole & (layout.hashes(got) == hashes[mine])  # else a namesake
             records[mine[good]] = got[good]
             ok[mine[good]] = True
-        return records, ok
+        return records, ok, skipped
+
+    def worth_fetching(self, uri: str, texts: int) -> bool:
+        """Whether one ranged read of ``texts`` records costs less than embedding them: by what
+        a read from this store took so far and what a text costs the worker (both measured;
+        unknown: fetch). On local disk a read is a few microseconds and always wins; on object
+        storage with a small model on a GPU a few texts are cheaper embedded again."""
+        request = self._request_seconds.get(uri)
+        if request is None or self.cost_per_text <= 0:
+            return True
+        return texts * self.cost_per_text >= request
+
+    def _timed(self, uri: str, seconds: float, reads: int) -> None:
+        each = seconds / max(1, reads)
+        old = self._request_seconds.get(uri)
+        self._request_seconds[uri] = each if old is None else 0.8 * old + 0.2 * each
 
     def add_own(self, store: VectorStore, name: str, hashes: np.ndarray) -> None:
         """A segment this worker's writer published: its hashes, in record order."""

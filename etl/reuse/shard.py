@@ -69,6 +69,7 @@ class WindowReuse:
     embed_hashes: np.ndarray  # (e,) hashes of the EMBED rows, in row order
     stored_rows: np.ndarray  # (s,) rows whose vector the reader fetched from a store
     stored: np.ndarray  # (s, R) uint8: their records
+    not_fetched: int = 0  # texts found in a store but embedded: a fetch would have cost more
 
     def count(self, kind: int) -> int:
         return int((self.kind == kind).sum())
@@ -130,7 +131,7 @@ class ShardReuse:
         kind = np.full(rows, NULL, np.int8)
         ref = np.full(rows, -1, np.int64)
         kind[present & (block.seen[t] >= 0)] = SHARD
-        stored_rows, stored = self._fetch(
+        stored_rows, stored, not_fetched = self._fetch(
             block, text, present & (kind == NULL) & (block.found.where[t] >= 0)
         )
         kind[stored_rows] = np.where(
@@ -159,6 +160,7 @@ class ShardReuse:
             block.hashes[text[embed_rows]],
             stored_rows,
             stored,
+            not_fetched,
         )
 
     def spilled(self) -> np.ndarray:
@@ -204,16 +206,17 @@ class ShardReuse:
 
     def _fetch(
         self, block: _Block, text: np.ndarray, wanted: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Rows found in a store whose records could be read, and those records."""
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Rows found in a store whose records were read, those records, and how many texts
+        were found but not fetched (cheaper to embed)."""
         rows = np.flatnonzero(wanted)
         if not len(rows):
-            return rows, np.zeros((0, self.lookup.stores[0].layout.record_bytes), np.uint8)
+            return rows, np.zeros((0, self.lookup.layout.record_bytes), np.uint8), 0
         picks, back = np.unique(text[rows], return_inverse=True)
-        records, ok = self.lookup.fetch(block.found, picks, block.hashes[picks])
-        block.found.where[picks[~ok]] = -1  # unreadable: embedded instead, now and later
+        records, ok, skipped = self.lookup.fetch(block.found, picks, block.hashes[picks])
+        block.found.where[picks[~ok]] = -1  # unread: embedded instead, now and later
         keep = ok[back]
-        return rows[keep], records[back[keep]]
+        return rows[keep], records[back[keep]], int(skipped.sum())
 
     def _remember(self, block: _Block) -> None:
         """Keep the texts this block embedded for the blocks after it."""

@@ -133,14 +133,22 @@ class VectorStore:
                     ok[start // HASH_BYTES : (start + step) // HASH_BYTES] = False
             yield first, hashes, ok
 
-    def records(self, segment_key: str, rows: np.ndarray) -> np.ndarray:
-        """(k, R) records at ``rows`` of a segment (any order, repeats allowed): nearby records
-        are read together, one range per run (see Storage.range_gap). Not checked here: the
-        caller checks them against the hashes it looked up (Layout.intact)."""
+    def ranges(self, rows: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The distinct ``rows`` sorted, and groups of them (indices into those) that are read
+        as one range each: rows closer than Storage.range_gap apart."""
         size = self.layout.record_bytes
         wanted = np.unique(rows)
         gaps = (wanted[1:] - wanted[:-1] - 1) * size
         groups = np.split(np.arange(len(wanted)), np.flatnonzero(gaps > self.storage.range_gap) + 1)
+        return wanted, [g for g in groups if len(g)]
+
+    def read_groups(
+        self, segment_key: str, wanted: np.ndarray, groups: list[np.ndarray]
+    ) -> np.ndarray:
+        """(len(wanted), R) the records of ``groups`` of ``wanted`` rows, one ranged read a
+        group; rows of groups not given, or beyond a short read, stay zeros (and so fail their
+        checksum). Not checked here: the caller checks them against the hashes it looked up."""
+        size = self.layout.record_bytes
         ranges = [
             (int(wanted[g[0]]) * size, int(wanted[g[-1]] - wanted[g[0]] + 1) * size) for g in groups
         ]
@@ -148,8 +156,15 @@ class VectorStore:
         for group, blob in zip(groups, self._read(segment_key, ranges), strict=True):
             run = np.frombuffer(blob[: len(blob) - len(blob) % size], np.uint8).reshape(-1, size)
             within = wanted[group] - wanted[group[0]]  # (rows in the range, R)
-            have = within < len(run)  # a short read leaves zeros: they fail their check
+            have = within < len(run)
             found[group[have]] = run[within[have]]
+        return found
+
+    def records(self, segment_key: str, rows: np.ndarray) -> np.ndarray:
+        """(k, R) records at ``rows`` of a segment (any order, repeats allowed): nearby records
+        are read together, one range per run (see ranges). Not checked here."""
+        wanted, groups = self.ranges(rows)
+        found = self.read_groups(segment_key, wanted, groups)
         return found[np.searchsorted(wanted, rows)]
 
     def read_all(self, segment: Segment, chunk_rows: int) -> Iterator[np.ndarray]:

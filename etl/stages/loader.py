@@ -171,6 +171,7 @@ class ShardStream(IterableDataset):
                     name = self.store.segment_name(self.shards[done])
                     self.lookup.add_own(self.store.store, name, spilled)
             self._read.clear()
+            self.lookup.cost_per_text = self.ledger.cost_per_text
         window = self.batching.window_rows
         size = window * max(1, BLOCK_ROWS // window)  # a block holds whole windows
         parquet = parquet_file(shard.input_path)
@@ -258,6 +259,7 @@ class ShardStream(IterableDataset):
             drop_tail=len(self.layout.suffix),
             texts_embedded=len(present),
             rows_reused=reused or None,
+            texts_not_fetched=plan.not_fetched if plan is not None else 0,
             reuse=plan,
         )
         return _Settled(begun.index, begun.number, info, sequences, seq_rows, parts, batches)

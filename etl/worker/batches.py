@@ -118,6 +118,7 @@ class Batches:
             result.chunked_rows += batch.window.chunked_rows
             result.tokens += batch.window.real_tokens
             result.texts_embedded += batch.window.texts_embedded
+            result.texts_not_fetched += batch.window.texts_not_fetched
             for source, rows in (batch.window.rows_reused or {}).items():
                 result.rows_reused[source] = result.rows_reused.get(source, 0) + rows
             self.multi[batch.shard_index] = batch.window.multi

@@ -173,6 +173,9 @@ class Runner:
             self._record(result)
             self.lease.release(result.shard)
             self._finished(active.index, result)
+            if self.ledger is not None:  # the model's time if the device says, else the wall's
+                spent = result.device_seconds or result.seconds
+                self.ledger.observe(spent, result.texts_embedded)
             log.info(
                 "done %s: %d rows in %.1f s", result.shard.rel_name, entry.rows, result.seconds
             )

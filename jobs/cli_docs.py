@@ -51,10 +51,28 @@ def render() -> str:
     )
     with root:
         sections = [INTRO, _section("embed-etl", cli.get_help(root))]
-        for name in cli.list_commands(root):
-            command = cli.get_command(root, name)
-            sections.append(_section(f"embed-etl {name}", _help(command, name, root)))
+        sections += _commands(cli, root, "embed-etl")
     return "\n".join(sections)
+
+
+def _commands(group: click.Group, ctx: click.Context, prefix: str) -> list[str]:
+    """Each command's section, in name order; a group's own commands after its help."""
+    sections = []
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        sections.append(_section(f"{prefix} {name}", _help(command, name, ctx)))
+        if isinstance(command, click.Group):
+            inner = command.make_context(
+                name,
+                [],
+                parent=ctx,
+                resilient_parsing=True,
+                terminal_width=WIDTH,
+                max_content_width=WIDTH,
+            )
+            with inner:
+                sections += _commands(command, inner, f"{prefix} {name}")
+    return sections
 
 
 def _section(title: str, help_text: str) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from etl.errors import EmbedEtlError
-from etl.reuse.compact import CHUNK_ROWS, GRACE_SECONDS, _hashes, commit, sweep
+from etl.reuse.compact import CHUNK_ROWS, GRACE_SECONDS, _hashes, commit, tidy
 from etl.reuse.hashing import HASH_DTYPE
 from etl.reuse.journal import Journal, JournalError, StoredFile, StoreView
 from etl.reuse.segment import SegmentError, trailer
@@ -145,7 +145,7 @@ def collect(
     report.bytes_before = sum(f.size for f in view.files.values())
     removed: set[str] = set()
     added: list[StoredFile] = []
-    committed = False
+    expired = None
     try:
         for item in list(view.files.values()):
             hashes = item.hashes if item.hashes is not None else _hashes(store, item, _Tally())
@@ -160,16 +160,14 @@ def collect(
             if made is not None:
                 added.append(made)
                 report.rewritten += 1
-        tally = _Tally()
-        committed = commit(store, view, removed, added, grace, tally)
-        report.deleted += tally.deleted
+        expired = commit(store, view, removed, added, grace)
     finally:
-        if not committed:
+        if expired is None:  # nobody will ever name them
             for item in added:
                 store.delete(item.name)
-    report.raced = not committed
-    if committed:
-        report.deleted += sweep(store, view, grace)
+    report.raced = expired is None
+    if expired is not None:
+        report.deleted += tidy(store, view, expired, grace)
         report.entries_deleted = _truncate(journal, view.checkpoint, owner, checkpoints, kept)
     report.segments_after = len(view.files)
     report.records_after = sum(f.rows for f in view.files.values())
@@ -183,7 +181,6 @@ class _Tally:
 
     def __init__(self) -> None:
         self.damaged = 0
-        self.deleted = 0
         self.unreadable: list[str] = []
 
 

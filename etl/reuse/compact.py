@@ -96,21 +96,22 @@ def compact(store: VectorStore, grace: float = GRACE_SECONDS, force: bool = Fals
     if groups or force or _expired(view, grace):
         added: list[StoredFile] = []
         removed: set[str] = set()
-        committed = False
+        expired = None
         try:
             for group in groups:
                 made = _merge(store, group, report)
                 removed.update(f.name for f in group)
                 if made is not None:
                     added.append(made)
-            committed = commit(store, view, removed, added, grace, report)
+            expired = commit(store, view, removed, added, grace)
         finally:
-            if not committed:  # nobody will ever name them
+            if expired is None:  # nobody will ever name them
                 for item in added:
                     _forget(store, item.name)
+        committed = expired is not None
         report.raced = not committed
         if committed:
-            report.deleted += sweep(store, view, grace)
+            report.deleted += tidy(store, view, expired, grace)
         report.merged = len(removed) if committed else 0
         report.written = len(added) if committed else 0
     report.segments_after = len(view.files)
@@ -124,11 +125,11 @@ def commit(
     removed: set[str],
     added: list[StoredFile],
     grace: float,
-    report: CompactReport | None = None,
-) -> bool:
+) -> list[str] | None:
     """Append a checkpoint: the live segments (with those that landed since the view was
-    read) less ``removed`` plus ``added``; then delete segments replaced more than ``grace``
-    seconds ago. False, and nothing changed, if another checkpoint landed first."""
+    read) less ``removed`` plus ``added``. The segments it stops naming, replaced more than
+    ``grace`` seconds ago, to delete once the caller knows it committed (see tidy); None, and
+    nothing changed, if another checkpoint landed first."""
     journal: Journal = store.journal
     while True:
         for _, entry in view.entries():
@@ -147,15 +148,20 @@ def commit(
         seq = view.next
         if store.storage.create(journal.key(seq), entry.encode()):
             break
-    journal.set_hint(seq)
     view.checkpoint, view.next = seq, seq + 1
     view.files = {f.name: f for f in live}
     view.retired = retired
-    for name in expired:  # a kill here leaves them unnamed: gc deletes them
+    return expired
+
+
+def tidy(store: VectorStore, view: StoreView, expired: list[str], grace: float) -> int:
+    """After a checkpoint: point readers at it, delete what it stopped naming, sweep (a kill
+    here leaves objects nobody names: the next compaction or gc deletes them). How many
+    objects went."""
+    store.journal.set_hint(view.checkpoint)
+    for name in expired:
         store.delete(name)
-    if report is not None:
-        report.deleted += len(expired)
-    return True
+    return len(expired) + sweep(store, view, grace)
 
 
 def sweep(store: VectorStore, view: StoreView, grace: float) -> int:

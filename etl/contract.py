@@ -94,6 +94,25 @@ class Batch:
         self.attention_mask = self.attention_mask.pin_memory()
         return self
 
+    # From a reader process the tensors travel as numpy arrays, by value in the pickle. torch's
+    # own reduction hands each tensor over as a file descriptor, through a socket handshake
+    # with a thread of the reader (multiprocessing's resource_sharer): an interrupt that cut a
+    # handshake short made that thread print a traceback (ConnectionResetError), and it cost a
+    # handshake per tensor besides.
+    def __getstate__(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        import torch
+
+        fields = vars(self)
+        arrays = {k: v.numpy() for k, v in fields.items() if isinstance(v, torch.Tensor)}
+        return arrays, {k: v for k, v in fields.items() if k not in arrays}
+
+    def __setstate__(self, state: tuple[dict[str, np.ndarray], dict[str, Any]]) -> None:
+        import torch
+
+        arrays, others = state
+        vars(self).update(others)
+        vars(self).update({k: torch.from_numpy(v) for k, v in arrays.items()})
+
     @property
     def size(self) -> int:
         return int(self.input_ids.shape[0])

@@ -103,7 +103,8 @@ class Reader(Iterator[Any]):
 
 def make_loader(stream: Iterable[Any], num_workers: int, pin_memory: bool) -> Iterable[Any]:
     """The stream's items as they are (the stream batches already), read ahead of the model by
-    a thread of this process (num_workers 0) or by DataLoader worker processes."""
+    a thread of this process (num_workers 0) or by DataLoader worker processes, whose batches
+    come over by value (etl.contract.Batch pickles its tensors as numpy arrays)."""
     if num_workers == 0:
         return ReadAhead(stream)
     return DataLoader(

@@ -495,7 +495,7 @@ def test_a_long_job_compacts_its_store_as_it_goes(tmp_path, tiny_model, monkeypa
     _shards(tmp_path / "in", _texts(120, "long"), 12)
     run_ok(tmp_path / "in", tmp_path / "out", tiny_model)
     store = _store(tmp_path / "out")
-    _, _, checkpoints = history(store.journal, with_hashes=False)
+    _, _, checkpoints, _ = history(store.journal)
     assert len(checkpoints) >= 2  # during the run, and at its end
     assert sum(f.rows for f in _live(store)) == 120
     assert _cli("store", "check", str(tmp_path / "out")).returncode == 0
@@ -526,3 +526,99 @@ def test_a_fetch_that_costs_more_than_embedding_is_not_made(tmp_path, tiny_model
     assert summary["texts_not_fetched"] == 20 and summary["texts_embedded"] == 20
     run_ok(tmp_path / "in", tmp_path / "plain", tiny_model, no_reuse=True)
     _same_as_plain(tmp_path / "again", tmp_path / "plain")
+
+
+# Races and gaps: a losing checkpoint changes nothing; readers and writers behind gc catch up.
+
+
+def test_of_two_checkpoints_from_one_view_the_second_changes_nothing(tmp_path, tiny_model):
+    from etl.reuse.compact import commit
+    from etl.reuse.journal import StoreView
+
+    _shards(tmp_path / "in", _texts(40, "race"), 4)
+    run_ok(tmp_path / "in", tmp_path / "out", tiny_model)
+    store = _store(tmp_path / "out")
+    first, second = StoreView(store.journal), StoreView(store.journal)
+    first.load(), second.load()
+    assert commit(store, first, set(), [], 3600) == []
+    assert commit(store, second, {f.name for f in _live(store)}, [], 0) is None
+    assert len(_live(store)) == 4  # the loser removed nothing
+
+
+def test_a_compaction_that_loses_to_a_gc_leaves_the_store_as_the_gc_made_it(
+    tmp_path, tiny_model, monkeypatch
+):
+    from etl.reuse import compact as compaction
+    from etl.reuse.collect import collect
+
+    store_dir = tmp_path / "store"
+    _shards(tmp_path / "a", _texts(40, "a"), 4)
+    _shards(tmp_path / "b", _texts(40, "b"), 4)
+    run_ok(tmp_path / "a", tmp_path / "out-a", tiny_model, store=str(store_dir))
+    run_ok(tmp_path / "b", tmp_path / "out-b", tiny_model, store=str(store_dir))
+    merge = compaction._merge
+
+    def merge_then_gc(store, group, report):
+        made = merge(store, group, report)
+        collect(_store(store_dir), keep_runs=1, grace=0)  # lands first
+        return made
+
+    monkeypatch.setattr(compaction, "_merge", merge_then_gc)
+    report = compaction.compact(_store(store_dir), grace=0)
+    assert report.raced and report.written == 0
+    assert sum(f.rows for f in _live(_store(store_dir))) == 40  # the gc's: run b's texts
+    merged = [p for p in (store_dir / "segments").glob("*.seg") if "-" not in p.name]
+    assert merged == []  # the loser's compacted segment is deleted (gc kept run b's whole)
+    assert _cli("store", "check", str(store_dir)).returncode == 0
+    again = run_ok(tmp_path / "b", tmp_path / "again", tiny_model, reuse=(str(store_dir),))
+    assert again["texts_embedded"] == 0
+
+
+def test_readers_and_writers_behind_a_gc_that_truncated_the_journal_catch_up(tmp_path, tiny_model):
+    from etl.reuse.collect import collect
+    from etl.reuse.journal import StoreView
+    from etl.reuse.publish import Publisher
+    from etl.reuse.store import StoreTarget
+
+    store_dir = tmp_path / "store"
+    for run in "abc":
+        _shards(tmp_path / run, _texts(30, run), 1)
+    run_ok(tmp_path / "a", tmp_path / "out-a", tiny_model, store=str(store_dir))
+    reader = StoreView(_store(store_dir).journal)
+    reader.load()  # it read run a's entry
+    run_ok(tmp_path / "b", tmp_path / "out-b", tiny_model, store=str(store_dir))
+    run_ok(tmp_path / "c", tmp_path / "out-c", tiny_model, store=str(store_dir))
+    report = collect(_store(store_dir), keep_runs=1, grace=0)  # deletes run a's and b's entries
+    assert report.entries_deleted == 2
+    reader.follow()  # its next entry is gone: it finds the checkpoint
+    assert sum(f.rows for f in reader.files.values()) == 30 and reader.checkpoint >= 0
+    store = _store(store_dir)
+    publisher = Publisher(StoreTarget(store, "late", "out", "w1"))
+    publisher._next = 1  # a writer that last wrote before the gc: that number is free again
+    publisher._used.append(text_hashes(["x"]))
+    publisher.close()
+    view = StoreView(store.journal)
+    view.load()
+    assert view.next > reader.checkpoint + 1  # its entry went after the checkpoint, where read
+
+
+def test_a_reader_moves_to_the_compacted_segment_and_serves_after_its_sources_go(
+    tmp_path, tiny_model
+):
+    from etl.reuse.compact import compact
+    from etl.reuse.lookup import Lookup
+
+    texts = _texts(60, "moved")
+    _shards(tmp_path / "in", texts, 6)
+    run_ok(tmp_path / "in", tmp_path / "out", tiny_model)
+    store = _store(tmp_path / "out")
+    lookup = Lookup((store,), "reader")
+    hashes = np.sort(text_hashes(texts))
+    assert (lookup.find(hashes).where >= 0).all()
+    compact(store, grace=0)
+    compact(store, grace=0, force=True)  # the sources are past the grace: deleted
+    assert len(list((tmp_path / "out" / "_embed_etl" / "vectors" / "segments").glob("*"))) == 1
+    lookup._polled = 0.0  # as if 5 s had passed
+    found = lookup.find(hashes)
+    _, ok, _ = lookup.fetch(found, np.arange(len(hashes)), hashes)
+    assert ok.all()

@@ -141,7 +141,7 @@ def store_stats(store: VectorStore, runs_shown: int = 10) -> dict[str, Any]:
     files = view.load()
     now = time.time()
     small = [f for f in files if f.size < SMALL_BYTES]
-    runs, _, checkpoints = history(store.journal, with_hashes=False)
+    runs, _, checkpoints, _ = history(store.journal)
     named = {f.name for f in files} | {name for name, _ in view.retired}
     listed = store.listed()
     unnamed = [e for e in listed if e.key.rsplit("/", 1)[-1].removesuffix(".seg") not in named]

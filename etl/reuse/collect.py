@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from etl.errors import EmbedEtlError
-from etl.reuse.compact import CHUNK_ROWS, GRACE_SECONDS, _hashes, commit, tidy
+from etl.reuse.compact import GRACE_SECONDS, _chunks, _Empty, commit, opened, refuse_damaged, tidy
 from etl.reuse.hashing import HASH_DTYPE
 from etl.reuse.journal import Journal, JournalError, StoredFile, StoreView
-from etl.reuse.segment import SegmentError, trailer
+from etl.reuse.segment import Segment, trailer
 from etl.reuse.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -79,14 +78,16 @@ def key64(hashes: np.ndarray) -> np.ndarray:
 
 
 def history(
-    journal: Journal, with_hashes: bool = True
-) -> tuple[dict[str, RunUse], dict[int, str], list[int]]:
-    """Every run the journal remembers (by listing it: gc and stats only), with the hashes it
-    stored and served if asked; which entry is whose; the checkpoints' numbers."""
+    journal: Journal, hashes_of: set[str] | None = None
+) -> tuple[dict[str, RunUse], dict[int, tuple[str, float]], list[tuple[int, float]], int]:
+    """Every run the journal remembers (by listing it: gc and stats only), with the hashes
+    the runs ``hashes_of`` stored and served; each add entry's run and time; the checkpoints'
+    numbers and times; the last number listed."""
     runs: dict[str, RunUse] = {}
-    owner: dict[int, str] = {}
+    owner: dict[int, tuple[str, float]] = {}
     checkpoints = []
-    for seq in journal.listed():
+    numbers = journal.listed()
+    for seq in numbers:
         try:
             entry = journal.read(seq)
         except JournalError as exc:
@@ -95,19 +96,19 @@ def history(
         if entry is None:
             continue
         if entry.kind == "checkpoint":
-            checkpoints.append(seq)
+            checkpoints.append((seq, entry.time))
             continue
-        run, when = str(entry.header.get("run", "")), float(entry.header.get("time", 0.0))
+        run, when = str(entry.header.get("run", "")), entry.time
         use = runs.setdefault(run, RunUse(run, when, when))
         use.first, use.last = min(use.first, when), max(use.last, when)
         use.entries.append(seq)
         files, used = entry.files(), entry.used()
         use.stored += sum(f.rows for f in files)
         use.served += len(used)
-        if with_hashes:
+        if hashes_of is not None and run in hashes_of:
             use.hashes += [key64(f.hashes) for f in files] + [key64(used)]
-        owner[seq] = run
-    return runs, owner, checkpoints
+        owner[seq] = (run, when)
+    return runs, owner, checkpoints, numbers[-1] if numbers else -1
 
 
 def kept_runs(runs: dict[str, RunUse], keep_runs: int | None, keep_days: float | None) -> set[str]:
@@ -126,12 +127,14 @@ def collect(
     keep_days: float | None = None,
     grace: float = GRACE_SECONDS,
 ) -> GcReport:
-    """Keep what the rule keeps; drop the rest."""
+    """Keep what the rule keeps; drop the rest. The runs come from one listing of the journal;
+    what lands after it (a run that started meanwhile) is kept whole."""
     started = time.perf_counter()
     report = GcReport(store.uri)
     journal = store.journal
-    runs, owner, checkpoints = history(journal)
+    runs, _, _, _ = history(journal)  # which runs there are: their headers only
     kept = kept_runs(runs, keep_runs, keep_days)
+    runs, owner, checkpoints, listed = history(journal, hashes_of=kept)
     report.runs, report.runs_kept = len(runs), len(kept)
     keep = np.unique(
         np.concatenate([k for r in kept for k in runs[r].hashes] or [np.zeros(0, np.uint64)])
@@ -140,23 +143,32 @@ def collect(
         use.hashes = []  # what is kept is in ``keep`` now
     view = StoreView(journal)
     view.load()
+    refuse_damaged(store, view)
     report.segments_before = len(view.files)
     report.records_before = sum(f.rows for f in view.files.values())
     report.bytes_before = sum(f.size for f in view.files.values())
     removed: set[str] = set()
     added: list[StoredFile] = []
     expired = None
+    tally = _Tally()
     try:
         for item in list(view.files.values()):
-            hashes = item.hashes if item.hashes is not None else _hashes(store, item, _Tally())
-            mask = np.isin(key64(hashes), keep) if hashes is not None else None
-            if mask is not None and mask.all():
-                continue
-            removed.add(item.name)
-            if mask is None or not mask.any():
+            if view.added_at.get(item.name, -1) > listed:
+                continue  # named after the listing: a run gc did not see, kept whole
+            found = opened(store, item, tally)
+            if found is None:  # damaged or gone: nothing of it can be served anyway
+                removed.add(item.name)
                 report.dropped += 1
                 continue
-            made = _rewrite(store, item, hashes, mask)
+            _, segment, hashes = found
+            mask = np.isin(key64(hashes), keep)
+            if mask.all():
+                continue
+            removed.add(item.name)
+            if not mask.any():
+                report.dropped += 1
+                continue
+            made = _rewrite(store, item, segment, hashes, mask)
             if made is not None:
                 added.append(made)
                 report.rewritten += 1
@@ -168,7 +180,9 @@ def collect(
     report.raced = expired is None
     if expired is not None:
         report.deleted += tidy(store, view, expired, grace)
-        report.entries_deleted = _truncate(journal, view.checkpoint, owner, checkpoints, kept)
+        report.entries_deleted = _truncate(
+            journal, view.checkpoint, owner, checkpoints, kept, grace
+        )
     report.segments_after = len(view.files)
     report.records_after = sum(f.rows for f in view.files.values())
     report.bytes_after = sum(f.size for f in view.files.values())
@@ -185,48 +199,56 @@ class _Tally:
 
 
 def _rewrite(
-    store: VectorStore, item: StoredFile, hashes: np.ndarray, mask: np.ndarray
+    store: VectorStore, item: StoredFile, segment: Segment, hashes: np.ndarray, mask: np.ndarray
 ) -> StoredFile | None:
     """The segment again with only the records ``mask`` keeps, in order (checked: a damaged
-    one is dropped too)."""
+    one is dropped too); None if none is left."""
     layout = store.layout
     kept: list[np.ndarray] = []
 
     def body() -> Iterator[bytes]:
-        segment = store.open(item.name, item.size)
-        first = 0
-        for chunk in store.read_all(segment, CHUNK_ROWS):
+        for first, chunk in _chunks(store, item, segment, _Tally()):
             wanted = mask[first : first + len(chunk)]
             expected = hashes[first : first + len(chunk)]
-            first += len(chunk)
             good = wanted & layout.intact(chunk) & (layout.hashes(chunk) == expected)
             if good.any():
                 kept.append(expected[good])
                 yield chunk[good].tobytes()
-        rows = sum(len(k) for k in kept)
-        joined = np.concatenate(kept) if kept else np.zeros(0, HASH_DTYPE)
-        yield trailer(rows, layout, store.recipe, item.run, joined, created, collected=item.name)
+        if not kept:
+            raise _Empty
+        joined = np.concatenate(kept)
+        yield trailer(
+            len(joined), layout, store.recipe, item.run, joined, created, collected=item.name
+        )
 
     name, created = f"g{uuid.uuid4().hex[:23]}", time.time()
     try:
         size = store.publish(name, body())
-    except (SegmentError, EmbedEtlError, OSError) as exc:
-        log.warning(
-            "vector store %s: dropping %s, which cannot be read: %s", store.uri, item.name, exc
-        )
+    except _Empty:
         return None
     rows = sum(len(k) for k in kept)
     return StoredFile(name, rows, size, item.run, created, (item.name,))
 
 
 def _truncate(
-    journal: Journal, checkpoint: int, owner: dict[int, str], older: list[int], kept: set[str]
+    journal: Journal,
+    checkpoint: int,
+    owner: dict[int, tuple[str, float]],
+    checkpoints: list[tuple[int, float]],
+    kept: set[str],
+    grace: float,
 ) -> int:
-    """Delete the entries before the new checkpoint that nothing needs: the checkpoints before
+    """Delete the entries before the new checkpoint that nothing needs, once older than the
+    grace (a reader or writer that fell behind finds the checkpoint): the checkpoints before
     it, and the add entries of runs no longer kept, as gc read them (an entry that landed while
     it ran stays). The hint already names the new checkpoint."""
-    gone = [seq for seq in older if seq < checkpoint]
-    gone += [seq for seq, run in owner.items() if seq < checkpoint and run not in kept]
+    old = time.time() - grace
+    gone = [seq for seq, when in checkpoints if seq < checkpoint and when < old]
+    gone += [
+        seq
+        for seq, (run, when) in owner.items()
+        if seq < checkpoint and run not in kept and when < old
+    ]
     for seq in sorted(gone):
         journal.storage.delete(journal.key(seq))
     return len(gone)

@@ -21,13 +21,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from etl.errors import EmbedEtlError, reason
 from etl.reuse.hashing import HASH_DTYPE
 from etl.reuse.journal import Journal, StoredFile, StoreView, checkpoint_entry
-from etl.reuse.segment import SegmentError, trailer
+from etl.reuse.segment import Segment, SegmentError, trailer
 from etl.reuse.store import SEGMENTS, VectorStore
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ AUTO_FILES = 64  # a job that leaves more small segments than this compacts them
 AUTO_ENTRIES = 64  # ... or more journal entries after the last checkpoint
 GRACE_SECONDS = 3600.0  # how long a replaced segment stays readable
 CHUNK_ROWS = 1 << 14  # records read at a time
+COMMIT_TRIES = 100  # checkpoint attempts, each after reading what landed meanwhile
 
 
 @dataclass
@@ -91,6 +93,7 @@ def compact(store: VectorStore, grace: float = GRACE_SECONDS, force: bool = Fals
     report = CompactReport(store.uri)
     view = StoreView(store.journal)
     view.load()
+    refuse_damaged(store, view)
     report.segments_before = len(view.files)
     groups = _groups([f for f in view.files.values() if f.size < SMALL_BYTES])
     if groups or force or _expired(view, grace):
@@ -119,6 +122,16 @@ def compact(store: VectorStore, grace: float = GRACE_SECONDS, force: bool = Fals
     return report
 
 
+def refuse_damaged(store: VectorStore, view: StoreView) -> None:
+    """A journal with damaged entries is not rewritten: what they name would be dropped."""
+    if view.skipped:
+        raise EmbedEtlError(
+            f"vector store {store.uri}: journal entries {', '.join(view.skipped)} are damaged, "
+            "so what they name is not known; nothing changed (`store check` lists them; delete "
+            "them to give up what they name)"
+        )
+
+
 def commit(
     store: VectorStore,
     view: StoreView,
@@ -131,16 +144,17 @@ def commit(
     ``grace`` seconds ago, to delete once the caller knows it committed (see tidy); None, and
     nothing changed, if another checkpoint landed first."""
     journal: Journal = store.journal
-    while True:
+    for _ in range(COMMIT_TRIES):
         for _, entry in view.entries():
             if entry is None:
                 continue
             if entry.kind == "checkpoint":
-                return False
+                return None
             for item in entry.files():
-                view.files.setdefault(item.name, _bare(item))
+                view.files.setdefault(item.name, item.bare())
+        refuse_damaged(store, view)
         now = time.time()
-        live = [_bare(f) for name, f in view.files.items() if name not in removed] + added
+        live = [f.bare() for name, f in view.files.items() if name not in removed] + added
         keep = [[name, when] for name, when in view.retired if now - when < grace]
         expired = [name for name, when in view.retired if now - when >= grace]
         retired = keep + [[name, now] for name in sorted(removed)]
@@ -148,6 +162,11 @@ def commit(
         seq = view.next
         if store.storage.create(journal.key(seq), entry.encode()):
             break
+    else:
+        raise EmbedEtlError(
+            f"vector store {store.uri}: no checkpoint written after {COMMIT_TRIES} tries (the "
+            "journal cannot be read, or writers keep appending); nothing changed"
+        )
     view.checkpoint, view.next = seq, seq + 1
     view.files = {f.name: f for f in live}
     view.retired = retired
@@ -185,13 +204,6 @@ def _expired(view: StoreView, grace: float) -> bool:
     return any(now - when >= grace for _, when in view.retired)
 
 
-def _bare(item: StoredFile) -> StoredFile:
-    """The file without the hashes an add entry carried (a checkpoint names, never holds)."""
-    if item.hashes is None:
-        return item
-    return StoredFile(item.name, item.rows, item.size, item.run, item.created, item.sources)
-
-
 def _groups(small: list[StoredFile]) -> list[list[StoredFile]]:
     """Neighbours in journal order, up to TARGET_BYTES a group; groups of one left alone."""
     groups: list[list[StoredFile]] = [[]]
@@ -209,16 +221,14 @@ def _merge(store: VectorStore, group: list[StoredFile], report: CompactReport) -
     """One new segment of the group's records, in order, each text once; None if none is left.
 
     The hashes come first (from the journal, or each segment's index) to pick each text's first
-    record; then the records stream through, checked, into the new segment."""
+    record; then the records stream through, checked, into the new segment. A segment found
+    damaged is dropped (its texts are embedded again when next needed); a read that fails
+    stops the compaction, which then changes nothing."""
     layout = store.layout
-    readable: list[tuple[StoredFile, np.ndarray]] = []
-    for item in group:
-        hashes = item.hashes if item.hashes is not None else _hashes(store, item, report)
-        if hashes is not None:
-            readable.append((item, hashes))
+    readable = [found for item in group if (found := opened(store, item, report)) is not None]
     if not readable:
         return None
-    everything = np.concatenate([h for _, h in readable])
+    everything = np.concatenate([h for _, _, h in readable])
     keep = np.zeros(len(everything), bool)
     keep[np.unique(everything, return_index=True)[1]] = True
     report.duplicates += int((~keep).sum())
@@ -226,14 +236,12 @@ def _merge(store: VectorStore, group: list[StoredFile], report: CompactReport) -
 
     def body() -> Iterator[bytes]:
         start = 0
-        for item, hashes in readable:
+        for item, segment, hashes in readable:
             mask = keep[start : start + len(hashes)]
             start += len(hashes)
-            first = 0
-            for chunk in _records(store, item, report):
+            for first, chunk in _chunks(store, item, segment, report):
                 wanted = mask[first : first + len(chunk)]
                 expected = hashes[first : first + len(chunk)]
-                first += len(chunk)
                 good = layout.intact(chunk) & (layout.hashes(chunk) == expected)
                 report.damaged += int((wanted & ~good).sum())
                 chunk = chunk[wanted & good]
@@ -258,36 +266,48 @@ def _merge(store: VectorStore, group: list[StoredFile], report: CompactReport) -
 
 
 class _Empty(Exception):
-    """Every record of a group was damaged or unreadable: nothing to write."""
+    """Every record of a group was damaged: nothing to write."""
 
 
-def _hashes(store: VectorStore, item: StoredFile, report: CompactReport) -> np.ndarray | None:
-    """A segment's hashes from its index; None (and a warning) if it cannot be read. A damaged
-    index block's records are left out (their hashes cannot be trusted)."""
+def opened(
+    store: VectorStore, item: StoredFile, report: Any
+) -> tuple[StoredFile, Segment, np.ndarray] | None:
+    """A live segment opened (one read when small), with its hashes: the journal's, or its
+    index's (a damaged index block's hashes zeroed: no record matches them). None, with a
+    warning, if it is damaged or gone: it is dropped, its texts embedded again when next
+    needed. A read that fails (EmbedEtlError, OSError) is raised: nothing is decided on it."""
     try:
         segment = store.open(item.name, item.size)
+        if segment.rows != item.rows:
+            raise SegmentError(
+                f"{segment.key}: {segment.rows} records, the journal says {item.rows}"
+            )
+        if item.hashes is not None:
+            return item, segment, item.hashes
         parts = []
         for _, hashes, ok in store.index(segment):
-            parts.append(
-                np.where(ok, hashes, np.zeros(1, HASH_DTYPE)[0]) if not ok.all() else hashes
-            )
             report.damaged += int((~ok).sum())
-        return np.concatenate(parts) if parts else np.zeros(0, HASH_DTYPE)
-    except (SegmentError, EmbedEtlError, OSError) as exc:
+            parts.append(hashes if ok.all() else np.where(ok, hashes, np.zeros(1, HASH_DTYPE)[0]))
+        return item, segment, np.concatenate(parts) if parts else np.zeros(0, HASH_DTYPE)
+    except SegmentError as exc:
         report.unreadable.append(item.name)
         log.warning("vector store %s: dropping a segment it cannot read: %s", store.uri, exc)
         return None
 
 
-def _records(store: VectorStore, item: StoredFile, report: CompactReport) -> Iterator[np.ndarray]:
-    """A segment's records in order, CHUNK_ROWS at a time; they stop early (and a warning) if it
-    cannot be read: its texts are embedded again when next needed."""
+def _chunks(
+    store: VectorStore, item: StoredFile, segment: Segment, report: Any
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, records) of a segment, CHUNK_ROWS at a time; they stop early, with a
+    warning, where it turns out cut short."""
+    first = 0
     try:
-        segment = store.open(item.name, item.size)
-        yield from store.read_all(segment, CHUNK_ROWS)
-    except (SegmentError, EmbedEtlError, OSError) as exc:
+        for chunk in store.read_all(segment, CHUNK_ROWS):
+            yield first, chunk
+            first += len(chunk)
+    except SegmentError as exc:
         report.unreadable.append(item.name)
-        log.warning("vector store %s: dropping a segment it cannot read: %s", store.uri, exc)
+        log.warning("vector store %s: the rest of a segment is lost: %s", store.uri, exc)
 
 
 def _forget(store: VectorStore, name: str) -> None:

@@ -64,6 +64,12 @@ class StoredFile:
     def describe(self) -> list[Any]:
         return [self.name, self.rows, self.size, self.run, self.created, list(self.sources)]
 
+    def bare(self) -> StoredFile:
+        """The same file without the hashes an add entry carried."""
+        if self.hashes is None:
+            return self
+        return StoredFile(self.name, self.rows, self.size, self.run, self.created, self.sources)
+
     @classmethod
     def parse(cls, item: list[Any]) -> StoredFile:
         name, rows, size, run, created, sources = item
@@ -95,10 +101,15 @@ class Entry:
             raise JournalError(f"{key}: fails its checksum")
         _, length = HEAD.unpack(data[: HEAD.size])
         try:
-            header = json.loads(data[HEAD.size : HEAD.size + length])
-        except ValueError as exc:
-            raise JournalError(f"{key}: unreadable header: {exc}") from exc
-        return cls(header, data[HEAD.size + length : -4])
+            entry = cls(
+                json.loads(data[HEAD.size : HEAD.size + length]), data[HEAD.size + length : -4]
+            )
+            if entry.kind not in ("add", "checkpoint"):
+                raise ValueError(f"an entry of kind {entry.kind!r}")
+            entry.files(), entry.used()  # whole, or refused now rather than half read later
+        except (ValueError, KeyError, TypeError) as exc:
+            raise JournalError(f"{key}: unreadable entry: {exc}") from exc
+        return entry
 
     def files(self) -> list[StoredFile]:
         """The segments an add entry tells of, each with its hashes; a checkpoint's, without."""
@@ -120,7 +131,14 @@ class Entry:
         """An add entry's hashes served from earlier runs (sorted)."""
         count = int(self.header.get("used", 0))
         hashes = np.frombuffer(self.payload, HASH_DTYPE)
+        stored = sum(int(item[1]) for item in self.header.get("segments", ()))
+        if stored + count != len(hashes):
+            raise ValueError(f"{len(hashes)} hashes for {stored} stored and {count} served")
         return hashes[len(hashes) - count :] if count else hashes[:0]
+
+    @property
+    def time(self) -> float:
+        return float(self.header.get("time", 0.0))
 
 
 def add_entry(run: str, writer: str, files: list[StoredFile], used: np.ndarray) -> Entry:
@@ -205,7 +223,7 @@ class Journal:
         return seq
 
     def listed(self) -> list[int]:
-        """Every entry's number, by listing (maintenance only: gc and check)."""
+        """Every entry's number, by listing (maintenance, and a reader whose hint is gone)."""
         found = []
         for item in self.storage.list(LOG):
             tail = item.key.rsplit("/", 1)[-1]
@@ -213,54 +231,77 @@ class Journal:
                 found.append(int(tail))
         return sorted(found)
 
+    def start(self) -> int:
+        """Where a reader starts: the hinted checkpoint; if that entry is gone (gc deleted the
+        entries before a newer one, or the hint was never written), the newest checkpoint
+        found by listing, else the first entry there is."""
+        hint = self.hint()
+        if self.exists(hint):
+            return hint
+        numbers = self.listed()
+        for seq in reversed(numbers):
+            try:
+                entry = self.read(seq)
+            except JournalError:
+                continue
+            if entry is not None and entry.kind == "checkpoint":
+                return seq
+        return numbers[0] if numbers else 0
+
 
 class StoreView:
     """What one store holds as its journal says: the latest checkpoint, then the entries after
     it. ``follow`` reads what landed since, one request when nothing did."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, keep_hashes: bool = True) -> None:
         self.journal = journal
+        self.keep_hashes = keep_hashes  # a reader hands them to its index and keeps none
         self.next = 0  # the next entry to read
         self.checkpoint = -1  # the number of the checkpoint the files come from
         self.files: dict[str, StoredFile] = {}
+        self.added_at: dict[str, int] = {}  # the add entry that named each file after it
         self.retired: list[list[Any]] = []
         self.skipped: list[str] = []  # damaged entries, by key
 
     def load(self) -> list[StoredFile]:
-        """Start from the hinted checkpoint; every file live now."""
-        start = self.journal.hint()
-        if start and not self.journal.exists(start):  # gc dropped it after a newer one
-            start = min(self.journal.listed(), default=0)
-        self.next = start
-        self.follow()
-        return list(self.files.values())
+        """Start from the latest checkpoint; every file live now."""
+        self.next = self.journal.start()
+        return self.follow()
 
     def follow(self) -> list[StoredFile]:
         """Read the entries that landed since; the files they add (a checkpoint's files when
         one landed: it replaces what came before)."""
-        added: list[StoredFile] = []
+        added: dict[str, StoredFile] = {}
         for seq, entry in self.entries():
             if entry is None:
                 continue
             if entry.kind == "checkpoint":
                 self.checkpoint = seq
                 self.files = {f.name: f for f in entry.files()}
+                self.added_at = {}
                 self.retired = list(entry.header.get("retired", []))
-                added = list(self.files.values())
-            elif entry.kind == "add":
+                added = dict(self.files)
+            else:
                 for item in entry.files():
                     if item.name not in self.files:
-                        self.files[item.name] = item
-                        added.append(item)
-        return added
+                        added[item.name] = item
+                        self.files[item.name] = item if self.keep_hashes else item.bare()
+                        self.added_at[item.name] = seq
+        return list(added.values())
 
     def entries(self) -> Iterator[tuple[int, Entry | None]]:
         """The entries from ``next`` on until the first missing number; a damaged one as None
-        (warned about)."""
+        (warned about). A reader that fell behind entries gc deleted jumps to the checkpoint
+        that replaced them."""
         while True:
             seq = self.next
             try:
                 entry = self.journal.read(seq)
+                if entry is None and self.journal.hint() > seq:
+                    self.next = self.journal.start()
+                    if self.next > seq:
+                        continue
+                    return
             except JournalError as exc:
                 self.skipped.append(self.journal.key(seq))
                 log.warning("vector store %s: skipping %s", self.journal.storage.uri(), exc)

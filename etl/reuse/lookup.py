@@ -46,13 +46,17 @@ class Found:
     where: np.ndarray  # (m,) int32 file number in ``index``, -1 where not found
     row: np.ndarray  # (m,) int64 record number inside that file
     index: MemoryIndex
+    _earlier: np.ndarray | None = None
 
     def earlier(self, run: str) -> np.ndarray:
-        """(m,) True where the vector was stored before this run (not by one of its workers)."""
-        numbers, back = np.unique(self.where, return_inverse=True)
-        files = self.index.files
-        older = np.array([n >= 0 and files[n].run != run for n in numbers], dtype=bool)
-        return older[back.reshape(-1)]
+        """(m,) True where the vector was stored before this run (not by one of its workers);
+        worked out once a block."""
+        if self._earlier is None:
+            numbers, back = np.unique(self.where, return_inverse=True)
+            files = self.index.files
+            older = np.array([n >= 0 and files[n].run != run for n in numbers], dtype=bool)
+            self._earlier = older[back.reshape(-1)]
+        return self._earlier
 
 
 class Lookup:
@@ -170,7 +174,8 @@ class Lookup:
             for store in self.stores:
                 try:
                     if first:
-                        view = self._views[store.uri] = StoreView(store.journal)
+                        view = StoreView(store.journal, keep_hashes=False)
+                        self._views[store.uri] = view
                         files = view.load()
                     else:
                         files = self._views[store.uri].follow()
@@ -180,15 +185,16 @@ class Lookup:
                 self._add(store, files)
 
     def _add(self, store: VectorStore, files: list[StoredFile]) -> None:
-        """Index files new to this reader. A compacted one made only of files it knows holds
-        nothing new: they stay where they are (gc keeps them a grace period) and it is skipped."""
+        """Index files new to this reader. One that compaction or gc made of files it knows
+        takes their place: they are read no more (they are deleted once the grace is over)."""
         batch: list[tuple[int, np.ndarray, np.ndarray | None]] = []
         texts = 0
+        replaced: list[int] = []
         for item in files:
             if (store.uri, item.name) in self.index:
                 continue
-            if item.sources and all((store.uri, s) in self.index for s in item.sources):
-                continue
+            names = self.index.names
+            replaced += [names[(store.uri, s)] for s in item.sources if (store.uri, s) in names]
             number = self.index.register(FileRef(store, item.name, item.rows, item.run))
             if number is None:
                 log.warning(
@@ -206,12 +212,18 @@ class Lookup:
                 self.index.insert(batch)
                 batch, texts = [], 0
         self.index.insert(batch)
+        for number in replaced:
+            self.index.kill(number)
 
     def _read_index(self, store: VectorStore, item: StoredFile, number: int) -> None:
         """A segment's hashes from its own index, block by block; a damaged block's texts are
         left out (embedded again)."""
         try:
             segment = store.open(item.name, item.size)
+            if segment.rows != item.rows:
+                raise SegmentError(
+                    f"{segment.key}: {segment.rows} records, the journal says {item.rows}"
+                )
             for first, hashes, ok in store.index(segment):
                 if not ok.all():
                     log.warning(

@@ -82,15 +82,24 @@ class _Part:
             self.keys, self.locs = keys[order], locs[order]
 
     def find(self, keys: np.ndarray) -> np.ndarray:
-        """(q,) record number of each key (int64), -1 where it is not here."""
+        """(q,) record number of each key (int64), -1 where it is not here; of two records of
+        one key, the one added last (a compacted copy over its sources)."""
         found = np.full(len(keys), -1, np.int64)
-        for stored, locs in ((self.keys, self.locs), (self.more_keys, self.more_locs)):
+        for stored, locs in ((self.more_keys, self.more_locs), (self.keys, self.locs)):
             if not len(stored):
                 continue
-            at = np.minimum(np.searchsorted(stored, keys), len(stored) - 1)
-            hit = (stored[at] == keys) & (found < 0)
+            at = np.searchsorted(stored, keys, side="right") - 1  # the last of equal keys
+            hit = (at >= 0) & (stored[np.maximum(at, 0)] == keys) & (found < 0)
             found[hit] = locs[at[hit]]
         return found
+
+    def drop(self, dead: np.ndarray) -> None:
+        """Forget every record whose number ``dead(locs)`` says is dead."""
+        self.settle()
+        keep = ~dead(self.locs)
+        self.keys, self.locs = self.keys[keep], self.locs[keep]
+        keep = ~dead(self.more_locs)
+        self.more_keys, self.more_locs = self.more_keys[keep], self.more_locs[keep]
 
     @property
     def nbytes(self) -> int:
@@ -108,6 +117,7 @@ class MemoryIndex:
         self.names: dict[tuple[str, str], int] = {}  # (store uri, name) -> file number
         self.next = 0
         self.texts = 0
+        self.dead_records = 0  # records of dead files still in the parts
 
     def __contains__(self, item: tuple[str, str]) -> bool:
         return item in self.names
@@ -182,8 +192,24 @@ class MemoryIndex:
                 part.settle()
 
     def kill(self, number: int) -> None:
-        """Never serve from this file again (gone, or not what it says)."""
+        """Never serve from this file again (gone, replaced, or not what it says). Once dead
+        files hold as many records as live ones, their entries are dropped (a pass over the
+        index), so that memory follows what is live."""
+        if self._dead[number]:
+            return
         self._dead[number] = True
+        self.dead_records += self.files[number].rows
+        if self.dead_records > max(self.next - self.dead_records, 1 << 16):
+            bases = self._bases[: len(self.files)]
+            dead = self._dead[: len(self.files)]
+
+            def is_dead(locs: np.ndarray) -> np.ndarray:
+                return dead[np.searchsorted(bases, locs, side="right") - 1]
+
+            for part in self.parts:
+                part.drop(is_dead)
+            self.texts = sum(len(p.keys) + len(p.more_keys) for p in self.parts)
+            self.dead_records = 0  # dead files hold no entries any more
 
     def is_dead(self, number: int) -> bool:
         return bool(self._dead[number])

@@ -28,6 +28,7 @@ from etl.reuse.journal import FLUSH_SECONDS, StoredFile, add_entry
 from etl.reuse.segment import SegmentError, segment_bytes
 from etl.reuse.spill import NewVectors
 from etl.reuse.store import StoreTarget
+from etl.threads import block_signals
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,16 @@ class Publisher:
         self._last = time.monotonic()
         self._next: int | None = None  # where this worker's next entry probably goes
         self._compacting: threading.Thread | None = None
+        # Pending segments go to the journal within FLUSH_SECONDS even while a long shard
+        # publishes nothing (an unnamed segment older than a gc's grace would be swept).
+        self._stop = threading.Event()
+        self._timer = threading.Thread(target=self._tick, name="embed-etl-journal", daemon=True)
+        self._timer.start()
+
+    def _tick(self) -> None:
+        block_signals()
+        while not self._stop.wait(FLUSH_SECONDS):
+            self.flush()
 
     def publish(self, shard: Shard, spill: NewVectors, used: np.ndarray) -> bool:
         """The shard's new vectors as a segment; True once it is in the store."""
@@ -98,14 +109,17 @@ class Publisher:
                 np.concatenate(used) if used else np.zeros(0, HASH_DTYPE),
             )
             try:
-                start = self._next if self._next is not None else journal.hint()
-                seq = journal.append(entry, start)
+                hint = journal.hint()
+                seq = journal.append(entry, max(self._next or 0, hint))
+                if journal.hint() > seq:  # under a checkpoint written meanwhile: unread there
+                    seq = journal.append(entry, journal.hint())
                 self._next = seq + 1
             except (EmbedEtlError, OSError) as exc:
                 self._pending, self._used = pending + self._pending, used + self._used
                 log.warning("vector store %s: journal not written: %s", journal.storage.uri(), exc)
                 return
-            if seq and seq % COMPACT_EVERY == 0 and self._compacting is None:
+            idle = self._compacting is None or not self._compacting.is_alive()
+            if seq and seq % COMPACT_EVERY == 0 and idle:
                 # Exactly one worker writes entry N x COMPACT_EVERY: it compacts, beside its work,
                 # so that a long job's journal and small segments stay short for new readers.
                 self._compacting = threading.Thread(
@@ -118,6 +132,8 @@ class Publisher:
 
     def close(self) -> None:
         """Tell the journal what is pending; wait for a compaction this worker started."""
+        self._stop.set()
+        self._timer.join()
         self.flush(force=True)
         if self._compacting is not None:
             self._compacting.join()

@@ -121,7 +121,10 @@ class VectorStore:
         for first in range(0, segment.rows, INDEX_CHUNK):
             rows = min(INDEX_CHUNK, segment.rows - first)
             offset = segment.index_offset + first * HASH_BYTES
-            (data,) = self._read(segment.key, [(offset, rows * HASH_BYTES)])
+            if segment.data is not None:
+                data = segment.data[offset : offset + rows * HASH_BYTES]
+            else:
+                (data,) = self._read(segment.key, [(offset, rows * HASH_BYTES)])
             if len(data) != rows * HASH_BYTES:
                 raise SegmentError(f"{segment.key}: index cut short")
             hashes = np.frombuffer(data, HASH_DTYPE)

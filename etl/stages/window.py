@@ -103,6 +103,11 @@ class Window:
         layout, vectors = self.spill.layout, self.vectors
         embed = np.flatnonzero(plan.kind == EMBED)  # spill numbers first_spill, +1, ...
         n_tokens = self.info.n_tokens
+        if self.spill.count != plan.first_spill:  # records are found by their spill number
+            raise RuntimeError(
+                f"window {self.info.index}: spill holds {self.spill.count} records, the reader "
+                f"numbered this window's from {plan.first_spill}"
+            )
         records = layout.pack(plan.embed_hashes, n_tokens[embed], vectors_of(vectors, embed))
         self.spill.append(plan.embed_hashes, records)
         if len(plan.stored_rows):

@@ -176,6 +176,11 @@ def _parse() -> argparse.Namespace:
         "--store-scale-s3-max", default="1e8", help="the largest by-texts store sent to S3"
     )
     parser.add_argument(
+        "--store-scale-s3-segments-max",
+        default="1e4",
+        help="the most segments of a by-segments store sent to S3 (moto: ~200 requests/s)",
+    )
+    parser.add_argument(
         "--no-cold-start", action="store_true", help="skip the one-row job beside the ST script"
     )
     parser.add_argument("--cold-repeats", type=int, default=5)

@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ AUTO_ENTRIES = 64  # ... or more journal entries after the last checkpoint
 GRACE_SECONDS = 3600.0  # how long a replaced segment stays readable
 CHUNK_ROWS = 1 << 14  # records read at a time
 COMMIT_TRIES = 100  # checkpoint attempts, each after reading what landed meanwhile
+READERS = 16  # segments opened at once (a small one is read whole as it opens)
 
 
 @dataclass
@@ -225,7 +227,9 @@ def _merge(store: VectorStore, group: list[StoredFile], report: CompactReport) -
     damaged is dropped (its texts are embedded again when next needed); a read that fails
     stops the compaction, which then changes nothing."""
     layout = store.layout
-    readable = [found for item in group if (found := opened(store, item, report)) is not None]
+    with ThreadPoolExecutor(READERS, thread_name_prefix="embed-etl-compact") as pool:
+        found = list(pool.map(lambda item: opened(store, item, report), group))
+    readable = [f for f in found if f is not None]
     if not readable:
         return None
     everything = np.concatenate([h for _, _, h in readable])

@@ -100,12 +100,13 @@ class Lookup:
         ok = np.zeros(len(picks), dtype=bool)
         skipped = np.zeros(len(picks), dtype=bool)
         where = found.where[picks]
-        for number in np.unique(where[where >= 0]):
-            if self.index.is_dead(int(number)):
+        order = np.argsort(where, kind="stable")  # picks grouped by file, once
+        numbers, starts = np.unique(where[order], return_index=True)
+        for number, mine in zip(numbers, np.split(order, starts[1:]), strict=True):
+            if number < 0 or self.index.is_dead(int(number)):
                 continue
             ref = self.index.files[number]
             store, key = ref.store, ref.store.segment_key(ref.name)
-            mine = np.flatnonzero(where == number)
             rows = found.row[picks[mine]]
             wanted, groups = store.ranges(rows)
             worth = [g for g in groups if self.worth_fetching(store.uri, len(g))]

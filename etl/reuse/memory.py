@@ -56,7 +56,8 @@ class _Part:
         self.pieces: list[tuple[np.ndarray, np.ndarray]] | None = None  # while loading in bulk
 
     def add(self, keys: np.ndarray, locs: np.ndarray) -> None:
-        """Sorted keys with their record numbers, into the overflow (merged when it is big)."""
+        """Keys with their record numbers, in the order added, into the overflow (merged when
+        it is big); sorted there, stably, so that of equal keys the last added comes last."""
         if self.pieces is not None:
             self.pieces.append((keys, locs))
             return
@@ -152,12 +153,13 @@ class MemoryIndex:
         if not parts:
             return
         part, key, loc = np.concatenate(parts), np.concatenate(keys), np.concatenate(locs)
-        order = np.lexsort((key, part))
+        order = np.argsort(part.astype(np.uint8), kind="stable")  # by part only: a radix sort
         part, key, loc = part[order], key[order], loc[order]
         bounds = np.searchsorted(part, np.arange(PARTS + 1))
         for p in np.flatnonzero(np.diff(bounds)):
             a, b = bounds[p], bounds[p + 1]
-            self.parts[p].add(key[a:b], loc[a:b])
+            # Copies: a slice would keep the whole batch alive until every part is sorted.
+            self.parts[p].add(key[a:b].copy(), loc[a:b].copy())
 
     def find(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(m,) sorted hashes -> (m,) file number (-1: not found) and (m,) row in it."""

@@ -512,14 +512,14 @@ def test_a_fetch_that_costs_more_than_embedding_is_not_made(tmp_path, tiny_model
     lookup = Lookup((store,), "another run")
     hashes = np.sort(text_hashes(_texts(20, "cost")))
     found = lookup.find(hashes)
-    lookup._request_seconds[store.uri] = 0.05  # a slow store: 50 ms a read
+    lookup._latency[store.uri] = 0.05  # a slow store: 50 ms a read
     lookup.cost_per_text = 0.001  # a fast model: 20 texts cost 20 ms
     _, ok, skipped = lookup.fetch(found, np.arange(20), hashes)
     assert skipped.all() and not ok.any()
     lookup.cost_per_text = 0.01  # a slow model: 200 ms, the read wins
     _, ok, skipped = lookup.fetch(found, np.arange(20), hashes)
     assert ok.all() and not skipped.any()
-    monkeypatch.setattr(Lookup, "worth_fetching", lambda self, uri, texts: False)
+    monkeypatch.setattr(Lookup, "worth_fetching", lambda self, uri, texts, nbytes: False)
     summary = run_ok(
         tmp_path / "in", tmp_path / "again", tiny_model, reuse=(str(tmp_path / "out"),)
     )

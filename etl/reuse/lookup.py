@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 5.0  # how often the journals are asked what other workers and jobs added
 BATCH_TEXTS = 1 << 20  # hashes sorted into the index together while loading
+SHORT_READ = 256 << 10  # a read of less than this takes about the store's latency
+LONG_READ = 4 << 20  # ... and one of more, mostly its time a byte
 
 
 @dataclass
@@ -70,7 +72,8 @@ class Lookup:
         self._polled = 0.0
         self.damaged = 0  # records whose checksum failed
         self.cost_per_text = 0.0  # seconds the worker takes to embed a text; 0: not known yet
-        self._request_seconds: dict[str, float] = {}  # a ranged read's time, by store
+        self._latency: dict[str, float] = {}  # a short ranged read's time, by store
+        self._per_byte: dict[str, float] = {}  # a long read's time a byte, by store
 
     def __getstate__(self) -> dict:
         return {"stores": self.stores, "run": self.run}
@@ -109,7 +112,14 @@ class Lookup:
             store, key = ref.store, ref.store.segment_key(ref.name)
             rows = found.row[picks[mine]]
             wanted, groups = store.ranges(rows)
-            worth = [g for g in groups if self.worth_fetching(store.uri, len(g))]
+            size = layout.record_bytes
+            worth = [
+                g
+                for g in groups
+                if self.worth_fetching(
+                    store.uri, len(g), int(wanted[g[-1]] - wanted[g[0]] + 1) * size
+                )
+            ]
             at = np.searchsorted(wanted, rows)  # (mine,) each pick's place among wanted
             fetched = np.zeros(len(wanted), bool)
             for g in worth:
@@ -123,7 +133,8 @@ class Lookup:
             except (SegmentError, EmbedEtlError, OSError) as exc:
                 self._skip(int(number), str(exc))
                 continue
-            self._timed(store.uri, time.perf_counter() - started, len(worth))
+            span = sum(int(wanted[g[-1]] - wanted[g[0]] + 1) for g in worth) * size
+            self._timed(store.uri, time.perf_counter() - started, len(worth), span)
             whole = layout.intact(got) | ~fetched[at]
             if not whole.all():
                 self.damaged += int((~whole).sum())
@@ -138,20 +149,28 @@ class Lookup:
             ok[mine[good]] = True
         return records, ok, skipped
 
-    def worth_fetching(self, uri: str, texts: int) -> bool:
-        """Whether one ranged read of ``texts`` records costs less than embedding them: by what
-        a read from this store took so far and what a text costs the worker (both measured;
-        unknown: fetch). On local disk a read is a few microseconds and always wins; on object
-        storage with a small model on a GPU a few texts are cheaper embedded again."""
-        request = self._request_seconds.get(uri)
-        if request is None or self.cost_per_text <= 0:
+    def worth_fetching(self, uri: str, texts: int, nbytes: int) -> bool:
+        """Whether one ranged read of ``nbytes`` holding ``texts`` records costs less than
+        embedding them: a read's time predicted from those this store took so far (a latency,
+        and a time a byte from large reads) against what a text costs the worker (measured as
+        it runs; unknown: fetch). On local disk a read is microseconds and always wins; on
+        object storage with a small model on a GPU, a read of a few texts loses, and so does a
+        long read for scattered ones."""
+        latency, per_byte = self._latency.get(uri), self._per_byte.get(uri, 0.0)
+        if latency is None or self.cost_per_text <= 0:
             return True
-        return texts * self.cost_per_text >= request
+        return texts * self.cost_per_text >= latency + nbytes * per_byte
 
-    def _timed(self, uri: str, seconds: float, reads: int) -> None:
-        each = seconds / max(1, reads)
-        old = self._request_seconds.get(uri)
-        self._request_seconds[uri] = each if old is None else 0.8 * old + 0.2 * each
+    def _timed(self, uri: str, seconds: float, reads: int, nbytes: int) -> None:
+        """Learn a store's latency from reads of little, its time a byte from long ones."""
+        each, size = seconds / max(1, reads), nbytes / max(1, reads)
+        if size < SHORT_READ:
+            old = self._latency.get(uri)
+            self._latency[uri] = each if old is None else 0.8 * old + 0.2 * each
+        elif size >= LONG_READ:
+            old = self._per_byte.get(uri)
+            self._per_byte[uri] = each / size if old is None else 0.8 * old + 0.2 * each / size
+            self._latency.setdefault(uri, 0.0)
 
     def add_own(self, store: VectorStore, name: str, hashes: np.ndarray) -> None:
         """A segment this worker's writer published: its hashes, in record order."""
@@ -171,18 +190,20 @@ class Lookup:
         first = self._views is None
         if first:
             self._views = {}
-        with self.index.bulk() if first else contextlib.nullcontext():
-            for store in self.stores:
-                try:
-                    if first:
-                        view = StoreView(store.journal, keep_hashes=False)
-                        self._views[store.uri] = view
-                        files = view.load()
-                    else:
-                        files = self._views[store.uri].follow()
-                except (EmbedEtlError, OSError) as exc:  # a cache that cannot be read: embed
-                    log.warning("vector store %s: cannot read its journal: %s", store.uri, exc)
-                    continue
+        found: list[tuple[VectorStore, list[StoredFile]]] = []
+        for store in self.stores:
+            try:
+                if first:
+                    view = StoreView(store.journal, keep_hashes=False)
+                    self._views[store.uri] = view
+                    found.append((store, view.load()))
+                else:
+                    found.append((store, self._views[store.uri].follow()))
+            except (EmbedEtlError, OSError) as exc:  # a cache that cannot be read: embed
+                log.warning("vector store %s: cannot read its journal: %s", store.uri, exc)
+        texts = sum(f.rows for _, files in found for f in files)
+        with self.index.bulk(texts) if first else contextlib.nullcontext():
+            for store, files in found:
                 self._add(store, files)
 
     def _add(self, store: VectorStore, files: list[StoredFile]) -> None:

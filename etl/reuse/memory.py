@@ -47,19 +47,36 @@ def split_keys(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Part:
-    __slots__ = ("keys", "locs", "more_keys", "more_locs", "pieces")
+    __slots__ = ("filled", "keys", "locs", "more_keys", "more_locs")
 
     def __init__(self) -> None:
         empty32 = np.zeros(0, np.uint32)
         self.keys, self.locs = empty32, empty32
         self.more_keys, self.more_locs = empty32, empty32
-        self.pieces: list[tuple[np.ndarray, np.ndarray]] | None = None  # while loading in bulk
+        self.filled: int | None = None  # while loading in bulk: how much of keys is written
+
+    def reserve(self, capacity: int) -> None:
+        """Start a bulk load: room for ``capacity`` more keys, written in place, sorted once
+        by settle() (one allocation a part: a first load of 10^8 texts needs 8 bytes a text,
+        not twice that in pieces)."""
+        self.settle()
+        have = len(self.keys)
+        self.keys = np.concatenate([self.keys, np.empty(capacity, np.uint32)])
+        self.locs = np.concatenate([self.locs, np.empty(capacity, np.uint32)])
+        self.filled = have
 
     def add(self, keys: np.ndarray, locs: np.ndarray) -> None:
         """Keys with their record numbers, in the order added, into the overflow (merged when
         it is big); sorted there, stably, so that of equal keys the last added comes last."""
-        if self.pieces is not None:
-            self.pieces.append((keys, locs))
+        if self.filled is not None:
+            end = self.filled + len(keys)
+            if end > len(self.keys):  # more than reserved: grow by half
+                more = max(end - len(self.keys), len(self.keys) // 2)
+                self.keys = np.concatenate([self.keys, np.empty(more, np.uint32)])
+                self.locs = np.concatenate([self.locs, np.empty(more, np.uint32)])
+            self.keys[self.filled : end] = keys
+            self.locs[self.filled : end] = locs
+            self.filled = end
             return
         keys = np.concatenate([self.more_keys, keys])
         locs = np.concatenate([self.more_locs, locs])
@@ -73,14 +90,14 @@ class _Part:
             self.more_keys = self.more_locs = np.zeros(0, np.uint32)
 
     def settle(self) -> None:
-        """End of a bulk load: everything added since, sorted once."""
-        pieces, self.pieces = self.pieces or [], None
-        if pieces:
-            keys = np.concatenate([self.keys, *(k for k, _ in pieces)])
-            locs = np.concatenate([self.locs, *(v for _, v in pieces)])
-            pieces.clear()
-            order = np.argsort(keys, kind="stable")
-            self.keys, self.locs = keys[order], locs[order]
+        """End of a bulk load: everything written since, sorted once (stably: of equal keys
+        the one written last stays last)."""
+        if self.filled is None:
+            return
+        keys, locs = self.keys[: self.filled], self.locs[: self.filled]
+        self.filled = None
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.locs = keys[order], locs[order]
 
     def find(self, keys: np.ndarray) -> np.ndarray:
         """(q,) record number of each key (int64), -1 where it is not here; of two records of
@@ -182,11 +199,14 @@ class MemoryIndex:
         return where, row
 
     @contextlib.contextmanager
-    def bulk(self) -> Iterator[None]:
-        """Load many files at once: what is inserted meanwhile is sorted once, at the end, and
-        not findable before (a first load: no overflow merged again and again)."""
+    def bulk(self, texts: int = 0) -> Iterator[None]:
+        """Load many files at once, about ``texts`` hashes: each part reserves its share (hashes
+        are uniform: n / 256 each, give or take a few square roots), what is inserted is sorted
+        once at the end, and not findable before (a first load: no overflow merged again and
+        again, no copies)."""
+        share = texts // PARTS
         for part in self.parts:
-            part.pieces = []
+            part.reserve(share + 8 * int(share**0.5) + 64 if texts else 0)
         try:
             yield
         finally:

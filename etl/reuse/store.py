@@ -40,6 +40,7 @@ SEGMENTS = "segments"
 SUFFIX = ".seg"
 SMALL_OBJECT = 8 << 20  # a segment this small is sent in one conditional PUT
 INDEX_CHUNK = 64 * INDEX_BLOCK  # hashes read at a time (4 MiB)
+MAX_RANGE = 16 << 20  # the longest read of records at once
 
 
 class VectorStore:
@@ -142,8 +143,17 @@ class VectorStore:
         size = self.layout.record_bytes
         wanted = np.unique(rows)
         gaps = (wanted[1:] - wanted[:-1] - 1) * size
-        groups = np.split(np.arange(len(wanted)), np.flatnonzero(gaps > self.storage.range_gap) + 1)
-        return wanted, [g for g in groups if len(g)]
+        cuts = np.flatnonzero(gaps > self.storage.range_gap) + 1
+        groups = []
+        for group in np.split(np.arange(len(wanted)), cuts):
+            if not len(group):
+                continue
+            # No range longer than MAX_RANGE: scattered hits would otherwise chain into one
+            # read of the whole segment, held in memory at once.
+            offsets = (wanted[group] - wanted[group[0]]) * size
+            pieces = np.flatnonzero(np.diff(offsets // MAX_RANGE)) + 1
+            groups += np.split(group, pieces)
+        return wanted, groups
 
     def read_groups(
         self, segment_key: str, wanted: np.ndarray, groups: list[np.ndarray]

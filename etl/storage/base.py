@@ -91,7 +91,7 @@ class Storage(ABC):
     process opens its own connections and tracks its own temporaries."""
 
     conditional: bool = True  # create-if-absent and swap are atomic across processes
-    range_gap: int = 1 << 16  # ranges closer than this are cheaper read as one
+    range_gap: int = 1 << 12  # ranges closer than this are cheaper read as one (a page)
 
     @abstractmethod
     def uri(self, key: str = "") -> str:

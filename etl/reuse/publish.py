@@ -48,9 +48,9 @@ class Publisher:
         self._compacting: threading.Thread | None = None
         # Pending segments go to the journal within FLUSH_SECONDS even while a long shard
         # publishes nothing (an unnamed segment older than a gc's grace would be swept).
+        # Started with the first segment: reader processes fork before any thread of ours.
         self._stop = threading.Event()
-        self._timer = threading.Thread(target=self._tick, name="embed-etl-journal", daemon=True)
-        self._timer.start()
+        self._timer: threading.Thread | None = None
 
     def _tick(self) -> None:
         block_signals()
@@ -61,6 +61,12 @@ class Publisher:
         """The shard's new vectors as a segment; True once it is in the store."""
         target, store = self.target, self.target.store
         published = False
+        with self._lock:
+            if self._timer is None:
+                self._timer = threading.Thread(
+                    target=self._tick, name="embed-etl-journal", daemon=True
+                )
+                self._timer.start()
         if spill.count:
             name = target.segment_name(shard)
             hashes = spill.hashes()
@@ -133,7 +139,8 @@ class Publisher:
     def close(self) -> None:
         """Tell the journal what is pending; wait for a compaction this worker started."""
         self._stop.set()
-        self._timer.join()
+        if self._timer is not None:
+            self._timer.join()
         self.flush(force=True)
         if self._compacting is not None:
             self._compacting.join()

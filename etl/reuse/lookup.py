@@ -12,10 +12,9 @@ A hit is fetched only where one ranged read costs less than embedding its texts 
 measured as the job runs: on local disk always; on object storage with a small model on a GPU,
 a read of a few scattered records loses); the texts not fetched are embedded and counted in the
 summary (texts_not_fetched). A fetched record is served only if its checksum holds and it holds
-the hash looked up. A damaged
-record, a segment that is gone or cut short, a store that cannot be read: each is skipped with a
-warning naming the store and the segment, and its texts are embedded again. The store is a
-cache: it never fails a shard.
+the hash looked up. A damaged record, a segment that is gone or cut short, a store that cannot
+be read: each is skipped with a warning naming the store and the segment, and its texts are
+embedded again. The store is a cache: it never fails a shard.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-# The index: 40 bits of a hash find a candidate; the record's own hash decides.
+# The index: 48 bits of a hash find a candidate; the record's own hash decides.
 
 
 def test_the_index_finds_every_text_of_many_files_and_nothing_else():
@@ -94,13 +94,21 @@ def test_the_index_finds_every_text_of_many_files_and_nothing_else():
         if w >= 0:
             assert files[w][r] == q
     assert (where >= 0).sum() == len(probe)
+    # Stored texts whose hashes share 40 bits (the key) are told apart by the next byte.
+    twins = np.zeros((3, 16), np.uint8)
+    twins[:, 0], twins[:, 5], twins[:, 15] = 7, [1, 2, 3], 9
+    twins = twins.view(HASH_DTYPE)[:, 0]
+    number = index.register(FileRef(Store, "twins", 3, "run"))
+    index.insert([(number, twins, None)])
+    where, row = index.find(twins)
+    assert (where == number).all() and row.tolist() == [0, 1, 2]
     index.kill(3)  # a file found gone: never served from again
     where, _ = index.find(np.sort(files[3][:10]))
     assert (where < 0).all()
 
 
-def test_a_namesake_sharing_40_bits_is_found_then_refused_by_its_record(tmp_path, tiny_model):
-    """A text whose hash shares its first 5 bytes with a stored one: the index offers the
+def test_a_namesake_sharing_48_bits_is_found_then_refused_by_its_record(tmp_path, tiny_model):
+    """A text whose hash shares its first 6 bytes with a stored one: the index offers the
     stored record, the record's own hash refuses it, and the text is embedded."""
     from etl.reuse.lookup import Lookup
 
@@ -109,7 +117,7 @@ def test_a_namesake_sharing_40_bits_is_found_then_refused_by_its_record(tmp_path
     store = _store(tmp_path / "out")
     stored = text_hashes(_texts(20, "one"))
     raw = stored.view(np.uint8).reshape(-1, 16).copy()
-    raw[:, 5:] ^= 0xFF  # same first 40 bits, another text
+    raw[:, 6:] ^= 0xFF  # same first 48 bits, another text
     namesakes = np.sort(raw.view(HASH_DTYPE)[:, 0])
     lookup = Lookup((store,), "another run")
     found = lookup.find(namesakes)

@@ -1,15 +1,16 @@
-"""The reader's index of every text its stores hold: 8 bytes a text in memory, and a lookup
-per block that reads nothing and costs the same at 10^8 texts as at 10^6.
+"""The reader's index of every text its stores hold: 9 bytes a text in memory, and a lookup
+per block that reads nothing and costs about the same at 10^8 texts as at 10^6.
 
 Hashes are split by their first byte into 256 parts. A part keeps, sorted, the next 32 bits of
-each of its hashes, and beside each a 32-bit record number (a file's first number plus the
-record's row in it). A block's sorted hashes fall into the parts in order, so a lookup is one
-binary search per part over arrays that never grow with the block. Two stored texts share those
-40 bits in about n / 2^40 of the lookups (1e-4 at 10^8 texts): a hit is a candidate, and its
-record's own hash decides (etl.reuse.records), so a false hit costs a fetch, never a wrong
-vector. New files land in a small sorted overflow per part, merged in once it holds an eighth
-of its part: adding costs a few copies of each text over the index's life. 10^8 texts take
-800 MB; RocksDB's and LevelDB's in-memory indexes and filters make the same trade.
+each of its hashes (the key), beside each a 32-bit record number (a file's first number plus
+the record's row in it) and one more byte of the hash (the tag). A block's sorted hashes fall
+into the parts in order, so a lookup is one binary search per part over arrays that never grow
+with the block. Two texts share those 48 bits in about n / 2^48 of the lookups (4e-7 at 10^8
+texts): a hit is a candidate, and its record's own hash decides (etl.reuse.records), so a false
+hit costs a fetch, never a wrong vector; stored texts that share 40 bits (the key) are told
+apart by the tag. New files land in a small sorted overflow per part, merged in once it holds
+an eighth of its part: adding costs a few copies of each text over the index's life. 10^8 texts
+take 900 MB; RocksDB's and LevelDB's in-memory indexes and filters make the same trade.
 """
 
 from __future__ import annotations
@@ -38,94 +39,109 @@ class FileRef:
     run: str
 
 
-def split_keys(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(k,) hashes -> (k,) part (their first byte) and (k,) key (the next 32 bits)."""
+def split_keys(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(k,) hashes -> (k,) part (their first byte), key (the next 32 bits), tag (the byte
+    after)."""
     raw = np.ascontiguousarray(hashes, HASH_DTYPE).view(np.uint8).reshape(-1, 16)
     part = raw[:, 0].astype(np.intp)
     key = np.ascontiguousarray(raw[:, 1:5]).view(">u4")[:, 0].astype(np.uint32)
-    return part, key
+    return part, key, raw[:, 5].copy()
+
+
+Columns = tuple[np.ndarray, np.ndarray, np.ndarray]  # keys (uint32), locs (uint32), tags (uint8)
+EMPTY: Columns = (np.zeros(0, np.uint32), np.zeros(0, np.uint32), np.zeros(0, np.uint8))
+RUN = 4  # entries of one key looked at, newest first (two are already rare: n^2 / 2^41)
+
+
+def _join(*columns: Columns) -> Columns:
+    return tuple(np.concatenate([c[i] for c in columns]) for i in range(3))  # type: ignore[return-value]
+
+
+def _sorted(columns: Columns) -> Columns:
+    order = np.argsort(columns[0], kind="stable")  # of equal keys, the last added stays last
+    return tuple(c[order] for c in columns)  # type: ignore[return-value]
 
 
 class _Part:
-    __slots__ = ("filled", "keys", "locs", "more_keys", "more_locs")
+    __slots__ = ("filled", "main", "more")
 
     def __init__(self) -> None:
-        empty32 = np.zeros(0, np.uint32)
-        self.keys, self.locs = empty32, empty32
-        self.more_keys, self.more_locs = empty32, empty32
-        self.filled: int | None = None  # while loading in bulk: how much of keys is written
+        self.main: Columns = EMPTY
+        self.more: Columns = EMPTY  # the overflow
+        self.filled: int | None = None  # while loading in bulk: how much of main is written
 
     def reserve(self, capacity: int) -> None:
-        """Start a bulk load: room for ``capacity`` more keys, written in place, sorted once
-        by settle() (one allocation a part: a first load of 10^8 texts needs 8 bytes a text,
-        not twice that in pieces)."""
+        """Start a bulk load: room for ``capacity`` more entries, written in place, sorted
+        once by settle() (one allocation a part: a first load of 10^8 texts needs 9 bytes a
+        text, not twice that in pieces)."""
         self.settle()
-        have = len(self.keys)
-        self.keys = np.concatenate([self.keys, np.empty(capacity, np.uint32)])
-        self.locs = np.concatenate([self.locs, np.empty(capacity, np.uint32)])
+        have = len(self.main[0])
+        self.main = _join(self.main, _room(capacity))
         self.filled = have
 
-    def add(self, keys: np.ndarray, locs: np.ndarray) -> None:
-        """Keys with their record numbers, in the order added, into the overflow (merged when
-        it is big); sorted there, stably, so that of equal keys the last added comes last."""
+    def add(self, columns: Columns) -> None:
+        """Entries in the order added, into the overflow (merged when it is big); sorted
+        there, stably, so that of equal keys the last added comes last."""
         if self.filled is not None:
-            end = self.filled + len(keys)
-            if end > len(self.keys):  # more than reserved: grow by half
-                more = max(end - len(self.keys), len(self.keys) // 2)
-                self.keys = np.concatenate([self.keys, np.empty(more, np.uint32)])
-                self.locs = np.concatenate([self.locs, np.empty(more, np.uint32)])
-            self.keys[self.filled : end] = keys
-            self.locs[self.filled : end] = locs
+            end = self.filled + len(columns[0])
+            if end > len(self.main[0]):  # more than reserved: grow by half
+                more = max(end - len(self.main[0]), len(self.main[0]) // 2)
+                self.main = _join(self.main, _room(more))
+            for target, values in zip(self.main, columns, strict=True):
+                target[self.filled : end] = values
             self.filled = end
             return
-        keys = np.concatenate([self.more_keys, keys])
-        locs = np.concatenate([self.more_locs, locs])
-        order = np.argsort(keys, kind="stable")
-        self.more_keys, self.more_locs = keys[order], locs[order]
-        if len(self.more_keys) >= max(MERGE_AT, len(self.keys) // 8):
-            keys = np.concatenate([self.keys, self.more_keys])
-            locs = np.concatenate([self.locs, self.more_locs])
-            order = np.argsort(keys, kind="stable")
-            self.keys, self.locs = keys[order], locs[order]
-            self.more_keys = self.more_locs = np.zeros(0, np.uint32)
+        self.more = _sorted(_join(self.more, columns))
+        if len(self.more[0]) >= max(MERGE_AT, len(self.main[0]) // 8):
+            self.main, self.more = _sorted(_join(self.main, self.more)), EMPTY
 
     def settle(self) -> None:
-        """End of a bulk load: everything written since, sorted once (stably: of equal keys
-        the one written last stays last)."""
+        """End of a bulk load: everything written since, sorted once."""
         if self.filled is None:
             return
-        keys, locs = self.keys[: self.filled], self.locs[: self.filled]
-        self.filled = None
-        order = np.argsort(keys, kind="stable")
-        self.keys, self.locs = keys[order], locs[order]
+        filled, self.filled = self.filled, None
+        self.main = _sorted(tuple(c[:filled] for c in self.main))  # type: ignore[arg-type]
 
-    def find(self, keys: np.ndarray) -> np.ndarray:
-        """(q,) record number of each key (int64), -1 where it is not here; of two records of
-        one key, the one added last (a compacted copy over its sources)."""
+    def find(self, keys: np.ndarray, tags: np.ndarray) -> np.ndarray:
+        """(q,) record number of each (key, tag) (int64), -1 where it is not here; of two
+        records of one, the one added last (a compacted copy over its sources)."""
         found = np.full(len(keys), -1, np.int64)
-        for stored, locs in ((self.more_keys, self.more_locs), (self.keys, self.locs)):
+        for stored, locs, stored_tags in (self.more, self.main):
             if not len(stored):
                 continue
             at = np.searchsorted(stored, keys, side="right") - 1  # the last of equal keys
-            hit = (at >= 0) & (stored[np.maximum(at, 0)] == keys) & (found < 0)
-            found[hit] = locs[at[hit]]
+            open_ = found < 0
+            for back in range(RUN):
+                pos = np.maximum(at - back, 0)
+                same = open_ & (at - back >= 0) & (stored[pos] == keys)
+                if not same.any():
+                    break
+                hit = same & (stored_tags[pos] == tags)
+                found[hit] = locs[pos[hit]]
+                open_ = same & ~hit  # an entry of the same key but another tag: look further
         return found
 
-    def drop(self, dead: np.ndarray) -> None:
-        """Forget every record whose number ``dead(locs)`` says is dead."""
+    def drop(self, dead: Any) -> None:
+        """Forget every entry whose record number ``dead(locs)`` says is dead."""
         self.settle()
-        keep = ~dead(self.locs)
-        self.keys, self.locs = self.keys[keep], self.locs[keep]
-        keep = ~dead(self.more_locs)
-        self.more_keys, self.more_locs = self.more_keys[keep], self.more_locs[keep]
+        self.main = tuple(c[~dead(self.main[1])] for c in self.main)  # type: ignore[assignment]
+        self.more = tuple(c[~dead(self.more[1])] for c in self.more)  # type: ignore[assignment]
+
+    @property
+    def count(self) -> int:
+        return len(self.main[0]) + len(self.more[0])
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.keys, self.locs, self.more_keys, self.more_locs))
+        return sum(c.nbytes for c in (*self.main, *self.more))
+
+
+def _room(size: int) -> Columns:
+    return (np.empty(size, np.uint32), np.empty(size, np.uint32), np.empty(size, np.uint8))
 
 
 class MemoryIndex:
-    """Text hash -> (file, row) for every file added, by 40 bits of the hash."""
+    """Text hash -> (file, row) for every file added, by 48 bits of the hash."""
 
     def __init__(self) -> None:
         self.parts = [_Part() for _ in range(PARTS)]
@@ -158,25 +174,27 @@ class MemoryIndex:
     def insert(self, items: list[tuple[int, np.ndarray, np.ndarray | None]]) -> None:
         """Index (file number, hashes, their rows in the file or None for 0, 1, ...) items,
         sorted together: several at once cost less than one by one."""
-        parts, keys, locs = [], [], []
+        parts, keys, locs, tags = [], [], [], []
         for number, hashes, rows in items:
             if rows is None:
                 rows = np.arange(len(hashes), dtype=np.int64)
-            part, key = split_keys(hashes)
+            part, key, tag = split_keys(hashes)
             parts.append(part)
             keys.append(key)
+            tags.append(tag)
             locs.append((self._bases[number] + rows).astype(np.uint32))
             self.texts += len(hashes)
         if not parts:
             return
-        part, key, loc = np.concatenate(parts), np.concatenate(keys), np.concatenate(locs)
+        part = np.concatenate(parts)
         order = np.argsort(part.astype(np.uint8), kind="stable")  # by part only: a radix sort
-        part, key, loc = part[order], key[order], loc[order]
+        part = part[order]
+        columns = [np.concatenate(c)[order] for c in (keys, locs, tags)]
         bounds = np.searchsorted(part, np.arange(PARTS + 1))
         for p in np.flatnonzero(np.diff(bounds)):
             a, b = bounds[p], bounds[p + 1]
             # Copies: a slice would keep the whole batch alive until every part is sorted.
-            self.parts[p].add(key[a:b].copy(), loc[a:b].copy())
+            self.parts[p].add(tuple(c[a:b].copy() for c in columns))
 
     def find(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(m,) sorted hashes -> (m,) file number (-1: not found) and (m,) row in it."""
@@ -184,12 +202,12 @@ class MemoryIndex:
         row = np.zeros(len(hashes), np.int64)
         if not len(hashes) or not self.files:
             return where, row
-        part, key = split_keys(hashes)
+        part, key, tag = split_keys(hashes)
         bounds = np.searchsorted(part, np.arange(PARTS + 1))
         loc = np.full(len(hashes), -1, np.int64)
         for p in np.flatnonzero(np.diff(bounds)):
             a, b = bounds[p], bounds[p + 1]
-            loc[a:b] = self.parts[p].find(key[a:b])
+            loc[a:b] = self.parts[p].find(key[a:b], tag[a:b])
         hit = np.flatnonzero(loc >= 0)
         bases = self._bases[: len(self.files)]
         files = np.searchsorted(bases, loc[hit], side="right") - 1
@@ -230,7 +248,7 @@ class MemoryIndex:
 
             for part in self.parts:
                 part.drop(is_dead)
-            self.texts = sum(len(p.keys) + len(p.more_keys) for p in self.parts)
+            self.texts = sum(p.count for p in self.parts)
             self.dead_records = 0  # dead files hold no entries any more
 
     def is_dead(self, number: int) -> bool:

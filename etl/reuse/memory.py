@@ -110,15 +110,16 @@ class _Part:
             if not len(stored):
                 continue
             at = np.searchsorted(stored, keys, side="right") - 1  # the last of equal keys
-            open_ = found < 0
-            for back in range(RUN):
-                pos = np.maximum(at - back, 0)
-                same = open_ & (at - back >= 0) & (stored[pos] == keys)
-                if not same.any():
+            open_ = np.flatnonzero((found < 0) & (at >= 0))
+            for back in range(RUN):  # a second round only for keys stored twice
+                pos = at[open_] - back
+                same = (pos >= 0) & (stored[np.maximum(pos, 0)] == keys[open_])
+                open_, pos = open_[same], pos[same]
+                hit = stored_tags[pos] == tags[open_]
+                found[open_[hit]] = locs[pos[hit]]
+                open_ = open_[~hit]  # an entry of the same key but another tag: look further
+                if not len(open_):
                     break
-                hit = same & (stored_tags[pos] == tags)
-                found[hit] = locs[pos[hit]]
-                open_ = same & ~hit  # an entry of the same key but another tag: look further
         return found
 
     def drop(self, dead: Any) -> None:

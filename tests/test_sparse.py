@@ -201,7 +201,10 @@ def test_polars_and_duckdb_read_the_sparse_column_and_the_documented_dot_product
     )
     stored = _sparse_rows(path)
     query_index, query_values = stored[5]
-    (sql,) = re.findall(r"^```sql\n(.*?)^```", (REPO / "README.md").read_text(), re.S | re.M)
+    blocks = re.findall(
+        r"^```sql\n(.*?)^```", (REPO / "docs" / "output.md").read_text(), re.S | re.M
+    )
+    (sql,) = [block for block in blocks if "emb_sparse" in block]
     assert "'vectors/*.parquet'" in sql and "$query" in sql
     sql = sql.replace("'vectors/*.parquet'", f"'{path}'")
     query = [

@@ -23,7 +23,7 @@ from etl.config import (
     POOLINGS,
     TASKS,
 )
-from etl.reuse.compact import GRACE_SECONDS
+from etl.reuse.rewrite import GRACE_SECONDS
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # the job could not run: model, output directory, internal error

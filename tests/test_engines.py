@@ -43,6 +43,7 @@ def ray_local():
     os.environ.pop("RAY_ADDRESS", None)
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # advertise 127.0.0.1, not the NIC
     ray.init(
+        address="local",  # a Ray of its own, even if another one runs on this machine
         num_cpus=4,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",

@@ -303,7 +303,7 @@ def test_verify_recompute_passes_a_true_store_and_catches_a_false_one(tmp_path, 
 
 
 def _live(store) -> list:
-    from etl.reuse.journal import StoreView
+    from etl.reuse.view import StoreView
 
     return StoreView(store.journal).load()
 

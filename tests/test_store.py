@@ -42,7 +42,7 @@ def _store(uri):
 
 
 def _live(store):
-    from etl.reuse.journal import StoreView
+    from etl.reuse.view import StoreView
 
     return StoreView(store.journal).load()
 
@@ -311,7 +311,7 @@ def test_a_day_two_re_export_after_compact_and_gc_embeds_only_what_is_new(tmp_pa
 HOLD = """
 import os, sys, time
 from pathlib import Path
-import etl.reuse.compact as compact
+import etl.reuse.rewrite as rewrite
 import etl.reuse.store as store
 
 marker, point = Path(os.environ["HOLD_MARKER"]), os.environ["HOLD_POINT"]
@@ -321,7 +321,7 @@ def hold():
     time.sleep(600)  # until the test kills the process
 
 publish, delete = store.VectorStore.publish, store.VectorStore.delete
-checkpoint = compact.checkpoint_entry
+checkpoint = rewrite.checkpoint_entry
 
 def held_publish(self, name, chunks, size_hint=0):
     def first_then_hold():
@@ -342,7 +342,7 @@ def held_delete(self, name):
     return delete(self, name)
 
 store.VectorStore.publish = held_publish
-compact.checkpoint_entry = held_checkpoint
+rewrite.checkpoint_entry = held_checkpoint
 store.VectorStore.delete = held_delete
 from jobs.cli import main
 sys.argv = ["embed-etl", *sys.argv[1:]]
@@ -468,7 +468,8 @@ def test_a_segment_deleted_under_a_job_costs_an_embedding_not_the_shard(tmp_path
 def test_journal_writers_that_race_each_get_their_own_entry_and_a_damaged_one_is_skipped(
     tmp_path,
 ):
-    from etl.reuse.journal import Journal, StoredFile, StoreView, add_entry
+    from etl.reuse.journal import Journal, StoredFile, add_entry
+    from etl.reuse.view import StoreView
     from etl.storage import open_storage
 
     journal = Journal(open_storage(str(tmp_path / "store")))
@@ -540,8 +541,8 @@ def test_a_fetch_that_costs_more_than_embedding_is_not_made(tmp_path, tiny_model
 
 
 def test_of_two_checkpoints_from_one_view_the_second_changes_nothing(tmp_path, tiny_model):
-    from etl.reuse.compact import commit
-    from etl.reuse.journal import StoreView
+    from etl.reuse.rewrite import commit
+    from etl.reuse.view import StoreView
 
     _shards(tmp_path / "in", _texts(40, "race"), 4)
     run_ok(tmp_path / "in", tmp_path / "out", tiny_model)
@@ -584,9 +585,9 @@ def test_a_compaction_that_loses_to_a_gc_leaves_the_store_as_the_gc_made_it(
 
 def test_readers_and_writers_behind_a_gc_that_truncated_the_journal_catch_up(tmp_path, tiny_model):
     from etl.reuse.collect import collect
-    from etl.reuse.journal import StoreView
     from etl.reuse.publish import Publisher
     from etl.reuse.store import StoreTarget
+    from etl.reuse.view import StoreView
 
     store_dir = tmp_path / "store"
     for run in "abc":

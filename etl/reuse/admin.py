@@ -15,6 +15,7 @@ from typing import Any
 from etl.errors import ConfigError
 from etl.reuse import audit, collect, compact
 from etl.reuse.plan import open_store
+from etl.reuse.rewrite import GRACE_SECONDS
 
 
 def store_stats(uri: str) -> dict[str, Any]:
@@ -25,7 +26,7 @@ def check_store(uri: str) -> audit.CheckReport:
     return audit.check_store(open_store("URI", uri))
 
 
-def compact_store(uri: str, grace: float = compact.GRACE_SECONDS) -> compact.CompactReport:
+def compact_store(uri: str, grace: float = GRACE_SECONDS) -> compact.CompactReport:
     return compact.compact(open_store("URI", uri), grace=grace, force=True)
 
 
@@ -33,7 +34,7 @@ def gc_store(
     uri: str,
     keep_runs: int | None = None,
     keep_days: float | None = None,
-    grace: float = compact.GRACE_SECONDS,
+    grace: float = GRACE_SECONDS,
 ) -> collect.GcReport:
     if keep_runs is None and keep_days is None:
         raise ConfigError("store gc: give --keep-runs K or --keep-days D (or both)")

@@ -16,10 +16,12 @@ import numpy as np
 
 from etl.errors import EmbedEtlError
 from etl.reuse.collect import history
-from etl.reuse.compact import CHUNK_ROWS, SMALL_BYTES
-from etl.reuse.journal import JournalError, StoredFile, StoreView
+from etl.reuse.compact import SMALL_BYTES
+from etl.reuse.journal import JournalError, StoredFile
+from etl.reuse.rewrite import CHUNK_ROWS
 from etl.reuse.segment import SegmentError
 from etl.reuse.store import VectorStore
+from etl.reuse.view import StoreView
 
 MAX_DAMAGE = 1000  # damaged parts listed at most (the count is always whole)
 

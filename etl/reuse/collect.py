@@ -5,7 +5,7 @@ served from it (etl.reuse.publish). `embed-etl store gc` keeps the vectors that 
 stored or served (--keep-runs K), or that runs of the last D days did (--keep-days D), or
 either; it drops every other vector: a segment left whole stays, one with nothing kept goes, one
 with some kept is written again with only those, in the same order. One checkpoint then names
-what is live (etl.reuse.compact.commit). What it replaced stays readable for the grace period,
+what is live (etl.reuse.rewrite.commit). What it replaced stays readable for the grace period,
 for jobs that loaded the store before; then it is deleted, with the journal entries of runs no
 longer kept, and any segment the journal never named (a killed writer's) older than the grace.
 
@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from etl.reuse.compact import GRACE_SECONDS, _chunks, _Empty, commit, opened, refuse_damaged, tidy
 from etl.reuse.hashing import HASH_DTYPE
-from etl.reuse.journal import Journal, JournalError, StoredFile, StoreView
+from etl.reuse.journal import Journal, JournalError, StoredFile
+from etl.reuse.rewrite import GRACE_SECONDS, Empty, chunks, commit, opened, refuse_damaged, tidy
 from etl.reuse.segment import Segment, trailer
 from etl.reuse.store import VectorStore
+from etl.reuse.view import StoreView
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def _rewrite(
     kept: list[np.ndarray] = []
 
     def body() -> Iterator[bytes]:
-        for first, chunk in _chunks(store, item, segment, _Tally()):
+        for first, chunk in chunks(store, item, segment, _Tally()):
             wanted = mask[first : first + len(chunk)]
             expected = hashes[first : first + len(chunk)]
             good = wanted & layout.intact(chunk) & (layout.hashes(chunk) == expected)
@@ -215,7 +216,7 @@ def _rewrite(
                 kept.append(expected[good])
                 yield chunk[good].tobytes()
         if not kept:
-            raise _Empty
+            raise Empty
         joined = np.concatenate(kept)
         yield trailer(
             len(joined), layout, store.recipe, item.run, joined, created, collected=item.name
@@ -224,7 +225,7 @@ def _rewrite(
     name, created = f"g{uuid.uuid4().hex[:23]}", time.time()
     try:
         size = store.publish(name, body())
-    except _Empty:
+    except Empty:
         return None
     rows = sum(len(k) for k in kept)
     return StoredFile(name, rows, size, item.run, created, (item.name,))

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from etl.errors import EmbedEtlError
-from etl.reuse.journal import StoredFile, StoreView
+from etl.reuse.journal import StoredFile
 from etl.reuse.memory import FileRef, MemoryIndex
 from etl.reuse.segment import SegmentError
 from etl.reuse.store import VectorStore
+from etl.reuse.view import StoreView
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from etl.config import JobConfig
 from etl.contract import Shard
-from etl.errors import ConfigError, EmbedEtlError
+from etl.errors import ConfigError, EmbedEtlError, ModelError
 from etl.model.locate import resolve_model
 from etl.spec import OutputSpec, build_output_spec
 from etl.stages.source import parquet_file
@@ -32,6 +32,15 @@ from etl.storage import Storage
 SEED = 20261202
 # Lowest cosine a recomputed vector may have to the stored one, by how it was made and stored.
 FLOORS = {"exact": 0.99999, "half": 0.999, "float16": 0.999, "int8": 0.99, "binary": 0.9}
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the verifier allows, from its own command line: running the model's own code, and
+    the model to load in place of the one job.json names (a local copy of it)."""
+
+    remote_code: bool = False
+    model: str | None = None
 
 
 @dataclass
@@ -66,10 +75,16 @@ class RecomputeReport:
 
 
 def recompute(
-    job: dict[str, Any], storage: Storage, shards: list[Shard], count: int, device: str = "auto"
+    job: dict[str, Any],
+    storage: Storage,
+    shards: list[Shard],
+    count: int,
+    device: str = "auto",
+    trust: Trust | None = None,
 ) -> RecomputeReport:
-    """Embed ``count`` rows sampled over the shards again and compare them with the outputs."""
-    cfg, spec = _recipe(job, storage, device)
+    """Embed ``count`` rows sampled over the shards again and compare them with the outputs,
+    with the verifier's own trust (never the job record's)."""
+    cfg, spec = _recipe(job, storage, device, trust or Trust())
     report = RecomputeReport()
     sampled = _sample(shards, storage, spec, count)
     if not sampled:
@@ -99,8 +114,12 @@ def recompute(
     return report
 
 
-def _recipe(job: dict[str, Any], storage: Storage, device: str) -> tuple[JobConfig, OutputSpec]:
-    """The job's options and output spec, as the job ran them, or why they cannot be."""
+def _recipe(
+    job: dict[str, Any], storage: Storage, device: str, trust: Trust
+) -> tuple[JobConfig, OutputSpec]:
+    """The job's options and output spec, as the job ran them, or why they cannot be. Whoever
+    wrote job.json chose its model; only the verifier decides whether that model's own code may
+    run here (``trust``), and may name a local copy of it (checked against the job's identity)."""
     options = job.get("options")
     if not isinstance(options, dict):
         raise ConfigError(
@@ -108,6 +127,9 @@ def _recipe(job: dict[str, Any], storage: Storage, device: str) -> tuple[JobConf
             "before 0.3); rerun the job to record them"
         )
     listed = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    listed.pop("trust_remote_code", None)  # the record's word is not the verifier's consent
+    if trust.model is not None:
+        listed["model"] = trust.model
     identity = job["identity"]
     cfg = JobConfig(
         inputs=tuple(job.get("inputs", ())) or ("-",),
@@ -117,9 +139,16 @@ def _recipe(job: dict[str, Any], storage: Storage, device: str) -> tuple[JobConf
         num_workers=0,
         progress=False,
         no_reuse=True,
+        trust_remote_code=trust.remote_code,
         **listed,
     )
     model = resolve_model(cfg.model, cfg.task, cfg.prompt_name)
+    if model.custom_code and not trust.remote_code:
+        raise ModelError(
+            f"--recompute: the job's model {model.name} ships its own Python code (auto_map in "
+            "its config.json); verify runs it only with --trust-remote-code, which a job record "
+            "cannot give"
+        )
     spec = build_output_spec(cfg, model, identity["dtype"])
     # Another device may run other code (the floors allow for it); int8 ranges are the job's
     # own, read from its calibration.json.
@@ -127,8 +156,9 @@ def _recipe(job: dict[str, Any], storage: Storage, device: str) -> tuple[JobConf
     theirs = {k: v for k, v in identity.items() if k not in ignore}
     ours = {k: v for k, v in spec.identity().items() if k not in ignore}
     if theirs != ours:
+        named = f"--model {trust.model} is not the job's model" if trust.model else None
         raise ConfigError(
-            f"--recompute: the model or its files changed since the job ran "
+            f"--recompute: {named or 'the model or its files changed since the job ran'} "
             f"({describe_difference(theirs, ours)}); cannot run its recipe again"
         )
     if spec.int8:

@@ -79,13 +79,20 @@ def verify_job(
     sample: float = 1.0,
     recompute: int = 0,
     device: str = "auto",
+    trust_remote_code: bool = False,
+    model: str | None = None,
 ) -> VerifyReport:
     """Check every shard of the job in ``output_dir`` (inputs default to the job's own); with
-    ``recompute``, embed that many sampled rows again and compare them with the stored ones."""
+    ``recompute``, embed that many sampled rows again and compare them with the stored ones:
+    with the job's model, or ``model`` (a local copy of it), running the model's own code only
+    if ``trust_remote_code`` (the caller's consent, never the job record's)."""
     if not 0 < sample <= 1:
         raise ConfigError(f"--sample {sample}: expected a fraction in (0, 1]")
     if recompute < 0:
         raise ConfigError(f"--recompute {recompute}: expected a number of rows, 0 or more")
+    if not recompute and (model is not None or trust_remote_code):
+        option = "--model" if model is not None else "--trust-remote-code"
+        raise ConfigError(f"{option}: only with --recompute N (nothing is embedded without it)")
     started = time.perf_counter()
     storage = open_storage(output_dir)
     storage.check()
@@ -105,9 +112,11 @@ def verify_job(
         report.shards.append(check)
     whole = [s for s, c in zip(shards, report.shards, strict=True) if not c.problems]
     if recompute and whole:
+        from etl.recompute import Trust
         from etl.recompute import recompute as embed_again
 
-        report.recompute = embed_again(job, storage, whole, recompute, device)
+        trust = Trust(trust_remote_code, model)
+        report.recompute = embed_again(job, storage, whole, recompute, device, trust)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -440,6 +440,18 @@ def status(output: str, as_json: bool, inputs: tuple[str, ...]) -> None:
     show_default=True,
     help=f"With --recompute: where the model runs ({DEVICES_HELP}).",
 )
+@click.option(
+    "--model",
+    default=None,
+    help="With --recompute: the local copy of the job's model to load (a directory or hub id), "
+    "in place of the one job.json names; refused unless its files are the job's.",
+)
+@click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="With --recompute: allow the job's model to run the Python code it ships. Never taken "
+    "from job.json: whoever wrote the output does not decide what runs here.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, for scripts.")
 @click.argument("inputs", nargs=-1, metavar="[INPUT...]")
 def verify(
@@ -447,6 +459,8 @@ def verify(
     sample: float,
     recompute: int,
     device: str,
+    model: str | None,
+    trust_remote_code: bool,
     as_json: bool,
     inputs: tuple[str, ...],
 ) -> None:
@@ -462,7 +476,7 @@ def verify(
     def check() -> int:
         from etl import verify_job
 
-        report = verify_job(output, inputs, sample, recompute, device)
+        report = verify_job(output, inputs, sample, recompute, device, trust_remote_code, model)
         if as_json:
             click.echo(json.dumps(report.to_dict()))
         else:

@@ -1,0 +1,103 @@
+"""Outputs, stores and models made by someone else: what they may not decide on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, run_cli, write_shard
+from tests.models import CASES, save_sentence_transformer, texts
+
+BERT = next(c for c in CASES if c.arch == "bert")
+
+
+@pytest.fixture(scope="module")
+def custom_model(tmp_path_factory):
+    """A tiny BERT mapped (auto_map) to its own module, which touches a marker when imported."""
+    root = tmp_path_factory.mktemp("custom")
+    model = save_sentence_transformer(BERT, root / "model")
+    marker = root / "imported"
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_custom.CustomBert"}
+    config["architectures"] = ["CustomBert"]
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "modeling_custom.py").write_text(
+        "import pathlib\n"
+        "from transformers import BertModel\n\n"
+        f"pathlib.Path({str(marker)!r}).touch()\n\n\n"
+        "class CustomBert(BertModel):\n    pass\n"
+    )
+    return model, marker
+
+
+def _verify(tmp_path, out, *extra):
+    """`embed-etl verify --recompute 5` by another user: a fresh process and modules cache."""
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "verifier-modules")}
+    env.pop("EMBED_ETL_TRUST_REMOTE_CODE", None)
+    args = ["verify", "-o", str(out), "--recompute", "5", "--device", "cpu", *extra]
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_verify_recompute_runs_a_models_code_only_with_the_verifiers_consent(
+    tmp_path, custom_model, monkeypatch
+):
+    model, marker = custom_model
+    write_shard(tmp_path / "in" / "s.parquet", texts(8))
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "owner-modules"))
+    owner = run_cli(tmp_path, model, "--trust-remote-code")
+    assert owner.exit_code == 0, owner.output
+    assert marker.exists()  # the owner's run imported the model's code
+    marker.unlink()
+    job = json.loads((tmp_path / "out" / "_embed_etl" / "job.json").read_text())
+    assert job["options"]["trust_remote_code"] is True  # the record says so; it is not enough
+
+    refused = _verify(tmp_path, tmp_path / "out")
+    assert refused.returncode == 1, refused.stderr
+    assert "--trust-remote-code" in refused.stderr and str(model) in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not marker.exists()
+
+    trusted = _verify(tmp_path, tmp_path / "out", "--trust-remote-code")
+    assert trusted.returncode == 0, trusted.stderr + trusted.stdout
+    assert "recomputed 5 sampled rows" in trusted.stdout and "DIFFERS" not in trusted.stdout
+    assert marker.exists()
+
+
+def test_verify_recompute_with_a_local_copy_of_the_model_and_with_another_model(
+    tmp_path, custom_model, tiny_model, monkeypatch
+):
+    model, _ = custom_model
+    write_shard(tmp_path / "in" / "s.parquet", texts(8))
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "owner-modules"))
+    assert run_cli(tmp_path, model, "--trust-remote-code").exit_code == 0
+    copy = shutil.copytree(model, tmp_path / "verifier-copy")
+    same = _verify(tmp_path, tmp_path / "out", "--trust-remote-code", "--model", str(copy))
+    assert same.returncode == 0, same.stderr
+    other = _verify(tmp_path, tmp_path / "out", "--model", str(tiny_model))
+    assert other.returncode == 2 and f"--model {tiny_model} is not the job's model" in (
+        other.stderr
+    )
+    alone = _verify(tmp_path, tmp_path / "out", "--model", str(copy))
+    assert alone.returncode == 1 and "--trust-remote-code" in alone.stderr
+
+
+@pytest.mark.parametrize("option", [["--model", "m"], ["--trust-remote-code"]])
+def test_verify_refuses_model_options_without_recompute(tmp_path, option):
+    from click.testing import CliRunner
+
+    from jobs.cli import cli
+
+    result = CliRunner().invoke(cli, ["verify", "-o", str(tmp_path), *option])
+    assert result.exit_code == 2 and f"{option[0]}: only with --recompute N" in result.stderr

@@ -18,6 +18,7 @@ from etl.contract import Shard
 from etl.errors import ConfigError, InputError, ModelError, OutputConflictError
 from etl.inputs import discover, partition
 from etl.model.locate import resolve_model
+from etl.model.runtime import require_safe_torch
 from etl.reuse.plan import ReusePlan, plan_reuse
 from etl.spec import METADATA_PREFIX, OutputSpec, build_output_spec
 from etl.stages.source import check_columns
@@ -66,6 +67,7 @@ def plan_job(cfg: JobConfig, placement: Placement | None = None) -> JobPlan:
     ``placement`` is where the models run when that is not this machine (a Ray cluster).
     Raises ConfigError, ModelError or OutputConflictError before anything is written.
     """
+    require_safe_torch()  # before any model file is read
     shards = discover(cfg.inputs, cfg.output_dir)
     if cfg.num_shards is not None:
         shards = partition(shards, cfg.num_shards)[cfg.shard_index]

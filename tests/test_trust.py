@@ -101,3 +101,57 @@ def test_verify_refuses_model_options_without_recompute(tmp_path, option):
 
     result = CliRunner().invoke(cli, ["verify", "-o", str(tmp_path), *option])
     assert result.exit_code == 2 and f"{option[0]}: only with --recompute N" in result.stderr
+
+
+def test_a_torch_older_than_2_6_stops_the_job_before_any_model_is_read(
+    tmp_path, tiny_model, monkeypatch
+):
+    import torch
+
+    write_shard(tmp_path / "in" / "s.parquet", texts(3))
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
+    result = run_cli(tmp_path, tiny_model)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "torch 2.5.1+cpu" in lines[0] and "torch>=2.6" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+class _Planted:
+    """A pickle that runs code when unpickled without weights_only: it touches a file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_bin_weights_are_read_with_weights_only_and_safetensors_win(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+    import torch
+
+    model = save_sentence_transformer(BERT, tmp_path / "model")
+    write_shard(tmp_path / "in" / "s.parquet", texts(6))
+    args = ("--backend", "transformers")
+    assert run_cli(tmp_path, model, *args).exit_code == 0
+    expected = pq.read_table(tmp_path / "out" / "s.parquet").column("emb_model")
+
+    # Beside the safetensors, a .bin whose weights are all wrong: never read.
+    from safetensors.torch import load_file
+
+    state = {k: torch.zeros_like(v) for k, v in load_file(model / "model.safetensors").items()}
+    torch.save(state, model / "pytorch_model.bin")
+    both = run_cli(tmp_path, model, *args, "--output", str(tmp_path / "both"))
+    assert both.exit_code == 0, both.output
+    got = pq.read_table(tmp_path / "both" / "s.parquet").column("emb_model")
+    assert got.to_pylist() == expected.to_pylist()
+
+    # Only a .bin, and it carries a pickle that would run code: refused, nothing ran.
+    (model / "model.safetensors").unlink()
+    marker = tmp_path / "ran"
+    torch.save({"planted": _Planted(marker)}, model / "pytorch_model.bin")
+    planted = run_cli(tmp_path, model, *args, "--output", str(tmp_path / "planted"))
+    assert planted.exit_code != 0
+    assert not marker.exists()
+    assert str(model) in planted.stderr

@@ -22,6 +22,7 @@ from etl.errors import ModelError, reason
 from etl.model.backend import FLASH_ATTENTION, TRANSFORMERS, ModelCode
 from etl.model.bert import PlainBertCode
 from etl.model.facts import ModelInfo
+from etl.model.runtime import require_safe_torch, use_safetensors
 from etl.spec import OutputSpec
 from etl.stages.device import cpu_supports, default_threads
 from etl.stages.head import DenseHead
@@ -170,6 +171,7 @@ def _load_model(spec: OutputSpec, device: torch.device, trust_remote_code: bool)
     """The model, by the code the spec's backend names, cut to the deepest layer asked for, on
     its device: etl.model.bert (no transformers import) or transformers."""
     info = spec.model
+    require_safe_torch()
     if spec.backend.attention == FLASH_ATTENTION:
         log.info("attention: flash_attention_2 (padding is skipped)")
     code = MODEL_CODES[spec.backend.model]  # exactly the code the plan chose
@@ -211,6 +213,7 @@ class TransformersCode(ModelCode):
                 output_loading_info=True,
                 attn_implementation=attention,
                 trust_remote_code=trust_remote_code,
+                use_safetensors=use_safetensors(path),
             )
         except Exception as exc:
             raise ModelError(f"--model {name}: cannot load the model from {path}: {exc}") from exc

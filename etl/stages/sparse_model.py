@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from etl.errors import ModelError
+from etl.model.runtime import require_safe_torch, use_safetensors
 from etl.model.sparse import STATIC
 from etl.spec import OutputSpec
 from etl.stages.sparse import row_groups, splade_pool, static_weights, top_k
@@ -50,6 +51,7 @@ def _masked_lm(spec: OutputSpec, trust_remote_code: bool) -> Any:
     from transformers.utils import logging as hf_logging
 
     info = spec.model
+    require_safe_torch()
     hf_logging.disable_progress_bar()
     try:
         model, loading = AutoModelForMaskedLM.from_pretrained(
@@ -57,6 +59,7 @@ def _masked_lm(spec: OutputSpec, trust_remote_code: bool) -> Any:
             output_loading_info=True,
             attn_implementation=spec.backend.attention,
             trust_remote_code=trust_remote_code,
+            use_safetensors=use_safetensors(info.path),
         )
     except Exception as exc:
         raise ModelError(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from etl.contract import Shard
 from etl.errors import ConfigError
+from etl.redact import split_uri
 from etl.storage import files
 from etl.storage.base import is_uri
 
@@ -131,7 +132,7 @@ def _expand_uri(spec: str, listed: dict[str, tuple[int, int]]):
     """(URI, relative name) pairs under a prefix, a glob, or one object; each listed file's
     size and modification time go into ``listed``."""
     scheme = spec.split("://", 1)[0]
-    if glob.has_magic(spec):
+    if glob.has_magic(split_uri(spec)[0]):  # a query's '?' is no wildcard
         head = spec.split("*")[0].split("?")[0].split("[")[0]
         root = head.rsplit("/", 1)[0] if "/" in head.split("://", 1)[1] else head
         for f in files.walk(root):
@@ -140,14 +141,14 @@ def _expand_uri(spec: str, listed: dict[str, tuple[int, int]]):
                 listed[f.location] = (f.size, f.mtime_ns)
                 yield f.location, rel
         return
-    if not spec.endswith("/"):  # a prefix written as one needs no look for an object
+    if not split_uri(spec)[0].endswith("/"):  # a prefix written as one is no object
         try:
             found = files.info(spec)
         except FileNotFoundError:
             found = None
         if found is not None:
             listed[spec] = (found.size, found.mtime_ns)
-            yield spec, posixpath.basename(spec.rstrip("/"))
+            yield spec, posixpath.basename(split_uri(spec)[0].rstrip("/"))
             return
     under = files.walk(spec)
     if not under:
@@ -160,8 +161,9 @@ def _expand_uri(spec: str, listed: dict[str, tuple[int, int]]):
 
 
 def _relative_uri(location: str, root: str) -> str:
-    path = location.split("://", 1)[1].lstrip("/")
-    base = root.split("://", 1)[1].strip("/")
+    """The name under ``root``, without the credentials and options either URI carries."""
+    path = split_uri(location)[0].split("://", 1)[1].lstrip("/")
+    base = split_uri(root)[0].split("://", 1)[1].strip("/")
     return path[len(base) :].lstrip("/") if path.startswith(base) else path
 
 

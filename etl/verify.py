@@ -23,6 +23,7 @@ from etl.contract import Shard
 from etl.errors import ConfigError, EmbedEtlError
 from etl.inputs import discover
 from etl.recompute import RecomputeReport
+from etl.redact import recorded_inputs
 from etl.spec import METADATA_PREFIX
 from etl.stages.source import parquet_file
 from etl.stages.vectors import arrow_type, sparse_type
@@ -102,7 +103,7 @@ def verify_job(
     report = VerifyReport(output_dir, job["fingerprint"], sample)
     manifest = Manifest(storage)
     index = manifest.done_index()  # the plan's rule for "done", from the same two listings
-    shards = discover(tuple(inputs or job.get("inputs", ())), output_dir)
+    shards = discover(recorded_inputs(job, tuple(inputs)), output_dir)
     for shard in shards:
         check = ShardCheck(shard.rel_name)
         try:

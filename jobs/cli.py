@@ -23,6 +23,7 @@ from etl.config import (
     POOLINGS,
     TASKS,
 )
+from etl.redact import RedactingFormatter, redact
 from etl.reuse.rewrite import GRACE_SECONDS
 
 EXIT_OK = 0
@@ -380,7 +381,7 @@ def run(verbose: bool, output: str, **options: Any) -> None:
 
         cfg = _build_config(output_dir=output, **options)
         summary = run_job(cfg)
-        click.echo(json.dumps(summary.to_dict()))
+        _echo(json.dumps(summary.to_dict()))
         return EXIT_OK if summary.ok else EXIT_SHARDS_FAILED
 
     sys.exit(_guarded(job, verbose))
@@ -402,9 +403,9 @@ def status(output: str, as_json: bool, inputs: tuple[str, ...]) -> None:
 
         report = job_status(output, inputs)
         if as_json:
-            click.echo(json.dumps(report.to_dict()))
+            _echo(json.dumps(report.to_dict()))
         else:
-            click.echo(_status_text(report.to_dict()))
+            _echo(_status_text(report.to_dict()))
         counts = report.counts()
         if counts["failed"]:
             return EXIT_SHARDS_FAILED
@@ -478,9 +479,9 @@ def verify(
 
         report = verify_job(output, inputs, sample, recompute, device, trust_remote_code, model)
         if as_json:
-            click.echo(json.dumps(report.to_dict()))
+            _echo(json.dumps(report.to_dict()))
         else:
-            click.echo(_verify_text(report.to_dict()))
+            _echo(_verify_text(report.to_dict()))
         return EXIT_OK if report.ok else EXIT_SHARDS_FAILED
 
     sys.exit(_guarded(check, False))
@@ -557,11 +558,11 @@ def plan(inputs: tuple[str, ...], num_shards: int, output: str | None, as_json: 
 
         result = plan_parts(inputs, num_shards, output)
         if as_json:
-            click.echo(json.dumps(result))
+            _echo(json.dumps(result))
         else:
             for part in result["parts"]:
                 names = ", ".join(part["inputs"]) or "(nothing)"
-                click.echo(f"part {part['shard_index']}: {part['bytes']:,} bytes: {names}")
+                _echo(f"part {part['shard_index']}: {part['bytes']:,} bytes: {names}")
         return EXIT_OK
 
     sys.exit(_guarded(show, False))
@@ -602,7 +603,7 @@ def store_stats(uri: str, as_json: bool) -> None:
         from jobs.store_text import stats_text
 
         found = stats(uri)
-        click.echo(json.dumps(found) if as_json else stats_text(found))
+        _echo(json.dumps(found) if as_json else stats_text(found))
         return EXIT_OK
 
     sys.exit(_guarded(show, False))
@@ -625,7 +626,7 @@ def store_check(uri: str, as_json: bool) -> None:
         from jobs.store_text import check_text
 
         report = check_store(uri)
-        click.echo(json.dumps(report.to_dict()) if as_json else check_text(report.to_dict()))
+        _echo(json.dumps(report.to_dict()) if as_json else check_text(report.to_dict()))
         return EXIT_OK if report.ok else EXIT_SHARDS_FAILED
 
     sys.exit(_guarded(show, False))
@@ -648,7 +649,7 @@ def store_compact(uri: str, grace: float, as_json: bool) -> None:
         from jobs.store_text import compact_text
 
         report = compact_store(uri, grace)
-        click.echo(json.dumps(report.to_dict()) if as_json else compact_text(report.to_dict()))
+        _echo(json.dumps(report.to_dict()) if as_json else compact_text(report.to_dict()))
         return EXIT_OK
 
     sys.exit(_guarded(show, False))
@@ -691,7 +692,7 @@ def store_gc(
         from jobs.store_text import gc_text
 
         report = gc_store(uri, keep_runs, keep_days, grace)
-        click.echo(json.dumps(report.to_dict()) if as_json else gc_text(report.to_dict()))
+        _echo(json.dumps(report.to_dict()) if as_json else gc_text(report.to_dict()))
         return EXIT_OK
 
     sys.exit(_guarded(show, False))
@@ -736,19 +737,24 @@ def _guarded(action: Callable[[], int], verbose: bool) -> int:
         _error(exc, verbose)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        click.echo("embed-etl: interrupted; rerun the same command to finish", err=True)
+        _echo("embed-etl: interrupted; rerun the same command to finish", err=True)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - no traceback for users unless --verbose
         _error(exc, verbose, prefix="internal error: ")
         if not verbose:
-            click.echo("embed-etl: rerun with --verbose for the traceback", err=True)
+            _echo("embed-etl: rerun with --verbose for the traceback", err=True)
         return EXIT_ERROR
+
+
+def _echo(message: str, err: bool = False) -> None:
+    """A line for the user, on stdout or stderr, credentials in URIs redacted (etl.redact)."""
+    click.echo(redact(message), err=err)
 
 
 def _error(exc: BaseException, verbose: bool, prefix: str = "") -> None:
     if verbose:
         logging.getLogger("embed_etl").exception("%s", exc)
-    click.echo(f"embed-etl: error: {prefix}{exc}", err=True)
+    _echo(f"embed-etl: error: {prefix}{exc}", err=True)
 
 
 LOGGERS = ("etl", "embed_etl")  # the library's loggers, and the CLI's own
@@ -758,7 +764,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def _setup_logging(verbose: bool) -> None:
     """The job's log lines on stderr, DEBUG with --verbose (_guarded routes them past the bar)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
     for name in LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

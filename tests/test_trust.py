@@ -155,3 +155,85 @@ def test_bin_weights_are_read_with_weights_only_and_safetensors_win(tmp_path, mo
     assert planted.exit_code != 0
     assert not marker.exists()
     assert str(model) in planted.stderr
+
+
+SECRET = "SeCrEt-kEy-4242"
+TOKEN = "ToKeN-sEcReT-7777"
+
+
+def test_credentials_in_uris_reach_no_record_log_or_error(tmp_path, tiny_model, s3_server):
+    """Input and output URIs carry the only credentials (userinfo, a session token in the
+    query): the job uses them, and no object it writes, no log line and no error line holds
+    either secret."""
+    import uuid
+
+    import boto3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.conftest import tiny_texts
+
+    s3 = boto3.client("s3")
+    bucket = f"trust-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    for i in range(2):
+        path = write_shard(tmp_path / f"p{i}.parquet", tiny_texts(20, seed=i))
+        s3.put_object(Bucket=bucket, Key=f"in/p{i}.parquet", Body=path.read_bytes())
+    bad = tmp_path / "bad.parquet"  # no text column: that shard fails, naming its input
+    pq.write_table(pa.table({"id": [1], "body": ["x"]}), bad)
+    s3.put_object(Bucket=bucket, Key="in/p9.parquet", Body=bad.read_bytes())
+
+    auth = f"AKIDTRUST:{SECRET}@{bucket}"
+    query = f"?region=us-east-1&session_token={TOKEN}"
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_ENDPOINT_URL"
+    }
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "jobs.cli", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    out = f"s3://{auth}/out{query}"
+    common = ("--model", str(tiny_model), "--verbose", "--no-progress", "--num-workers", "1")
+    run = cli("run", f"s3://{auth}/in/{query}", "-o", out, *common)
+    assert run.returncode == 3, run.stderr  # two shards done, one failed
+    assert "p9.parquet" in run.stderr and "<redacted>" in run.stderr + run.stdout
+    keys = [k for k in _keys(s3, bucket, "out/")]
+    assert "out/p0.parquet" in keys and "out/p1.parquet" in keys
+    assert any(k.startswith("out/_embed_etl/") for k in keys)
+    status = cli("status", "-o", out, "--json")
+    verify = cli("verify", "-o", out)  # the recorded inputs lost their credentials
+    assert verify.returncode == 2 and "give INPUT again" in verify.stderr
+    unknown = cli("run", f"s3://{auth}/in/?region=x&sig={TOKEN}", "-o", out, *common)
+    assert unknown.returncode == 2 and "'sig'" in unknown.stderr
+    written = [s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys]
+    said = [p.stdout + p.stderr for p in (run, status, verify, unknown)]
+    for secret in (SECRET, TOKEN):
+        assert not [k for k, data in zip(keys, written, strict=True) if secret.encode() in data]
+        assert not [text for text in said if secret in text]
+
+
+def _keys(s3, bucket, prefix):
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", ()))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("INPUT s3://K:S@b/in/?t=S: none", "INPUT s3://<redacted>@b/in/?<redacted>: none"),
+        ('{"p": "https://h/x?X-Amz-Signature=S"}', '{"p": "https://h/x?<redacted>"}'),
+        ("s3://b/p?.parquet and /local/a?b=1", "s3://b/p?.parquet and /local/a?b=1"),
+        ("ValueError('az://u:S@acct/c')", "ValueError('az://<redacted>@acct/c')"),
+    ],
+)
+def test_redact_hides_userinfo_and_queries_and_keeps_globs(text, expected):
+    from etl.redact import redact
+
+    assert redact(text) == expected

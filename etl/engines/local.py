@@ -26,6 +26,7 @@ from etl.engines.base import Engine, given_up, work
 from etl.engines.handout import Dispatch, FromDriver
 from etl.errors import EmbedEtlError
 from etl.plan import JobPlan
+from etl.redact import log_to_stderr
 from etl.spec import OutputSpec
 from etl.worker.progress import Progress
 from etl.worker.settings import Work, WorkerSettings, worker_settings
@@ -218,11 +219,7 @@ def _worker_main(
     from etl.worker.shard_worker import ShardWorker
 
     signal.signal(signal.SIGTERM, _interrupt)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s")
     try:
         started = time.perf_counter()
         worker = ShardWorker(settings, spec)

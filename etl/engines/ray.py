@@ -30,6 +30,7 @@ from etl.engines.base import Engine, given_up, work
 from etl.engines.handout import Dispatch, FromDriver
 from etl.errors import ConfigError, EmbedEtlError
 from etl.plan import JobPlan, Placement
+from etl.redact import log_to_stderr
 from etl.spec import OutputSpec
 from etl.worker.progress import Progress
 from etl.worker.settings import Work, WorkerSettings, worker_settings
@@ -47,9 +48,8 @@ class ShardActor:
     def __init__(self, settings: WorkerSettings, spec: OutputSpec) -> None:
         from etl.worker.shard_worker import ShardWorker
 
-        logging.basicConfig(level=logging.INFO)
-        started = time.perf_counter()
-        self.worker = ShardWorker(settings, spec)
+        log_to_stderr(logging.BASIC_FORMAT)  # credentials redacted
+        started, self.worker = time.perf_counter(), ShardWorker(settings, spec)
         self.load_seconds = time.perf_counter() - started
         self.answers: queue.Queue = queue.Queue()
 

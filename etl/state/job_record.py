@@ -13,6 +13,7 @@ from typing import Any
 
 from etl.config import JobConfig
 from etl.errors import OutputConflictError
+from etl.redact import redact
 from etl.spec import OutputSpec
 from etl.state.claims import ClaimBook
 from etl.state.keys import JOB
@@ -80,7 +81,7 @@ def read_job(storage: Storage) -> dict[str, Any] | None:
 def record_job(storage: Storage, spec: OutputSpec, cfg: JobConfig) -> None:
     """Write job.json before the first output; a concurrent start with other options is
     refused here. --overwrite forgets the previous records first."""
-    record = json.dumps(job_record(spec, cfg), indent=1, sort_keys=True).encode()
+    record = redact(json.dumps(job_record(spec, cfg), indent=1, sort_keys=True)).encode()
     if cfg.overwrite:
         Manifest(storage).clear()
         storage.put(JOB, record)

@@ -24,6 +24,7 @@ from typing import Any
 
 from etl.contract import Shard, ShardRecord, ShardStatus
 from etl.inputs import output_key
+from etl.redact import redact
 from etl.state.keys import DONE, JOB, RECORDS, STATE_DIR, done_key, record_key, state_name
 from etl.storage.base import Storage
 from etl.version import __version__
@@ -35,7 +36,7 @@ def record_json(record: ShardRecord) -> bytes:
     """A record as the manifest stores it: flat JSON, the shard as its relative name and path."""
     raw = {name: getattr(record, name) for name in RECORD_FIELDS}
     raw.update(input=record.shard.rel_name, input_path=record.shard.input_path)
-    return json.dumps(raw, indent=1, sort_keys=True).encode()
+    return redact(json.dumps(raw, indent=1, sort_keys=True)).encode()  # its paths and errors
 
 
 def parse_record(data: bytes) -> ShardRecord | None:

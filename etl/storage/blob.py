@@ -26,6 +26,7 @@ import threading
 from typing import Any, BinaryIO
 
 from etl.errors import ConfigError, EmbedEtlError, StorageError
+from etl.redact import redact, split_uri
 from etl.storage.base import Entry, Storage, join, nanoseconds, ranged_file
 from etl.storage.blob_upload import BlobUpload
 
@@ -54,6 +55,12 @@ class BlobStorage(Storage):
     @classmethod
     def from_uri(cls, uri: str) -> BlobStorage:
         scheme, rest = uri.split("://", 1)
+        if split_uri(uri)[0] != uri:
+            raise ConfigError(
+                f"{redact(uri)}: a {scheme}:// URI carries no credentials or options here; give "
+                "them in the environment (AZURE_STORAGE_*, GOOGLE_*), never in a URI that records "
+                "and logs would name"
+            )
         authority, _, prefix = rest.partition("/")
         if not authority:
             raise ConfigError(f"{uri}: expected {scheme}://container/prefix")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from etl.redact import query_of
 from etl.storage import open_storage
 from etl.storage.base import Storage, is_uri
 
@@ -38,10 +39,11 @@ def locate(location: str | Path) -> tuple[Storage, str, str]:
         path = os.path.abspath(os.path.expanduser(text))
         folder, name = os.path.split(path)
         return _storage(folder, ()), name, folder
-    scheme, rest = text.split("://", 1)
+    query = query_of(text)  # options of the store (s3://...?region=...), not part of a key
+    scheme, rest = text[: len(text) - len(query)].split("://", 1)
     authority, _, key = rest.partition("/")
     root = f"{scheme}://{authority}"
-    return _storage(root, _settings()), key.strip("/"), root
+    return _storage(root + query, _settings()), key.strip("/"), root
 
 
 def _settings() -> tuple[tuple[str, str], ...]:
@@ -65,8 +67,10 @@ def info(location: str) -> FileInfo:
 def walk(location: str) -> list[FileInfo]:
     """Every file under a folder or prefix, recursively, sorted by location."""
     storage, key, root = locate(location)
+    query = query_of(location)  # each file keeps the options its store was opened with
     files = [
-        FileInfo(f"{root}/{entry.key}", entry.size, entry.mtime_ns) for entry in storage.list(key)
+        FileInfo(f"{root}/{entry.key}{query}", entry.size, entry.mtime_ns)
+        for entry in storage.list(key)
     ]
     return sorted(files, key=lambda f: f.location)
 

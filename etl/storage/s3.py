@@ -2,13 +2,16 @@
 records, `status` and `verify`, one client family with one credential and endpoint resolution.
 
 Credentials, region and endpoint come from where the AWS tools look: AWS_* environment variables
-(AWS_ENDPOINT_URL included), profiles, instance roles. Create-if-absent is a conditional PUT
-(If-None-Match: *), a swap a PUT with If-Match on the ETag read: two processes never both win.
-An output is written as a multipart upload that is completed only when published, after its
-rows were checked (a small one as a single PUT), so a key holds a whole object or none; uploads a
-killed process left unfinished are aborted by whoever claims the shard next. Reads are ranged
-GETs (base.RangedReader: boto3 has no seekable object a Parquet reader can use), so a footer
-never costs the whole object and a shard streams one row group at a time.
+(AWS_ENDPOINT_URL included), profiles, instance roles; or from the URI itself, as pyarrow reads
+it: s3://ACCESS_KEY:SECRET_KEY@bucket/prefix?region=...&endpoint_override=...&session_token=...
+(kept in the storage object only: uri() and every record and message name s3://bucket/prefix).
+Create-if-absent is a conditional PUT (If-None-Match: *), a swap a PUT with If-Match on the ETag
+read: two processes never both win. An output is written as a multipart upload that is completed
+only when published, after its rows were checked (a small one as a single PUT), so a key holds a
+whole object or none; uploads a killed process left unfinished are aborted by whoever claims the
+shard next. Reads are ranged GETs (base.RangedReader: boto3 has no seekable object a Parquet
+reader can use), so a footer never costs the whole object and a shard streams one row group at a
+time.
 
 Why boto3 and not obstore: obstore 0.12.1, checked against the S3 test server (moto), gives
 create-if-absent (AlreadyExistsError), compare-and-swap on the ETag (PreconditionError) and
@@ -30,6 +33,7 @@ from typing import Any, BinaryIO
 from etl.errors import ConfigError, EmbedEtlError, StorageError
 from etl.storage.base import Entry, Storage, join, nanoseconds, ranged_file
 from etl.storage.multipart import PART_SIZE, S3Upload
+from etl.storage.s3_uri import parse_s3_uri
 
 CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 
@@ -40,9 +44,10 @@ class S3Storage(Storage):
     conditional = True
     range_gap = 1 << 20  # a request costs more than a MiB read with it
 
-    def __init__(self, bucket: str, prefix: str = "") -> None:
+    def __init__(self, bucket: str, prefix: str = "", client_options: dict | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.client_options = dict(client_options or {})  # from the URI: credentials and all
         # Multipart part size: EMBED_ETL_S3_PART_SIZE bytes (read when the storage is opened).
         self.part_size = int(os.environ.get("EMBED_ETL_S3_PART_SIZE", PART_SIZE))
         self._client: Any = None
@@ -52,17 +57,13 @@ class S3Storage(Storage):
 
     @classmethod
     def from_uri(cls, uri: str) -> S3Storage:
-        rest = uri.split("://", 1)[1]
-        bucket, _, prefix = rest.partition("/")
-        if not bucket:
-            raise ConfigError(f"{uri}: expected s3://bucket/prefix")
-        return cls(bucket, prefix)
+        return cls(*parse_s3_uri(uri))
 
     def __getstate__(self) -> dict:
-        return {"bucket": self.bucket, "prefix": self.prefix}
+        return {"bucket": self.bucket, "prefix": self.prefix, "options": self.client_options}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["bucket"], state["prefix"])
+        self.__init__(state["bucket"], state["prefix"], state.get("options"))
 
     def __repr__(self) -> str:
         return f"S3Storage({self.uri()!r})"
@@ -79,7 +80,9 @@ class S3Storage(Storage):
                     f"{self.uri()}: s3:// needs boto3; pip install 'embed-etl[s3]'"
                 ) from exc
             config = Config(retries={"mode": "standard"}, max_pool_connections=16)
-            self._client = boto3.session.Session().client("s3", config=config)
+            self._client = boto3.session.Session().client(
+                "s3", config=config, **self.client_options
+            )
             self._client_pid = os.getpid()
         return self._client
 
@@ -90,7 +93,7 @@ class S3Storage(Storage):
         return f"s3://{self.bucket}/{self.full(key)}"
 
     def child(self, prefix: str) -> S3Storage:
-        return S3Storage(self.bucket, self.full(prefix))
+        return S3Storage(self.bucket, self.full(prefix), self.client_options)
 
     def check(self) -> None:
         try:

@@ -1,0 +1,87 @@
+"""Credentials kept out of everything the job writes: records, log lines, errors, summaries.
+
+A URI may carry secrets in its userinfo (``s3://KEY:SECRET@bucket/...``) or its query string (a
+session token, a presigned URL's signature). The job reads them where it opens a store and
+nowhere else: whatever text leaves the process goes through ``redact``, which keeps the scheme,
+the host and the path and writes ``<redacted>`` for the rest (``s3://bucket/key?<redacted>``).
+A query is a ``?`` followed by a ``key=value``; a ``?`` in a glob (``p?.parquet``) is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from urllib.parse import parse_qsl, unquote
+
+from etl.errors import ConfigError
+
+HIDDEN = "<redacted>"
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*://"
+_STOP = r"\s'\"<>\\"  # where a URI ends inside a message, a repr or a JSON string
+_USERINFO = re.compile(rf"({_SCHEME})[^/{_STOP}@]+@")
+# Up to the URI's end, leaving the punctuation of the sentence around it (a ':' or ',' after it).
+_QUERY = re.compile(
+    rf"({_SCHEME}[^?{_STOP}]*)\?(?=[^{_STOP}]*=)[^{_STOP}]*?(?=[:,.;)\]]*(?:[{_STOP}]|$))"
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every URI's userinfo and query string replaced by <redacted>."""
+    if "://" not in text:
+        return text
+    return _USERINFO.sub(rf"\1{HIDDEN}@", _QUERY.sub(rf"\1?{HIDDEN}", text))
+
+
+def split_uri(uri: str) -> tuple[str, str, dict[str, str]]:
+    """(the URI without userinfo and query, the userinfo unquoted, the query's options)."""
+    scheme, rest = uri.split("://", 1)
+    rest, options = _split_query(rest)
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    return f"{scheme}://{host}{slash}{path}", unquote(userinfo) if at else "", options
+
+
+def _split_query(rest: str) -> tuple[str, dict[str, str]]:
+    head, mark, query = rest.partition("?")
+    if not mark or "=" not in query:
+        return rest, {}
+    return head, dict(parse_qsl(query, keep_blank_values=True))
+
+
+def query_of(location: str) -> str:
+    """The query string of a URI (with its '?'), or ''."""
+    rest = location.split("://", 1)[-1]
+    head, options = _split_query(rest)
+    return rest[len(head) :] if options else ""
+
+
+def recorded_inputs(job: dict, given: tuple[str, ...]) -> tuple[str, ...]:
+    """The inputs to read: those given, else job.json's, which cannot be read again where their
+    credentials were redacted (a ConfigError saying to give INPUT)."""
+    if given:
+        return given
+    inputs = tuple(job.get("inputs", ()))
+    hidden = [i for i in inputs if HIDDEN in i]
+    if hidden:
+        raise ConfigError(
+            f"INPUT: the job's input {hidden[0]} carried credentials, which job.json does not "
+            "keep; give INPUT again (or the credentials in the environment and the plain URI)"
+        )
+    return inputs
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log line, its exception and stack included, with credentials redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def log_to_stderr(fmt: str, level: int = logging.INFO) -> None:
+    """The root logger's one handler: stderr, through RedactingFormatter (worker processes)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

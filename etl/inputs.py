@@ -11,7 +11,7 @@ from pathlib import Path
 
 from etl.contract import Shard
 from etl.errors import ConfigError
-from etl.redact import split_uri
+from etl.redact import redact, split_uri
 from etl.storage import files
 from etl.storage.base import is_uri
 
@@ -164,7 +164,15 @@ def _relative_uri(location: str, root: str) -> str:
     """The name under ``root``, without the credentials and options either URI carries."""
     path = split_uri(location)[0].split("://", 1)[1].lstrip("/")
     base = split_uri(root)[0].split("://", 1)[1].strip("/")
-    return path[len(base) :].lstrip("/") if path.startswith(base) else path
+    rel = path[len(base) :].lstrip("/") if path.startswith(base) else path
+    # Keys are strings: a//b and a/./b are other objects than a/b, but would be one output file.
+    parts = [part for part in rel.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ConfigError(
+            f"INPUT {redact(location)}: a '..' in its key would put its output outside --output; "
+            "rename the object"
+        )
+    return "/".join(parts)
 
 
 def _wanted(rel: str) -> bool:

@@ -237,3 +237,93 @@ def test_redact_hides_userinfo_and_queries_and_keeps_globs(text, expected):
     from etl.redact import redact
 
     assert redact(text) == expected
+
+
+@pytest.mark.parametrize("folder", ["/etc", "../elsewhere", "1_Pooling/../../elsewhere", "link"])
+def test_a_models_modules_stay_inside_its_directory(tmp_path, folder):
+    model = save_sentence_transformer(BERT, tmp_path / "model")
+    (tmp_path / "elsewhere").mkdir()
+    (model / "link").symlink_to(tmp_path / "elsewhere")
+    modules = json.loads((model / "modules.json").read_text())
+    modules[1]["path"] = folder
+    (model / "modules.json").write_text(json.dumps(modules))
+    write_shard(tmp_path / "in" / "s.parquet", texts(3))
+    result = run_cli(tmp_path, model)
+    assert result.exit_code == 2, result.output
+    assert f"has the path {folder!r}, outside the model's directory" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _run(*args):
+    from click.testing import CliRunner
+
+    from jobs.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", *args, "--no-progress"])
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_object_keys_that_would_share_an_output_or_leave_it_are_refused(
+    tmp_path, tiny_model, s3_server
+):
+    import uuid
+
+    import boto3
+
+    s3 = boto3.client("s3")
+    bucket = f"keys-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    data = write_shard(tmp_path / "s.parquet", texts(3)).read_bytes()
+    for key in ("twice/a//b.parquet", "twice/a/b.parquet", "up/x/../y.parquet"):
+        s3.put_object(Bucket=bucket, Key=key, Body=data)
+    model = ("--model", str(tiny_model))
+    twice = _run(f"s3://{bucket}/twice/", "-o", str(tmp_path / "o1"), *model)
+    assert twice.exit_code == 2 and "same relative name 'a/b.parquet'" in twice.stderr
+    up = _run(f"s3://{bucket}/up/", "-o", str(tmp_path / "o2"), *model)
+    assert up.exit_code == 2 and "'..' in its key" in up.stderr
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_a_shard_named_like_a_glob_beside_another_with_two_workers(tmp_path, tiny_model):
+    import pyarrow.parquet as pq
+
+    from tests.conftest import tiny_texts
+
+    write_shard(tmp_path / "in" / "*.parquet", tiny_texts(40, seed=1), ids=range(40))
+    write_shard(tmp_path / "in" / "a.parquet", tiny_texts(40, seed=2), ids=range(40, 80))
+    both = _run(
+        str(tmp_path / "in"),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_model),
+        "--workers",
+        "2",
+    )
+    assert both.exit_code == 0, both.output
+    for i, name in enumerate(("*.parquet", "a.parquet")):
+        alone = tmp_path / f"alone-{i}"
+        (alone / "in").mkdir(parents=True)
+        (alone / "in" / name).write_bytes((tmp_path / "in" / name).read_bytes())
+        assert (
+            _run(str(alone / "in"), "-o", str(alone / "out"), "--model", str(tiny_model)).exit_code
+            == 0
+        )
+        got = pq.ParquetFile(tmp_path / "out" / name).read()  # a literal name, no glob
+        want = pq.ParquetFile(alone / "out" / name).read()
+        assert got.column("id").to_pylist() == want.column("id").to_pylist()
+        assert got.column("emb_mean").to_pylist() == want.column("emb_mean").to_pylist()
+
+
+def test_a_link_out_of_the_output_directory_is_not_followed(tmp_path, tiny_model):
+    write_shard(tmp_path / "in" / "sub" / "x.parquet", texts(3))
+    write_shard(tmp_path / "in" / "y.parquet", texts(3))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "sub").symlink_to(tmp_path / "elsewhere")
+    result = _run(str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tiny_model))
+    assert result.exit_code == 1, result.output  # found when the plan looks for the outputs
+    assert f"leads to {tmp_path / 'elsewhere'}" in result.stderr
+    assert "remove the link" in result.stderr
+    assert list((tmp_path / "elsewhere").iterdir()) == []

@@ -47,6 +47,8 @@ def read_pipeline(path: Path, name: str, task: str | None) -> Pipeline | None:
     if not isinstance(listed, list) or not listed:
         raise ModelError(f"--model {name}: {modules_file}: expected a list of modules")
     modules = tuple(_module(entry, i, modules_file, name) for i, entry in enumerate(listed))
+    for module in modules:
+        _confined(path, module, modules_file, name)
     files: dict[str, Any] = {"modules.json": listed}
     if not any(m.kind == "Router" for m in modules):
         return Pipeline(modules, None, files)
@@ -60,8 +62,23 @@ def read_pipeline(path: Path, name: str, task: str | None) -> Pipeline | None:
     chosen = []
     for folder in config["structure"][route]:
         kind = str(types.get(folder, ""))
-        chosen.append(Module(kind.rpartition(".")[2], folder, kind))
+        module = Module(kind.rpartition(".")[2], folder, kind)
+        chosen.append(_confined(path, module, config_file, name))
     return Pipeline(tuple(chosen), route, files)
+
+
+def _confined(path: Path, module: Module, listed_in: Path, name: str) -> Module:
+    """The module, if its folder lies inside the model's directory: relative, no '..', no link
+    out of it (a model cannot make the job read files elsewhere)."""
+    folder = Path(module.folder)
+    inside = (path / folder).resolve()
+    root = path.resolve()
+    if folder.is_absolute() or ".." in folder.parts or not inside.is_relative_to(root):
+        raise ConfigError(
+            f"--model {name}: {listed_in}: module {module.kind} has the path {module.folder!r}, "
+            "outside the model's directory; expected a folder inside it"
+        )
+    return module
 
 
 def _module(entry: Any, position: int, modules_file: Path, name: str) -> Module:

@@ -38,12 +38,20 @@ def locate(location: str | Path) -> tuple[Storage, str, str]:
     if not is_uri(text):
         path = os.path.abspath(os.path.expanduser(text))
         folder, name = os.path.split(path)
-        return _storage(folder, ()), name, folder
+        return _inputs_folder(folder), name, folder
     query = query_of(text)  # options of the store (s3://...?region=...), not part of a key
     scheme, rest = text[: len(text) - len(query)].split("://", 1)
     authority, _, key = rest.partition("/")
     root = f"{scheme}://{authority}"
     return _storage(root + query, _settings()), key.strip("/"), root
+
+
+@functools.lru_cache(maxsize=64)
+def _inputs_folder(folder: str) -> Storage:
+    """A local folder of inputs, whose files may be links to anywhere (outputs may not)."""
+    from etl.storage.local import LocalStorage
+
+    return LocalStorage(folder, confined=False)
 
 
 def _settings() -> tuple[tuple[str, str], ...]:

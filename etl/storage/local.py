@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from etl.errors import StorageError
 from etl.storage.base import Entry, Storage, Upload
 
 UPLOAD_MARK = ".inprogress-"  # .<name>.inprogress-<pid>: an output being written
@@ -55,16 +56,17 @@ class LocalStorage(Storage):
     """A directory on a local or shared file system. Picklable; each process tracks its own
     temporary files."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, confined: bool = True) -> None:
         self.root = Path(root).expanduser().absolute()
+        self.confined = confined  # outputs: no link leads out; inputs may be links anywhere
         self._temporaries: set[Path] = set()
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        return {"root": self.root}
+        return {"root": self.root, "confined": self.confined}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["root"])
+        self.__init__(state["root"], state.get("confined", True))
 
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.root)!r})"
@@ -78,7 +80,17 @@ class LocalStorage(Storage):
         return str(self.local_path(key))
 
     def local_path(self, key: str) -> Path:
-        return self.root / key if key else self.root
+        """The key's file, which no link or '..' may place outside the root."""
+        if not key:
+            return self.root
+        path = self.root / key
+        real = path.resolve() if self.confined else path
+        if self.confined and not real.is_relative_to(self.root.resolve()):
+            raise StorageError(
+                f"{path}: leads to {real}, outside {self.root}; a job reads and writes only "
+                "inside its location (remove the link)"
+            )
+        return path
 
     def read(self, key: str) -> bytes | None:
         """The object's bytes, or None if there is none."""

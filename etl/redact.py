@@ -19,7 +19,8 @@ from etl.errors import ConfigError
 HIDDEN = "<redacted>"
 _SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*://"
 _STOP = r"\s'\"<>\\"  # where a URI ends inside a message, a repr or a JSON string
-_USERINFO = re.compile(rf"({_SCHEME})[^/{_STOP}@]+@")
+_USERINFO = re.compile(rf"({_SCHEME})([^/{_STOP}@]+)@")
+CONTAINER_AT = ("abfs://", "abfss://")  # abfss://container@account...: a name, not a secret
 # Up to the URI's end, leaving the punctuation of the sentence around it (a ':' or ',' after it).
 _QUERY = re.compile(
     rf"({_SCHEME}[^?{_STOP}]*)\?(?=[^{_STOP}]*=)[^{_STOP}]*?(?=[:,.;)\]]*(?:[{_STOP}]|$))"
@@ -30,7 +31,14 @@ def redact(text: str) -> str:
     """``text`` with every URI's userinfo and query string replaced by <redacted>."""
     if "://" not in text:
         return text
-    return _USERINFO.sub(rf"\1{HIDDEN}@", _QUERY.sub(rf"\1?{HIDDEN}", text))
+    return _USERINFO.sub(_hide_userinfo, _QUERY.sub(rf"\1?{HIDDEN}", text))
+
+
+def _hide_userinfo(match: re.Match) -> str:
+    scheme, userinfo = match.group(1), match.group(2)
+    if scheme.lower() in CONTAINER_AT and ":" not in userinfo:
+        return match.group(0)
+    return f"{scheme}{HIDDEN}@"
 
 
 def split_uri(uri: str) -> tuple[str, str, dict[str, str]]:

@@ -93,10 +93,12 @@ def watching(monkeypatch, fail=None) -> list:
 
 
 def _shards(folder: Path) -> Path:
-    """Three shards of many windows, with a null text and repeated texts (reused vectors)."""
+    """Three shards of many windows, with a null text and repeated texts (reused vectors). No
+    text is in two shards: whether a later shard finds an earlier one's segment published is
+    timing, and the records' counts are compared."""
     rng = random.Random(3)
     for i in range(3):
-        texts = tiny_texts(300, seed=10 + i)
+        texts = [f"shard{i} {text}" for text in tiny_texts(300, seed=10 + i)]
         texts += [rng.choice(texts) for _ in range(60)]
         texts.insert(50, None)
         write_shard(folder / f"s{i}.parquet", texts)

@@ -231,6 +231,7 @@ def _keys(s3, bucket, prefix):
         ('{"p": "https://h/x?X-Amz-Signature=S"}', '{"p": "https://h/x?<redacted>"}'),
         ("s3://b/p?.parquet and /local/a?b=1", "s3://b/p?.parquet and /local/a?b=1"),
         ("ValueError('az://u:S@acct/c')", "ValueError('az://<redacted>@acct/c')"),
+        ("abfss://container@acct.dfs/p", "abfss://container@acct.dfs/p"),  # a name, kept
     ],
 )
 def test_redact_hides_userinfo_and_queries_and_keeps_globs(text, expected):

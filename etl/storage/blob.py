@@ -26,7 +26,7 @@ import threading
 from typing import Any, BinaryIO
 
 from etl.errors import ConfigError, EmbedEtlError, StorageError
-from etl.redact import redact, split_uri
+from etl.redact import redact
 from etl.storage.base import Entry, Storage, join, nanoseconds, ranged_file
 from etl.storage.blob_upload import BlobUpload
 
@@ -55,7 +55,7 @@ class BlobStorage(Storage):
     @classmethod
     def from_uri(cls, uri: str) -> BlobStorage:
         scheme, rest = uri.split("://", 1)
-        if split_uri(uri)[0] != uri:
+        if redact(uri) != uri:  # a password or a query (abfss://container@account is a name)
             raise ConfigError(
                 f"{redact(uri)}: a {scheme}:// URI carries no credentials or options here; give "
                 "them in the environment (AZURE_STORAGE_*, GOOGLE_*), never in a URI that records "

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import REPO, run_cli, write_shard
 from tests.models import CASES, save_sentence_transformer, texts
+from tests.test_s3 import _keys
 
 BERT = next(c for c in CASES if c.arch == "bert")
 
@@ -39,7 +40,11 @@ def _verify(tmp_path, out, *extra):
     """`embed-etl verify --recompute 5` by another user: a fresh process and modules cache."""
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "verifier-modules")}
     env.pop("EMBED_ETL_TRUST_REMOTE_CODE", None)
-    args = ["verify", "-o", str(out), "--recompute", "5", "--device", "cpu", *extra]
+    return _cli(env, "verify", "-o", str(out), "--recompute", "5", "--device", "cpu", *extra)
+
+
+def _cli(env, *args):
+    """`embed-etl ARGS` in a process of its own, with this environment."""
     return subprocess.run(
         [sys.executable, "-m", "jobs.cli", *args],
         cwd=REPO,
@@ -190,21 +195,14 @@ def test_credentials_in_uris_reach_no_record_log_or_error(tmp_path, tiny_model, 
     }
 
     def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "jobs.cli", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        return _cli(env, *args)
 
     out = f"s3://{auth}/out{query}"
     common = ("--model", str(tiny_model), "--verbose", "--no-progress", "--num-workers", "1")
     run = cli("run", f"s3://{auth}/in/{query}", "-o", out, *common)
     assert run.returncode == 3, run.stderr  # two shards done, one failed
     assert "p9.parquet" in run.stderr and "<redacted>" in run.stderr + run.stdout
-    keys = [k for k in _keys(s3, bucket, "out/")]
+    keys = _keys(s3, bucket, "out/")
     assert "out/p0.parquet" in keys and "out/p1.parquet" in keys
     assert any(k.startswith("out/_embed_etl/") for k in keys)
     status = cli("status", "-o", out, "--json")
@@ -217,11 +215,6 @@ def test_credentials_in_uris_reach_no_record_log_or_error(tmp_path, tiny_model, 
     for secret in (SECRET, TOKEN):
         assert not [k for k, data in zip(keys, written, strict=True) if secret.encode() in data]
         assert not [text for text in said if secret in text]
-
-
-def _keys(s3, bucket, prefix):
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return sorted(item["Key"] for page in pages for item in page.get("Contents", ()))
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,7 @@ class LocalStorage(Storage):
     def __init__(self, root: str | Path, confined: bool = True) -> None:
         self.root = Path(root).expanduser().absolute()
         self.confined = confined  # outputs: no link leads out; inputs may be links anywhere
+        self._real_root = self.root.resolve()  # once: every key is checked against it
         self._temporaries: set[Path] = set()
         self._lock = threading.Lock()
 
@@ -85,7 +86,7 @@ class LocalStorage(Storage):
             return self.root
         path = self.root / key
         real = path.resolve() if self.confined else path
-        if self.confined and not real.is_relative_to(self.root.resolve()):
+        if self.confined and not real.is_relative_to(self._real_root):
             raise StorageError(
                 f"{path}: leads to {real}, outside {self.root}; a job reads and writes only "
                 "inside its location (remove the link)"

@@ -38,9 +38,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
 
-# The test tools (pytest, Ray, sentence-transformers, polars, ruff) come with `make test` only.
-$(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+# The test tools (pytest, Ray, sentence-transformers, polars, ruff) come with `make test` only,
+# with the libraries that shape vectors pinned (tests/constraints.txt: the golden vectors').
+$(TEST_STAMP): $(STAMP) tests/constraints.txt
+	$(BIN)/python -m pip install --quiet -e ".[test]" -c tests/constraints.txt
 	touch $(TEST_STAMP)
 
 embed: $(STAMP) ## Embed INPUT (default: the sample corpus) into OUTPUT; extra options in ARGS

@@ -68,8 +68,8 @@ from etl.reuse.segment import trailer
 from etl.reuse.store import VectorStore
 from etl.storage import Storage, open_storage
 
-LAYOUT = Layout(columns=(("emb", 4),))  # 40-byte records
 RECIPE = "store-scale"
+LAYOUT = Layout(columns=(("emb", 4),), recipe=RECIPE)  # 40-byte records
 RUN = "built"
 BLOCK_STORED = 32_768  # of a block of 65,536 hashes; the other half never stored
 NEVER = 1 << 39  # text numbers from here on are never stored

@@ -69,6 +69,7 @@ def run_job(cfg: JobConfig) -> JobSummary:
         time.perf_counter() - started,
         workers=engine.started,
         worker_restarts=engine.restarts,
+        stores_not_used=list(plan.reuse.unused) if plan.reuse is not None else [],
     )
 
 

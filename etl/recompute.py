@@ -150,9 +150,10 @@ def _recipe(
             "cannot give"
         )
     spec = build_output_spec(cfg, model, identity["dtype"])
-    # Another device may run other code (the floors allow for it); int8 ranges are the job's
-    # own, read from its calibration.json.
-    ignore = {"backend", "calibration"}
+    # Another device, or this machine's versions of embed-etl and its libraries, may run other
+    # code (the values are compared within tolerances for that); int8 ranges are the job's own,
+    # read from its calibration.json.
+    ignore = {"backend", "code", "calibration"}
     theirs = {k: v for k, v in identity.items() if k not in ignore}
     ours = {k: v for k, v in spec.identity().items() if k not in ignore}
     if theirs != ours:

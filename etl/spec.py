@@ -9,7 +9,6 @@ fingerprint that output files, the manifest and reruns compare.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,14 +17,16 @@ from etl.config import JobConfig
 from etl.errors import ConfigError
 from etl.kinds import dense_columns, kind_column
 from etl.model.backend import STATIC, Backend, choose_backend
+from etl.model.digests import recipe_digest
 from etl.model.facts import ModelInfo
 from etl.model.recipe import DENSE, SPARSE, choose_prompt
 
 METADATA_PREFIX = "embed_etl."  # file metadata keys: embed_etl.model, embed_etl.fingerprint, ...
-OUTPUT_FORMAT_VERSION = 4  # bump when the output layout changes so that old files differ
+OUTPUT_FORMAT_VERSION = 5  # bump when the output layout changes so that old files differ
 # 2: n_tokens and truncated columns; output dtypes, --truncate-dim, --long-text
 # 3: the model's own recipe (pooling modes, Dense, Normalize, prompts); token vectors
 # 4: the content of weights, tokenizer and configuration files, and the backend, identify it
+# 5: the versions of the code that computes the vectors (Backend.code)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class OutputSpec:
             "model_weights": self.model.weights_sha256,
             "model_tokenizer": self.model.tokenizer_sha256,
             "backend": self.backend.describe(),
+            "code": self.backend.code(),
             "recipe": recipe.identity() if recipe.from_model else None,
             "columns": [c.describe() for c in self.columns],
             "max_length": self.max_length,
@@ -93,7 +95,8 @@ class OutputSpec:
 
     @property
     def recipe_fingerprint(self) -> str:
-        return _digest(self.recipe_identity())
+        """The whole sha256 of the recipe: what a vector store declares, and every segment."""
+        return recipe_digest(self.recipe_identity())
 
     def out_dim(self, column: ColumnSpec) -> int:
         """Dimensions of a column kept in the output (before binary packing)."""
@@ -145,8 +148,7 @@ class OutputSpec:
 
 
 def _digest(identity: dict[str, Any]) -> str:
-    canonical = json.dumps(identity, sort_keys=True).encode()
-    return hashlib.sha256(canonical).hexdigest()[:16]
+    return recipe_digest(identity)[:16]
 
 
 def build_output_spec(

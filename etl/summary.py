@@ -21,6 +21,7 @@ class JobSummary:
     seconds: float = 0.0
     workers: list[WorkerInfo] = field(default_factory=list)  # those that loaded the model
     worker_restarts: int = 0  # worker processes started again after one died
+    stores_not_used: list[str] = field(default_factory=list)  # --reuse stores, and why
 
     def count(self, status: ShardStatus) -> int:
         return sum(1 for r in self.shards if r.status == status)
@@ -58,6 +59,7 @@ class JobSummary:
             "shards_elsewhere": self.count(ShardStatus.ELSEWHERE),  # another process has them
             "workers": [asdict(w) for w in self.workers],
             "worker_restarts": self.worker_restarts,
+            "stores_not_used": self.stores_not_used,
             "fingerprint": self.fingerprint,
             "shards": [
                 {

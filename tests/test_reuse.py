@@ -309,8 +309,8 @@ def _live(store) -> list:
 
 
 def test_segments_are_checksummed_records_with_their_hashes(tmp_path, tiny_model):
-    """A segment: records (hash, token count, vector, CRC-32), then the index of the same
-    hashes, each text of the shard once."""
+    """A segment: records (hash, token count, vector, CRC-32 seeded with the store's recipe),
+    then the index of the same hashes, each text of the shard once."""
     import zlib
 
     from etl.reuse.plan import open_store
@@ -324,7 +324,10 @@ def test_segments_are_checksummed_records_with_their_hashes(tmp_path, tiny_model
     assert data.endswith(MAGIC)
     rows, size = len(set(texts)), 16 + 4 + 4 * 32 + 4
     records = [data[i * size : (i + 1) * size] for i in range(rows)]
-    assert all(zlib.crc32(r[:-4]) == int.from_bytes(r[-4:], "little") for r in records)
+    store = json.loads((tmp_path / "out" / "_embed_etl" / "vectors" / "store.json").read_text())
+    seed = zlib.crc32(store["recipe"].encode())
+    assert all(zlib.crc32(r[:-4], seed) == int.from_bytes(r[-4:], "little") for r in records)
+    assert not any(zlib.crc32(r[:-4]) == int.from_bytes(r[-4:], "little") for r in records)
     index = [data[rows * size + 16 * i : rows * size + 16 * (i + 1)] for i in range(rows)]
     assert index == [r[:16] for r in records]
     assert sorted(index) == sorted(

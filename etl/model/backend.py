@@ -10,6 +10,7 @@ and the encoder and tokenizer load exactly that code, or fail: never another one
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -48,6 +49,26 @@ class Backend:
         """'plain-bert, tokenizers' or 'transformers (flash_attention_2), transformers'."""
         kernel = f" ({self.attention})" if self.attention else ""
         return f"{self.model}{kernel}, {self.tokenizer}"
+
+    def code(self) -> dict[str, Any]:
+        """The versions of the code that computes the vectors: embed-etl's vector path, always
+        `tokenizers` (transformers' fast tokenizers are it too), transformers where it runs the
+        model or the tokenizer."""
+        from etl.version import VECTOR_CODE_VERSION  # here: a test may move it
+
+        versions: dict[str, Any] = {"vectors": VECTOR_CODE_VERSION}
+        versions["tokenizers"] = _installed("tokenizers")
+        if TRANSFORMERS in (self.model, self.tokenizer):
+            versions["transformers"] = _installed("transformers")
+        return versions
+
+
+def _installed(package: str) -> str | None:
+    """A package's installed version, without importing it (transformers takes seconds)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def choose_backend(

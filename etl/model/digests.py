@@ -73,6 +73,12 @@ def json_digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def recipe_digest(identity: dict[str, object]) -> str:
+    """The whole sha256 (64 hex) of an identity in canonical JSON: a vector store's recipe,
+    checked against the identity its store.json describes with it."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
 def _hub_blob(path: Path) -> str | None:
     """A hub cache snapshot links each large file to blobs/<sha256 of its content>."""
     if not path.is_symlink():

@@ -20,7 +20,7 @@ from etl.reuse.compact import SMALL_BYTES
 from etl.reuse.journal import JournalError, StoredFile
 from etl.reuse.rewrite import CHUNK_ROWS
 from etl.reuse.segment import SegmentError
-from etl.reuse.store import VectorStore
+from etl.reuse.store import STORE_FILE, VectorStore, verified_recipe
 from etl.reuse.view import StoreView
 
 MAX_DAMAGE = 1000  # damaged parts listed at most (the count is always whole)
@@ -30,7 +30,7 @@ MAX_DAMAGE = 1000  # damaged parts listed at most (the count is always whole)
 class Damage:
     """One damaged part of a store."""
 
-    part: str  # entry, trailer, index, records
+    part: str  # store.json, entry, trailer, index, records
     key: str  # the object
     first: int = 0  # the first row it covers (index, records)
     rows: int = 0
@@ -73,6 +73,9 @@ def check_store(store: VectorStore) -> CheckReport:
     """Read the whole store; every damaged part."""
     started = time.perf_counter()
     report = CheckReport(store.uri)
+    if not verified_recipe(store.description() or {}):
+        detail = "its recipe is not the sha256 of the identity it describes"
+        report.add(Damage("store.json", STORE_FILE, detail=detail))
     journal = store.journal
     for seq in journal.listed():
         report.entries += 1

@@ -5,7 +5,10 @@ under its output (_embed_etl/vectors/), or the store --store names (one store an
 jobs share). Each --reuse location is consulted after it, never written: another job's output
 (its own store) or a store. A store of another recipe is refused, naming what differs; the
 job's own default store of another recipe belongs to results the job is replacing, and is
-emptied.
+emptied. A store's recipe is believed only where it is the sha256 of the identity its
+store.json describes (every segment's trailer repeats it, etl.reuse.store). A --reuse store
+made by another version of the vector code, or of the store's format, is not used: the job says
+so once, and in its summary, and embeds those texts.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from typing import Any
 
 from etl.config import JobConfig
 from etl.errors import ConfigError, OutputConflictError
+from etl.redact import redact
 from etl.reuse.lookup import Lookup
 from etl.reuse.records import Layout
 from etl.reuse.store import FORMAT as STORE_FORMAT
-from etl.reuse.store import StoreTarget, VectorStore
+from etl.reuse.store import StoreTarget, VectorStore, verified_recipe
 from etl.spec import OutputSpec
 from etl.state.job_record import describe_difference
 from etl.state.keys import JOB, VECTORS
@@ -38,6 +42,7 @@ class ReusePlan:
     run: str  # this run's token: what its workers stored is "job", the rest "earlier"
     identity: dict[str, Any] = field(compare=False)  # the recipe, for store.json
     clear_own: bool = False  # the own default store holds another recipe: empty it first
+    unused: tuple[str, ...] = ()  # --reuse stores whose vectors are not used, and why
 
     @property
     def stores(self) -> tuple[VectorStore, ...]:
@@ -80,52 +85,44 @@ def plan_reuse(cfg: JobConfig, spec: OutputSpec, storage: Storage) -> ReusePlan 
     )
     clear = False
     described = own.description()
-    if described is not None and (
-        described.get("recipe") != recipe or described.get("format") != STORE_FORMAT
-    ):
+    if described is not None and _recipe(described) != recipe:
         if default:
             clear = True  # the job record check let these results be replaced
-        elif described.get("format") != STORE_FORMAT:
-            raise ConfigError(
-                f"--store {cfg.store}: a vector store of format {described.get('format')}, "
-                f"written by an earlier embed-etl; this version writes format {STORE_FORMAT}: "
-                "give another --store"
-            )
         else:
             raise ConfigError(
-                f"--store {cfg.store} holds vectors of another recipe "
-                f"({describe_difference(described.get('identity', {}), identity)}); give "
-                "another --store"
+                f"--store {cfg.store}: {_unlike(described, identity)}; give another --store"
             )
-    sources = []
+    sources, unused = [], []
     for uri in dict.fromkeys(cfg.reuse):
         source = _source(uri, layout, recipe, identity)
-        if source.uri != own.uri and source.uri not in (s.uri for s in sources):
+        if isinstance(source, str):
+            log.warning("--reuse %s: its vectors are not used: %s", redact(uri), source)
+            unused.append(f"{redact(uri)}: {source}")
+        elif source.uri != own.uri and source.uri not in (s.uri for s in sources):
             sources.append(source)
-    return ReusePlan(own, tuple(sources), uuid.uuid4().hex[:16], identity, clear)
+    run = uuid.uuid4().hex[:16]
+    return ReusePlan(own, tuple(sources), run, identity, clear, tuple(unused))
 
 
 def prepare_stores(reuse: ReusePlan) -> None:
     """Create the own store's store.json (emptying an own store of another recipe first)."""
     described = reuse.own.description() if reuse.clear_own else None
-    if described is not None and (
-        described.get("recipe") != reuse.own.recipe or described.get("format") != STORE_FORMAT
-    ):
+    if described is not None and _recipe(described) != reuse.own.recipe:
         # Still of the other options (a part of this job started at once may have made it
         # over already: then it stays).
         log.info("%s: emptying a vector store of other options", reuse.own.uri)
         reuse.own.clear()
     found = reuse.own.create(reuse.identity)
-    if found.get("recipe") != reuse.own.recipe:
+    if _recipe(found) != reuse.own.recipe:
         raise OutputConflictError(
-            f"{reuse.own.uri}: another job just made it a store of another recipe "
-            f"({describe_difference(found.get('identity', {}), reuse.identity)})"
+            f"{reuse.own.uri}: another job just made it {_unlike(found, reuse.identity)}"
         )
 
 
-def locate_store(option: str, uri: str) -> tuple[Storage, dict[str, Any]]:
+def locate_store(option: str, uri: str, any_format: bool = False) -> tuple[Storage, dict[str, Any]]:
     """The store at ``uri`` (an embed-etl output's own, or a store) and its store.json; a
-    ConfigError naming ``option`` and what is missing or of another version."""
+    ConfigError naming ``option`` and what is missing or (unless ``any_format``) of another
+    format."""
     storage = _open(option, uri)
     is_output = storage.exists(JOB)
     if is_output:
@@ -139,11 +136,9 @@ def locate_store(option: str, uri: str) -> tuple[Storage, dict[str, Any]]:
             else "neither an embed-etl output nor a vector store (no store.json)"
         )
         raise ConfigError(f"{option} {uri}: {why}")
-    if described.get("format") != STORE_FORMAT:
+    if described.get("format") != STORE_FORMAT and not any_format:
         raise ConfigError(
-            f"{option} {uri}: a vector store of format {described.get('format')}, written by an "
-            f"earlier embed-etl; this version reads format {STORE_FORMAT} (rerun that job, or "
-            "give another location)"
+            f"{option} {uri}: {_old_format(described)} (rerun that job, or give another location)"
         )
     return storage, described
 
@@ -158,17 +153,52 @@ def open_store(option: str, uri: str) -> VectorStore:
         raise ConfigError(f"{option} {uri}: unreadable store.json ({exc})") from exc
 
 
-def _source(uri: str, layout: Layout, recipe: str, identity: dict[str, Any]) -> VectorStore:
-    """A --reuse location: an embed-etl output (its own store) or a store."""
-    storage, described = locate_store("--reuse", uri)
-    store = VectorStore(storage, layout, recipe)
-    if described.get("recipe") != recipe:
-        raise ConfigError(
-            f"--reuse {uri}: its vectors were made with another recipe "
-            f"({describe_difference(described.get('identity', {}), identity)}); reuse only "
-            "vectors of the same model, columns, lengths, prompt and precision"
+def _source(uri: str, layout: Layout, recipe: str, identity: dict[str, Any]) -> VectorStore | str:
+    """A --reuse location (an embed-etl output's own store, or a store), or why its vectors
+    are not used: another version of the vector code or of the store's format, or a store.json
+    that does not hold together. A store of another model or options is the user's mistake: a
+    ConfigError."""
+    storage, described = locate_store("--reuse", uri, any_format=True)
+    if _recipe(described) == recipe:
+        return VectorStore(storage, layout, recipe)
+    found = described.get("identity")
+    if described.get("format") != STORE_FORMAT or not verified_recipe(described):
+        return _unlike(described, identity)
+    if isinstance(found, dict) and {**found, "code": None} == {**identity, "code": None}:
+        code = describe_difference(found.get("code") or {}, identity["code"], "code.")
+        return f"they were made by another version of the vector code ({code})"
+    raise ConfigError(
+        f"--reuse {uri}: {_unlike(described, identity)}; reuse only vectors of the same model, "
+        "columns, lengths, prompt and precision"
+    )
+
+
+def _recipe(described: dict[str, Any]) -> str | None:
+    """The recipe a store.json declares, if it is of this format and the digest of the
+    identity it describes."""
+    if described.get("format") != STORE_FORMAT or not verified_recipe(described):
+        return None
+    return described.get("recipe")
+
+
+def _unlike(described: dict[str, Any], identity: dict[str, Any]) -> str:
+    """What a store is, where it is not of ``identity``'s recipe."""
+    if described.get("format") != STORE_FORMAT:
+        return _old_format(described)
+    if not verified_recipe(described):
+        return (
+            "a vector store whose store.json declares a recipe that is not the digest of the "
+            "identity it describes (edited or damaged)"
         )
-    return store
+    difference = describe_difference(described.get("identity") or {}, identity)
+    return f"a vector store of another recipe ({difference})"
+
+
+def _old_format(described: dict[str, Any]) -> str:
+    return (
+        f"a vector store of format {described.get('format')}, written by another embed-etl; "
+        f"this one reads format {STORE_FORMAT}"
+    )
 
 
 def _open(option: str, uri: str) -> Storage:

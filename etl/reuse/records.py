@@ -3,7 +3,9 @@
     hash      16 bytes: the text's key (etl.reuse.hashing)
     n_tokens  int32
     vectors   float32, each of the store's columns in its order
-    check     uint32: CRC-32 of every byte before it
+    check     uint32: CRC-32 of every byte before it, seeded with the CRC-32 of the store's
+              recipe (its sha256): a record is valid only in a store of the recipe it was made
+              with, checked on every read at no extra request
     little-endian, fixed width: R = 24 + 4 x (the columns' dimensions)
 
 A record is its own checksummed block: a lookup fetches single records at random, and a block
@@ -28,9 +30,15 @@ CHECK = 4
 
 @dataclass(frozen=True)
 class Layout:
-    """The record of a store: its columns, (name, dimensions) in the store's order."""
+    """The record of a store: its columns, (name, dimensions) in the store's order, and the
+    recipe its checksums are seeded with."""
 
     columns: tuple[tuple[str, int], ...]
+    recipe: str = ""
+
+    @property
+    def seed(self) -> int:
+        return zlib.crc32(self.recipe.encode())
 
     @property
     def record_bytes(self) -> int:
@@ -52,7 +60,7 @@ class Layout:
         for name, dim in self.columns:
             floats[:, start : start + dim] = vectors[name]
             start += dim
-        words.view(np.uint32)[:, -1] = checksums(records)
+        words.view(np.uint32)[:, -1] = checksums(records, self.seed)
         return records
 
     def unpack(self, records: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -79,21 +87,21 @@ class Layout:
         hold (``hashes``), may be served."""
         records = self.shaped(records)
         stored = records[:, -CHECK:].copy().view(np.uint32)[:, 0]
-        return checksums(records) == stored
+        return checksums(records, self.seed) == stored
 
     def shaped(self, records: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(records, dtype=np.uint8).reshape(-1, self.record_bytes)
 
 
-def checksums(records: np.ndarray) -> np.ndarray:
-    """(k,) uint32 CRC-32 of each (k, R) record's bytes before its last four."""
+def checksums(records: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(k,) uint32 CRC-32 of each (k, R) record's bytes before its last four, from ``seed``."""
     if not len(records):
         return np.zeros(0, np.uint32)
     size = records.shape[1]
     body = memoryview(np.ascontiguousarray(records)).cast("B")
     crc = zlib.crc32
     return np.fromiter(
-        (crc(body[i : i + size - CHECK]) for i in range(0, len(body), size)),
+        (crc(body[i : i + size - CHECK], seed) for i in range(0, len(body), size)),
         np.uint32,
         count=len(records),
     )

@@ -35,7 +35,7 @@ from etl.reuse.records import Layout
 
 MAGIC = b"EMBSEG02"
 TAIL = struct.Struct("<QI8s")
-FORMAT = 2
+FORMAT = 3  # 3: the recipe is its whole sha256, and seeds the records' checksums
 INDEX_BLOCK = 4096  # hashes under one checksum: 64 KiB
 TAIL_READ = 1 << 16  # bytes read from a segment's end: the trailer, checks and small indexes
 
@@ -139,6 +139,8 @@ def parse_tail(key: str, size: int, tail: bytes) -> tuple[Segment, int]:
         raise SegmentError(f"{key}: its trailer fails its checksum")
     try:
         meta = json.loads(body)
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"format {meta.get('format')}; this version reads format {FORMAT}")
         rows, record_bytes = int(meta["rows"]), int(meta["record_bytes"])
         blocks = -(-rows // INDEX_BLOCK)
         if int(meta.get("index_block", 0)) != INDEX_BLOCK or rows < 0 or record_bytes <= 0:

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from etl.contract import Shard
+from etl.model.digests import recipe_digest
 from etl.reuse.hashing import HASH_BYTES, HASH_DTYPE
 from etl.reuse.journal import HINT, LOG, Journal
 from etl.reuse.records import Layout
@@ -35,7 +36,7 @@ from etl.storage.base import Entry, Storage
 log = logging.getLogger(__name__)
 
 STORE_FILE = "store.json"
-FORMAT = 2
+FORMAT = 3  # 3: the whole recipe digest; record checksums seeded with it
 SEGMENTS = "segments"
 SUFFIX = ".seg"
 SMALL_OBJECT = 8 << 20  # a segment this small is sent in one conditional PUT
@@ -48,7 +49,7 @@ class VectorStore:
 
     def __init__(self, storage: Storage, layout: Layout, recipe: str) -> None:
         self.storage = storage
-        self.layout = layout
+        self.layout = dataclasses.replace(layout, recipe=recipe)  # checksums under the recipe
         self.recipe = recipe
 
     def __repr__(self) -> str:
@@ -111,7 +112,9 @@ class VectorStore:
             (tail,) = self._read(key, [(size - needed, needed)])
             segment, _ = parse_tail(key, size, tail)
         if segment.recipe != self.recipe or segment.record_bytes != self.layout.record_bytes:
-            raise SegmentError(f"{key}: made with recipe {segment.recipe}, not {self.recipe}")
+            raise SegmentError(
+                f"{key}: made with recipe {segment.recipe[:16]}, not {self.recipe[:16]}"
+            )
         if start == 0:  # a small segment: read whole already, kept for read_all
             segment = dataclasses.replace(segment, data=tail)
         return segment
@@ -226,6 +229,12 @@ class VectorStore:
             return self.storage.read_ranges(key, ranges)
         except FileNotFoundError as exc:
             raise SegmentError(f"{key}: gone") from exc
+
+
+def verified_recipe(described: dict[str, Any]) -> bool:
+    """Whether a store.json's recipe is the sha256 of the identity it describes."""
+    identity = described.get("identity")
+    return isinstance(identity, dict) and described.get("recipe") == recipe_digest(identity)
 
 
 def _write_all(handle: BinaryIO, chunks: Iterable[bytes]) -> int:

@@ -108,7 +108,7 @@ def check_job_record(
     if not manifest.recorded() and not ClaimBook(manifest, "").running():
         return
     raise OutputConflictError(
-        f"--output {output_dir} holds results made with another model or other options "
+        f"--output {output_dir} holds results made with another model, other options or other code "
         f"({describe_difference(existing.get('identity', {}), spec.identity())}); "
         "use another --output, or --overwrite to replace them"
     )

@@ -29,6 +29,8 @@ ROW_COLUMNS = ("n_tokens", "truncated")  # written for every row, beside the vec
 CALIBRATION_ROWS = 2048  # int8: rows sampled from the corpus to fix the ranges
 TASKS = ("query", "document")  # --task, as sentence-transformers' encode_query/_document
 
+MAX_TEXT_BYTES = 8 << 20  # 8 MiB: some 2M tokens, 250x the longest window of any encoder
+
 
 @dataclass(frozen=True)
 class JobConfig:
@@ -63,6 +65,9 @@ class JobConfig:
     ray_timeout: float = 600.0  # seconds for every Ray actor to be placed and load the model
     long_text: str = "truncate"  # truncate | chunk | error, for texts over max_length tokens
     chunk_overlap: int = 0  # tokens shared by consecutive windows with long_text="chunk"
+    # A text of more bytes (UTF-8) is not read into Python, hashed or tokenized: its row gets
+    # null vectors, and the shard record says which and why (memory bounded by the job).
+    max_text_bytes: int = MAX_TEXT_BYTES
     output_dtypes: tuple[str, ...] = ("float32",)  # each of float32 | float16 | int8 | binary
     truncate_dim: int | None = None  # keep only the first D dimensions
     calibration: str | None = None  # int8: calibration.json of another job, or a Parquet sample
@@ -96,6 +101,7 @@ class JobConfig:
         if not self.layers:
             raise ConfigError("--layer: give at least one hidden-states index")
         _positive("--max-length", self.max_length, allow_none=True)
+        _positive("--max-text-bytes", self.max_text_bytes)
         _positive("--batch-size", self.batch_size)
         _positive("--batch-tokens", self.batch_tokens, allow_none=True)
         _positive("--sort-window", self.sort_window)

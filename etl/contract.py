@@ -34,6 +34,9 @@ class ShardStatus(str, enum.Enum):
         return self.value
 
 
+REFUSED_SHOWN = 10  # refused rows a shard record names one by one (all are counted)
+
+
 @dataclass(frozen=True)
 class Shard:
     """One input file and where its output goes; the unit of work, output, retry and resume."""
@@ -54,6 +57,8 @@ class WindowInfo:
     num_batches: int  # batches this window was cut into (at least 1, possibly empty)
     passthrough: pa.RecordBatch  # id and kept columns, in input order
     null_rows: int = 0  # rows whose text is null: no batch carries them
+    refused_rows: int = 0  # rows whose text is over --max-text-bytes: no batch carries them
+    refused: tuple[str, ...] = ()  # why, for the first REFUSED_SHOWN of them
     real_tokens: int = 0  # tokens fed to the model (after truncation)
     truncated_rows: int = 0
     chunked_rows: int = 0  # rows split into several windows (--long-text chunk)
@@ -71,7 +76,8 @@ class WindowInfo:
         """Rows the window's first batch completes: null rows, rows that copy a vector, and
         rows embedded in several windows (their sequences are not counted one by one)."""
         multi = int(self.multi.sum()) if self.multi is not None else 0
-        return self.null_rows + sum((self.rows_reused or {}).values()) + multi
+        reused = sum((self.rows_reused or {}).values())
+        return self.null_rows + self.refused_rows + reused + multi
 
 
 @dataclass
@@ -159,6 +165,8 @@ class ShardRecord:
     null_rows: int = 0
     truncated_rows: int = 0
     chunked_rows: int = 0
+    refused_rows: int = 0  # texts over --max-text-bytes: null vectors
+    refused: list[str] = field(default_factory=list)  # why, the first REFUSED_SHOWN of them
     tokens: int = 0  # real tokens fed to the model
     padded_tokens: int = 0  # tokens the model computed, padding included
     device_seconds: float = 0.0  # the GPU's time on its batches, by CUDA events (CPU: 0)

@@ -43,6 +43,7 @@ class OutputSpec:
     dtype: str  # compute dtype actually used: float32 | float16 | bfloat16
     backend: Backend  # the code that computes the vectors (etl.model.backend)
     long_text: str = "truncate"  # truncate | chunk | error
+    max_text_bytes: int = 8 << 20  # longer texts get null vectors (refused rows)
     chunk_overlap: int = 0  # tokens shared by consecutive windows (chunk only)
     output_dtypes: tuple[str, ...] = ("float32",)  # each column stored in each of these
     truncate_dim: int | None = None  # keep the first D dimensions
@@ -87,6 +88,7 @@ class OutputSpec:
             "output_dtypes": list(self.output_dtypes),
             "truncate_dim": self.truncate_dim,
             "calibration": self.calibration_source,
+            "max_text_bytes": self.max_text_bytes,
         }
 
     @property
@@ -201,6 +203,7 @@ def build_output_spec(
             model.path, model.custom_code, device_type, dtype, forced=cfg.backend, kind=recipe
         ),
         long_text=cfg.long_text,
+        max_text_bytes=cfg.max_text_bytes,
         chunk_overlap=cfg.chunk_overlap,
         output_dtypes=cfg.output_dtypes,
         truncate_dim=truncate,

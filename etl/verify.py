@@ -3,11 +3,11 @@
 Per shard: every input row once, in input order (ids compared by position, nulls and duplicates
 included); row counts equal to the manifest's; every vector column of the type and width the
 job's fingerprint promises; no NaN or infinity; unit length where the job normalized (within
-NORM_TOLERANCE); null vectors exactly where the text was null; the file's fingerprint the
-job's. polars scans only the columns it needs, with its streaming engine, one shard at a time,
-so memory does not grow with the corpus (a URI one row group at a time, through the storage
-the job used for it); --sample checks vectors on a fraction of the rows (every id is still
-checked).
+NORM_TOLERANCE); null vectors exactly where the text was null (or over --max-text-bytes); the
+file's fingerprint the job's. polars scans only the columns it needs, with its streaming
+engine, one shard at a time, so memory does not grow with the corpus (a URI one row group at a
+time, through the storage the job used for it); --sample checks vectors on a fraction of the
+rows (every id is still checked).
 """
 
 from __future__ import annotations
@@ -159,8 +159,13 @@ def _check_shard(
     schema = footer.schema.to_arrow_schema()
     columns = _vector_columns(identity, schema, check)
     id_col, text_col = identity["id_column"], identity["text_column"]
+    # A text over --max-text-bytes gets null vectors, as a null text does.
+    limit = identity.get("max_text_bytes")
+    no_text = pl.col(text_col).is_null()
+    if limit is not None:
+        no_text = no_text | (pl.col(text_col).str.len_bytes() > limit).fill_null(False)
     source = _scan(shard.input_path).select(
-        pl.col(id_col).alias("in_id"), pl.col(text_col).is_null().alias("null_text")
+        pl.col(id_col).alias("in_id"), no_text.alias("null_text")
     )
     out = _scan(output).select(pl.col(id_col).alias("out_id"), *map(pl.col, columns))
     common = min(input_rows, footer.num_rows)  # ids are compared position by position
@@ -178,8 +183,8 @@ def _check_shard(
     for name in columns:
         if counts[f"{name}:null"]:
             check.problems.append(
-                f"{name}: {counts[f'{name}:null']} rows null where the text is not, or not "
-                "null where it is"
+                f"{name}: {counts[f'{name}:null']} rows null where the text is not (nor over "
+                "--max-text-bytes), or not null where it is"
             )
     problems = check_values(_scan(output), columns, identity, sample)
     check.problems += problems

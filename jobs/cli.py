@@ -197,6 +197,15 @@ def cli() -> None:
     **_env("CHUNK_OVERLAP"),
 )
 @click.option(
+    "--max-text-bytes",
+    type=int,
+    **_default("max_text_bytes"),
+    help="A text longer than this (bytes of UTF-8) is not read, hashed or tokenized: its row "
+    "gets null vectors and the shard record names it (refused_rows, refused), so that one huge "
+    "cell cannot exhaust memory. 8 MiB is some 2 million tokens.",
+    **_env("MAX_TEXT_BYTES"),
+)
+@click.option(
     "--output-dtype",
     "output_dtypes",
     multiple=True,

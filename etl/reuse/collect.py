@@ -45,6 +45,7 @@ class RunUse:
     stored: int = 0
     served: int = 0
     hashes: list[np.ndarray] = field(default_factory=list)  # stored and served, as 64-bit keys
+    unindexed: list[str] = field(default_factory=list)  # segments told without their hashes
 
 
 @dataclass
@@ -107,7 +108,8 @@ def history(
         use.stored += sum(f.rows for f in files)
         use.served += len(used)
         if hashes_of is not None and run in hashes_of:
-            use.hashes += [key64(f.hashes) for f in files] + [key64(used)]
+            use.hashes += [key64(f.hashes) for f in files if f.hashes is not None] + [key64(used)]
+            use.unindexed += [f.name for f in files if f.hashes is None]
         owner[seq] = (run, when)
     return runs, owner, checkpoints, numbers[-1] if numbers else -1
 
@@ -137,21 +139,25 @@ def collect(
     kept = kept_runs(runs, keep_runs, keep_days)
     runs, owner, checkpoints, listed = history(journal, hashes_of=kept)
     report.runs, report.runs_kept = len(runs), len(kept)
-    keep = np.unique(
-        np.concatenate([k for r in kept for k in runs[r].hashes] or [np.zeros(0, np.uint64)])
-    )
-    for use in runs.values():
-        use.hashes = []  # what is kept is in ``keep`` now
     view = StoreView(journal)
     view.load()
     refuse_damaged(store, view)
+    tally = _Tally()
+    unindexed = {name for r in kept for name in runs[r].unindexed}
+    indexed = [key64(h) for h in _indexes(store, view, unindexed, tally)]
+    keep = np.unique(
+        np.concatenate(
+            [k for r in kept for k in runs[r].hashes] + indexed or [np.zeros(0, np.uint64)]
+        )
+    )
+    for use in runs.values():
+        use.hashes = []  # what is kept is in ``keep`` now
     report.segments_before = len(view.files)
     report.records_before = sum(f.rows for f in view.files.values())
     report.bytes_before = sum(f.size for f in view.files.values())
     removed: set[str] = set()
     added: list[StoredFile] = []
     expired = None
-    tally = _Tally()
     try:
         for item in list(view.files.values()):
             if view.added_at.get(item.name, -1) > listed:
@@ -189,6 +195,19 @@ def collect(
     report.bytes_after = sum(f.size for f in view.files.values())
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _indexes(store: VectorStore, view: StoreView, names: set[str], tally) -> list[np.ndarray]:
+    """The hashes of the live segments named, or made from one named (a gc rewrite keeps its
+    source's name): a large segment's are in its own index, not the journal. One no longer
+    traceable was dropped by an earlier gc; its texts are embedded again when next needed."""
+    found = []
+    for item in view.files.values():
+        if item.name in names or names.intersection(item.sources):
+            opened_item = opened(store, item, tally)
+            if opened_item is not None:
+                found.append(opened_item[2])
+    return found
 
 
 class _Tally:

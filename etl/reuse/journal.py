@@ -38,6 +38,8 @@ HINT = "checkpoint.json"
 MAGIC = b"EMBLOG01"
 HEAD = struct.Struct("<8sI")
 FLUSH_SECONDS = 10.0  # a worker's segments wait at most this long to be told to the journal
+# A segment of more records is told without its hashes (16 MiB): readers read its own index.
+ENTRY_HASHES = 1 << 20
 
 
 class JournalError(ValueError):
@@ -113,20 +115,19 @@ class Entry:
         hashes = np.frombuffer(self.payload, HASH_DTYPE)
         found, start = [], 0
         for item in self.header["segments"]:
-            name, rows, size, created = item
-            found.append(
-                StoredFile(
-                    name, rows, size, self.header["run"], created, (), hashes[start : start + rows]
-                )
-            )
-            start += rows
+            name, rows, size, created, *indexed = item  # [..., 0]: told without its hashes
+            carried = None
+            if not indexed or indexed[0]:
+                carried, start = hashes[start : start + rows], start + rows
+            found.append(StoredFile(name, rows, size, self.header["run"], created, (), carried))
         return found
 
     def used(self) -> np.ndarray:
         """An add entry's hashes served from earlier runs (sorted)."""
         count = int(self.header.get("used", 0))
         hashes = np.frombuffer(self.payload, HASH_DTYPE)
-        stored = sum(int(item[1]) for item in self.header.get("segments", ()))
+        segments = self.header.get("segments", ())
+        stored = sum(int(item[1]) for item in segments if len(item) == 4 or item[4])
         if stored + count != len(hashes):
             raise ValueError(f"{len(hashes)} hashes for {stored} stored and {count} served")
         return hashes[len(hashes) - count :] if count else hashes[:0]
@@ -137,8 +138,12 @@ class Entry:
 
 
 def add_entry(run: str, writer: str, files: list[StoredFile], used: np.ndarray) -> Entry:
-    segments = [[f.name, f.rows, f.size, f.created] for f in files]
-    payload = b"".join(np.ascontiguousarray(f.hashes, HASH_DTYPE).tobytes() for f in files)
+    segments = [
+        [f.name, f.rows, f.size, f.created, *([] if f.hashes is not None else [0])] for f in files
+    ]
+    payload = b"".join(
+        np.ascontiguousarray(f.hashes, HASH_DTYPE).tobytes() for f in files if f.hashes is not None
+    )
     used = np.unique(np.asarray(used, HASH_DTYPE))
     header = {
         "kind": "add",

@@ -24,7 +24,7 @@ from etl.contract import Shard
 from etl.errors import EmbedEtlError
 from etl.reuse.compact import compact_if_due
 from etl.reuse.hashing import HASH_DTYPE
-from etl.reuse.journal import FLUSH_SECONDS, StoredFile, add_entry
+from etl.reuse.journal import ENTRY_HASHES, FLUSH_SECONDS, StoredFile, add_entry
 from etl.reuse.segment import SegmentError, segment_bytes
 from etl.reuse.spill import NewVectors
 from etl.reuse.store import StoreTarget
@@ -69,7 +69,6 @@ class Publisher:
                 self._timer.start()
         if spill.count:
             name = target.segment_name(shard)
-            hashes = spill.hashes()
             created = time.time()
             chunks = segment_bytes(
                 spill.records(),
@@ -77,7 +76,7 @@ class Publisher:
                 store.layout,
                 store.recipe,
                 target.run,
-                hashes,
+                spill.hash_chunks(),
                 created,
                 shard=shard.rel_name,
             )
@@ -87,6 +86,9 @@ class Publisher:
                 log.warning("%s: vectors not added to %s: %s", shard.rel_name, store.uri, exc)
             else:
                 published = True
+                # A large segment's hashes stay out of the journal (readers read its index),
+                # so that an entry, and this worker, never hold a whole shard's.
+                hashes = spill.hashes() if spill.count <= ENTRY_HASHES else None
                 with self._lock:
                     self._pending.append(
                         StoredFile(name, spill.count, size, target.run, created, (), hashes)

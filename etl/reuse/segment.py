@@ -87,6 +87,20 @@ def trailer(
     """The bytes that follow the records: the index, its checks, the trailer and the tail."""
     if len(hashes) != rows:
         raise ValueError(f"{rows} records but {len(hashes)} hashes")
+    index = np.ascontiguousarray(hashes, HASH_DTYPE).tobytes()
+    return index + closing(rows, layout, recipe, run, index_checks(hashes), created, **about)
+
+
+def closing(
+    rows: int,
+    layout: Layout,
+    recipe: str,
+    run: str,
+    checks: list[int],
+    created: float,
+    **about: Any,
+) -> bytes:
+    """The bytes that follow the index: its checks, the trailer and the tail."""
     meta = {
         "format": FORMAT,
         "rows": rows,
@@ -101,9 +115,8 @@ def trailer(
         **about,
     }
     body = json.dumps(meta, sort_keys=True).encode()
-    checks = np.asarray(index_checks(hashes), "<u4").tobytes()
-    index = np.ascontiguousarray(hashes, HASH_DTYPE).tobytes()
-    return index + checks + body + TAIL.pack(len(body), zlib.crc32(body), MAGIC)
+    sums = np.asarray(checks, "<u4").tobytes()
+    return sums + body + TAIL.pack(len(body), zlib.crc32(body), MAGIC)
 
 
 def segment_bytes(
@@ -112,13 +125,27 @@ def segment_bytes(
     layout: Layout,
     recipe: str,
     run: str,
-    hashes: np.ndarray,
+    hashes: np.ndarray | Iterable[np.ndarray],
     created: float,
     **about: Any,
 ) -> Iterator[bytes]:
-    """A whole segment: the records' bytes as given, then what follows them."""
+    """A whole segment: the records' bytes as given, then what follows them. ``hashes`` may
+    come in chunks (each a whole number of INDEX_BLOCKs but the last): the index is streamed,
+    never held whole."""
     yield from records
-    yield trailer(rows, layout, recipe, run, hashes, created, **about)
+    if isinstance(hashes, np.ndarray):
+        yield trailer(rows, layout, recipe, run, hashes, created, **about)
+        return
+    checks, seen = [], 0
+    for chunk in hashes:
+        if seen % INDEX_BLOCK:
+            raise ValueError("index chunks must hold whole blocks")
+        checks += index_checks(chunk)
+        seen += len(chunk)
+        yield np.ascontiguousarray(chunk, HASH_DTYPE).tobytes()
+    if seen != rows:
+        raise ValueError(f"{rows} records but {seen} hashes")
+    yield closing(rows, layout, recipe, run, checks, created, **about)
 
 
 def parse_tail(key: str, size: int, tail: bytes) -> tuple[Segment, int]:

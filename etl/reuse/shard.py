@@ -14,7 +14,9 @@ a copying row names the spill number of its text. Before a shard's first lookup 
 waits until the writer has finished the shards it read before (etl.reuse.ledger), so that what
 they embedded is in the store. Memory per reader: one block's hashes, and the hashes of up to
 SEEN_CAP texts of the shard's earlier blocks (a text past that is embedded again), and the hashes
-of the texts it sent to the model (16 bytes each), which become its segment's.
+of the texts it sent to the model (16 bytes each), which become its segment's: up to
+ENTRY_HASHES of them (a larger segment is told without its hashes; the reader's lookup reads
+its index from the store like any other's).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from etl.errors import InputError
 from etl.reuse.hashing import HASH_DTYPE, text_hashes
+from etl.reuse.journal import ENTRY_HASHES
 from etl.reuse.lookup import Found, Lookup
 
 NULL, EMBED, SHARD, JOB, EARLIER = -1, 0, 1, 2, 3
@@ -102,7 +105,7 @@ class ShardReuse:
         self.block: _Block | None = None
         self.next_spill = 0
         self.seen = Known()  # texts of this shard's earlier blocks
-        self.embedded: list[np.ndarray] = []  # hashes sent to the model, in spill order
+        self.embedded: list[np.ndarray] | None = []  # hashes sent to the model, in spill order
 
     def starts_block(self, start: int) -> bool:
         """Whether the window at row ``start`` begins a block: the windows before it must have
@@ -146,7 +149,10 @@ class ShardReuse:
         first_spill = self.next_spill
         block.spill[text[embed_rows]] = first_spill + np.arange(len(embed_rows))
         self.next_spill += len(embed_rows)
-        self.embedded.append(block.hashes[text[embed_rows]])
+        if self.embedded is not None and self.next_spill <= ENTRY_HASHES:
+            self.embedded.append(block.hashes[text[embed_rows]])
+        else:
+            self.embedded = None  # too many to keep: the store will tell them
         kind[embed_rows] = EMBED
         kind[present & (kind == NULL)] = SHARD  # a repeat of a text first embedded above
         copies = np.flatnonzero(kind == SHARD)

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from etl.contract import (
+    REFUSED_SHOWN,
     Batch,
     Shard,
     ShardEnd,
@@ -40,8 +41,10 @@ from etl.stages.source import (
     iter_windows,
     model_texts,
     open_shard,
+    oversized,
     parquet_file,
     present_rows,
+    refusals,
     text_values,
 )
 from etl.stages.token_mask import TokenMask
@@ -62,6 +65,7 @@ class _Begun:
     first_row: int
     plan: Any  # etl.reuse.shard.WindowReuse, or None
     present: np.ndarray  # (n,) rows whose text goes to the model
+    over: np.ndarray  # (rows,) True where a text is over --max-text-bytes: refused
     tokens: Future  # Encoded: the present rows through the tokenizer
 
 
@@ -176,7 +180,7 @@ class ShardStream(IterableDataset):
         size = window * max(1, BLOCK_ROWS // window)  # a block holds whole windows
         parquet = parquet_file(shard.input_path)
         blocks = (
-            text_values(batch.column(0))
+            text_values(batch.column(0), self.spec.max_text_bytes)
             for batch in iter_windows(parquet, shard.input_path, [self.spec.text_column], size)
         )
         return ShardReuse(self.lookup, self.spec.prompt, blocks)
@@ -188,8 +192,10 @@ class ShardStream(IterableDataset):
         spec = self.spec
         column = record_batch.column(spec.text_column)
         plan = reuse.window(first_row, len(column)) if reuse is not None else None
-        # With reuse, only each new text's first row goes to the model.
-        present = np.flatnonzero(plan.kind == EMBED) if plan is not None else present_rows(column)
+        over = oversized(column, spec.max_text_bytes)  # never read: null vectors
+        # With reuse, only each new text's first row goes to the model (the plan saw texts
+        # over the limit as nulls).
+        present = present_rows(column, over) if plan is None else np.flatnonzero(plan.kind == EMBED)
         texts = model_texts(column, present, spec.prompt)  # what the model sees
         if self._tokenizing is None:
             self._tokenizing = helper_pool("embed-etl-tokenizer")
@@ -201,7 +207,7 @@ class ShardStream(IterableDataset):
             spec.long_text == "chunk",
             spec.special_tokens,
         )
-        return _Begun(index, number, record_batch, first_row, plan, present, tokens)
+        return _Begun(index, number, record_batch, first_row, plan, present, over, tokens)
 
     def _settle(
         self, begun: _Begun, shard: Shard, passthrough: list[str], reuse: ShardReuse | None
@@ -240,7 +246,9 @@ class ShardStream(IterableDataset):
         lengths[present] = n_tokens
         if plan is not None:
             reuse.record_tokens(first_row, plan, lengths)  # the copied rows' counts too
-        null_rows = int((lengths < 0).sum())
+        refused = np.flatnonzero(begun.over)
+        lengths[refused] = -2  # no tokens: a null vector, counted apart from null texts
+        null_rows = int((lengths == -1).sum())
         over = int((lengths > spec.max_length).sum())  # of every row, embedded or copied
         reused = {name: plan.count(kind) for kind, name in SOURCES.items()} if plan else {}
         batches = plan_batches(sequences.lengths, self.batching.max_tokens, self.batching.max_rows)
@@ -250,6 +258,8 @@ class ShardStream(IterableDataset):
             num_batches=max(1, len(batches)),
             passthrough=record_batch.select(passthrough),
             null_rows=null_rows,
+            refused_rows=len(refused),
+            refused=refusals(record_batch, first_row, refused[:REFUSED_SHOWN], spec),
             real_tokens=sequences.tokens,
             truncated_rows=0 if spec.long_text == "chunk" else over,
             chunked_rows=over if spec.long_text == "chunk" else 0,

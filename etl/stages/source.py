@@ -14,6 +14,10 @@ from etl.spec import OutputSpec
 from etl.storage import files
 from etl.storage.base import is_uri
 
+READ_BUFFER = 1 << 20  # bytes of a local column chunk read at a time
+REMOTE_READ_BUFFER = 8 << 20  # of a remote one (one ranged read each)
+PRE_BUFFER_BYTES = 64 << 20  # a remote row group up to this size is fetched whole, ahead
+
 
 def open_shard(path: str, spec: OutputSpec) -> pq.ParquetFile:
     """Open a shard and check that it has the columns the job needs, with usable types.
@@ -32,10 +36,22 @@ def open_shard(path: str, spec: OutputSpec) -> pq.ParquetFile:
 
 
 def parquet_file(path: str) -> pq.ParquetFile:
-    """A local path, or a URI opened for random access (row group by row group)."""
-    if is_uri(path):
-        return pq.ParquetFile(files.open_input(path), pre_buffer=True)
-    return pq.ParquetFile(path)
+    """A local path, or a URI opened for random access (row group by row group).
+
+    Column chunks are read a buffer at a time as batches are decoded, never whole: a row group
+    of 10^7 rows costs its batches, not its size. A remote file's row groups are fetched whole
+    ahead of decoding (pre-buffered, for fewer requests) only where each is at most
+    PRE_BUFFER_BYTES."""
+    if not is_uri(path):
+        return pq.ParquetFile(path, buffer_size=READ_BUFFER)
+    parquet = pq.ParquetFile(files.open_input(path), pre_buffer=True)
+    meta = parquet.metadata
+    largest = max(
+        (meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)), default=0
+    )
+    if largest <= PRE_BUFFER_BYTES:
+        return parquet
+    return pq.ParquetFile(files.open_input(path), buffer_size=REMOTE_READ_BUFFER)
 
 
 def check_columns(schema: pa.Schema, path: str, spec: OutputSpec) -> None:
@@ -109,16 +125,43 @@ def _cut(batches: list[pa.RecordBatch], rows: int) -> tuple[pa.RecordBatch, list
     return window, rest.to_batches() if rest.num_rows else []
 
 
-def text_values(array: pa.Array) -> list[str | None]:
-    """Python strings (None for nulls) from a string, large_string or dictionary column."""
-    return _plain(array).to_pylist()
+def text_values(array: pa.Array, max_bytes: int | None = None) -> list[str | None]:
+    """Python strings (None for nulls, and for texts over ``max_bytes``, which never become
+    Python objects) from a string, large_string or dictionary column."""
+    array = _plain(array)
+    if max_bytes is not None:
+        over = oversized(array, max_bytes)
+        if over.any():
+            array = pc.if_else(pa.array(over), pa.nulls(len(array), array.type), array)
+    return array.to_pylist()
 
 
-def present_rows(array: pa.Array) -> np.ndarray:
-    """(n,) positions of the rows whose text is not null."""
-    if not array.null_count:
+def oversized(array: pa.Array, max_bytes: int) -> np.ndarray:
+    """(n,) True where a text has more than ``max_bytes`` bytes (read from the offsets: no
+    text is copied)."""
+    lengths = pc.binary_length(_plain(array)).to_numpy(zero_copy_only=False)
+    return np.nan_to_num(lengths.astype(np.float64), nan=0.0) > max_bytes
+
+
+def refusals(record_batch: pa.RecordBatch, first_row: int, rows: np.ndarray, spec) -> tuple:
+    """Why each of these rows (over --max-text-bytes) gets no vector, a line each."""
+    ids = record_batch.column(spec.id_column).take(pa.array(rows)).to_pylist()
+    sizes = pc.binary_length(_plain(record_batch.column(spec.text_column)).take(pa.array(rows)))
+    return tuple(
+        f"row {first_row + int(row)} (id {row_id!r}): {size:,} bytes of text, over "
+        f"--max-text-bytes {spec.max_text_bytes:,}"
+        for row, row_id, size in zip(rows, ids, sizes.to_pylist(), strict=True)
+    )
+
+
+def present_rows(array: pa.Array, over: np.ndarray | None = None) -> np.ndarray:
+    """(n,) positions of the rows whose text is not null (nor ``over``, if given)."""
+    keep = array.is_valid().to_numpy(zero_copy_only=False) if array.null_count else None
+    if over is not None and over.any():
+        keep = ~over if keep is None else keep & ~over
+    if keep is None:
         return np.arange(len(array), dtype=np.int64)
-    return np.flatnonzero(array.is_valid().to_numpy(zero_copy_only=False))
+    return np.flatnonzero(keep)
 
 
 def model_texts(array: pa.Array, rows: np.ndarray, prompt: str) -> list[str]:

@@ -9,7 +9,18 @@ from typing import Any
 
 from etl.storage.base import StreamedUpload
 
-PART_SIZE = 8 << 20  # multipart part size; S3 wants at least 5 MiB for all parts but the last
+PART_SIZE = 8 << 20  # the first parts' size; S3 wants at least 5 MiB for all parts but the last
+MAX_PARTS = 10_000  # S3's limits: parts in an upload, bytes in a part, bytes in an object
+MAX_PART = 5 << 30
+MAX_OBJECT = 5 << 40
+PARTS_PER_DOUBLING = 800  # the part size doubles every this many parts
+
+
+def part_size(number: int, first: int = PART_SIZE) -> int:
+    """The size of part ``number`` (from 1): ``first``, doubling every PARTS_PER_DOUBLING parts,
+    up to S3's 5 GiB. An output of a few GB goes up in 8 MiB parts (the memory an upload holds);
+    10,000 parts reach past S3's 5 TiB object limit even from 5 MiB ones."""
+    return min(first << ((number - 1) // PARTS_PER_DOUBLING), MAX_PART)
 
 
 class S3Upload(StreamedUpload):
@@ -26,8 +37,7 @@ class S3Upload(StreamedUpload):
     def write(self, data: bytes) -> int:
         self.buffer += data
         self.written += len(data)
-        size = self.storage.part_size
-        while len(self.buffer) >= size:
+        while len(self.buffer) >= (size := part_size(len(self.parts) + 1, self.storage.part_size)):
             self._send(bytes(self.buffer[:size]))
             del self.buffer[:size]
         return len(data)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from etl.contract import Batch, ShardRecord
+from etl.contract import REFUSED_SHOWN, Batch, ShardRecord
 from etl.errors import reason
 from etl.spec import OutputSpec
 from etl.stages.sink import ShardWriter
@@ -114,6 +114,9 @@ class Batches:
         result = shard.result
         if batch.window is not None:
             result.null_rows += batch.window.null_rows
+            result.refused_rows += batch.window.refused_rows
+            room = REFUSED_SHOWN - len(result.refused)
+            result.refused += batch.window.refused[: max(0, room)]
             result.truncated_rows += batch.window.truncated_rows
             result.chunked_rows += batch.window.chunked_rows
             result.tokens += batch.window.real_tokens

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import (
+    bounded,
     coldstart,
     feed,
     memory,
@@ -79,6 +80,9 @@ def main() -> None:
     if args.store_scale:
         report["store_scale"] = store_scale.measure(args, work)
         store_scale.show(report["store_scale"])
+    if args.bounded:
+        report["bounded"] = bounded.measure(args, work)
+        bounded.show(report["bounded"])
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for path in (args.out / f"bench-{stamp}.json", args.out / "latest.json"):
@@ -100,6 +104,12 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--fast-dtype", default="bfloat16", help="dtype of the fast mode")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--memory", action="store_true", help="also the flat-memory runs (slow)")
+    parser.add_argument(
+        "--bounded",
+        action="store_true",
+        help="also peak RSS with a 256 MiB text and with 10^7 three-token rows (slow)",
+    )
+    bounded.add_arguments(parser)
     parser.add_argument("--memory-small", type=int, default=10_000)
     parser.add_argument("--memory-dtype", default="float32", help="compute dtype of memory runs")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed runs")

@@ -12,15 +12,21 @@ import pytest
 from tests.conftest import records, run_ok, tiny_texts, write_shard
 
 
-@pytest.mark.parametrize("reuse", [True, False], ids=["store", "no-reuse"])
-def test_a_text_over_max_text_bytes_gets_null_vectors_and_a_reason(tmp_path, tiny_model, reuse):
+@pytest.mark.parametrize(
+    ("reuse", "keep"),
+    [(True, ()), (False, ()), (True, ("text",))],
+    ids=["store", "no-reuse", "kept"],
+)
+def test_a_text_over_max_text_bytes_gets_null_vectors_and_a_reason(
+    tmp_path, tiny_model, reuse, keep
+):
     from etl.verify import verify_job
 
     texts = tiny_texts(40, seed=3)
     huge = " ".join(["the cat sat on the mat"] * 200)  # 4,599 bytes
     texts[17], texts[30] = huge, None
     write_shard(tmp_path / "in" / "a.parquet", texts, ids=[1000 + i for i in range(40)])
-    options = {"max_text_bytes": 4096, "no_reuse": not reuse}
+    options = {"max_text_bytes": 4096, "no_reuse": not reuse, "keep_columns": keep}
     summary = run_ok(tmp_path / "in", tmp_path / "out", tiny_model, **options)
     assert summary["refused_rows"] == 1 and summary["null_rows"] == 1
     embedded = len(set(texts) - {None, huge}) if reuse else 38  # each text once, or every row
@@ -33,6 +39,8 @@ def test_a_text_over_max_text_bytes_gets_null_vectors_and_a_reason(tmp_path, tin
     vectors = table.column("emb_mean").to_pylist()
     assert vectors[17] is None and vectors[30] is None
     assert table.column("n_tokens")[17].as_py() is None
+    if keep:  # a kept text column is written back whole, the refused text too
+        assert table.column("text").to_pylist() == texts
     # The other rows are what a run without the huge text gives.
     write_shard(tmp_path / "in2" / "a.parquet", [t for i, t in enumerate(texts) if i != 17])
     run_ok(tmp_path / "in2", tmp_path / "out2", tiny_model)

@@ -36,17 +36,9 @@ from etl.reuse.shard import BLOCK_ROWS, EMBED, SOURCES, ShardReuse
 from etl.reuse.store import StoreTarget
 from etl.spec import OutputSpec
 from etl.stages.batching import Batching, plan_batches
+from etl.stages.blocks import Feed, Rows, read_blocks
 from etl.stages.sequences import Sequences
-from etl.stages.source import (
-    iter_windows,
-    model_texts,
-    open_shard,
-    oversized,
-    parquet_file,
-    present_rows,
-    refusals,
-    text_values,
-)
+from etl.stages.source import model_texts, open_shard, present_rows, refusals, text_values
 from etl.stages.token_mask import TokenMask
 from etl.stages.tokenizer import Layout
 from etl.stages.tokens import chunk_rows, content_ids, encode_window, finish_window
@@ -61,11 +53,10 @@ class _Begun:
 
     index: int  # shard
     number: int  # window within the shard
-    record_batch: Any
+    window: Rows
     first_row: int
     plan: Any  # etl.reuse.shard.WindowReuse, or None
     present: np.ndarray  # (n,) rows whose text goes to the model
-    over: np.ndarray  # (rows,) True where a text is over --max-text-bytes: refused
     tokens: Future  # Encoded: the present rows through the tokenizer
 
 
@@ -132,24 +123,34 @@ class ShardStream(IterableDataset):
             columns = list(dict.fromkeys([spec.text_column, spec.id_column, *spec.keep_columns]))
             passthrough = [spec.id_column, *spec.keep_columns]
             rows = windows = 0
-            reuse = self._reuse(shard)
+            texts = Feed()  # each block's texts, for the store's lookup
+            reuse = self._reuse(texts)
             self._read.append(index)
+            window_rows = self.batching.window_rows
+            # A block holds whole windows: the lookup hashes and finds a block's texts at once.
+            block_rows = window_rows * max(1, BLOCK_ROWS // window_rows) if reuse else window_rows
             # Each window's tokens are computed (in the tokenizer thread, the GIL released)
             # while the ids of the one before are taken out and it is batched, padded and
             # sent: the cores never wait for either.
             begun: _Begun | None = None
-            for record_batch in iter_windows(
-                parquet, shard.input_path, columns, self.batching.window_rows
-            ):
-                if begun is not None and reuse is not None and reuse.starts_block(rows):
-                    yield from self._emit(self._settle(begun, shard, passthrough, reuse))
-                    begun = None  # its block's counts are in before the next block comes
-                started = self._begin(index, windows, record_batch, rows, reuse)
-                if begun is not None:
-                    yield from self._emit(self._settle(begun, shard, passthrough, reuse))
-                begun = started
-                rows += record_batch.num_rows
-                windows += 1
+            release = spec.text_column not in passthrough  # a kept text is written back whole
+            blocks = read_blocks(
+                parquet, shard.input_path, columns, spec.text_column, block_rows, spec, release
+            )
+            for block in blocks:
+                if reuse is not None:
+                    column = block.batch.column(spec.text_column)
+                    texts.put(text_values(column, spec.max_text_bytes))
+                for window in block.windows(window_rows):
+                    if begun is not None and reuse is not None and reuse.starts_block(rows):
+                        yield from self._emit(self._settle(begun, shard, passthrough, reuse))
+                        begun = None  # its block's counts are in before the next block comes
+                    started = self._begin(index, windows, window, rows, reuse)
+                    if begun is not None:
+                        yield from self._emit(self._settle(begun, shard, passthrough, reuse))
+                    begun = started
+                    rows += window.batch.num_rows
+                    windows += 1
             if begun is not None:
                 yield from self._emit(self._settle(begun, shard, passthrough, reuse))
             if reuse is not None:
@@ -160,10 +161,10 @@ class ShardStream(IterableDataset):
         except Exception as exc:  # noqa: BLE001 - one bad shard must not stop the others
             yield ShardFailed(index, f"{shard.input_path}: {reason(exc)}", traceback.format_exc())
 
-    def _reuse(self, shard: Shard) -> ShardReuse | None:
-        """With stores: the shard's ShardReuse, fed blocks of texts by a second pass over the
-        text column, a block ahead of the windows; once the shards read before are finished,
-        so that their vectors are in the store."""
+    def _reuse(self, texts: Feed) -> ShardReuse | None:
+        """With stores: the shard's ShardReuse, fed each block's ``texts`` as the block is read
+        (before its windows); once the shards read before are finished, so that their vectors
+        are in the store."""
         if self.lookup is None:
             return None
         if self.ledger is not None:
@@ -176,25 +177,18 @@ class ShardStream(IterableDataset):
                     self.lookup.add_own(self.store.store, name, spilled)
             self._read.clear()
             self.lookup.cost_per_text = self.ledger.cost_per_text
-        window = self.batching.window_rows
-        size = window * max(1, BLOCK_ROWS // window)  # a block holds whole windows
-        parquet = parquet_file(shard.input_path)
-        blocks = (
-            text_values(batch.column(0), self.spec.max_text_bytes)
-            for batch in iter_windows(parquet, shard.input_path, [self.spec.text_column], size)
-        )
-        return ShardReuse(self.lookup, self.spec.prompt, blocks)
+        return ShardReuse(self.lookup, self.spec.prompt, texts)
 
     def _begin(
-        self, index: int, number: int, record_batch, first_row: int, reuse: ShardReuse | None
+        self, index: int, number: int, window: Rows, first_row: int, reuse: ShardReuse | None
     ) -> _Begun:
-        """A window's texts, which of them the model sees, and their tokens under way."""
-        spec = self.spec
+        """A window's texts, which of them the model sees, and their tokens under way. Texts
+        over --max-text-bytes were made null as they were read: no vector, counted apart."""
+        spec, record_batch = self.spec, window.batch
         column = record_batch.column(spec.text_column)
         plan = reuse.window(first_row, len(column)) if reuse is not None else None
-        over = oversized(column, spec.max_text_bytes)  # never read: null vectors
-        # With reuse, only each new text's first row goes to the model (the plan saw texts
-        # over the limit as nulls).
+        # With reuse, only each new text's first row goes to the model.
+        over = window.over
         present = present_rows(column, over) if plan is None else np.flatnonzero(plan.kind == EMBED)
         texts = model_texts(column, present, spec.prompt)  # what the model sees
         if self._tokenizing is None:
@@ -207,13 +201,13 @@ class ShardStream(IterableDataset):
             spec.long_text == "chunk",
             spec.special_tokens,
         )
-        return _Begun(index, number, record_batch, first_row, plan, present, over, tokens)
+        return _Begun(index, number, window, first_row, plan, present, tokens)
 
     def _settle(
         self, begun: _Begun, shard: Shard, passthrough: list[str], reuse: ShardReuse | None
     ) -> _Settled:
         """A window whose tokens are in: its sequences, its batches and its WindowInfo."""
-        spec, record_batch, present = self.spec, begun.record_batch, begun.present
+        spec, record_batch, present = self.spec, begun.window.batch, begun.present
         first_row, plan = begun.first_row, begun.plan
         keep_whole = spec.long_text == "chunk"
         tokenized = finish_window(
@@ -246,7 +240,7 @@ class ShardStream(IterableDataset):
         lengths[present] = n_tokens
         if plan is not None:
             reuse.record_tokens(first_row, plan, lengths)  # the copied rows' counts too
-        refused = np.flatnonzero(begun.over)
+        refused = np.flatnonzero(begun.window.over)
         lengths[refused] = -2  # no tokens: a null vector, counted apart from null texts
         null_rows = int((lengths == -1).sum())
         over = int((lengths > spec.max_length).sum())  # of every row, embedded or copied
@@ -259,7 +253,7 @@ class ShardStream(IterableDataset):
             passthrough=record_batch.select(passthrough),
             null_rows=null_rows,
             refused_rows=len(refused),
-            refused=refusals(record_batch, first_row, refused[:REFUSED_SHOWN], spec),
+            refused=refusals(begun.window, first_row, refused[:REFUSED_SHOWN], spec),
             real_tokens=sequences.tokens,
             truncated_rows=0 if spec.long_text == "chunk" else over,
             chunked_rows=over if spec.long_text == "chunk" else 0,

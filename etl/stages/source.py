@@ -43,7 +43,7 @@ def parquet_file(path: str) -> pq.ParquetFile:
     ahead of decoding (pre-buffered, for fewer requests) only where each is at most
     PRE_BUFFER_BYTES."""
     if not is_uri(path):
-        return pq.ParquetFile(path, buffer_size=READ_BUFFER)
+        return pq.ParquetFile(path, buffer_size=READ_BUFFER, pre_buffer=False)
     parquet = pq.ParquetFile(files.open_input(path), pre_buffer=True)
     meta = parquet.metadata
     largest = max(
@@ -51,7 +51,7 @@ def parquet_file(path: str) -> pq.ParquetFile:
     )
     if largest <= PRE_BUFFER_BYTES:
         return parquet
-    return pq.ParquetFile(files.open_input(path), buffer_size=REMOTE_READ_BUFFER)
+    return pq.ParquetFile(files.open_input(path), buffer_size=REMOTE_READ_BUFFER, pre_buffer=False)
 
 
 def check_columns(schema: pa.Schema, path: str, spec: OutputSpec) -> None:
@@ -128,7 +128,7 @@ def _cut(batches: list[pa.RecordBatch], rows: int) -> tuple[pa.RecordBatch, list
 def text_values(array: pa.Array, max_bytes: int | None = None) -> list[str | None]:
     """Python strings (None for nulls, and for texts over ``max_bytes``, which never become
     Python objects) from a string, large_string or dictionary column."""
-    array = _plain(array)
+    array = plain_text(array)
     if max_bytes is not None:
         over = oversized(array, max_bytes)
         if over.any():
@@ -139,18 +139,18 @@ def text_values(array: pa.Array, max_bytes: int | None = None) -> list[str | Non
 def oversized(array: pa.Array, max_bytes: int) -> np.ndarray:
     """(n,) True where a text has more than ``max_bytes`` bytes (read from the offsets: no
     text is copied)."""
-    lengths = pc.binary_length(_plain(array)).to_numpy(zero_copy_only=False)
+    lengths = pc.binary_length(plain_text(array)).to_numpy(zero_copy_only=False)
     return np.nan_to_num(lengths.astype(np.float64), nan=0.0) > max_bytes
 
 
-def refusals(record_batch: pa.RecordBatch, first_row: int, rows: np.ndarray, spec) -> tuple:
-    """Why each of these rows (over --max-text-bytes) gets no vector, a line each."""
-    ids = record_batch.column(spec.id_column).take(pa.array(rows)).to_pylist()
-    sizes = pc.binary_length(_plain(record_batch.column(spec.text_column)).take(pa.array(rows)))
+def refusals(window, first_row: int, rows: np.ndarray, spec) -> tuple:
+    """Why each of these rows of a window (etl.stages.blocks.Rows: over --max-text-bytes)
+    gets no vector, a line each."""
+    ids = window.batch.column(spec.id_column).take(pa.array(rows)).to_pylist()
     return tuple(
-        f"row {first_row + int(row)} (id {row_id!r}): {size:,} bytes of text, over "
-        f"--max-text-bytes {spec.max_text_bytes:,}"
-        for row, row_id, size in zip(rows, ids, sizes.to_pylist(), strict=True)
+        f"row {first_row + int(row)} (id {row_id!r}): {int(window.sizes[row]):,} bytes of "
+        f"text, over --max-text-bytes {spec.max_text_bytes:,}"
+        for row, row_id in zip(rows, ids, strict=True)
     )
 
 
@@ -166,7 +166,7 @@ def present_rows(array: pa.Array, over: np.ndarray | None = None) -> np.ndarray:
 
 def model_texts(array: pa.Array, rows: np.ndarray, prompt: str) -> list[str]:
     """The texts at ``rows``, each after the prompt: what the model sees, joined by Arrow."""
-    array = _plain(array)
+    array = plain_text(array)
     if len(rows) != len(array):
         array = array.take(pa.array(rows))
     if prompt:
@@ -178,7 +178,7 @@ def model_texts(array: pa.Array, rows: np.ndarray, prompt: str) -> list[str]:
     return array.to_pylist()
 
 
-def _plain(array: pa.Array) -> pa.Array:
+def plain_text(array: pa.Array) -> pa.Array:
     """A dictionary column decoded; other text columns as they are."""
     if pa.types.is_dictionary(array.type):
         return array.dictionary_decode()

@@ -1,0 +1,78 @@
+"""A shard read once, a block of rows at a time, each block cut into windows.
+
+A block is what the vector store's lookup hashes at once (a whole number of windows); without
+a store, a block is one window. Texts over --max-text-bytes are taken out of a block as soon as
+it is read (their rows stay, null, with their sizes kept for the shard record), so that no huge
+cell outlives its read or is read twice.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from etl.stages.source import iter_windows, plain_text
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows of a shard: a record batch (texts over the limit null), which of its texts were
+    over the limit, and each text's size in bytes (0 for a null)."""
+
+    batch: pa.RecordBatch
+    over: np.ndarray  # (rows,) bool
+    sizes: np.ndarray  # (rows,) int64
+
+    def windows(self, rows: int) -> Iterator[Rows]:
+        """The block cut into windows of ``rows`` rows (slices: nothing is copied)."""
+        for start in range(0, self.batch.num_rows, rows):
+            end = start + rows
+            yield Rows(self.batch.slice(start, rows), self.over[start:end], self.sizes[start:end])
+
+
+def read_blocks(
+    parquet: pq.ParquetFile,
+    path: str,
+    columns: list[str],
+    text_column: str,
+    block_rows: int,
+    spec,
+    release: bool = True,
+) -> Iterator[Rows]:
+    """The shard's rows, ``block_rows`` at a time, in file order; texts over the spec's
+    max_text_bytes nulled (unless not ``release``: the text column is also kept)."""
+    max_bytes = spec.max_text_bytes
+    for batch in iter_windows(parquet, path, columns, block_rows):
+        position = batch.schema.get_field_index(text_column)
+        text = plain_text(batch.column(position))
+        sizes = pc.binary_length(text).fill_null(0).to_numpy(zero_copy_only=False)
+        over = sizes > max_bytes
+        if release and over.any():
+            kept = pc.if_else(pa.array(over), pa.nulls(len(text), text.type), text)
+            batch = batch.set_column(position, text_column, kept)  # the huge values let go
+        yield Rows(batch, over, sizes.astype(np.int64))
+
+
+class Feed:
+    """An iterator its reader fills: each block's texts, put in before the block's first
+    window asks the store's lookup for them (etl.reuse.shard.ShardReuse pulls one per block)."""
+
+    def __init__(self) -> None:
+        self._queue: deque = deque()
+
+    def put(self, item: object) -> None:
+        self._queue.append(item)
+
+    def __iter__(self) -> Feed:
+        return self
+
+    def __next__(self) -> object:
+        if not self._queue:
+            raise StopIteration
+        return self._queue.popleft()

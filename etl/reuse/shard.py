@@ -1,7 +1,7 @@
 """The reader's side, per shard: which rows go to the model, which copy a vector, from where.
 
-The reader hashes the texts of a block of rows ahead of its windows (one more pass over the text
-column) and classifies each distinct text once:
+The reader hashes the texts of a block of rows as it reads the block, before its windows, and
+classifies each distinct text once:
 
     shard    embedded earlier in this shard: copy its vector
     job      found in a store entry this run wrote (another shard, another worker)
@@ -118,7 +118,7 @@ class ShardReuse:
         while start >= self.end:
             texts = next(self.blocks, None)
             if texts is None:
-                raise InputError(f"row {start}: the shard ended early while it was read again")
+                raise InputError(f"row {start}: no texts were read for its block")
             self._add_block(self.end, texts)
             self.end += len(texts)
         block = self.block

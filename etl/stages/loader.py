@@ -128,7 +128,9 @@ class ShardStream(IterableDataset):
             self._read.append(index)
             window_rows = self.batching.window_rows
             # A block holds whole windows: the lookup hashes and finds a block's texts at once.
-            block_rows = window_rows * max(1, BLOCK_ROWS // window_rows) if reuse else window_rows
+            block_rows = window_rows
+            if reuse is not None:
+                block_rows *= max(1, BLOCK_ROWS // window_rows)
             # Each window's tokens are computed (in the tokenizer thread, the GIL released)
             # while the ids of the one before are taken out and it is batched, padded and
             # sent: the cores never wait for either.

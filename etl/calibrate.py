@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from etl.config import JobConfig
 from etl.errors import ConfigError, EmbedEtlError
 from etl.inputs import discover
 from etl.spec import OutputSpec
@@ -157,7 +158,7 @@ def _sample_inputs(cfg) -> list[str]:
     texts: list[str] = []
     for i in picks:
         try:
-            texts += _head_texts(shards[i].input_path, cfg.text_column, per_shard)
+            texts += _head_texts(shards[i].input_path, cfg, per_shard)
         except Exception as exc:  # noqa: BLE001 - a bad shard fails later, on its own
             log.warning("calibration sample: skipping %s: %s", shards[i].input_path, exc)
     return texts[: cfg.calibration_rows]
@@ -165,17 +166,20 @@ def _sample_inputs(cfg) -> list[str]:
 
 def _sample_file(path: str, cfg) -> list[str]:
     try:
-        return _head_texts(path, cfg.text_column, cfg.calibration_rows)
+        return _head_texts(path, cfg, cfg.calibration_rows)
     except Exception as exc:
         raise ConfigError(
             f"--calibration {path}: cannot read column {cfg.text_column!r}: {exc}"
         ) from exc
 
 
-def _head_texts(path: str, column: str, rows: int) -> list[str]:
+def _head_texts(path: str, cfg: JobConfig, rows: int) -> list[str]:
+    """The first ``rows`` texts of a file that the job embeds (not null, nor over
+    --max-text-bytes)."""
     texts: list[str] = []
-    for batch in parquet_file(path).iter_batches(batch_size=min(rows, 8192), columns=[column]):
-        texts += [t for t in text_values(batch.column(0)) if t is not None]
+    columns = [cfg.text_column]
+    for batch in parquet_file(path).iter_batches(batch_size=min(rows, 8192), columns=columns):
+        texts += [t for t in text_values(batch.column(0), cfg.max_text_bytes) if t is not None]
         if len(texts) >= rows:
             break
     return texts[:rows]

@@ -23,7 +23,7 @@ from etl.contract import Shard
 from etl.errors import ConfigError, EmbedEtlError, ModelError
 from etl.model.locate import resolve_model
 from etl.spec import OutputSpec, build_output_spec
-from etl.stages.source import parquet_file
+from etl.stages.source import parquet_file, plain_text
 from etl.stages.vectors import dequantize_int8
 from etl.state.calibration import read_calibration
 from etl.state.job_record import describe_difference
@@ -183,7 +183,9 @@ def _sample(
             continue
         text = _take(shard.input_path, [spec.text_column], rows).column(0)
         table = _take(storage.uri(shard.output_key), names, rows).append_column("text", text)
-        table = table.filter(pc.is_valid(table.column("text")))
+        # Null texts, and texts over --max-text-bytes, have null vectors: nothing to recompute.
+        sizes = pc.binary_length(plain_text(table.column("text").combine_chunks()))
+        table = table.filter(pc.fill_null(pc.less_equal(sizes, spec.max_text_bytes), False))
         if table.num_rows:
             sampled[shard.rel_name] = table
     return sampled

@@ -51,6 +51,9 @@ class OutputSpec:
     prompt: str = ""  # prepended to every text
     prompt_name: str | None = None  # the model's name for that prompt, if it is one of them
     top_k: int | None = None  # sparse: the largest weights kept per row (None: every nonzero)
+    # The versions of the code that computes the vectors (Backend.code), read once where the
+    # job is planned: every worker, on any machine, compares its own (require_same_code).
+    code: dict[str, Any] = field(default_factory=dict)
     # int8 only: per-column ranges, fixed once per job. Not part of the identity: resuming a
     # job must not need the model, and the ranges follow from the identity's calibration source.
     calibration: dict[str, Any] | None = field(default=None, compare=False)
@@ -65,7 +68,7 @@ class OutputSpec:
             "model_weights": self.model.weights_sha256,
             "model_tokenizer": self.model.tokenizer_sha256,
             "backend": self.backend.describe(),
-            "code": self.backend.code(),
+            "code": self.code,
             "recipe": recipe.identity() if recipe.from_model else None,
             "columns": [c.describe() for c in self.columns],
             "max_length": self.max_length,
@@ -186,6 +189,9 @@ def build_output_spec(
             )
     prompt, prompt_name = choose_prompt(model.recipe, model.name, cfg.prompt, cfg.prompt_name)
     truncate = cfg.truncate_dim if any(cfg.truncate_dim != c.dim for c in columns) else None
+    backend = choose_backend(
+        model.path, model.custom_code, device_type, dtype, forced=cfg.backend, kind=recipe
+    )
     return OutputSpec(
         model=model,
         columns=tuple(columns),
@@ -199,9 +205,7 @@ def build_output_spec(
         and recipe.kind != SPARSE,
         max_length=max_length,
         dtype=dtype,
-        backend=choose_backend(
-            model.path, model.custom_code, device_type, dtype, forced=cfg.backend, kind=recipe
-        ),
+        backend=backend,
         long_text=cfg.long_text,
         max_text_bytes=cfg.max_text_bytes,
         chunk_overlap=cfg.chunk_overlap,
@@ -211,6 +215,7 @@ def build_output_spec(
         prompt=prompt,
         prompt_name=prompt_name,
         top_k=top_k,
+        code=backend.code(),
     )
 
 

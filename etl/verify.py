@@ -163,7 +163,8 @@ def _check_shard(
     limit = identity.get("max_text_bytes")
     no_text = pl.col(text_col).is_null()
     if limit is not None:
-        no_text = no_text | (pl.col(text_col).str.len_bytes() > limit).fill_null(False)
+        size = pl.col(text_col).cast(pl.String).str.len_bytes()  # a dictionary column too
+        no_text = no_text | (size > limit).fill_null(False)
     source = _scan(shard.input_path).select(
         pl.col(id_col).alias("in_id"), no_text.alias("null_text")
     )

@@ -478,7 +478,8 @@ def verify(
 
     Per shard: every input row once and in input order, row counts as the manifest says,
     vector columns of the promised type and width, no NaN or infinity, unit length where the
-    job normalized, null vectors exactly where the text was null, the job's fingerprint.
+    job normalized, null vectors exactly where the text was null (or over --max-text-bytes),
+    the job's fingerprint.
     INPUT defaults to the inputs the job was first run with.
     """
     _setup_logging(False)

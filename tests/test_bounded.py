@@ -54,6 +54,23 @@ def test_a_text_over_max_text_bytes_gets_null_vectors_and_a_reason(
         atol=1e-6,
     )
 
+    # Recomputed with the job's own --max-text-bytes; the refused row is not sampled.
+    report = verify_job(str(tmp_path / "out"), recompute=40)
+    assert report.ok, json.dumps(report.to_dict())[:2000]
+
+
+def test_verify_expects_refused_rows_in_a_dictionary_text_column(tmp_path, tiny_model):
+    import pyarrow as pa
+
+    from etl.verify import verify_job
+
+    texts = tiny_texts(12, seed=4)
+    texts[5] = "a b c " * 400
+    table = pa.table({"id": list(range(12)), "text": pa.array(texts).dictionary_encode()})
+    (tmp_path / "in").mkdir()
+    pq.write_table(table, tmp_path / "in" / "a.parquet")
+    summary = run_ok(tmp_path / "in", tmp_path / "out", tiny_model, max_text_bytes=1000)
+    assert summary["refused_rows"] == 1
     report = verify_job(str(tmp_path / "out"))
     assert report.ok, json.dumps(report.to_dict())[:2000]
 

@@ -127,3 +127,27 @@ def test_a_store_that_does_not_hold_together_is_not_believed(tmp_path, tiny_mode
     check = CliRunner().invoke(cli, ["store", "check", str(tmp_path / "vendor")])
     assert check.exit_code == 3, check.output
     assert ("trailer" if edit == "both" else "store.json") in check.output
+
+
+def test_a_worker_with_other_vector_code_stops_in_one_line(tmp_path, tiny_model):
+    """The code versions are fixed where the job is planned; a worker elsewhere (a Ray node, a
+    machine of --shard-index) with other versions would make other vectors under the same
+    fingerprint: it stops before loading the model."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import torch
+
+    from etl.errors import ModelError
+    from etl.plan import plan_job
+    from etl.stages.encoder import Encoder
+    from tests.conftest import job_config
+
+    write_shard(tmp_path / "in" / "a.parquet", texts(4))
+    spec = plan_job(job_config(tmp_path / "in", tmp_path / "out", tiny_model)).spec
+    settings = SimpleNamespace(threads=1, trust_remote_code=False)
+    Encoder(spec, settings, torch.device("cpu"))  # the same code: loads
+    other = dataclasses.replace(spec, code={**spec.code, "tokenizers": "0.0.1"})
+    with pytest.raises(ModelError, match=r"tokenizers \S+ here, 0.0.1 for the job") as err:
+        Encoder(other, settings, torch.device("cpu"))
+    assert "\n" not in str(err.value)

@@ -35,6 +35,22 @@ def require_safe_torch() -> None:
         )
 
 
+def require_same_code(job: dict, running: dict) -> None:
+    """Stop, in one line, a worker whose vector code (embed-etl's VECTOR_CODE_VERSION,
+    tokenizers, transformers) is not the one the job's fingerprint was made with: its vectors
+    would be mixed with the others' under one fingerprint."""
+    if job and running != job:
+        differ = ", ".join(
+            f"{k} {running.get(k)} here, {job.get(k)} for the job"
+            for k in sorted(set(job) | set(running))
+            if running.get(k) != job.get(k)
+        )
+        raise ModelError(
+            f"this worker's code makes other vectors than the job's ({differ}); install the "
+            "same embed-etl, tokenizers and transformers on every machine of a job"
+        )
+
+
 def use_safetensors(path: Path) -> bool | None:
     """transformers' use_safetensors for a model directory: True where it holds safetensors
     weights (never its .bin beside them), else None (its .bin, read with weights_only=True)."""

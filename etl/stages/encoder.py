@@ -22,7 +22,7 @@ from etl.errors import ModelError, reason
 from etl.model.backend import FLASH_ATTENTION, TRANSFORMERS, ModelCode
 from etl.model.bert import PlainBertCode
 from etl.model.facts import ModelInfo
-from etl.model.runtime import require_safe_torch, use_safetensors
+from etl.model.runtime import require_safe_torch, require_same_code, use_safetensors
 from etl.spec import OutputSpec
 from etl.stages.device import cpu_supports, default_threads
 from etl.stages.head import DenseHead
@@ -52,6 +52,7 @@ class Encoder:
     def __init__(
         self, spec: OutputSpec, settings: Any, device: torch.device, prompt_length: int = 0
     ) -> None:
+        require_same_code(spec.code, spec.backend.code())
         self.spec = spec
         self.device = device
         self.prompt_length = prompt_length  # left out of pooling where include_prompt is off

@@ -44,14 +44,18 @@ def parquet_file(path: str) -> pq.ParquetFile:
     PRE_BUFFER_BYTES."""
     if not is_uri(path):
         return pq.ParquetFile(path, buffer_size=READ_BUFFER, pre_buffer=False)
-    parquet = pq.ParquetFile(files.open_input(path), pre_buffer=True)
+    source = files.open_input(path)
+    parquet = pq.ParquetFile(source, pre_buffer=True)
     meta = parquet.metadata
     largest = max(
         (meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)), default=0
     )
     if largest <= PRE_BUFFER_BYTES:
         return parquet
-    return pq.ParquetFile(files.open_input(path), buffer_size=REMOTE_READ_BUFFER, pre_buffer=False)
+    source.close()  # opened again to read by buffers, its footer not read twice
+    return pq.ParquetFile(
+        files.open_input(path), metadata=meta, buffer_size=REMOTE_READ_BUFFER, pre_buffer=False
+    )
 
 
 def check_columns(schema: pa.Schema, path: str, spec: OutputSpec) -> None:

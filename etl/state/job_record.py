@@ -48,6 +48,7 @@ VECTOR_OPTIONS = (
     "max_length",
     "long_text",
     "chunk_overlap",
+    "max_text_bytes",
     "output_dtypes",
     "truncate_dim",
     "calibration_rows",

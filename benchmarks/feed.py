@@ -285,7 +285,8 @@ def _instrument(stages: Stages, standin: bool) -> None:
     import etl.stages.sink as sink
     import etl.stages.window as window
 
-    stages.wrap_generator(loader, "iter_windows", "read")
+    stages.wrap_generator(loader, "iter_windows", "read")  # before etl.stages.blocks
+    stages.wrap_generator(loader, "read_blocks", "read")
     stages.wrap(loader, "tokenize_window", "tokenize")  # before encode_window
     stages.wrap(loader, "encode_window", "tokenize")
     stages.wrap(loader, "finish_window", "ids out of the tokenizer")

@@ -56,3 +56,38 @@ def test_a_tokenizer_truncating_on_the_left_keeps_a_huge_texts_last_tokens(token
         assert tokenized.n_tokens[i] == len(full)
         expected = full if len(full) <= 64 else [full[0], *full[len(full) - 63 :]]
         assert tokenized.sequences.row(i).tolist() == expected
+
+
+def test_a_window_tokenized_joined_gives_each_texts_own_ids(tokenizer, corpus):
+    """BERT's tokenizer tokenizes a window as a few joined strings (etl.stages.joined): the ids
+    are those of each text alone, on real paragraphs and on texts made to break it."""
+    import pyarrow.parquet as pq
+
+    from etl.stages.joined import SEPARATOR, joined_tokenizer
+    from etl.stages.tokens import _ids
+
+    backend = tokenizer.backend_tokenizer
+    joined = joined_tokenizer(tokenizer, backend, True)
+    assert joined is not None  # the default model's tokenizer qualifies
+    paragraphs = pq.read_table(sorted(corpus.glob("*.parquet"))[0], columns=["text"])
+    texts = [t for t in paragraphs.column("text").to_pylist()[:3000] if t is not None]
+    texts += ["", " ", "[SEP] [CLS]", "a\u00a0b\u200bc", "Ωmega Ñ ﬁ ligature", "x" * 300]
+    got = joined.encode(texts)
+    backend.no_truncation()
+    backend.no_padding()
+    for i, text in enumerate(texts):
+        assert got.row(i).tolist() == backend.encode(text).ids, text[:40]
+    # A text holding the separator itself: that window goes text by text, the same ids.
+    tricky = ["before", f"a{SEPARATOR}b", "after"]
+    assert joined.encode(tricky) is None
+    ids = _ids(tokenizer, tricky, True)
+    assert [ids.row(i).tolist() for i in range(3)] == [backend.encode(t).ids for t in tricky]
+
+
+def test_a_tokenizer_that_is_not_bert_is_never_joined(tmp_path):
+    from etl.stages.joined import joined_tokenizer
+    from tests.models import CASES, build_tokenizer
+
+    roberta = next(c for c in CASES if c.arch == "roberta")
+    tokenizer, _ = build_tokenizer(roberta, tmp_path / "bpe")
+    assert joined_tokenizer(tokenizer, tokenizer.backend_tokenizer, True) is None

@@ -60,6 +60,17 @@ class Sequences:
         starts = np.concatenate([self.starts, other.starts + len(self.ids)])
         return Sequences(ids, starts, np.concatenate([self.lengths, other.lengths]))
 
+    def replaced(self, rows: dict[int, np.ndarray]) -> Sequences:
+        """These sequences with those at the given positions replaced (a few: a loop per one)."""
+        pieces, lengths, last = [], self.lengths.copy(), 0
+        for i in sorted(rows):
+            pieces += [self.ids[self.starts[last] : self.starts[i]] if i else self.ids[:0]]
+            pieces.append(np.asarray(rows[i], np.int32))
+            lengths[i] = len(rows[i])
+            last = i + 1
+        pieces.append(self.ids[self.starts[last] :] if last < len(self) else self.ids[:0])
+        return Sequences(np.concatenate(pieces), starts_of(lengths), lengths)
+
     def truncated(self, max_length: int, keep_head: int) -> Sequences:
         """Each sequence longer than max_length cut to max_length tokens: its first
         ``keep_head`` tokens, then its last max_length - keep_head. Truncating on the right

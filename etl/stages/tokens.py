@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from etl.stages.joined import joined_tokenizer
 from etl.stages.sequences import Sequences
 from etl.stages.tokenizer import Layout
 
@@ -31,9 +32,9 @@ class Tokenized:
 
 @dataclass
 class Encoded:
-    """A window's texts through the Rust tokenizer, their ids not yet taken out of it."""
+    """A window's texts through the Rust tokenizer."""
 
-    encodings: list  # tokenizers.Encoding, one per text, of its head
+    ids: Sequences  # one per text, of its head, special tokens added, not truncated
     counts: dict[int, int]  # texts cut to a head, long: their full token counts
     whole: dict[int, np.ndarray]  # keep_whole: cut long texts, their ids without specials
 
@@ -77,17 +78,19 @@ def encode_window(
     part = tail if getattr(tokenizer, "truncation_side", "right") == "left" else head
     for i in cut:
         heads[i] = part(texts[i], budget)
-    encodings = _encodings(tokenizer, heads, special_tokens) if count else []
+    ids = _ids(tokenizer, heads, special_tokens)
     counts: dict[int, int] = {}
     whole: dict[int, np.ndarray] = {}
+    grown: dict[int, np.ndarray] = {}
     specials = _specials(tokenizer) if special_tokens else 0
     for i in cut.tolist():
         # A head too short to fill max_length tokens (a text of very long words): take more.
-        chars = budget
-        while len(encodings[i]) < max_length and len(heads[i]) < len(texts[i]):
+        chars, length = budget, int(ids.lengths[i])
+        while length < max_length and len(heads[i]) < len(texts[i]):
             chars *= 4
             heads[i] = part(texts[i], chars)
-            encodings[i] = _encodings(tokenizer, [heads[i]], special_tokens)[0]
+            grown[i] = np.asarray(_encodings(tokenizer, [heads[i]], special_tokens)[0].ids)
+            length = len(grown[i])
         if len(heads[i]) == len(texts[i]):
             continue  # the head grew into the whole text: its count is exact
         if keep_whole:
@@ -95,7 +98,7 @@ def encode_window(
             counts[i] = len(whole[i]) + specials
         else:
             counts[i] = count_tokens(tokenizer, texts[i], special_tokens)
-    return Encoded(encodings, counts, whole)
+    return Encoded(ids.replaced(grown) if grown else ids, counts, whole)
 
 
 def finish_window(
@@ -107,7 +110,7 @@ def finish_window(
 ) -> Tokenized:
     """The ids taken out of the encodings and made sequences, counted and truncated, without
     calling the tokenizer (another thread may be running it on the next window)."""
-    full = Sequences.from_lists([encoding.ids for encoding in encoded.encodings])
+    full = encoded.ids
     n_tokens = full.lengths.copy()
     for i, counted in encoded.counts.items():
         n_tokens[i] = counted
@@ -236,6 +239,16 @@ def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     n = min(len(a), len(b))
     differ = np.flatnonzero(a[:n] != b[:n])
     return int(differ[0]) if len(differ) else n
+
+
+def _ids(tokenizer: Any, texts: list[str], special_tokens: bool) -> Sequences:
+    """Each text's ids, special tokens added: many texts a call where the tokenizer allows
+    (etl.stages.joined), else an Encoding a text."""
+    joined = joined_tokenizer(tokenizer, _backend(tokenizer), special_tokens)
+    found = joined.encode(texts) if joined is not None else None
+    if found is None:
+        found = Sequences.from_lists([e.ids for e in _encodings(tokenizer, texts, special_tokens)])
+    return found
 
 
 def _encodings(tokenizer: Any, texts: list[str], special_tokens: bool = True) -> list:

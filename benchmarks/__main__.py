@@ -145,6 +145,9 @@ def _parse() -> argparse.Namespace:
     )
     parser.add_argument("--feed-rows", type=int, default=50_000)
     parser.add_argument(
+        "--feed-min-chars", type=int, default=150, help="--feed: rows of at least this many chars"
+    )
+    parser.add_argument(
         "--sparse", action="store_true", help="also a sparse model against the dense default"
     )
     parser.add_argument("--sparse-rows", type=int, default=2000)

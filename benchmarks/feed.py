@@ -44,14 +44,14 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     small, large = args.feed_rows_small, args.feed_rows
     src = work / "feed"
     src.mkdir(parents=True, exist_ok=True)
-    table = _long_rows(corpus_rows(args.corpus, 10**9), large)
+    table = _long_rows(corpus_rows(args.corpus, 10**9), large, args.feed_min_chars)
     for n in (small, large):
         _write(table.slice(0, n), src / f"in-{n}")
     cores = os.cpu_count() or 1
     trees = {"": None}
     if args.feed_baseline:  # the code of another revision, measured in turn with this one
         trees["before:"] = _checkout(args.feed_baseline, work / "baseline")
-    report: dict = {"rows_small": small, "rows_large": large, "min_chars": MIN_CHARS}
+    report: dict = {"rows_small": small, "rows_large": large, "min_chars": args.feed_min_chars}
     report["baseline"] = args.feed_baseline
     runs = [("ceiling", {}), ("ceiling", {"fast": True, "whole": True})]
     runs += [("standin", {"batch_tokens": 2048}), ("layer0", {})]
@@ -82,6 +82,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
                 many = report[f"{prefix}{kind}/{cores}cpu"]["rows_per_s"]
                 one = report[f"{prefix}{kind}/1cpu"]["rows_per_s"]
                 report["scaling"][prefix + kind] = round(many / one, 2)
+    from benchmarks import gil
+
+    report["gil"] = gil.measure(src, small, large)
     return report
 
 
@@ -174,12 +177,16 @@ def show(report: dict) -> None:
             "  all cores against one: "
             + ", ".join(f"{k} {v}x" for k, v in report["scaling"].items())
         )
+    if "gil" in report:
+        from benchmarks import gil
+
+        gil.show(report["gil"])
 
 
-def _long_rows(table, n: int):
+def _long_rows(table, n: int, min_chars: int = MIN_CHARS):
     import pyarrow.compute as pc
 
-    long = table.filter(pc.greater_equal(pc.utf8_length(table.column("text")), MIN_CHARS))
+    long = table.filter(pc.greater_equal(pc.utf8_length(table.column("text")), min_chars))
     if long.num_rows < n:
         raise SystemExit(f"--feed-rows {n}: the corpus has only {long.num_rows} long rows here")
     return long.slice(0, n)

@@ -88,6 +88,16 @@ def test_two_local_workers_match_one_process(tmp_path, tiny_model, corpus):
     assert {r.pid for r in records(tmp_path / "double")} <= loaded
 
 
+def test_k_processes_on_one_device_write_the_bytes_of_one(tmp_path, tiny_model, corpus):
+    """--workers K on one device (K processes share it, as K per GPU do): every vector
+    bit for bit what one process writes, given the same threads each."""
+    _run(tmp_path, tiny_model, corpus, "one", workers=1, threads=1)
+    _run(tmp_path, tiny_model, corpus, "three", workers=3, threads=1)
+    for i in range(SHARDS):
+        a, b = (pq.read_table(tmp_path / d / f"p{i}.parquet") for d in ("one", "three"))
+        assert a.equals(b), f"p{i}"  # ids, counts and every vector
+
+
 def test_ray_engine_matches_one_process(tmp_path, tiny_model, corpus, ray_local):
     _run(tmp_path, tiny_model, corpus, "single", normalize=True)
     on_ray = _run(

@@ -152,7 +152,7 @@ def _parse() -> argparse.Namespace:
     )
     parser.add_argument("--sparse-rows", type=int, default=2000)
     parser.add_argument("--feed-rows-small", type=int, default=10_000)
-    parser.add_argument("--feed-repeats", type=int, default=3, help="best of, per run")
+    parser.add_argument("--feed-repeats", type=int, default=3, help="median of, per run")
     parser.add_argument(
         "--feed-baseline", default=None, help="also measure the etl package of this git revision"
     )

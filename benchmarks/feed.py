@@ -15,7 +15,7 @@ fewer cores with taskset) running the whole job on long real paragraphs of the c
 ``--feed-baseline REV`` runs the same figures with the etl package of another revision too,
 in turn with this one's, so that before and after come from the same machine in one run.
 Rates are at steady state: (rows of the large run - rows of the small run) / (difference of
-their wall times), best of --feed-repeats each, so that start-up (imports, model load) drops
+their wall times), the median of --feed-repeats each, so that start-up (imports, model load) drops
 out. Stage times are seconds per 10,000 rows of the large run, summed over the threads that
 did them (read, tokenize and batch run beside the model; they overlap).
 """
@@ -204,7 +204,11 @@ def _steady(kind, options, src: Path, small: int, large: int, cpus: int, args, t
     for _ in range(args.feed_repeats):  # in turn, so that a noisy minute hits both sizes
         for n in (small, large):
             results[n].append(_child(kind, options, src / f"in-{n}", cpus, tree))
-    runs = {n: min(found, key=lambda r: r["seconds"]) for n, found in results.items()}
+    # The median run of each size (by its wall time).
+    runs = {
+        n: sorted(found, key=lambda r: r["seconds"])[len(found) // 2]
+        for n, found in results.items()
+    }
     seconds = runs[large]["seconds"] - runs[small]["seconds"]
     tokens = runs[large]["tokens"] - runs[small]["tokens"]
     figures = {

@@ -50,14 +50,29 @@ def measure(src: Path, small: int, large: int, repeats: int = 3) -> dict:
     }
 
 
-def _held(spy: str, src: Path, env: dict) -> float:
-    """Seconds the stand-in job held the GIL outside imports."""
+def _held(spy: str, src: Path, env: dict, tries: int = 3) -> float:
+    """Seconds the stand-in job held the GIL outside imports (py-spy now and then hangs once
+    its child has exited: such a try is given up after a while and made again)."""
+    for attempt in range(tries):
+        try:
+            return _held_once(spy, src, env)
+        except (subprocess.TimeoutExpired, RuntimeError):
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _held_once(spy: str, src: Path, env: dict) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "gil.txt"
         command = [spy, "record", "--gil", "-r", str(RATE), "--format", "raw", "-o", str(raw)]
         options = json.dumps({"batch_tokens": 32768})
         child = [sys.executable, "-m", "benchmarks.feed", "standin", str(src), options]
-        subprocess.run([*command, "--", *child], env=env, capture_output=True, check=True)
+        done = subprocess.run(
+            [*command, "--", *child], env=env, capture_output=True, text=True, timeout=300
+        )
+        if not raw.exists():  # py-spy's own exit status varies with how the child ended
+            raise RuntimeError(f"py-spy wrote no samples:\n{done.stderr[-2000:]}")
         samples = 0
         for line in raw.read_text().splitlines():
             stack, _, count = line.rpartition(" ")

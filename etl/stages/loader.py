@@ -37,11 +37,12 @@ from etl.reuse.store import StoreTarget
 from etl.spec import OutputSpec
 from etl.stages.batching import Batching, plan_batches
 from etl.stages.blocks import Feed, Rows, read_blocks
+from etl.stages.chunks import chunk_rows
 from etl.stages.sequences import Sequences
 from etl.stages.source import model_texts, open_shard, present_rows, refusals, text_values
 from etl.stages.token_mask import TokenMask
 from etl.stages.tokenizer import Layout
-from etl.stages.tokens import chunk_rows, content_ids, encode_window, finish_window
+from etl.stages.tokens import content_ids, encode_window, finish_window
 from etl.threads import helper_pool
 
 Item = ShardStart | Batch | ShardEnd | ShardFailed

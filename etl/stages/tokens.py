@@ -97,7 +97,11 @@ def encode_window(
             whole[i] = content_ids(tokenizer, texts[i])
             counts[i] = len(whole[i]) + specials
         else:
-            counts[i] = count_tokens(tokenizer, texts[i], special_tokens)
+            counts[i] = -1  # counted below, together
+    uncounted = [i for i, n in counts.items() if n < 0]
+    if uncounted:  # in one parallel call, the GIL released, as far as memory allows
+        found = count_many(tokenizer, [texts[i] for i in uncounted], special_tokens)
+        counts.update(zip(uncounted, found, strict=True))
     return Encoded(ids.replaced(grown) if grown else ids, counts, whole)
 
 
@@ -163,6 +167,17 @@ def _cut(text: str, start: int, chars: int) -> int:
     return end
 
 
+def count_many(tokenizer: Any, texts: list[str], special_tokens: bool = True) -> list[int]:
+    """count_tokens of each text: those up to PIECE_CHARS in one batch call."""
+    short = [t for t in texts if len(t) <= PIECE_CHARS]
+    encode = _backend(tokenizer).encode_batch_fast
+    found = iter([len(e) for e in encode(short, add_special_tokens=special_tokens)])
+    return [
+        next(found) if len(t) <= PIECE_CHARS else count_tokens(tokenizer, t, special_tokens)
+        for t in texts
+    ]
+
+
 def count_tokens(tokenizer: Any, text: str, special_tokens: bool = True) -> int:
     """Tokens of the whole text, special tokens included, in bounded memory."""
     if len(text) <= PIECE_CHARS:
@@ -208,39 +223,6 @@ def _specials(tokenizer: Any) -> int:
     return len(_backend(tokenizer).encode("", add_special_tokens=True))
 
 
-def chunk_windows(
-    content: np.ndarray,
-    max_length: int,
-    overlap: int,
-    prefix: tuple[int, ...],
-    suffix: tuple[int, ...],
-    lead: int = 0,
-) -> list[np.ndarray]:
-    """Windows of at most max_length tokens covering the text: the special tokens before it,
-    the content's first ``lead`` tokens (the prompt, repeated in every window), a slice of the
-    rest, the special tokens after it.
-
-    Consecutive windows share ``overlap`` text tokens; the last window ends at the text's end.
-    The first window is what truncation keeps.
-    """
-    head, text = content[:lead], content[lead:]
-    width = max_length - len(prefix) - len(suffix) - lead  # text tokens per window
-    stride = width - overlap
-    starts = [0]
-    while starts[-1] + width < len(text):
-        starts.append(starts[-1] + stride)
-    before = np.concatenate([np.asarray(prefix, dtype=content.dtype), head])
-    after = np.asarray(suffix, dtype=content.dtype)
-    return [np.concatenate([before, text[s : s + width], after]) for s in starts]
-
-
-def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
-    """How many leading tokens two id sequences share (a prompt's tokens inside a text)."""
-    n = min(len(a), len(b))
-    differ = np.flatnonzero(a[:n] != b[:n])
-    return int(differ[0]) if len(differ) else n
-
-
 def _ids(tokenizer: Any, texts: list[str], special_tokens: bool) -> Sequences:
     """Each text's ids, special tokens added: many texts a call where the tokenizer allows
     (etl.stages.joined), else an Encoding a text."""
@@ -259,42 +241,3 @@ def _encodings(tokenizer: Any, texts: list[str], special_tokens: bool = True) ->
     backend = _backend(tokenizer)
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
     return encode(texts, add_special_tokens=special_tokens)
-
-
-def chunk_rows(
-    sequences: Sequences,
-    present: np.ndarray,
-    whole: dict[int, np.ndarray],
-    num_rows: int,
-    spec: Any,
-    layout: Layout,
-    prompt_ids: np.ndarray,
-) -> tuple[Sequences, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Replace each long row's truncated ids by windows over its whole text (--long-text chunk).
-
-    ``sequences`` holds one sequence per present row; ``whole`` the ids of the long ones, by
-    that position. Every window repeats the special tokens and the prompt. Returns the
-    sequences (the short rows' first, then each long row's windows), their rows, their order
-    within their row, which rows have several windows, and per row the tokens a later window
-    repeats (specials, prompt, overlap), for token outputs.
-    """
-    multi = np.zeros(num_rows, dtype=bool)
-    drop_head = np.zeros(num_rows, dtype=np.int64)
-    long = np.fromiter(sorted(whole), np.int64, len(whole))
-    short = np.setdiff1d(np.arange(len(sequences)), long)  # sorted: rows stay in order
-    windows, rows, parts = [], [present[short]], [np.zeros(len(short), np.int64)]
-    for j in long.tolist():  # one loop turn per long row, not per row
-        row = int(present[j])
-        lead = common_prefix(whole[j], prompt_ids) if spec.prompt else 0
-        pieces = chunk_windows(
-            whole[j], spec.max_length, spec.chunk_overlap, layout.prefix, layout.suffix, lead
-        )
-        windows += pieces
-        rows.append(np.full(len(pieces), row, np.int64))
-        parts.append(np.arange(len(pieces), dtype=np.int64))
-        multi[row] = len(pieces) > 1
-        drop_head[row] = len(layout.prefix) + lead + spec.chunk_overlap
-    joined = sequences.take(short)
-    if windows:
-        joined = joined.concat(Sequences.from_lists(windows))
-    return joined, np.concatenate(rows), np.concatenate(parts), multi, drop_head

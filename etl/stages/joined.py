@@ -63,7 +63,9 @@ class JoinedTokenizer:
         at = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
         self.prefix = np.asarray(full[:at], np.int32)
         self.suffix = np.asarray(full[at + len(plain) :], np.int32)
-        self.groups = GROUPS_PER_CORE * max(1, len(os.sched_getaffinity(0)))
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
+        cores = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+        self.groups = GROUPS_PER_CORE * max(1, cores)
 
     def encode(self, texts: list[str]) -> Sequences | None:
         """Each text's ids, special tokens added; None if a text holds the separator."""

@@ -67,7 +67,7 @@ def test_a_window_tokenized_joined_gives_each_texts_own_ids(tokenizer, corpus):
     from etl.stages.tokens import _ids
 
     backend = tokenizer.backend_tokenizer
-    joined = joined_tokenizer(tokenizer, backend, True)
+    joined = joined_tokenizer(tokenizer, True)
     assert joined is not None  # the default model's tokenizer qualifies
     paragraphs = pq.read_table(sorted(corpus.glob("*.parquet"))[0], columns=["text"])
     texts = [t for t in paragraphs.column("text").to_pylist()[:3000] if t is not None]
@@ -90,4 +90,4 @@ def test_a_tokenizer_that_is_not_bert_is_never_joined(tmp_path):
 
     roberta = next(c for c in CASES if c.arch == "roberta")
     tokenizer, _ = build_tokenizer(roberta, tmp_path / "bpe")
-    assert joined_tokenizer(tokenizer, tokenizer.backend_tokenizer, True) is None
+    assert joined_tokenizer(tokenizer, True) is None

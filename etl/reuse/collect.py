@@ -202,7 +202,7 @@ def _indexes(store: VectorStore, view: StoreView, names: set[str], tally) -> lis
     source's name): a large segment's are in its own index, not the journal. One no longer
     traceable was dropped by an earlier gc; its texts are embedded again when next needed."""
     found = []
-    for item in view.files.values():
+    for item in view.files.values() if names else ():
         if item.name in names or names.intersection(item.sources):
             opened_item = opened(store, item, tally)
             if opened_item is not None:

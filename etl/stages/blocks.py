@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from etl.stages.source import iter_windows, plain_text
+from etl.stages.source import iter_windows, text_sizes, without
 
 
 @dataclass(frozen=True)
@@ -47,16 +46,13 @@ def read_blocks(
 ) -> Iterator[Rows]:
     """The shard's rows, ``block_rows`` at a time, in file order; texts over the spec's
     max_text_bytes nulled (unless not ``release``: the text column is also kept)."""
-    max_bytes = spec.max_text_bytes
     for batch in iter_windows(parquet, path, columns, block_rows):
         position = batch.schema.get_field_index(text_column)
-        text = plain_text(batch.column(position))
-        sizes = pc.binary_length(text).fill_null(0).to_numpy(zero_copy_only=False)
-        over = sizes > max_bytes
-        if release and over.any():
-            kept = pc.if_else(pa.array(over), pa.nulls(len(text), text.type), text)
-            batch = batch.set_column(position, text_column, kept)  # the huge values let go
-        yield Rows(batch, over, sizes.astype(np.int64))
+        sizes = text_sizes(batch.column(position))
+        over = sizes > spec.max_text_bytes
+        if release and over.any():  # the huge values let go
+            batch = batch.set_column(position, text_column, without(batch.column(position), over))
+        yield Rows(batch, over, sizes)
 
 
 class Feed:

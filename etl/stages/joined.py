@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from etl.stages.sequences import Sequences, positions, starts_of
+from etl.stages.tokenizer import layout
 
 SEPARATOR = "\x00[embed-etl:next-text]\x00"
 GROUPS_PER_CORE = 4  # joined strings per core: the Rust tokenizer's threads stay balanced
@@ -48,21 +49,18 @@ _known: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class JoinedTokenizer:
-    """Tokenizes many texts at once through a copy of ``backend`` that knows SEPARATOR."""
+    """Tokenizes many texts at once through a copy of ``tokenizer``'s Rust tokenizer that
+    knows SEPARATOR."""
 
-    def __init__(self, backend: Any, special_tokens: bool) -> None:
+    def __init__(self, tokenizer: Any, special_tokens: bool) -> None:
         from tokenizers import AddedToken, Tokenizer
 
-        self.tokenizer = Tokenizer.from_str(backend.to_str())
-        self.tokenizer.no_truncation()
-        self.tokenizer.no_padding()
+        specials = layout(tokenizer)  # also turns the tokenizer's truncation and padding off
+        self.tokenizer = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
         self.tokenizer.add_special_tokens([AddedToken(SEPARATOR, special=True, normalized=False)])
         self.separator = self.tokenizer.token_to_id(SEPARATOR)
-        plain = backend.encode("the", add_special_tokens=False).ids
-        full = backend.encode("the", add_special_tokens=special_tokens).ids
-        at = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
-        self.prefix = np.asarray(full[:at], np.int32)
-        self.suffix = np.asarray(full[at + len(plain) :], np.int32)
+        self.prefix = np.asarray(specials.prefix if special_tokens else (), np.int32)
+        self.suffix = np.asarray(specials.suffix if special_tokens else (), np.int32)
         affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
         cores = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
         self.groups = GROUPS_PER_CORE * max(1, cores)
@@ -91,21 +89,21 @@ class JoinedTokenizer:
         return _with_specials(ids, begins, lengths, self.prefix, self.suffix)
 
 
-def joined_tokenizer(tokenizer: Any, backend: Any, special_tokens: bool) -> JoinedTokenizer | None:
+def joined_tokenizer(tokenizer: Any, special_tokens: bool) -> JoinedTokenizer | None:
     """The JoinedTokenizer for ``tokenizer``, made and checked once; None where joining could
     give other ids than encoding each text alone."""
-    key = (special_tokens,)
     found = _known.setdefault(tokenizer, {})
-    if key not in found:
-        found[key] = _checked(backend, special_tokens)
-    return found[key]
+    if special_tokens not in found:
+        found[special_tokens] = _checked(tokenizer, special_tokens)
+    return found[special_tokens]
 
 
-def _checked(backend: Any, special_tokens: bool) -> JoinedTokenizer | None:
+def _checked(tokenizer: Any, special_tokens: bool) -> JoinedTokenizer | None:
+    backend = tokenizer.backend_tokenizer
     steps = {name: type(getattr(backend, name)).__name__ for name in _SAFE}
     if any(steps[name] not in allowed for name, allowed in _SAFE.items()):
         return None
-    joined = JoinedTokenizer(backend, special_tokens)
+    joined = JoinedTokenizer(tokenizer, special_tokens)
     alone = [backend.encode(t, add_special_tokens=special_tokens).ids for t in _SAMPLES]
     together = joined.encode(_SAMPLES)
     if together is None or [together.row(i).tolist() for i in range(len(_SAMPLES))] != alone:

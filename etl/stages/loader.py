@@ -39,7 +39,7 @@ from etl.stages.batching import Batching, plan_batches
 from etl.stages.blocks import Feed, Rows, read_blocks
 from etl.stages.chunks import chunk_rows
 from etl.stages.sequences import Sequences
-from etl.stages.source import model_texts, open_shard, present_rows, refusals, text_values
+from etl.stages.source import model_texts, open_shard, present_rows, refusals, without
 from etl.stages.token_mask import TokenMask
 from etl.stages.tokenizer import Layout
 from etl.stages.tokens import content_ids, encode_window, finish_window
@@ -143,7 +143,7 @@ class ShardStream(IterableDataset):
             for block in blocks:
                 if reuse is not None:
                     column = block.batch.column(spec.text_column)
-                    texts.put(text_values(column, spec.max_text_bytes))
+                    texts.put(without(column, block.over).to_pylist())  # sizes known already
                 for window in block.windows(window_rows):
                     if begun is not None and reuse is not None and reuse.starts_block(rows):
                         yield from self._emit(self._settle(begun, shard, passthrough, reuse))

@@ -132,19 +132,24 @@ def _cut(batches: list[pa.RecordBatch], rows: int) -> tuple[pa.RecordBatch, list
 def text_values(array: pa.Array, max_bytes: int | None = None) -> list[str | None]:
     """Python strings (None for nulls, and for texts over ``max_bytes``, which never become
     Python objects) from a string, large_string or dictionary column."""
-    array = plain_text(array)
     if max_bytes is not None:
-        over = oversized(array, max_bytes)
-        if over.any():
-            array = pc.if_else(pa.array(over), pa.nulls(len(array), array.type), array)
-    return array.to_pylist()
+        array = without(array, text_sizes(array) > max_bytes)
+    return plain_text(array).to_pylist()
 
 
-def oversized(array: pa.Array, max_bytes: int) -> np.ndarray:
-    """(n,) True where a text has more than ``max_bytes`` bytes (read from the offsets: no
-    text is copied)."""
-    lengths = pc.binary_length(plain_text(array)).to_numpy(zero_copy_only=False)
-    return np.nan_to_num(lengths.astype(np.float64), nan=0.0) > max_bytes
+def text_sizes(array: pa.Array) -> np.ndarray:
+    """(n,) int64 bytes of each text, 0 for a null (read from the offsets: no text is copied)."""
+    sizes = pc.binary_length(plain_text(array)).fill_null(0)
+    return sizes.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def without(array: pa.Array, rows: np.ndarray) -> pa.Array:
+    """The text column (decoded) with the texts at ``rows`` ((n,) bool) made null: nothing of
+    theirs is copied."""
+    array = plain_text(array)
+    if not rows.any():
+        return array
+    return pc.if_else(pa.array(rows), pa.nulls(len(array), array.type), array)
 
 
 def refusals(window, first_row: int, rows: np.ndarray, spec) -> tuple:

@@ -82,6 +82,7 @@ def encode_window(
     counts: dict[int, int] = {}
     whole: dict[int, np.ndarray] = {}
     grown: dict[int, np.ndarray] = {}
+    uncounted: list[int] = []  # counted together below
     specials = _specials(tokenizer) if special_tokens else 0
     for i in cut.tolist():
         # A head too short to fill max_length tokens (a text of very long words): take more.
@@ -97,8 +98,7 @@ def encode_window(
             whole[i] = content_ids(tokenizer, texts[i])
             counts[i] = len(whole[i]) + specials
         else:
-            counts[i] = -1  # counted below, together
-    uncounted = [i for i, n in counts.items() if n < 0]
+            uncounted.append(i)
     if uncounted:  # in one parallel call, the GIL released, as far as memory allows
         found = count_many(tokenizer, [texts[i] for i in uncounted], special_tokens)
         counts.update(zip(uncounted, found, strict=True))
@@ -226,7 +226,7 @@ def _specials(tokenizer: Any) -> int:
 def _ids(tokenizer: Any, texts: list[str], special_tokens: bool) -> Sequences:
     """Each text's ids, special tokens added: many texts a call where the tokenizer allows
     (etl.stages.joined), else an Encoding a text."""
-    joined = joined_tokenizer(tokenizer, _backend(tokenizer), special_tokens)
+    joined = joined_tokenizer(tokenizer, special_tokens)
     found = joined.encode(texts) if joined is not None else None
     if found is None:
         found = Sequences.from_lists([e.ids for e in _encodings(tokenizer, texts, special_tokens)])

@@ -85,8 +85,7 @@ class LocalStorage(Storage):
         if not key:
             return self.root
         path = self.root / key
-        real = path.resolve() if self.confined else path
-        if self.confined and not real.is_relative_to(self._real_root):
+        if self.confined and not (real := path.resolve()).is_relative_to(self._real_root):
             raise StorageError(
                 f"{path}: leads to {real}, outside {self.root}; a job reads and writes only "
                 "inside its location (remove the link)"

@@ -27,6 +27,8 @@ LONG_TEXT = ("truncate", "chunk", "error")
 OUTPUT_DTYPES = ("float32", "float16", "int8", "binary")
 ROW_COLUMNS = ("n_tokens", "truncated")  # written for every row, beside the vectors
 CALIBRATION_ROWS = 2048  # int8: rows sampled from the corpus to fix the ranges
+ESTIMATE_ROWS = 65536  # `plan --estimate`: rows tokenized (within 1% on tokens, here)
+CALIBRATE_ROWS = 8192  # ... of which `--calibrate` embeds this many on a CPU (all on a GPU)
 TASKS = ("query", "document")  # --task, as sentence-transformers' encode_query/_document
 
 MAX_TEXT_BYTES = 8 << 20  # 8 MiB: some 2M tokens, 250x the longest window of any encoder

@@ -51,6 +51,8 @@ class JobPlan:
     total_rows: int  # rows in the pending shards, from their footers
     reuse: ReusePlan | None = None  # the vector stores consulted and added to (etl.reuse)
     calibration: Any = None  # etl.calibrate.Calibration: int8 ranges the workers fix first
+    total_tokens: int | None = None  # estimated where a progress bar shows them (run_job)
+    text_bytes: int = 0  # the text column's uncompressed bytes in the pending shards (footers)
 
 
 def local_placement(cfg: JobConfig) -> Placement:
@@ -109,13 +111,23 @@ def plan_job(cfg: JobConfig, placement: Placement | None = None) -> JobPlan:
     if not cfg.overwrite:
         check_job_record(read_job(storage), spec, cfg.output_dir, storage)
     pending, done = select_pending(shards, Manifest(storage), spec, cfg)
-    total_rows, reuse = 0, None
+    total_rows, text_bytes, reuse = 0, 0, None
     if pending:
         if not cfg.overwrite:
             check_existing_outputs(pending, spec, storage)
-        total_rows = preflight(pending, spec)
+        total_rows, text_bytes = preflight(pending, spec)
         reuse = plan_reuse(cfg, spec, storage)
-    return JobPlan(cfg, spec, placement, storage, tuple(pending), tuple(done), total_rows, reuse)
+    return JobPlan(
+        cfg,
+        spec,
+        placement,
+        storage,
+        tuple(pending),
+        tuple(done),
+        total_rows,
+        reuse,
+        text_bytes=text_bytes,
+    )
 
 
 def select_pending(
@@ -154,12 +166,13 @@ def check_existing_outputs(shards: list[Shard], spec: OutputSpec, storage: Stora
             )
 
 
-def preflight(shards: list[Shard], spec: OutputSpec) -> int:
-    """Read every footer once; refuse a column that no readable shard has. Returns total rows.
+def preflight(shards: list[Shard], spec: OutputSpec) -> tuple[int, int]:
+    """Read every footer once; refuse a column that no readable shard has. Returns the rows,
+    and the text column's uncompressed bytes (for etl.estimate), of the readable shards.
 
     A column missing from only some shards fails just those shards later, with the same message.
     """
-    total = 0
+    total = text_bytes = 0
     usable = False
     problem: InputError | None = None
     for shard in shards:
@@ -168,6 +181,7 @@ def preflight(shards: list[Shard], spec: OutputSpec) -> int:
         except Exception:  # noqa: BLE001 - an unreadable shard fails on its own, later
             continue
         total += metadata.num_rows
+        text_bytes += column_bytes(metadata, spec.text_column)
         if usable:
             continue
         try:
@@ -177,7 +191,18 @@ def preflight(shards: list[Shard], spec: OutputSpec) -> int:
             problem = problem or exc
     if problem is not None and not usable:
         raise ConfigError(str(problem))
-    return total
+    return total, text_bytes
+
+
+def column_bytes(metadata: pq.FileMetaData, column: str, group: int | None = None) -> int:
+    """A top-level column's uncompressed bytes in the file (or in one row group), from the
+    footer; 0 where it has no such column."""
+    paths = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+    if column not in paths:
+        return 0
+    at = paths.index(column)
+    groups = range(metadata.num_row_groups) if group is None else (group,)
+    return sum(metadata.row_group(g).column(at).total_uncompressed_size for g in groups)
 
 
 def plan_parts(inputs: tuple[str, ...], num_shards: int, output_dir: str | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from etl.config import (
     DEVICES_HELP,
     DTYPES,
     ENGINES,
+    ESTIMATE_ROWS,
     LONG_TEXT,
     OUTPUT_DTYPES,
     POOLINGS,
@@ -551,19 +552,81 @@ def _status_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@cli.command()
+@cli.command(epilog="Exit codes: 0 done; 1 the sample could not be embedded; 2 bad options.")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("--num-shards", type=int, required=True, help="How many parts to split into.")
+@click.option(
+    "--num-shards",
+    type=int,
+    default=None,
+    help="How many parts to split into (without --estimate: required).",
+)
 @click.option("-o", "--output", default=None, help="Output directory (its files are never inputs).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, for scripts.")
-def plan(inputs: tuple[str, ...], num_shards: int, output: str | None, as_json: bool) -> None:
-    """Show which input files each of --num-shards parts gets.
+@click.option(
+    "--estimate",
+    is_flag=True,
+    help="Instead of the parts: what `run` with the same options would cost. Rows (footers), "
+    "tokens (a sample through the model's tokenizer and truncation), the share the stores "
+    "already hold; with --calibrate, hours. Loads no model unless --calibrate.",
+)
+@click.option(
+    "--calibrate",
+    is_flag=True,
+    help="With --estimate: embed the sample on this machine, with the job's options, and turn "
+    "tokens into hours (one device, --fleet devices, device-hours).",
+)
+@click.option(
+    "--sample-rows",
+    type=click.IntRange(min=1),
+    default=ESTIMATE_ROWS,
+    show_default=True,
+    help="Rows drawn for --estimate from up to 4 row groups of up to 64 pending shards, and "
+    "tokenized.",
+)
+@click.option(
+    "--calibrate-rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows of the sample --calibrate embeds. [default: 8192 on a CPU, all on a GPU]",
+)
+@click.option(
+    "--fleet",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="With --calibrate: also the hours on this many devices.",
+)
+def plan(
+    inputs: tuple[str, ...],
+    num_shards: int | None,
+    output: str | None,
+    as_json: bool,
+    estimate: bool,
+    calibrate: bool,
+    sample_rows: int,
+    calibrate_rows: int | None,
+    fleet: int,
+    **options: Any,
+) -> None:
+    """Show which input files each of --num-shards parts gets, or (--estimate) what the job
+    will cost.
 
     Part I is what `embed-etl run INPUT... --shard-index I --num-shards N` embeds: N processes
     or scheduler tasks given the same INPUT never overlap and together cover every file.
+
+    With --estimate, every option of `run` applies (the model, --max-length, --long-text,
+    --prompt, --store, --reuse, --device, --batch-tokens ...), as the job would use them.
     """
+    _setup_logging(options["verbose"])
 
     def show() -> int:
+        if estimate:
+            sizes = (sample_rows, calibrate_rows, fleet)
+            return _estimate(inputs, num_shards, output, as_json, calibrate, sizes, options)
+        if calibrate:
+            raise ConfigError("--calibrate: only with --estimate")
+        if num_shards is None:
+            raise ConfigError("--num-shards: required (or --estimate for the job's cost)")
         from etl import plan_parts
 
         result = plan_parts(inputs, num_shards, output)
@@ -575,7 +638,29 @@ def plan(inputs: tuple[str, ...], num_shards: int, output: str | None, as_json: 
                 _echo(f"part {part['shard_index']}: {part['bytes']:,} bytes: {names}")
         return EXIT_OK
 
-    sys.exit(_guarded(show, False))
+    sys.exit(_guarded(show, options["verbose"]))
+
+
+def _estimate(inputs, num_shards, output, as_json, calibrate, sizes, options) -> int:
+    from etl.estimate import estimate_job, remove_scratch, scratch_dir
+    from jobs.estimate_text import estimate_text
+
+    options = {k: v for k, v in options.items() if k != "verbose"}
+    scratch = None if output else scratch_dir()
+    try:
+        target = output or os.path.join(scratch, "output")
+        cfg = _build_config(inputs=inputs, output_dir=target, num_shards=num_shards, **options)
+        sample_rows, calibrate_rows, fleet = sizes
+        result = estimate_job(cfg, sample_rows, calibrate, fleet, calibrate_rows)
+    finally:
+        if scratch:
+            remove_scratch(scratch)
+    _echo(json.dumps(result) if as_json else estimate_text(result))
+    return EXIT_OK
+
+
+_ESTIMATE_SKIPS = {"inputs", "output", "num_shards"}  # plan has its own
+plan.params += [p for p in run.params if p.name not in _ESTIMATE_SKIPS]
 
 
 STORE_URI = click.argument("uri", metavar="URI")

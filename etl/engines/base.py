@@ -57,6 +57,7 @@ def work(plan: JobPlan, shards: Any = None) -> Work:
         tuple(plan.pending if shards is None else shards),
         plan.storage,
         plan.total_rows,
+        plan.total_tokens,
         plan.reuse,
         plan.calibration,
     )

@@ -91,7 +91,7 @@ class LocalProcesses(Engine):
             self._fail_if_gone(self.workers, "while loading the model")
 
     def run(self, plan: JobPlan) -> list[ShardRecord]:
-        self.bar = Progress(plan.total_rows, self.cfg.progress)
+        self.bar = Progress(plan.total_rows, self.cfg.progress, plan.total_tokens)
         self.dispatch = Dispatch(plan.pending, self._answer)
         try:
             for index in self.workers:

@@ -118,7 +118,7 @@ class RayActors(Engine):
         runs = dict(self._run(actor, plan, events) for actor in self.actors)
         records: list[ShardRecord] = []
         died = False
-        bar = Progress(plan.total_rows, self.cfg.progress)
+        bar = Progress(plan.total_rows, self.cfg.progress, plan.total_tokens)
         try:
             while runs:
                 self._take(events, records, bar, wait=0.2)

@@ -40,6 +40,7 @@ from etl.worker.progress import Progress
 
 if TYPE_CHECKING:  # torch stays out of the planning commands' imports
     from etl.stages.inflight import InFlight
+    from etl.worker.settings import Work
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,8 @@ class Runner:
         self.store = store  # where the vectors computed go (the job's own store)
         self.ledger = ledger  # told when each shard is finished, for the readers ahead
 
-    def consume(self, loader, total_rows: int, progress: bool | None) -> list[ShardRecord]:
-        bar = Progress(total_rows, progress)
+    def consume(self, loader, work: Work, progress: bool | None) -> list[ShardRecord]:
+        bar = Progress(work.total_rows, progress, work.total_tokens)
         batches = Batches(self.flight, self.spec, self.active, self._abort, bar)
         items = None
         try:

@@ -148,7 +148,7 @@ class ShardWorker:
             ledger,
         )
         progress = self.settings.progress if claim else False
-        return runner.consume(loader, work.total_rows, progress)
+        return runner.consume(loader, work, progress)
 
 
 def check_room(spec: OutputSpec, layout: Layout, tokenizer: Any) -> None:

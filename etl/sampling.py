@@ -1,0 +1,200 @@
+"""A sample of a job's rows, counted as the job counts them, for estimates of its cost.
+
+draw_sample reads row groups of the pending shards (up to SAMPLE_SHARDS shards spread over the
+list, up to GROUPS_A_SHARD random row groups in each, a random subset of each group's rows,
+seeded) and puts the rows through the job's own tokenizing path: the prompt, --max-length
+truncation or --long-text chunk's windows, special tokens. etl.estimate turns it into the job's
+tokens, the share the stores hold and time; run_job into the progress bar's total.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from etl.contract import Shard
+from etl.plan import column_bytes
+from etl.spec import OutputSpec
+from etl.stages.chunks import chunk_rows
+from etl.stages.source import model_texts, parquet_file, present_rows, text_sizes
+from etl.stages.tokens import content_ids, encode_window, finish_window
+
+if TYPE_CHECKING:
+    from etl.plan import JobPlan
+
+log = logging.getLogger(__name__)
+
+SAMPLE_SHARDS = 64  # the sample reads row groups of at most this many shards
+GROUPS_A_SHARD = 4  # ... and at most this many row groups of each
+GROUP_READ = 65536  # rows of a group drawn from (its first: a huge group is not read whole)
+SEED = 0
+BAR_ROWS, BAR_SHARDS = 2048, 16  # the progress bar's sample: well under a second
+
+
+@dataclass
+class Sample:
+    """Rows drawn from row groups of the job's pending shards, with the model's tokens.
+
+    Each sampled group's tokens are its rows times its sampled rows' mean. The job's tokens
+    are then the sampled groups' tokens over their text bytes (uncompressed, from the footers)
+    times the text bytes of every pending shard: a ratio to bytes varies far less from group to
+    group than tokens a row do (a corpus stored in document order has groups of short and of
+    long rows). Without byte counts, tokens a row times rows."""
+
+    table: pa.Table  # the sampled rows' text column, as read
+    group_rows: np.ndarray  # (g,) rows of each sampled row group
+    group_bytes: np.ndarray  # (g,) its text column's uncompressed bytes
+    group_tokens: np.ndarray  # (g,) its tokens, estimated from its sampled rows
+    row_tokens: np.ndarray  # (n,) model tokens of each sampled row; 0 null or refused
+    long_rows: int  # sampled rows over --max-length (cut, or embedded in windows)
+
+    def tokens(self, rows: int, text_bytes: int) -> int:
+        """The tokens of ``rows`` rows holding ``text_bytes`` bytes of text."""
+        if not self.group_rows.sum():
+            return 0
+        if text_bytes and self.group_bytes.all():
+            return round(text_bytes * self.group_tokens.sum() / self.group_bytes.sum())
+        return round(rows * self.group_tokens.sum() / self.group_rows.sum())
+
+
+def bar_tokens(plan: JobPlan) -> int | None:
+    """The job's tokens for the progress bar, from a small sample (BAR_ROWS rows of at most
+    BAR_SHARDS shards); None where no bar is shown, or the sample cannot be drawn."""
+    shown = plan.cfg.progress if plan.cfg.progress is not None else sys.stderr.isatty()
+    if not shown or not plan.pending or not plan.total_rows:
+        return None
+    try:
+        tokenizer, layout = tokenizer_of(plan.spec, plan.cfg.trust_remote_code)
+        sample = draw_sample(plan.pending, plan.spec, tokenizer, layout, BAR_ROWS, BAR_SHARDS)
+    except Exception as exc:  # noqa: BLE001 - the bar then counts rows
+        log.debug("no token estimate for the progress bar: %s", exc)
+        return None
+    return sample.tokens(plan.total_rows, plan.text_bytes) or None
+
+
+def draw_sample(
+    shards: tuple[Shard, ...],
+    spec: OutputSpec,
+    tokenizer: Any,
+    layout: Any,
+    rows: int,
+    most_shards: int = SAMPLE_SHARDS,
+) -> Sample:
+    """About ``rows`` rows from up to ``most_shards`` shards spread over ``shards``, up to
+    GROUPS_A_SHARD random row groups in each, a random subset of each group's rows (of its
+    first GROUP_READ), counted as the job would count them."""
+    rng = np.random.default_rng(SEED)
+    picks = np.unique(np.linspace(0, len(shards) - 1, min(most_shards, len(shards))).round())
+    per_group = max(1, math.ceil(rows / (len(picks) * GROUPS_A_SHARD)))
+    tables, sizes, row_tokens, long_rows = [], [], [], 0
+    for i in picks.astype(int):
+        path = shards[i].input_path
+        try:
+            groups = list(_groups_of(path, spec, per_group, rng))
+        except Exception as exc:  # noqa: BLE001 - a bad shard fails on its own, in the job
+            log.warning("estimate: skipping %s: %s", path, exc)
+            continue
+        for group_rows, group_bytes, table in groups:
+            counted, long = model_tokens(table.column(0), spec, tokenizer, layout)
+            long_rows += long
+            tables.append(table)
+            row_tokens.append(counted)
+            mean = counted.mean() if len(counted) else 0.0
+            sizes.append((group_rows, group_bytes, group_rows * mean))
+    sizes_array = np.array(sizes, dtype=np.float64).reshape(-1, 3)
+    empty = pa.table({spec.text_column: pa.array([], pa.string())})
+    return Sample(
+        pa.concat_tables(tables) if tables else empty,
+        sizes_array[:, 0],
+        sizes_array[:, 1],
+        sizes_array[:, 2],
+        np.concatenate(row_tokens) if row_tokens else np.zeros(0, np.int64),
+        long_rows,
+    )
+
+
+def model_tokens(
+    column: Any, spec: OutputSpec, tokenizer: Any, layout: Any
+) -> tuple[np.ndarray, int]:
+    """(n,) tokens the job sends the model for each row of a text column, by its loader's path
+    (prompt, truncation or --long-text chunk's windows, special tokens; 0 for a null text or
+    one over --max-text-bytes), and how many rows are over --max-length."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    counted = np.zeros(len(column), dtype=np.int64)
+    present = present_rows(column, text_sizes(column) > spec.max_text_bytes)
+    if not len(present):
+        return counted, 0
+    keep_whole = spec.long_text == "chunk"
+    texts = model_texts(column, present, spec.prompt)
+    encoded = encode_window(tokenizer, texts, spec.max_length, keep_whole, spec.special_tokens)
+    tokenized = finish_window(encoded, spec.max_length, layout, keep_whole, tokenizer)
+    sequences, seq_rows = tokenized.sequences, present
+    if tokenized.whole:
+        prompt_ids = content_ids(tokenizer, spec.prompt)
+        sequences, seq_rows, *_ = chunk_rows(
+            sequences, present, tokenized.whole, len(column), spec, layout, prompt_ids
+        )
+    np.add.at(counted, seq_rows, np.asarray(sequences.lengths, dtype=np.int64))
+    return counted, int((tokenized.n_tokens > spec.max_length).sum())
+
+
+def held_share(plan: JobPlan, sample: Sample) -> dict[str, float] | None:
+    """The share of the sample's rows, and of their tokens, whose text a store the job
+    consults already holds; None without stores."""
+    if plan.reuse is None or not sample.table.num_rows:
+        return None
+    from etl.reuse.hashing import text_hashes
+    from etl.reuse.lookup import Lookup
+
+    column = sample.table.column(0).combine_chunks()
+    present = np.flatnonzero(sample.row_tokens > 0)
+    hashes = text_hashes(model_texts(column, present, ""), plan.spec.prompt)
+    distinct, back = np.unique(hashes, return_inverse=True)
+    found = Lookup(plan.reuse.stores, plan.reuse.run).find(distinct).where >= 0
+    held = found[back.reshape(-1)]
+    tokens = sample.row_tokens[present]
+    return {
+        "rows": round(float(held.mean()) if len(held) else 0.0, 4),
+        "tokens": round(float(tokens[held].sum() / max(1, tokens.sum())), 4),
+    }
+
+
+def _groups_of(path: str, spec: OutputSpec, rows: int, rng: np.random.Generator):
+    """(rows, text bytes, sampled rows) of up to GROUPS_A_SHARD random row groups of a
+    shard: up to ``rows`` random rows of each group's first GROUP_READ."""
+    parquet = parquet_file(path)
+    meta = parquet.metadata
+    groups = [g for g in range(meta.num_row_groups) if meta.row_group(g).num_rows]
+    chosen = rng.choice(groups, min(GROUPS_A_SHARD, len(groups)), replace=False) if groups else []
+    for group in sorted(int(g) for g in chosen):
+        batches = parquet.iter_batches(
+            batch_size=GROUP_READ, row_groups=[group], columns=[spec.text_column]
+        )
+        batch = next(batches, None)
+        if batch is None or not batch.num_rows:
+            continue
+        keep = np.sort(rng.choice(batch.num_rows, min(rows, batch.num_rows), replace=False))
+        group_rows = meta.row_group(group).num_rows
+        sampled = pa.Table.from_batches([batch.take(pa.array(keep))])
+        yield group_rows, column_bytes(meta, spec.text_column, group), sampled
+
+
+def _tokenizer(spec: OutputSpec, trust_remote_code: bool) -> tuple[Any, Any]:
+    from etl.stages.tokenizer import layout, load_tokenizer
+
+    tokenizer = load_tokenizer(spec.model, spec.backend, trust_remote_code)
+    return tokenizer, layout(tokenizer)
+
+
+def tokenizer_of(spec: OutputSpec, trust_remote_code: bool) -> tuple[Any, Any]:
+    """The job's tokenizer, as its workers load it, and its layout."""
+    from etl.stages.tokenizer import layout, load_tokenizer
+
+    tokenizer = load_tokenizer(spec.model, spec.backend, trust_remote_code)
+    return tokenizer, layout(tokenizer)

@@ -17,25 +17,20 @@ one cold start, fewer rows for the larger shapes): about 4 minutes, model loads 
 `--device cpu --smoke` runs every step small on the CPU, so the script cannot rot until a GPU
 is lent (the tests run it so; about a minute on two cores).
 
-A full run, estimated for an H100 or H200 with 16 host cores (none has run yet); each step's
-size is set so that it stays within its share, and the whole within 10 minutes:
-  CUDA tests                                                   ~40 s
-  all-MiniLM-L6-v2, 50,000 rows: sentence-transformers float32 reference and, per dtype, the
-    sweep (64, 256) and 3 job configurations x 3 repeats       ~210 s
-  encode_batch, 3 times on the same rows in a fresh process    ~5 s
-  BERT-base-shaped, 200,000 rows (8M tokens): build, float32
-    reference (4,096 rows), sweep, one job run                 ~70 s
-  decoder, 50,000 rows (2M tokens): train the BPE, build (2.4 GB
-    of float32), reference, sweep, one job run                 ~80 s
-  cold start, 3 repeats                                        ~75 s
-about 8 minutes in all; `--quick` about 4.
-
-GPU busy: the sum over the job's batches of the time between two CUDA events on the compute
-stream, one before the batch's input copy and one after its pooling (etl.stages.inflight),
-over the wall time from the first shard's start to the last one's record: the share of the
-embedding time in which the GPU had a batch to work on. Launch gaps inside a batch count as
-busy; time waiting for the reader, the tokenizer or the writer does not. No dependency
-(torch.cuda.utilization() would need pynvml); n/a on a CPU.
+A full run, estimated for an H100 or H200 with 16 host cores (none has run yet; figures from
+the H200 quick run in RESULTS.md, where sentence-transformers is held near 3,000 rows/s by its
+host side). Each step's rows are set so that it keeps to its share and the whole stays well
+within 10 minutes; the cold start, last, is what a run cut short loses first:
+  CUDA tests                                                            ~40 s
+  all-MiniLM-L6-v2, 50,000 rows: sentence-transformers' float32 reference, and per
+    dtype its sweep (64, 256) and 3 job configurations x 3 repeats      ~210 s
+  encode_batch, 3 times on the same rows in a fresh process             ~5 s
+  BERT-base-shaped, 100,000 rows (4M tokens): build, float32 reference
+    (4,096 rows), sweep (about 35 s a batch size), one job run          ~95 s
+  decoder, 50,000 rows (2M tokens): train the BPE, build (2.4 GB in
+    float32), reference, sweep, one job run                             ~85 s
+  cold start, 3 repeats of about 25 s                                   ~75 s
+about 8.5 minutes in all; `--quick` about 4.
 """
 
 from __future__ import annotations
@@ -270,7 +265,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="default 3; quick, smoke 1")
     parser.add_argument("--cold-repeats", type=int, default=None, help="default 3; quick 1")
     parser.add_argument(
-        "--bert-rows", type=int, default=None, help="BERT-base-shaped; default 200,000; smoke 48"
+        "--bert-rows", type=int, default=None, help="BERT-base-shaped; default 100,000; smoke 48"
     )
     parser.add_argument(
         "--decoder-rows", type=int, default=None, help="Qwen3-shaped; default 50,000; smoke 32"
@@ -311,7 +306,7 @@ def _parse() -> argparse.Namespace:
     ]
     args.repeats = args.repeats or (1 if small or args.quick else 3)
     args.cold_repeats = args.cold_repeats or (1 if small or args.quick else 3)
-    args.bert_rows = args.bert_rows or (48 if small else 100_000 if args.quick else 200_000)
+    args.bert_rows = args.bert_rows or (48 if small else 50_000 if args.quick else 100_000)
     args.decoder_rows = args.decoder_rows or (32 if small else 20_000 if args.quick else 50_000)
     args.reference_rows = args.reference_rows or 4096
     if not 1 <= args.shards <= args.rows:

@@ -119,7 +119,7 @@ def test_the_issue_targets_are_judged_from_the_measured_figures():
     report = _report(results=[minilm], tokenizer=tokenizer, models=[bert, decoder])
     met = {row[0]: (row[2], row[3]) for row in targets(report)}
     assert list(met.values()) == [
-        ("0.90", "yes"), ("93%", "yes"), ("1,500,000", "yes"), ("0.9995", "yes"),
+        ("0.90 (45,000 of 50,000)", "yes"), ("93%", "yes"), ("1,500,000", "yes"), ("0.9995", "yes"),
         ("90%", "**no**"), ("0.9980", "**no**"),
     ]  # fmt: skip
     report["device"] = "NVIDIA H100 80GB HBM3"  # the tokens/s target is an H200's: stated only

@@ -68,7 +68,7 @@ test-slow: $(TEST_STAMP) $(AZURITE_STAMP) ## Run only the slow tests
 bench: $(TEST_STAMP) ## Benchmark against sentence-transformers on the shared corpus
 	$(BIN)/python -m benchmarks $(ARGS)
 
-bench-gpu: $(TEST_STAMP) ## On a CUDA machine: job vs sentence-transformers, cold start, CUDA tests (ARGS="--device cpu --smoke" on a CPU)
+bench-gpu: $(TEST_STAMP) ## On a CUDA machine: job vs sentence-transformers (MiniLM, BERT-base, Qwen3 shapes), encode_batch, cold start, CUDA tests (ARGS="--device cpu --smoke" on a CPU)
 	$(BIN)/python -m benchmarks.gpu $(ARGS)
 
 docs: $(STAMP) ## Regenerate docs/cli.md from the CLI's --help (tests fail when it is stale)

@@ -1,24 +1,36 @@
-"""`make bench-gpu`: everything a lent GPU should measure, in one call, in a few minutes.
+"""`make bench-gpu`: everything a lent GPU should measure, in one call, in about 8 minutes.
 
 On the same rows of the shared corpus and the same device: this job in float16 and bfloat16 at
 two token budgets (the larger once more with a reader thread instead of worker processes),
 against sentence-transformers `encode` in the same dtype at its best batch size of a short
-sweep; cosines to float32; how busy the GPU was during each job; a cold start; and, first, the
-CUDA tests. Writes the report as JSON (after each step) and a Markdown table headed with the
-device's name (bench-results/gpu.json, gpu.md; the tests' output in cuda-tests.txt) and, for a
-full run, puts the table into the GPU section of benchmarks/RESULTS.md (`--results` names
-another file; a smoke or quick run writes there only when asked; `--publish gpu.json` puts a
-fetched run's table there). `--quick` runs everything once (one repeat, one
-sentence-transformers batch size, one cold start): a few minutes, model loads included.
+sweep; cosines to float32; how busy the GPU was during each job; the tokenizer's own
+`encode_batch` rate on the host's cores (the host side's ceiling); two larger shapes with seeded
+random weights, BERT-base and a Qwen3-Embedding-0.6B decoder, in bfloat16 against
+sentence-transformers (benchmarks/gpu_models.py); a cold start; and, first, the CUDA tests.
+Writes the report as JSON and Markdown (the device, the machine, the tables and the issue's
+targets: bench-results/gpu.json, gpu.md, both rewritten after every step so that a run cut
+short keeps what it measured; the tests' output in cuda-tests.txt) and, for a full run, puts
+the Markdown into the GPU section of benchmarks/RESULTS.md (`--results` names another file; a
+smoke or quick run writes there only when asked; `--publish gpu.json` puts a fetched run's
+table there). `--quick` runs everything once (one repeat, one sentence-transformers batch size,
+one cold start, fewer rows for the larger shapes): about 4 minutes, model loads included.
 `--device cpu --smoke` runs every step small on the CPU, so the script cannot rot until a GPU
-is lent (the tests run it so).
+is lent (the tests run it so; about a minute on two cores).
 
-GPU busy: the sum over the job's batches of the time between two CUDA events on the compute
-stream, one before the batch's input copy and one after its pooling (etl.stages.inflight),
-over the wall time from the first shard's start to the last one's record: the share of the
-embedding time in which the GPU had a batch to work on. Launch gaps inside a batch count as
-busy; time waiting for the reader, the tokenizer or the writer does not. No dependency
-(torch.cuda.utilization() would need pynvml); n/a on a CPU.
+A full run, estimated for an H100 or H200 with 16 host cores (none has run yet; figures from
+the H200 quick run in RESULTS.md, where sentence-transformers is held near 3,000 rows/s by its
+host side). Each step's rows are set so that it keeps to its share and the whole stays well
+within 10 minutes; the cold start, last, is what a run cut short loses first:
+  CUDA tests                                                            ~40 s
+  all-MiniLM-L6-v2, 50,000 rows: sentence-transformers' float32 reference, and per
+    dtype its sweep (64, 256) and 3 job configurations x 3 repeats      ~210 s
+  encode_batch, 3 times on the same rows in a fresh process             ~5 s
+  BERT-base-shaped, 100,000 rows (4M tokens): build, float32 reference
+    (4,096 rows), sweep (about 35 s a batch size), one job run          ~95 s
+  decoder, 50,000 rows (2M tokens): train the BPE, build (2.4 GB in
+    float32), reference, sweep, one job run                             ~85 s
+  cold start, 3 repeats of about 25 s                                   ~75 s
+about 8.5 minutes in all; `--quick` about 4.
 """
 
 from __future__ import annotations
@@ -37,11 +49,14 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import gpu_models
 from benchmarks.common import DEFAULT_CORPUS, REPO, corpus_rows, cosines, machine, run_job, say
+from benchmarks.gpu_models import embedding_seconds, gpu_busy, sync
+from benchmarks.gpu_report import GPU_END, GPU_START, share, to_markdown, write_results
 
+__all__ = ["GPU_END", "GPU_START", "gpu_busy", "to_markdown", "write_results"]
 DTYPES = ("float16", "bfloat16")
-RESULTS = REPO / "benchmarks" / "RESULTS.md"  # a full run's table goes between these markers
-GPU_START, GPU_END = "<!-- bench-gpu:start -->", "<!-- bench-gpu:end -->"
+RESULTS = REPO / "benchmarks" / "RESULTS.md"  # a full run's table goes between the markers
 
 
 def main() -> None:
@@ -64,6 +79,10 @@ def main() -> None:
         "date": dt.date.today().isoformat(),
         "device": _device_name(args.device),
         "machine": machine(torch.get_num_threads()),
+        "host_cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "cuda": torch.version.cuda,
         "rows": args.rows,
         "shards": args.shards,
         "smoke": args.smoke,
@@ -77,10 +96,7 @@ def main() -> None:
     table = corpus_rows(args.corpus, args.rows)
     shards = work / "in"
     shards.mkdir()
-    import pyarrow.parquet as pq
-
-    for i, rows in enumerate(_split(table.num_rows, args.shards)):
-        pq.write_table(table.slice(*rows), shards / f"part-{i:05d}.parquet")
+    _write_shards(table, shards, args.shards)
     texts = table.column("text").to_pylist()
     say(f"{len(texts):,} rows on {report['device']}")
     reference = _st(texts, args, "float32", batch_size=args.st_batch_sizes[-1])[1]
@@ -97,7 +113,7 @@ def main() -> None:
         # Each budget with the default readers (worker processes on a GPU), then the larger
         # one with a reader thread (--num-workers 0, the CPU default) to see which is faster.
         for budget, workers in [(b, None) for b in args.budgets] + [(args.budgets[-1], 0)]:
-            rates, busy, vectors = [], [], None
+            rates, windows, busy, vectors = [], [], [], None
             for repeat in range(args.repeats):
                 out = work / f"job-{dtype}-{budget}-{workers}-{repeat}"
                 secs, vectors, summary = run_job(
@@ -111,6 +127,7 @@ def main() -> None:
                     normalize=True,
                 )
                 rates.append(len(texts) / secs)
+                windows.append(len(texts) / (embedding_seconds(out) or secs))
                 busy.append(gpu_busy(out, summary))
             rate = round(statistics.median(rates), 1)
             busy_median = None if None in busy else round(statistics.median(busy), 3)
@@ -120,6 +137,7 @@ def main() -> None:
                     "what": f"embed-etl, --batch-tokens {budget}{thread}",
                     "dtype": dtype,
                     "rows_per_s": rate,
+                    "rows_per_s_window": round(statistics.median(windows), 1),
                     "x_st": round(rate / st_rate, 2),
                     "cos_min": cosines(vectors, reference)["min"],
                     "gpu_busy": busy_median,
@@ -128,14 +146,23 @@ def main() -> None:
             )
             say(
                 f"embed-etl {dtype} budget {budget}{thread}: {rate} rows/s "
-                f"({rate / st_rate:.2f}x ST), GPU busy {_share(busy_median)}"
+                f"({rate / st_rate:.2f}x ST), GPU busy {share(busy_median)}"
             )
             _save(args.out, report)
+    report["tokenizer"] = gpu_models.tokenizer_rate(shards, args.repeats)
+    say(f"encode_batch: {report['tokenizer']['rows_per_s']:,} rows/s")
+    _save(args.out, report)
+    report["models"] = []
+    for encoder, rows in zip(gpu_models.ENCODERS, (args.bert_rows, args.decoder_rows), strict=True):
+        model_table = corpus_rows(args.corpus, rows)
+        model_shards = work / f"in-{encoder.key}"
+        _write_shards(model_table, model_shards, args.shards)
+        model_texts = model_table.column("text").to_pylist()
+        report["models"] += gpu_models.measure(encoder, model_texts, model_shards, args, work)
+        _save(args.out, report)
     report["cold_start"] = _cold_start(args, work)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    _save(args.out, report)
-    markdown = to_markdown(report)
-    (args.out / "gpu.md").write_text(markdown)
+    markdown = _save(args.out, report)
     print(markdown)
     say(f"written to {args.out / 'gpu.md'} in {report['seconds']} s")
     results_file = args.results or (None if args.smoke or args.quick else RESULTS)
@@ -144,41 +171,26 @@ def main() -> None:
         say(f"GPU section of {results_file} replaced")
 
 
-def gpu_busy(out: Path, summary: dict) -> float | None:
-    """The share of the embedding's wall time the GPU computed (see the module's docstring);
-    None where nothing was timed (a CPU)."""
-    from etl.state.manifest import Manifest
-    from etl.storage import open_storage
-
-    device = summary["device_seconds"]
-    done = [r for r in Manifest(open_storage(str(out))).records() if r.started_at is not None]
-    if not device or not done:
-        return None
-    wall = max(r.finished_at for r in done) - min(r.started_at for r in done)
-    return round(device / wall, 3) if wall > 0 else None
-
-
-def _save(out: Path, report: dict) -> None:
+def _save(out: Path, report: dict) -> str:
+    """gpu.json and gpu.md as they stand after a step; the Markdown."""
     (out / "gpu.json").write_text(json.dumps(report, indent=1))
+    markdown = to_markdown(report)
+    (out / "gpu.md").write_text(markdown)
+    return markdown
 
 
-def _share(busy: float | None) -> str:
-    return "n/a" if busy is None else f"{busy:.0%}"
+def _write_shards(table, shards: Path, parts: int) -> None:
+    import pyarrow.parquet as pq
+
+    shards.mkdir(parents=True, exist_ok=True)
+    for i, rows in enumerate(_split(table.num_rows, parts)):
+        pq.write_table(table.slice(*rows), shards / f"part-{i:05d}.parquet")
 
 
 def _split(rows: int, parts: int) -> list[tuple[int, int]]:
     """(offset, length) of ``parts`` near-equal consecutive slices of ``rows``."""
     bounds = np.linspace(0, rows, parts + 1).astype(int)
     return [(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)]
-
-
-def write_results(path: Path, markdown: str) -> None:
-    """Replace what lies between the GPU markers of a RESULTS.md with this run's table."""
-    text = path.read_text()
-    start, end = text.find(GPU_START), text.find(GPU_END)
-    if start < 0 or end < start:
-        raise SystemExit(f"{path}: no {GPU_START} ... {GPU_END} section to put the table in")
-    path.write_text(text[: start + len(GPU_START)] + "\n" + markdown.strip() + "\n" + text[end:])
 
 
 def _device_name(device: str) -> str:
@@ -198,10 +210,10 @@ def _st(texts, args, dtype, batch_size):
     model = SentenceTransformer(str(default_model_path()), device=args.device)
     model.to(getattr(torch, dtype))
     model.encode(texts[: batch_size * 2], batch_size=batch_size)  # kernels chosen, caches warm
-    _sync(args.device)
+    sync(args.device)
     start = time.perf_counter()
     vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
-    _sync(args.device)
+    sync(args.device)
     return len(texts) / (time.perf_counter() - start), np.asarray(vectors, dtype=np.float32)
 
 
@@ -214,13 +226,6 @@ def _st_best(texts, args, dtype):
         if rate > best[1]:
             best = (bs, round(rate, 1), vectors)
     return best
-
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def _cold_start(args, work: Path) -> dict:
@@ -247,39 +252,6 @@ def _cuda_tests(args) -> dict:
     return counts
 
 
-def to_markdown(report: dict) -> str:
-    """The GPU table of RESULTS.md: device, rows, each run's rows/s, ratio, cosine to float32."""
-    m = report["machine"]
-    cold = report["cold_start"]
-    tests = report["cuda_tests"]
-    smoke = " (smoke run: figures mean nothing)" if report["smoke"] else ""
-    quick = " (quick run: once each)" if report.get("quick") else ""
-    shards = report.get("shards", 1)
-    lines = [
-        f"**{report['device']}**, {report['date']}, {report['rows']:,} pydocs rows in {shards} "
-        f"shard{'s' if shards > 1 else ''}, torch {m['torch']}, host CPU {m['cpu']}{smoke}"
-        f"{quick}. embed-etl: Parquet in to Parquet out, start-up included; "
-        "sentence-transformers: `encode` alone, after a warm-up. GPU busy: the batches' "
-        "compute time by CUDA events over the embedding's wall time.",
-        "",
-        "| run | dtype | rows/s | x sentence-transformers | min cosine to float32 | GPU busy |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for r in report["results"]:
-        ratio = f"{r['x_st']:.2f}" if "x_st" in r else "1.00"
-        rate, cos = f"{r['rows_per_s']:,.1f}", f"{r['cos_min']:.4f}"
-        busy = _share(r["gpu_busy"]) if "gpu_busy" in r else ""
-        lines.append(f"| {r['what']} | {r['dtype']} | {rate} | {ratio} | {cos} | {busy} |")
-    lines += [
-        "",
-        f"Cold start, one row, medians of {cold['repeats']}: embed-etl {cold['job_s']} s, the "
-        f"sentence-transformers script {cold['st_script_s']} s (ratio {cold['ratio']}). CUDA "
-        f"tests: {tests['passed']} passed, {tests['failed']} failed, {tests['skipped']} skipped.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__)
     parser.add_argument(
@@ -291,7 +263,16 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--budgets", default=None, help="token budgets; default 16384,65536")
     parser.add_argument("--st-batch-sizes", default=None, help="default 64,256; quick 256")
     parser.add_argument("--repeats", type=int, default=None, help="default 3; quick, smoke 1")
-    parser.add_argument("--cold-repeats", type=int, default=None, help="default 5; quick 1")
+    parser.add_argument("--cold-repeats", type=int, default=None, help="default 3; quick 1")
+    parser.add_argument(
+        "--bert-rows", type=int, default=None, help="BERT-base-shaped; default 100,000; smoke 48"
+    )
+    parser.add_argument(
+        "--decoder-rows", type=int, default=None, help="Qwen3-shaped; default 50,000; smoke 32"
+    )
+    parser.add_argument(
+        "--reference-rows", type=int, default=None, help="their float32 references; default 4096"
+    )
     parser.add_argument("--smoke", action="store_true", help="every step, small (for the CPU)")
     parser.add_argument("--quick", action="store_true", help="every step once (a few minutes)")
     parser.add_argument(
@@ -324,7 +305,10 @@ def _parse() -> argparse.Namespace:
         ).split(",")
     ]
     args.repeats = args.repeats or (1 if small or args.quick else 3)
-    args.cold_repeats = args.cold_repeats or (1 if small or args.quick else 5)
+    args.cold_repeats = args.cold_repeats or (1 if small or args.quick else 3)
+    args.bert_rows = args.bert_rows or (48 if small else 50_000 if args.quick else 100_000)
+    args.decoder_rows = args.decoder_rows or (32 if small else 20_000 if args.quick else 50_000)
+    args.reference_rows = args.reference_rows or 4096
     if not 1 <= args.shards <= args.rows:
         parser.error(f"--shards {args.shards}: expected 1 to --rows ({args.rows})")
     if not args.corpus.is_dir():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 SAMPLE_SHARDS = 64  # the sample reads row groups of at most this many shards
 GROUPS_A_SHARD = 4  # ... and at most this many row groups of each
 GROUP_READ = 65536  # rows of a group drawn from (its first: a huge group is not read whole)
+SAMPLE_BYTES = 256 << 20  # text read for a sample, at most (by the footers' sizes)
 SEED = 0
 BAR_ROWS, BAR_SHARDS = 2048, 16  # the progress bar's sample: well under a second
 
@@ -87,16 +89,17 @@ def draw_sample(
     most_shards: int = SAMPLE_SHARDS,
 ) -> Sample:
     """About ``rows`` rows from up to ``most_shards`` shards spread over ``shards``, up to
-    GROUPS_A_SHARD random row groups in each, a random subset of each group's rows (of its
-    first GROUP_READ), counted as the job would count them."""
+    GROUPS_A_SHARD random row groups in each, a random subset of each group's first rows
+    (_groups_of), counted as the job would count them."""
     rng = np.random.default_rng(SEED)
     picks = np.unique(np.linspace(0, len(shards) - 1, min(most_shards, len(shards))).round())
     per_group = max(1, math.ceil(rows / (len(picks) * GROUPS_A_SHARD)))
+    budget = SAMPLE_BYTES // (len(picks) * GROUPS_A_SHARD)  # text read a row group
     tables, sizes, row_tokens, long_rows = [], [], [], 0
     for i in picks.astype(int):
         path = shards[i].input_path
         try:
-            groups = list(_groups_of(path, spec, per_group, rng))
+            groups = list(_groups_of(path, spec, per_group, budget, rng))
         except Exception as exc:  # noqa: BLE001 - a bad shard fails on its own, in the job
             log.warning("estimate: skipping %s: %s", path, exc)
             continue
@@ -165,31 +168,30 @@ def held_share(plan: JobPlan, sample: Sample) -> dict[str, float] | None:
     }
 
 
-def _groups_of(path: str, spec: OutputSpec, rows: int, rng: np.random.Generator):
+def _groups_of(
+    path: str, spec: OutputSpec, rows: int, budget: int, rng: np.random.Generator
+) -> Iterator[tuple[int, int, pa.Table]]:
     """(rows, text bytes, sampled rows) of up to GROUPS_A_SHARD random row groups of a
-    shard: up to ``rows`` random rows of each group's first GROUP_READ."""
+    shard: up to ``rows`` random rows of each group's first rows, as many as its footer says
+    hold about ``budget`` bytes of text (at most GROUP_READ), so that a corpus of huge texts
+    gives a sample of bounded size."""
     parquet = parquet_file(path)
     meta = parquet.metadata
     groups = [g for g in range(meta.num_row_groups) if meta.row_group(g).num_rows]
     chosen = rng.choice(groups, min(GROUPS_A_SHARD, len(groups)), replace=False) if groups else []
     for group in sorted(int(g) for g in chosen):
+        group_rows = meta.row_group(group).num_rows
+        group_bytes = column_bytes(meta, spec.text_column, group)
+        row_bytes = max(1, group_bytes // group_rows)
+        read = int(max(1, min(GROUP_READ, budget // row_bytes)))
         batches = parquet.iter_batches(
-            batch_size=GROUP_READ, row_groups=[group], columns=[spec.text_column]
+            batch_size=read, row_groups=[group], columns=[spec.text_column]
         )
         batch = next(batches, None)
         if batch is None or not batch.num_rows:
             continue
         keep = np.sort(rng.choice(batch.num_rows, min(rows, batch.num_rows), replace=False))
-        group_rows = meta.row_group(group).num_rows
-        sampled = pa.Table.from_batches([batch.take(pa.array(keep))])
-        yield group_rows, column_bytes(meta, spec.text_column, group), sampled
-
-
-def _tokenizer(spec: OutputSpec, trust_remote_code: bool) -> tuple[Any, Any]:
-    from etl.stages.tokenizer import layout, load_tokenizer
-
-    tokenizer = load_tokenizer(spec.model, spec.backend, trust_remote_code)
-    return tokenizer, layout(tokenizer)
+        yield group_rows, group_bytes, pa.Table.from_batches([batch.take(pa.array(keep))])
 
 
 def tokenizer_of(spec: OutputSpec, trust_remote_code: bool) -> tuple[Any, Any]:

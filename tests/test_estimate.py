@@ -168,3 +168,30 @@ def test_the_progress_bar_counts_tokens(tmp_path, tiny_model):
     assert final, result.stderr[-2000:]
     assert "100%" in final[-1] and "tok" in final[-1]
     assert summary["tokens"] > 0
+
+
+def test_a_sample_of_huge_texts_reads_a_bounded_amount(tmp_path, tiny_model, monkeypatch):
+    """The rows read for a sample are bounded by their text bytes (the footers say how many a
+    row group's rows hold), not by a row count: huge texts give fewer rows, not more memory."""
+    import etl.sampling as sampling
+    from etl.model.locate import resolve_model
+    from etl.spec import build_output_spec
+    from tests.conftest import job_config
+
+    big = " ".join(["the cat sat on the mat"] * 5000)  # 110 KB a row
+    for s in range(2):
+        write_shard(tmp_path / "in" / f"part-{s}.parquet", [big] * 200)
+    cfg = job_config(tmp_path / "in", tmp_path / "out", tiny_model)
+    spec = build_output_spec(cfg, resolve_model(str(tiny_model), None, None), "float32", "cpu")
+    tokenizer, layout = sampling.tokenizer_of(spec, False)
+    from etl.inputs import discover
+
+    shards = tuple(discover(cfg.inputs, cfg.output_dir))
+    monkeypatch.setattr(sampling, "SAMPLE_BYTES", 2 << 20)
+    sample = sampling.draw_sample(shards, spec, tokenizer, layout, rows=1000)
+    read = sum(len(t.encode()) for t in sample.table.column(0).to_pylist())
+    assert 0 < read <= (2 << 20) + len(big), read
+    from etl.plan import column_bytes
+
+    footers = sum(column_bytes(pq.read_metadata(s.input_path), "text") for s in shards)
+    assert sample.tokens(400, footers) == pytest.approx(400 * 64, rel=0.01)  # cut at 64

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 SAMPLE_SHARDS = 64  # the sample reads row groups of at most this many shards
 GROUPS_A_SHARD = 4  # ... and at most this many row groups of each
 GROUP_READ = 65536  # rows of a group drawn from (its first: a huge group is not read whole)
+READ_ROWS = 16  # ... read so many at a time, until they hold the sample's share of bytes
 SAMPLE_BYTES = 256 << 20  # text read for a sample, at most (by the footers' sizes)
 SEED = 0
 BAR_ROWS, BAR_SHARDS = 2048, 16  # the progress bar's sample: well under a second
@@ -96,7 +97,11 @@ def draw_sample(
     per_group = max(1, math.ceil(rows / (len(picks) * GROUPS_A_SHARD)))
     budget = SAMPLE_BYTES // (len(picks) * GROUPS_A_SHARD)  # text read a row group
     tables, sizes, row_tokens, long_rows = [], [], [], 0
+    held = 0  # text bytes kept in the sample: it stops at SAMPLE_BYTES
     for i in picks.astype(int):
+        if held >= SAMPLE_BYTES:
+            log.info("estimate: the sample holds %d MiB of text; no more shards read", held >> 20)
+            break
         path = shards[i].input_path
         try:
             groups = list(_groups_of(path, spec, per_group, budget, rng))
@@ -107,6 +112,7 @@ def draw_sample(
             counted, long = model_tokens(table.column(0), spec, tokenizer, layout)
             long_rows += long
             tables.append(table)
+            held += int(text_sizes(table.column(0).combine_chunks()).sum())
             row_tokens.append(counted)
             mean = counted.mean() if len(counted) else 0.0
             sizes.append((group_rows, group_bytes, group_rows * mean))
@@ -172,26 +178,28 @@ def _groups_of(
     path: str, spec: OutputSpec, rows: int, budget: int, rng: np.random.Generator
 ) -> Iterator[tuple[int, int, pa.Table]]:
     """(rows, text bytes, sampled rows) of up to GROUPS_A_SHARD random row groups of a
-    shard: up to ``rows`` random rows of each group's first rows, as many as its footer says
-    hold about ``budget`` bytes of text (at most GROUP_READ), so that a corpus of huge texts
-    gives a sample of bounded size."""
+    shard: up to ``rows`` random rows of each group's first rows, read READ_ROWS at a time
+    until they hold ``budget`` bytes of text (or GROUP_READ rows), so that a corpus of huge
+    texts gives fewer rows, not a larger sample."""
     parquet = parquet_file(path)
     meta = parquet.metadata
     groups = [g for g in range(meta.num_row_groups) if meta.row_group(g).num_rows]
     chosen = rng.choice(groups, min(GROUPS_A_SHARD, len(groups)), replace=False) if groups else []
     for group in sorted(int(g) for g in chosen):
-        group_rows = meta.row_group(group).num_rows
-        group_bytes = column_bytes(meta, spec.text_column, group)
-        row_bytes = max(1, group_bytes // group_rows)
-        read = int(max(1, min(GROUP_READ, budget // row_bytes)))
-        batches = parquet.iter_batches(
-            batch_size=read, row_groups=[group], columns=[spec.text_column]
-        )
-        batch = next(batches, None)
-        if batch is None or not batch.num_rows:
+        batches, held, count = [], 0, 0
+        for batch in parquet.iter_batches(
+            batch_size=READ_ROWS, row_groups=[group], columns=[spec.text_column]
+        ):
+            batches.append(batch)
+            held += int(text_sizes(batch.column(0)).sum())
+            count += batch.num_rows
+            if held >= budget or count >= GROUP_READ:
+                break
+        if not count:
             continue
-        keep = np.sort(rng.choice(batch.num_rows, min(rows, batch.num_rows), replace=False))
-        yield group_rows, group_bytes, pa.Table.from_batches([batch.take(pa.array(keep))])
+        keep = np.sort(rng.choice(count, min(rows, count), replace=False))
+        table = pa.Table.from_batches(batches).take(pa.array(keep))
+        yield meta.row_group(group).num_rows, column_bytes(meta, spec.text_column, group), table
 
 
 def tokenizer_of(spec: OutputSpec, trust_remote_code: bool) -> tuple[Any, Any]:

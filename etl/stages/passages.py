@@ -10,9 +10,9 @@ token or two on a passage's trailing whitespace or on its first word without the
 it. A text with a passage over N is cut again from that passage on with a smaller budget
 (smaller by the excess), until every passage fits.
 
-No library cuts on a tokenizer's offsets with this guarantee (langchain's and
-semantic-text-splitter's splitters count tokens of pieces, not of the spans they return), so
-the rule is kept here.
+Kept here rather than taken from a text splitter (langchain's, semantic-text-splitter): the
+job needs spans on its own tokenizer object's offsets, sized by one batch call for the texts
+and one for the passages, not by calls per candidate chunk, and no new dependency.
 """
 
 from __future__ import annotations
@@ -153,10 +153,10 @@ def _text(text: str, offsets: list[tuple[int, int]], sentence: bool) -> _Text:
 
 
 def _cut(doc: _Text, start: int, floor: int, budget: int, overlap: int) -> list[Span]:
-    """Each passage from token ``start`` to the text's end, each ending after token ``floor``
-    and the one before: at the last sentence end (sentence mode), else word start, else new
-    character within ``budget`` tokens; the next starts about ``overlap`` tokens before that
-    end, but not so far back that its first word start after that end is out of reach."""
+    """The passages from token ``start`` to the text's end, each ending past the one before
+    (the first past ``floor``): at the last sentence start (sentence mode), else word start,
+    else new character within ``budget`` tokens. The next starts about ``overlap`` tokens
+    back, at a word start, but not so far back that the next word start is out of reach."""
     out = []
     a = start
     while True:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from benchmarks import (
     bounded,
+    chunks,
     coldstart,
     feed,
     memory,
@@ -83,6 +84,9 @@ def main() -> None:
     if args.bounded:
         report["bounded"] = bounded.measure(args, work)
         bounded.show(report["bounded"])
+    if args.chunks:
+        report["chunks"] = chunks.measure(args, work)
+        chunks.show(report["chunks"])
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for path in (args.out / f"bench-{stamp}.json", args.out / "latest.json"):
@@ -110,6 +114,7 @@ def _parse() -> argparse.Namespace:
         help="also peak RSS with a 256 MiB text and with 10^7 three-token rows (slow)",
     )
     bounded.add_arguments(parser)
+    chunks.add_arguments(parser)
     parser.add_argument("--memory-small", type=int, default=10_000)
     parser.add_argument("--memory-dtype", default="float32", help="compute dtype of memory runs")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed runs")

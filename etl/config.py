@@ -24,6 +24,8 @@ DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 ENGINES = ("local", "ray")
 LONG_TEXT = ("truncate", "chunk", "error")
+CHUNK_BOUNDARIES = ("tokens", "sentence")
+CHUNK_COLUMNS = ("chunk", "chunk_start", "chunk_end")  # with --chunk-tokens, after the id
 OUTPUT_DTYPES = ("float32", "float16", "int8", "binary")
 ROW_COLUMNS = ("n_tokens", "truncated")  # written for every row, beside the vectors
 CALIBRATION_ROWS = 2048  # int8: rows sampled from the corpus to fix the ranges
@@ -66,7 +68,9 @@ class JobConfig:
     ray_address: str | None = None  # None: a local Ray, or RAY_ADDRESS if set
     ray_timeout: float = 600.0  # seconds for every Ray actor to be placed and load the model
     long_text: str = "truncate"  # truncate | chunk | error, for texts over max_length tokens
-    chunk_overlap: int = 0  # tokens shared by consecutive windows with long_text="chunk"
+    chunk_overlap: int = 0  # tokens shared by consecutive windows, or passages
+    chunk_tokens: int | None = None  # passages as output: one row each, of at most this many
+    chunk_boundary: str = "tokens"  # where passages end: tokens | sentence (etl.stages.passages)
     # A text of more bytes (UTF-8) is not read into Python, hashed or tokenized: its row gets
     # null vectors, and the shard record says which and why (memory bounded by the job).
     max_text_bytes: int = MAX_TEXT_BYTES
@@ -160,8 +164,31 @@ class JobConfig:
             raise ConfigError(
                 f"--chunk-overlap: expected 0 or more tokens, got {self.chunk_overlap}"
             )
-        if self.chunk_overlap and self.long_text != "chunk":
-            raise ConfigError("--chunk-overlap goes with --long-text chunk")
+        if self.chunk_overlap and self.long_text != "chunk" and self.chunk_tokens is None:
+            raise ConfigError("--chunk-overlap goes with --chunk-tokens or --long-text chunk")
+        _positive("--chunk-tokens", self.chunk_tokens, allow_none=True)
+        if self.chunk_tokens is not None:
+            if self.long_text == "chunk":
+                raise ConfigError(
+                    "--chunk-tokens and --long-text chunk: give one (passages as rows, or one "
+                    "vector a row from its windows)"
+                )
+            if self.chunk_overlap >= self.chunk_tokens:
+                raise ConfigError(
+                    f"--chunk-overlap {self.chunk_overlap}: must be less than --chunk-tokens "
+                    f"{self.chunk_tokens}"
+                )
+            if self.chunk_boundary not in CHUNK_BOUNDARIES:
+                raise ConfigError(
+                    f"--chunk-boundary {self.chunk_boundary}: expected one of "
+                    + ", ".join(CHUNK_BOUNDARIES)
+                )
+            clash = [c for c in CHUNK_COLUMNS if c in (self.id_column, *self.keep_columns)]
+            if clash:
+                raise ConfigError(
+                    f"--chunk-tokens: the output has its own {clash[0]} column; rename the "
+                    "input's (--id-column, --keep-column)"
+                )
         if not self.output_dtypes:
             raise ConfigError("--output-dtype: give at least one of " + ", ".join(OUTPUT_DTYPES))
         for dtype in self.output_dtypes:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etl.columns import ColumnSpec
-from etl.config import JobConfig
+from etl.config import CHUNK_COLUMNS, JobConfig
 from etl.errors import ConfigError
 from etl.kinds import dense_columns, kind_column
 from etl.model.backend import STATIC, Backend, choose_backend
@@ -44,7 +44,9 @@ class OutputSpec:
     backend: Backend  # the code that computes the vectors (etl.model.backend)
     long_text: str = "truncate"  # truncate | chunk | error
     max_text_bytes: int = 8 << 20  # longer texts get null vectors (refused rows)
-    chunk_overlap: int = 0  # tokens shared by consecutive windows (chunk only)
+    chunk_overlap: int = 0  # tokens shared by consecutive windows or passages
+    chunk_tokens: int | None = None  # passages as output rows (etl.stages.passage_rows)
+    chunk_boundary: str = "tokens"
     output_dtypes: tuple[str, ...] = ("float32",)  # each column stored in each of these
     truncate_dim: int | None = None  # keep the first D dimensions
     calibration_source: str | None = None  # int8: "sample" or "file:<sha256>"
@@ -92,7 +94,25 @@ class OutputSpec:
             "truncate_dim": self.truncate_dim,
             "calibration": self.calibration_source,
             "max_text_bytes": self.max_text_bytes,
+            **(
+                {
+                    "passages": {
+                        "tokens": self.chunk_tokens,
+                        "overlap": self.chunk_overlap,
+                        "boundary": self.chunk_boundary,
+                    }
+                }
+                if self.chunk_tokens is not None
+                else {}
+            ),
         }
+
+    @property
+    def passthrough(self) -> list[str]:
+        """The columns written as the input (or the passages) give them: the id, the kept
+        columns, and with --chunk-tokens each passage's number and span."""
+        chunks = list(CHUNK_COLUMNS) if self.chunk_tokens is not None else []
+        return [self.id_column, *self.keep_columns, *chunks]
 
     @property
     def fingerprint(self) -> str:
@@ -174,6 +194,11 @@ def build_output_spec(
             f"--chunk-overlap {cfg.chunk_overlap}: must be less than the {max_length - 2} text "
             f"tokens of a window (--max-length {max_length} minus [CLS] and [SEP])"
         )
+    if cfg.chunk_tokens is not None and cfg.chunk_tokens > max_length - 2:
+        raise ConfigError(
+            f"--chunk-tokens {cfg.chunk_tokens}: a passage, with the model's special tokens and "
+            f"prompt, must fit --max-length {max_length}; give at most {max_length - 2}"
+        )
     narrowest = min(c.dim for c in columns)
     if cfg.truncate_dim is not None and cfg.truncate_dim > narrowest:
         raise ConfigError(
@@ -209,6 +234,8 @@ def build_output_spec(
         long_text=cfg.long_text,
         max_text_bytes=cfg.max_text_bytes,
         chunk_overlap=cfg.chunk_overlap,
+        chunk_tokens=cfg.chunk_tokens,
+        chunk_boundary=cfg.chunk_boundary,
         output_dtypes=cfg.output_dtypes,
         truncate_dim=truncate,
         calibration_source=calibration_source(cfg) if "int8" in cfg.output_dtypes else None,

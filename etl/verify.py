@@ -30,6 +30,7 @@ from etl.stages.vectors import arrow_type, sparse_type
 from etl.state.job_record import read_job
 from etl.state.manifest import DoneIndex, Manifest, shard_done
 from etl.storage import Storage, is_uri, open_storage
+from etl.verify_passages import check_passages
 from etl.verify_values import NORM_TOLERANCE, check_values
 
 
@@ -100,6 +101,11 @@ def verify_job(
     job = read_job(storage)
     if job is None:
         raise ConfigError(f"--output {output_dir}: no embed-etl job found there")
+    if recompute and job["identity"].get("passages") is not None:
+        raise ConfigError(
+            f"--recompute: {output_dir} holds passages (--chunk-tokens), which it cannot embed "
+            "again yet; verify without it checks them"
+        )
     report = VerifyReport(output_dir, job["fingerprint"], sample)
     manifest = Manifest(storage)
     index = manifest.done_index()  # the plan's rule for "done", from the same two listings
@@ -152,12 +158,17 @@ def _check_shard(
     if done is None:
         check.problems.append("not done: no done record of this job for its input as it is now")
     recorded = done.rows if done is not None else None
-    if not footer.num_rows == input_rows == recorded:
+    passages = identity.get("passages") is not None  # --chunk-tokens: a row per passage
+    if not footer.num_rows == (recorded if passages else input_rows) == recorded:
         check.problems.append(
             f"rows: input {input_rows}, output {footer.num_rows}, manifest {recorded}"
         )
     schema = footer.schema.to_arrow_schema()
     columns = _vector_columns(identity, schema, check)
+    if passages:
+        found = check_passages(shard.input_path, output, identity, list(columns), _scan)
+        check.problems += found + check_values(_scan(output), columns, identity, sample)
+        return
     id_col, text_col = identity["id_column"], identity["text_column"]
     # A text over --max-text-bytes gets null vectors, as a null text does.
     limit = identity.get("max_text_bytes")

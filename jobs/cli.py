@@ -15,6 +15,7 @@ import click
 
 from etl import ConfigError, EmbedEtlError, JobConfig, __version__
 from etl.config import (
+    CHUNK_BOUNDARIES,
     DEVICES_HELP,
     DTYPES,
     ENGINES,
@@ -191,10 +192,29 @@ def cli() -> None:
     **_env("LONG_TEXT"),
 )
 @click.option(
+    "--chunk-tokens",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Passages as output: each text cut into passages of at most N tokens (at word "
+    "starts), each embedded on its own and written as a row of its own with the input row's "
+    "id, its number (chunk) and its span (chunk_start, chunk_end: text[chunk_start:chunk_end] "
+    "is the passage, in characters). [default: one vector a row]",
+    **_env("CHUNK_TOKENS"),
+)
+@click.option(
+    "--chunk-boundary",
+    type=click.Choice(CHUNK_BOUNDARIES),
+    **_default("chunk_boundary"),
+    help="With --chunk-tokens, where passages end: tokens (as many whole words as fit) or "
+    "sentence (whole sentences as fit; a longer sentence is cut by tokens).",
+    **_env("CHUNK_BOUNDARY"),
+)
+@click.option(
     "--chunk-overlap",
     type=int,
     **_default("chunk_overlap"),
-    help="With --long-text chunk: text tokens shared by consecutive windows.",
+    help="Tokens shared by consecutive passages (--chunk-tokens) or windows (--long-text chunk).",
     **_env("CHUNK_OVERLAP"),
 )
 @click.option(

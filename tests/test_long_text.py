@@ -131,7 +131,9 @@ def test_long_text_error_fails_the_shard_naming_the_row(tmp_path, tiny_model):
 
 
 def test_chunk_overlap_is_checked_against_the_window():
-    with pytest.raises(Exception, match="--chunk-overlap goes with --long-text chunk"):
+    with pytest.raises(
+        Exception, match="--chunk-overlap goes with --chunk-tokens or --long-text chunk"
+    ):
         JobConfig(inputs=("x",), output_dir="o", chunk_overlap=4)
 
 

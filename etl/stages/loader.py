@@ -38,6 +38,7 @@ from etl.spec import OutputSpec
 from etl.stages.batching import Batching, plan_batches
 from etl.stages.blocks import Feed, Rows, read_blocks
 from etl.stages.chunks import chunk_rows
+from etl.stages.passage_rows import passages_of
 from etl.stages.sequences import Sequences
 from etl.stages.source import model_texts, open_shard, present_rows, refusals, without
 from etl.stages.token_mask import TokenMask
@@ -122,7 +123,7 @@ class ShardStream(IterableDataset):
             identity = input_identity(shard.input_path)
             yield ShardStart(index, parquet.schema_arrow, parquet.metadata.num_rows, identity)
             columns = list(dict.fromkeys([spec.text_column, spec.id_column, *spec.keep_columns]))
-            passthrough = [spec.id_column, *spec.keep_columns]
+            passthrough = spec.passthrough
             rows = windows = 0
             texts = Feed()  # each block's texts, for the store's lookup
             reuse = self._reuse(texts)
@@ -140,6 +141,8 @@ class ShardStream(IterableDataset):
             blocks = read_blocks(
                 parquet, shard.input_path, columns, spec.text_column, block_rows, spec, release
             )
+            if spec.chunk_tokens is not None:  # passages are the rows from here on
+                blocks = passages_of(blocks, self.tokenizer, spec, self.layout)
             for block in blocks:
                 if reuse is not None:
                     column = block.batch.column(spec.text_column)

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from etl.config import CHUNK_COLUMNS
 from etl.contract import Shard, WindowInfo
 from etl.reuse.hashing import HASH_DTYPE
 from etl.reuse.publish import Publisher
@@ -34,6 +35,8 @@ def output_schema(input_schema: pa.Schema, spec: OutputSpec, shard: Shard) -> pa
     token outputs), then one column per (pooling, layer)."""
     fields = [input_schema.field(spec.id_column)]
     fields += [input_schema.field(name) for name in spec.keep_columns]
+    if spec.chunk_tokens is not None:  # each passage: its number in its row, its span
+        fields += [pa.field(name, pa.int32()) for name in CHUNK_COLUMNS]
     fields += [pa.field("n_tokens", pa.int32()), pa.field("truncated", pa.bool_())]
     if spec.has_tokens:
         fields.append(pa.field(TOKEN_IDS, pa.list_(pa.int32())))
@@ -127,7 +130,7 @@ class ShardWriter:
         self.spill = NewVectors(store.target.store.layout) if store is not None else None
         self._used: list[np.ndarray] = []  # hashes served from earlier runs' segments
         self.upload = storage.upload(shard.output_key)  # registered before the file exists
-        passthrough = [spec.id_column, *spec.keep_columns]
+        passthrough = spec.passthrough
         dictionary = list(passthrough)
         # Parquet has no 8-bit physical type: without a dictionary (at most 256 values, indices
         # bit-packed to 8 bits) each byte would be stored as a 4-byte integer.

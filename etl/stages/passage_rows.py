@@ -1,0 +1,89 @@
+"""--chunk-tokens: a block of input rows becomes a block of passage rows, one a passage.
+
+Each text is cut into passages of at most --chunk-tokens tokens (etl.stages.passages: spans
+that cover the text, at word starts, with --chunk-overlap); each passage row carries its input
+row's id and kept columns, its number in the row (`chunk`) and its span (`chunk_start`,
+`chunk_end`: ``text[chunk_start:chunk_end]`` is the passage, in characters), and the passage
+as its text. From here on the job runs on passages as it runs on rows: each is embedded as the
+string it is, with the model's special tokens and prompt (what a user's own chunk-then-embed
+does), through the vector store like any other text, and written one row each, in order. A null
+text (or one over --max-text-bytes) keeps one row, with null number, span and vectors.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from etl.config import CHUNK_COLUMNS
+from etl.errors import ConfigError
+from etl.spec import OutputSpec
+from etl.stages.blocks import Rows
+from etl.stages.passages import cut_passages
+from etl.stages.source import plain_text, text_sizes
+from etl.stages.tokenizer import Layout, prompt_length
+
+_copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def passages_of(
+    blocks: Iterable[Rows], tokenizer: Any, spec: OutputSpec, layout: Layout
+) -> Iterator[Rows]:
+    """Each block of a shard as passage rows. ``tokenizer`` is the reader's, which its
+    tokenizing thread uses once the shard's first window is read: it is asked here only
+    before that, and passages are cut with a copy of it, made then, once."""
+    check_room(tokenizer, spec, layout)
+    cutter = _copies.get(tokenizer)
+    if cutter is None:
+        cutter = _copies[tokenizer] = copy.deepcopy(tokenizer)
+    for block in blocks:
+        yield passage_rows(block, cutter, spec)
+
+
+def passage_rows(block: Rows, tokenizer: Any, spec: OutputSpec) -> Rows:
+    """The block with a row per passage of each row's text (see the module's docstring).
+    ``tokenizer`` is the reader's own copy (the tokenizing thread uses the other)."""
+    batch = block.batch
+    position = batch.schema.get_field_index(spec.text_column)
+    texts = plain_text(batch.column(position)).to_pylist()  # None: null, or over the limit
+    found = cut_passages(
+        tokenizer, texts, spec.chunk_tokens, spec.chunk_overlap, spec.chunk_boundary
+    )
+    rows, starts, ends = found.rows, found.starts, found.ends
+    null = starts < 0
+    passages = [
+        None if texts[r] is None else texts[r][s:e]
+        for r, s, e in zip(rows.tolist(), starts.tolist(), ends.tolist(), strict=True)
+    ]
+    taken = batch.take(pa.array(rows))
+    kind = (
+        pa.large_string()
+        if pa.types.is_large_string(taken.schema.field(position).type)
+        else pa.string()
+    )
+    text = pa.array(passages, kind)
+    taken = taken.set_column(position, taken.schema.field(position).with_type(kind), text)
+    first = np.searchsorted(rows, rows, side="left")  # each passage's row's first passage
+    number = (np.arange(len(rows)) - first).astype(np.int32)
+    for name, values in zip(CHUNK_COLUMNS, (number, starts, ends), strict=True):
+        taken = taken.append_column(name, pa.array(values.astype(np.int32), mask=null))
+    over = block.over[rows]
+    sizes = np.where(over, block.sizes[rows], text_sizes(text))
+    return Rows(taken, over, sizes)
+
+
+def check_room(tokenizer: Any, spec: OutputSpec, layout: Layout) -> None:
+    """A passage, with the special tokens and the prompt, must fit --max-length whole."""
+    before = prompt_length(tokenizer, spec.prompt, spec.max_length) or len(layout.prefix)
+    room = spec.max_length - before - len(layout.suffix)
+    if spec.chunk_tokens > room:
+        raise ConfigError(
+            f"--chunk-tokens {spec.chunk_tokens}: with the model's {layout.specials} special "
+            f"tokens and the prompt, a passage must fit --max-length {spec.max_length}; give "
+            f"at most {room}"
+        )

@@ -227,3 +227,20 @@ def test_sigkill_mid_shard_then_rerun_writes_every_passage_once(tmp_path, tiny_m
         assert mine.select(columns).equals(theirs.select(columns))  # every passage once
         vectors = [np.array(t.column("emb_mean").to_pylist(), np.float32) for t in (mine, theirs)]
         assert np.abs(vectors[0] - vectors[1]).max() < 1e-5  # batches differ: float order
+
+
+def test_a_huge_text_is_cut_in_pieces_that_still_cover_it(tmp_path, tiny_model, monkeypatch):
+    """A text over PIECE_CHARS is cut at whitespace into pieces first (bounded tokenizer
+    memory), and blocks a group of characters at a time: the spans still tile every text."""
+    import etl.stages.passage_rows as passage_rows
+
+    monkeypatch.setattr(passage_rows, "PIECE_CHARS", 50)
+    monkeypatch.setattr(passage_rows, "GROUP_CHARS", 120)
+    docs = [" ".join(["the cat sat on the mat"] * n) for n in (1, 9, 3, 20)] + [None, ""]
+    write_shard(tmp_path / "in" / "a.parquet", docs)
+    run_ok(tmp_path / "in", tmp_path / "out", tiny_model, chunk_tokens=6)
+    table = _passages(tmp_path / "out" / "a.parquet")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    assert _check_spans(table, dict(enumerate(docs)), 6, tokenizer) == 3

@@ -27,6 +27,9 @@ from etl.stages.blocks import Rows
 from etl.stages.passages import cut_passages
 from etl.stages.source import plain_text, text_sizes
 from etl.stages.tokenizer import Layout, prompt_length
+from etl.stages.tokens import PIECE_CHARS, piece_end
+
+GROUP_CHARS = 1 << 18  # characters cut into passages at a time
 
 _copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -51,10 +54,7 @@ def passage_rows(block: Rows, tokenizer: Any, spec: OutputSpec) -> Rows:
     batch = block.batch
     position = batch.schema.get_field_index(spec.text_column)
     texts = plain_text(batch.column(position)).to_pylist()  # None: null, or over the limit
-    found = cut_passages(
-        tokenizer, texts, spec.chunk_tokens, spec.chunk_overlap, spec.chunk_boundary
-    )
-    rows, starts, ends = found.rows, found.starts, found.ends
+    rows, starts, ends = _cut_bounded(tokenizer, texts, spec)
     null = starts < 0
     passages = [
         None if texts[r] is None else texts[r][s:e]
@@ -75,6 +75,52 @@ def passage_rows(block: Rows, tokenizer: Any, spec: OutputSpec) -> Rows:
     over = block.over[rows]
     sizes = np.where(over, block.sizes[rows], text_sizes(text))
     return Rows(taken, over, sizes)
+
+
+def _cut_bounded(
+    tokenizer: Any, texts: list[str | None], spec: OutputSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """cut_passages over the block in groups of about GROUP_CHARS characters, a text longer
+    than PIECE_CHARS in pieces ending at whitespace (a piece's end is a passage's end): the
+    tokenizer's record of each token (offsets included, some hundreds of bytes) is held for a
+    group at a time, not for a block or a huge text. Returns each passage's row and span."""
+    units: list[tuple[int, int, str | None]] = []  # (row, where the piece starts, the piece)
+    for row, text in enumerate(texts):
+        start = 0
+        while text is not None and len(text) - start > PIECE_CHARS:
+            end = piece_end(text, start, PIECE_CHARS)
+            units.append((row, start, text[start:end]))
+            start = end
+        units.append((row, start, text if start == 0 else text[start:]))
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    group: list[tuple[int, int, str | None]] = []
+    size = 0
+    for i, unit in enumerate(units):
+        group.append(unit)
+        size += len(unit[2] or "")
+        if size >= GROUP_CHARS or i == len(units) - 1:
+            cut = cut_passages(
+                tokenizer,
+                [piece for _, _, piece in group],
+                spec.chunk_tokens,
+                spec.chunk_overlap,
+                spec.chunk_boundary,
+            )
+            rows = np.array([row for row, _, _ in group], np.int64)[cut.rows]
+            offset = np.array([at for _, at, _ in group], np.int64)[cut.rows]
+            null = cut.starts < 0
+            found.append(
+                (
+                    rows,
+                    np.where(null, -1, cut.starts + offset),
+                    np.where(null, -1, cut.ends + offset),
+                )
+            )
+            group, size = [], 0
+    if not found:
+        none = np.zeros(0, np.int64)
+        return none, none, none
+    return tuple(np.concatenate(part) for part in zip(*found, strict=True))  # type: ignore[return-value]
 
 
 def check_room(tokenizer: Any, spec: OutputSpec, layout: Layout) -> None:

@@ -137,7 +137,7 @@ def head_budget(max_length: int) -> int:
 
 def head(text: str, chars: int) -> str:
     """The text up to the first whitespace at or after ``chars`` (so no word is cut)."""
-    return text[: _cut(text, 0, chars)]
+    return text[: piece_end(text, 0, chars)]
 
 
 def tail(text: str, chars: int) -> str:
@@ -152,7 +152,7 @@ def tail(text: str, chars: int) -> str:
     return text[start:]
 
 
-def _cut(text: str, start: int, chars: int) -> int:
+def piece_end(text: str, start: int, chars: int) -> int:
     """End of a piece starting at ``start``: the first whitespace from start + chars on.
 
     Without whitespace nearby the piece ends mid-word; that word may tokenize differently, but
@@ -204,7 +204,7 @@ def _pieces(tokenizer: Any, text: str):
     backend = _backend(tokenizer)
     start = 0
     while start < len(text):
-        end = _cut(text, start, PIECE_CHARS)
+        end = piece_end(text, start, PIECE_CHARS)
         yield backend.encode(text[start:end], add_special_tokens=False)
         start = end
 

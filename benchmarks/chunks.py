@@ -37,8 +37,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     seconds: dict[str, list[float]] = {name: [] for name in modes}
     outputs: dict[str, int] = {}
     for repeat in range(args.chunks_repeats):
-        for name, options in modes.items():
-            out = work / "chunks" / f"out-{len(outputs)}-{repeat}"
+        for number, (name, options) in enumerate(modes.items()):
+            out = work / "chunks" / f"out-{number}-{repeat}"
             secs, _, summary = run_job(
                 src,
                 out,

@@ -244,3 +244,20 @@ def test_a_huge_text_is_cut_in_pieces_that_still_cover_it(tmp_path, tiny_model, 
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
     assert _check_spans(table, dict(enumerate(docs)), 6, tokenizer) == 3
+
+
+def test_worker_processes_write_the_passages_one_process_writes(tmp_path, tiny_model):
+    for i in range(3):
+        write_shard(
+            tmp_path / "in" / f"p{i}.parquet",
+            tiny_texts(200, seed=i, longest=40),
+            ids=range(i * 200, (i + 1) * 200),
+        )
+    run_ok(tmp_path / "in", tmp_path / "one", tiny_model, chunk_tokens=8, chunk_overlap=2)
+    run_ok(
+        tmp_path / "in", tmp_path / "two", tiny_model, chunk_tokens=8, chunk_overlap=2, workers=2
+    )
+    for i in range(3):
+        one = pq.read_table(tmp_path / "one" / f"p{i}.parquet")
+        two = pq.read_table(tmp_path / "two" / f"p{i}.parquet")
+        assert one.num_rows > 200 and one.equals(two)

@@ -55,6 +55,7 @@ def estimate_job(
         "model": plan.spec.model.name,
         "max_length": plan.spec.max_length,
         "long_text": plan.spec.long_text,
+        "chunk_tokens": plan.spec.chunk_tokens,
         "device": plan.placement.device,
         "dtype": plan.spec.dtype,
     }

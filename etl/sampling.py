@@ -139,6 +139,8 @@ def model_tokens(
     present = present_rows(column, text_sizes(column) > spec.max_text_bytes)
     if not len(present):
         return counted, 0
+    if spec.chunk_tokens is not None:  # passages: each with the special tokens and prompt
+        return _passage_tokens(column, present, spec, tokenizer, layout, counted)
     keep_whole = spec.long_text == "chunk"
     texts = model_texts(column, present, spec.prompt)
     encoded = encode_window(tokenizer, texts, spec.max_length, keep_whole, spec.special_tokens)
@@ -151,6 +153,19 @@ def model_tokens(
         )
     np.add.at(counted, seq_rows, np.asarray(sequences.lengths, dtype=np.int64))
     return counted, int((tokenized.n_tokens > spec.max_length).sum())
+
+
+def _passage_tokens(
+    column: Any, present: np.ndarray, spec: OutputSpec, tokenizer: Any, layout: Any, counted
+) -> tuple[np.ndarray, int]:
+    """--chunk-tokens: each row's passages' tokens, and the rows cut into more than one."""
+    from etl.stages.passages import cut_passages
+
+    texts = model_texts(column, present, "")
+    cut = cut_passages(tokenizer, texts, spec.chunk_tokens, spec.chunk_overlap, spec.chunk_boundary)
+    extra = layout.specials + len(content_ids(tokenizer, spec.prompt))
+    np.add.at(counted, present[cut.rows], cut.tokens.astype(np.int64) + extra)
+    return counted, int((np.bincount(cut.rows, minlength=len(texts)) > 1).sum())
 
 
 def held_share(plan: JobPlan, sample: Sample) -> dict[str, float] | None:

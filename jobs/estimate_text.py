@@ -13,11 +13,18 @@ def estimate_text(found: dict[str, Any]) -> str:
     ]
     if not found["rows"]:
         return "\n".join([*lines, "nothing to embed"])
+    if found.get("chunk_tokens"):
+        long = (
+            f"{found['long_share']:.1%} cut into passages of --chunk-tokens {found['chunk_tokens']}"
+        )
+    else:
+        long = (
+            f"{found['long_share']:.1%} over --max-length {found['max_length']}, "
+            f"--long-text {found['long_text']}"
+        )
     lines.append(
         f"tokens       {found['tokens']:,} ({found['tokens_per_row']:,} a row; "
-        f"{found['sample_rows']:,} rows sampled in {found['sample_groups']} row groups; "
-        f"{found['long_share']:.1%} over --max-length {found['max_length']}, "
-        f"--long-text {found['long_text']})"
+        f"{found['sample_rows']:,} rows sampled in {found['sample_groups']} row groups; {long})"
     )
     held = found.get("stores_hold")
     if held is not None:

@@ -195,3 +195,21 @@ def test_a_sample_of_huge_texts_reads_a_bounded_amount(tmp_path, tiny_model, mon
 
     footers = sum(column_bytes(pq.read_metadata(s.input_path), "text") for s in shards)
     assert sample.tokens(400, footers) == pytest.approx(400 * 64, rel=0.01)  # cut at 64
+
+
+def test_passages_are_counted_as_the_job_counts_them(tmp_path, tiny_model):
+    _corpus(tmp_path / "in")
+    options = ["--chunk-tokens", "12", "--chunk-overlap", "3"]
+    found = _estimate(
+        str(tmp_path / "in"), "--model", str(tiny_model), *options, "--sample-rows", "100000"
+    )
+    summary = run_ok(
+        tmp_path / "in",
+        tmp_path / "out",
+        tiny_model,
+        chunk_tokens=12,
+        chunk_overlap=3,
+        no_reuse=True,
+    )
+    assert found["tokens"] == summary["tokens"]
+    assert found["long_share"] > 0.3  # rows cut into several passages

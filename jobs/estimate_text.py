@@ -14,7 +14,8 @@ def estimate_text(found: dict[str, Any]) -> str:
     if not found["rows"]:
         return "\n".join([*lines, "nothing to embed"])
     if found.get("chunk_tokens"):
-        long = f"{found['long_share']:.1%} in several passages of --chunk-tokens {found['chunk_tokens']}"
+        tokens = found["chunk_tokens"]
+        long = f"{found['long_share']:.1%} in several passages of --chunk-tokens {tokens}"
     else:
         long = (
             f"{found['long_share']:.1%} over --max-length {found['max_length']}, "

@@ -261,3 +261,20 @@ def test_worker_processes_write_the_passages_one_process_writes(tmp_path, tiny_m
         one = pq.read_table(tmp_path / "one" / f"p{i}.parquet")
         two = pq.read_table(tmp_path / "two" / f"p{i}.parquet")
         assert one.num_rows > 200 and one.equals(two)
+
+
+def test_a_kept_dictionary_text_column_holds_each_passage(tmp_path, tiny_model):
+    docs = ["the cat sat on the mat the dog ran far away", None, "the cat"] * 4
+    table = pa.table(
+        {"id": pa.array(range(len(docs)), pa.int64()), "text": pa.array(docs).dictionary_encode()}
+    )
+    (tmp_path / "in").mkdir()
+    pq.write_table(table, tmp_path / "in" / "a.parquet")
+    run_ok(tmp_path / "in", tmp_path / "out", tiny_model, chunk_tokens=4, keep_columns=("text",))
+    out = pq.read_table(tmp_path / "out" / "a.parquet")
+    for row in out.to_pylist():
+        text = docs[row["id"]]
+        if text is None:
+            assert row["text"] is None and row["chunk"] is None
+        else:
+            assert row["text"] == text[row["chunk_start"] : row["chunk_end"]]

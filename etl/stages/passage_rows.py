@@ -61,13 +61,12 @@ def passage_rows(block: Rows, tokenizer: Any, spec: OutputSpec) -> Rows:
         for r, s, e in zip(rows.tolist(), starts.tolist(), ends.tolist(), strict=True)
     ]
     taken = batch.take(pa.array(rows))
-    kind = (
-        pa.large_string()
-        if pa.types.is_large_string(taken.schema.field(position).type)
-        else pa.string()
-    )
-    text = pa.array(passages, kind)
-    taken = taken.set_column(position, taken.schema.field(position).with_type(kind), text)
+    field = taken.schema.field(position)  # string, large_string or a dictionary of them
+    plain = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+    text = pa.array(passages, pa.large_string() if pa.types.is_large_string(plain) else pa.string())
+    if not text.type.equals(field.type):  # a kept text column is written as the input types it
+        text = text.cast(field.type)
+    taken = taken.set_column(position, field, text)
     first = np.searchsorted(rows, rows, side="left")  # each passage's row's first passage
     number = (np.arange(len(rows)) - first).astype(np.int32)
     for name, values in zip(CHUNK_COLUMNS, (number, starts, ends), strict=True):

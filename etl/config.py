@@ -167,6 +167,8 @@ class JobConfig:
         if self.chunk_overlap and self.long_text != "chunk" and self.chunk_tokens is None:
             raise ConfigError("--chunk-overlap goes with --chunk-tokens or --long-text chunk")
         _positive("--chunk-tokens", self.chunk_tokens, allow_none=True)
+        if self.chunk_boundary != "tokens" and self.chunk_tokens is None:
+            raise ConfigError("--chunk-boundary goes with --chunk-tokens")
         if self.chunk_tokens is not None:
             if self.long_text == "chunk":
                 raise ConfigError(
@@ -183,11 +185,12 @@ class JobConfig:
                     f"--chunk-boundary {self.chunk_boundary}: expected one of "
                     + ", ".join(CHUNK_BOUNDARIES)
                 )
-            clash = [c for c in CHUNK_COLUMNS if c in (self.id_column, *self.keep_columns)]
+            named = (self.id_column, self.text_column, *self.keep_columns)
+            clash = [c for c in CHUNK_COLUMNS if c in named]
             if clash:
                 raise ConfigError(
                     f"--chunk-tokens: the output has its own {clash[0]} column; rename the "
-                    "input's (--id-column, --keep-column)"
+                    "input's (--id-column, --text-column, --keep-column)"
                 )
         if not self.output_dtypes:
             raise ConfigError("--output-dtype: give at least one of " + ", ".join(OUTPUT_DTYPES))

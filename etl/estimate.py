@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from etl.config import CALIBRATE_ROWS, ESTIMATE_ROWS, JobConfig
 from etl.contract import ShardStatus
-from etl.errors import EmbedEtlError
+from etl.errors import ConfigError, EmbedEtlError
 from etl.plan import JobPlan, plan_job
 from etl.sampling import draw_sample, held_share, tokenizer_of
 
@@ -79,7 +79,14 @@ def estimate_job(
         if calibrate_rows is None:
             on_cpu = plan.placement.device == "cpu"
             calibrate_rows = CALIBRATE_ROWS if on_cpu else sample.table.num_rows
+        if cfg.engine == "ray":
+            raise ConfigError(
+                "--calibrate: not with --engine ray (the sample is written on this machine); "
+                "calibrate one node's device here, without --engine ray, and scale with --fleet"
+            )
         timing = time_sample(cfg, plan, sample.table, calibrate_rows)
+        if not timing["tokens"]:
+            raise EmbedEtlError("--calibrate: the sample holds no text to time (all null?)")
         result["calibration"] = timing
         result["time"] = projected_time(timing, to_embed, max(1, len(cfg.devices)), fleet)
     return result

@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from etl.contract import Shard
 from etl.plan import column_bytes
 from etl.spec import OutputSpec
 from etl.stages.chunks import chunk_rows
-from etl.stages.source import model_texts, parquet_file, present_rows, text_sizes
+from etl.stages.source import model_texts, plain_text, present_rows, text_sizes
 from etl.stages.tokens import content_ids, encode_window, finish_window
+from etl.storage import files, is_uri
 
 if TYPE_CHECKING:
     from etl.plan import JobPlan
@@ -159,18 +161,18 @@ def _passage_tokens(
     column: Any, present: np.ndarray, spec: OutputSpec, tokenizer: Any, layout: Any, counted
 ) -> tuple[np.ndarray, int]:
     """--chunk-tokens: each row's passages' tokens, and the rows cut into more than one."""
-    from etl.stages.passages import cut_passages
+    from etl.stages.passage_rows import cut_bounded
 
     texts = model_texts(column, present, "")
-    cut = cut_passages(tokenizer, texts, spec.chunk_tokens, spec.chunk_overlap, spec.chunk_boundary)
+    rows, _, _, tokens = cut_bounded(tokenizer, texts, spec)  # the job's own cutting
     extra = layout.specials + len(content_ids(tokenizer, spec.prompt))
-    np.add.at(counted, present[cut.rows], cut.tokens.astype(np.int64) + extra)
-    return counted, int((np.bincount(cut.rows, minlength=len(texts)) > 1).sum())
+    np.add.at(counted, present[rows], tokens + extra)
+    return counted, int((np.bincount(rows, minlength=len(texts)) > 1).sum())
 
 
 def held_share(plan: JobPlan, sample: Sample) -> dict[str, float] | None:
-    """The share of the sample's rows, and of their tokens, whose text a store the job
-    consults already holds; None without stores."""
+    """The share of the sample's rows (passages, with --chunk-tokens), and of their tokens,
+    whose text a store the job consults already holds; None without stores."""
     if plan.reuse is None or not sample.table.num_rows:
         return None
     from etl.reuse.hashing import text_hashes
@@ -178,11 +180,18 @@ def held_share(plan: JobPlan, sample: Sample) -> dict[str, float] | None:
 
     column = sample.table.column(0).combine_chunks()
     present = np.flatnonzero(sample.row_tokens > 0)
-    hashes = text_hashes(model_texts(column, present, ""), plan.spec.prompt)
+    texts = model_texts(column, present, "")
+    tokens = sample.row_tokens[present]
+    if plan.spec.chunk_tokens is not None:  # the store holds passages
+        from etl.stages.passage_rows import cut_bounded
+
+        tokenizer, _ = tokenizer_of(plan.spec, plan.cfg.trust_remote_code)
+        rows, starts, ends, tokens = cut_bounded(tokenizer, texts, plan.spec)
+        texts = [texts[r][s:e] for r, s, e in zip(rows, starts, ends, strict=True)]
+    hashes = text_hashes(texts, plan.spec.prompt)
     distinct, back = np.unique(hashes, return_inverse=True)
     found = Lookup(plan.reuse.stores, plan.reuse.run).find(distinct).where >= 0
     held = found[back.reshape(-1)]
-    tokens = sample.row_tokens[present]
     return {
         "rows": round(float(held.mean()) if len(held) else 0.0, 4),
         "tokens": round(float(tokens[held].sum() / max(1, tokens.sum())), 4),
@@ -196,7 +205,7 @@ def _groups_of(
     shard: up to ``rows`` random rows of each group's first rows, read READ_ROWS at a time
     until they hold ``budget`` bytes of text (or GROUP_READ rows), so that a corpus of huge
     texts gives fewer rows, not a larger sample."""
-    parquet = parquet_file(path)
+    parquet = _sample_file(path)
     meta = parquet.metadata
     groups = [g for g in range(meta.num_row_groups) if meta.row_group(g).num_rows]
     chosen = rng.choice(groups, min(GROUPS_A_SHARD, len(groups)), replace=False) if groups else []
@@ -213,8 +222,17 @@ def _groups_of(
         if not count:
             continue
         keep = np.sort(rng.choice(count, min(rows, count), replace=False))
-        table = pa.Table.from_batches(batches).take(pa.array(keep))
+        text = pa.concat_arrays([plain_text(b.column(0)) for b in batches]).take(pa.array(keep))
+        # One type for every shard's sample (string, large_string or a dictionary of them).
+        table = pa.table({spec.text_column: text.cast(pa.large_string())})
         yield meta.row_group(group).num_rows, column_bytes(meta, spec.text_column, group), table
+
+
+def _sample_file(path: str) -> pq.ParquetFile:
+    """A shard opened for the sample's few small reads: nothing fetched ahead (a remote row
+    group is not pre-buffered whole for a few rows of it)."""
+    source = files.open_input(path) if is_uri(path) else path
+    return pq.ParquetFile(source, buffer_size=1 << 20, pre_buffer=False)
 
 
 def tokenizer_of(spec: OutputSpec, trust_remote_code: bool) -> tuple[Any, Any]:

@@ -21,6 +21,9 @@ from etl.model.digests import recipe_digest
 from etl.model.facts import ModelInfo
 from etl.model.recipe import DENSE, SPARSE, choose_prompt
 
+# The rules that cut texts into passages (etl.stages.passages, passage_rows): bump it whenever
+# they change, so that a resumed --chunk-tokens job never mixes two ways of cutting.
+PASSAGE_CUTTER_VERSION = 1
 METADATA_PREFIX = "embed_etl."  # file metadata keys: embed_etl.model, embed_etl.fingerprint, ...
 OUTPUT_FORMAT_VERSION = 5  # bump when the output layout changes so that old files differ
 # 2: n_tokens and truncated columns; output dtypes, --truncate-dim, --long-text
@@ -100,6 +103,7 @@ class OutputSpec:
                         "tokens": self.chunk_tokens,
                         "overlap": self.chunk_overlap,
                         "boundary": self.chunk_boundary,
+                        "cutter": PASSAGE_CUTTER_VERSION,
                     }
                 }
                 if self.chunk_tokens is not None

@@ -170,6 +170,9 @@ def test_options_that_cannot_go_together_are_refused(tmp_path, tiny_model):
         ({"chunk_tokens": 0}, "--chunk-tokens"),
         ({"chunk_tokens": 500}, "--max-length"),
         ({"chunk_overlap": 2}, "--chunk-tokens or --long-text chunk"),
+        ({"chunk_boundary": "sentence"}, "--chunk-boundary goes with --chunk-tokens"),
+        ({"chunk_tokens": 8, "text_column": "chunk"}, "its own chunk column"),
+        ({"chunk_tokens": 60, "prompt": "the cat sat on the mat "}, "--chunk-tokens 60"),
     ]:
         with pytest.raises(ConfigError, match=words):
             run_ok(tmp_path / "in", tmp_path / "out", tiny_model, **kw)
@@ -278,3 +281,21 @@ def test_a_kept_dictionary_text_column_holds_each_passage(tmp_path, tiny_model):
             assert row["text"] is None and row["chunk"] is None
         else:
             assert row["text"] == text[row["chunk_start"] : row["chunk_end"]]
+
+
+def test_a_text_over_the_byte_limit_keeps_one_null_row_even_when_kept(tmp_path, tiny_model):
+    docs = ["the cat sat on the mat the dog", "the cat " * 40, "a mat"]
+    write_shard(tmp_path / "in" / "a.parquet", docs)
+    run_ok(
+        tmp_path / "in",
+        tmp_path / "out",
+        tiny_model,
+        chunk_tokens=4,
+        keep_columns=("text",),
+        max_text_bytes=100,
+    )
+    rows = pq.read_table(tmp_path / "out" / "a.parquet").to_pylist()
+    refused = [r for r in rows if r["id"] == 1]
+    assert len(refused) == 1 and refused[0]["chunk"] is None and refused[0]["text"] is None
+    assert refused[0]["emb_mean"] is None
+    assert [r["chunk"] for r in rows if r["id"] == 0] == [0, 1]

@@ -213,3 +213,45 @@ def test_passages_are_counted_as_the_job_counts_them(tmp_path, tiny_model):
     )
     assert found["tokens"] == summary["tokens"]
     assert found["long_share"] > 0.3  # rows cut into several passages
+
+
+def test_shards_of_other_text_types_and_an_all_null_calibration(tmp_path, tiny_model):
+    """A sample across string, large_string and dictionary shards; --calibrate on texts that
+    are all null says so in one line."""
+    import pyarrow as pa
+
+    texts = ["the cat sat on the mat", "a big red dog ran far away"] * 20
+    for name, array in [
+        ("a", pa.array(texts, pa.string())),
+        ("b", pa.array(texts, pa.large_string())),
+        ("c", pa.array(texts).dictionary_encode()),
+    ]:
+        (tmp_path / "in").mkdir(exist_ok=True)
+        table = pa.table({"id": pa.array(range(40), pa.int64()), "text": array})
+        pq.write_table(table, tmp_path / "in" / f"{name}.parquet")
+    found = _estimate(str(tmp_path / "in"), "--model", str(tiny_model))
+    assert found["sample_rows"] == 120 and found["tokens"] > 0
+    write_shard(tmp_path / "nulls" / "a.parquet", [None] * 10)
+    result = CliRunner().invoke(
+        cli,
+        ["plan", str(tmp_path / "nulls"), "--estimate", "--calibrate", "--model", str(tiny_model)],
+    )
+    assert result.exit_code == 1 and "no text to time" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_with_passages_the_stores_are_asked_for_passages(tmp_path, tiny_model):
+    _corpus(tmp_path / "in", shards=2)
+    run_ok(tmp_path / "in", tmp_path / "first", tiny_model, chunk_tokens=12)
+    found = _estimate(
+        str(tmp_path / "in"),
+        "--model",
+        str(tiny_model),
+        "--chunk-tokens",
+        "12",
+        "--reuse",
+        str(tmp_path / "first"),
+        "--sample-rows",
+        "100000",
+    )
+    assert found["stores_hold"]["rows"] == 1.0 and found["tokens_to_embed"] == 0

@@ -142,7 +142,7 @@ class ShardStream(IterableDataset):
                 parquet, shard.input_path, columns, spec.text_column, block_rows, spec, release
             )
             if spec.chunk_tokens is not None:  # passages are the rows from here on
-                blocks = passages_of(blocks, self.tokenizer, spec, self.layout)
+                blocks = passages_of(blocks, self.tokenizer, spec)
             for block in blocks:
                 if reuse is not None:
                     column = block.batch.column(spec.text_column)

@@ -21,12 +21,10 @@ import numpy as np
 import pyarrow as pa
 
 from etl.config import CHUNK_COLUMNS
-from etl.errors import ConfigError
 from etl.spec import OutputSpec
 from etl.stages.blocks import Rows
 from etl.stages.passages import cut_passages
-from etl.stages.source import plain_text, text_sizes
-from etl.stages.tokenizer import Layout, prompt_length
+from etl.stages.source import plain_text, text_sizes, without
 from etl.stages.tokens import PIECE_CHARS, piece_end
 
 GROUP_CHARS = 1 << 18  # characters cut into passages at a time
@@ -34,13 +32,9 @@ GROUP_CHARS = 1 << 18  # characters cut into passages at a time
 _copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def passages_of(
-    blocks: Iterable[Rows], tokenizer: Any, spec: OutputSpec, layout: Layout
-) -> Iterator[Rows]:
-    """Each block of a shard as passage rows. ``tokenizer`` is the reader's, which its
-    tokenizing thread uses once the shard's first window is read: it is asked here only
-    before that, and passages are cut with a copy of it, made then, once."""
-    check_room(tokenizer, spec, layout)
+def passages_of(blocks: Iterable[Rows], tokenizer: Any, spec: OutputSpec) -> Iterator[Rows]:
+    """Each block of a shard as passage rows, cut with a copy of the reader's ``tokenizer``
+    (which its tokenizing thread uses), made once, before that thread first runs."""
     cutter = _copies.get(tokenizer)
     if cutter is None:
         cutter = _copies[tokenizer] = copy.deepcopy(tokenizer)
@@ -53,20 +47,22 @@ def passage_rows(block: Rows, tokenizer: Any, spec: OutputSpec) -> Rows:
     ``tokenizer`` is the reader's own copy (the tokenizing thread uses the other)."""
     batch = block.batch
     position = batch.schema.get_field_index(spec.text_column)
-    texts = plain_text(batch.column(position)).to_pylist()  # None: null, or over the limit
-    rows, starts, ends = _cut_bounded(tokenizer, texts, spec)
+    # A text over --max-text-bytes is None here, kept or not: one row, null throughout.
+    texts = without(plain_text(batch.column(position)), block.over).to_pylist()
+    rows, starts, ends, _ = cut_bounded(tokenizer, texts, spec)
     null = starts < 0
     passages = [
         None if texts[r] is None else texts[r][s:e]
         for r, s, e in zip(rows.tolist(), starts.tolist(), ends.tolist(), strict=True)
     ]
-    taken = batch.take(pa.array(rows))
-    field = taken.schema.field(position)  # string, large_string or a dictionary of them
+    # Every column but the text, a row a passage: a text is never repeated for its passages.
+    field = batch.schema.field(position)  # string, large_string or a dictionary of them
+    taken = batch.drop_columns([spec.text_column]).take(pa.array(rows))
     plain = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
     text = pa.array(passages, pa.large_string() if pa.types.is_large_string(plain) else pa.string())
     if not text.type.equals(field.type):  # a kept text column is written as the input types it
         text = text.cast(field.type)
-    taken = taken.set_column(position, field, text)
+    taken = taken.add_column(position, field, text)
     first = np.searchsorted(rows, rows, side="left")  # each passage's row's first passage
     number = (np.arange(len(rows)) - first).astype(np.int32)
     for name, values in zip(CHUNK_COLUMNS, (number, starts, ends), strict=True):
@@ -76,13 +72,14 @@ def passage_rows(block: Rows, tokenizer: Any, spec: OutputSpec) -> Rows:
     return Rows(taken, over, sizes)
 
 
-def _cut_bounded(
+def cut_bounded(
     tokenizer: Any, texts: list[str | None], spec: OutputSpec
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """cut_passages over the block in groups of about GROUP_CHARS characters, a text longer
     than PIECE_CHARS in pieces ending at whitespace (a piece's end is a passage's end): the
     tokenizer's record of each token (offsets included, some hundreds of bytes) is held for a
-    group at a time, not for a block or a huge text. Returns each passage's row and span."""
+    group at a time, not for a block or a huge text. Returns each passage's row, span and
+    tokens (alone, without special tokens)."""
     units: list[tuple[int, int, str | None]] = []  # (row, where the piece starts, the piece)
     for row, text in enumerate(texts):
         start = 0
@@ -91,7 +88,7 @@ def _cut_bounded(
             units.append((row, start, text[start:end]))
             start = end
         units.append((row, start, text if start == 0 else text[start:]))
-    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     group: list[tuple[int, int, str | None]] = []
     size = 0
     for i, unit in enumerate(units):
@@ -113,22 +110,11 @@ def _cut_bounded(
                     rows,
                     np.where(null, -1, cut.starts + offset),
                     np.where(null, -1, cut.ends + offset),
+                    cut.tokens.astype(np.int64),
                 )
             )
             group, size = [], 0
     if not found:
         none = np.zeros(0, np.int64)
-        return none, none, none
+        return none, none, none, none
     return tuple(np.concatenate(part) for part in zip(*found, strict=True))  # type: ignore[return-value]
-
-
-def check_room(tokenizer: Any, spec: OutputSpec, layout: Layout) -> None:
-    """A passage, with the special tokens and the prompt, must fit --max-length whole."""
-    before = prompt_length(tokenizer, spec.prompt, spec.max_length) or len(layout.prefix)
-    room = spec.max_length - before - len(layout.suffix)
-    if spec.chunk_tokens > room:
-        raise ConfigError(
-            f"--chunk-tokens {spec.chunk_tokens}: with the model's {layout.specials} special "
-            f"tokens and the prompt, a passage must fit --max-length {spec.max_length}; give "
-            f"at most {room}"
-        )

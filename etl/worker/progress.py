@@ -1,6 +1,6 @@
 """The progress bar on stderr: rows as they complete, and the model's tokens per second.
 
-Given the job's estimated tokens (etl.estimate.bar_tokens, a sample drawn where the bar is
+Given the job's estimated tokens (etl.sampling.bar_tokens, a sample drawn where the bar is
 shown), the bar counts tokens, so that its ETA holds when rows differ in length from shard to
 shard; the rows done are shown beside it.
 """
@@ -63,7 +63,12 @@ class Progress:
         if self.bar.total is not None and self.bar.n + tokens > self.bar.total:
             self.bar.total = self.bar.n + tokens  # more than the sample said: done is done
         self.bar.update(tokens)
-        self.bar.set_postfix_str(f"{self.rows:,}/{self.total_rows:,} rows", refresh=False)
+        rows = (
+            f"{self.rows:,}/{self.total_rows:,}"
+            if self.rows <= self.total_rows
+            else f"{self.rows:,}"
+        )
+        self.bar.set_postfix_str(f"{rows} rows", refresh=False)  # passages outnumber rows
 
     def close(self) -> None:
         if self.by_tokens and self.rows >= self.total_rows:

@@ -152,14 +152,17 @@ class ShardWorker:
 
 
 def check_room(spec: OutputSpec, layout: Layout, tokenizer: Any) -> None:
-    """A window must hold the special tokens, the prompt and more text than the overlap."""
+    """A window must hold the special tokens, the prompt and more text than the overlap (or a
+    whole passage of --chunk-tokens)."""
     from etl.stages.tokens import content_ids
 
     prompt = len(content_ids(tokenizer, spec.prompt)) if spec.prompt else 0
     room = spec.max_length - layout.specials - prompt
     needed = spec.chunk_overlap + 1 if spec.long_text == "chunk" else 1
+    what = f"--chunk-overlap {spec.chunk_overlap}" if spec.long_text == "chunk" else "text"
+    if spec.chunk_tokens is not None:  # a passage, whole, with its specials and prompt
+        needed, what = spec.chunk_tokens, f"--chunk-tokens {spec.chunk_tokens}"
     if room < needed:
-        what = f"--chunk-overlap {spec.chunk_overlap}" if spec.long_text == "chunk" else "text"
         raise ConfigError(
             f"--max-length {spec.max_length}: a sequence holds {layout.specials} special tokens "
             f"and {prompt} prompt tokens, which leaves {room} for the text; {what} needs "

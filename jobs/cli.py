@@ -643,8 +643,9 @@ def plan(
         if estimate:
             sizes = (sample_rows, calibrate_rows, fleet)
             return _estimate(inputs, num_shards, output, as_json, calibrate, sizes, options)
-        if calibrate:
-            raise ConfigError("--calibrate: only with --estimate")
+        given = _given(("calibrate", "sample_rows", "calibrate_rows", "fleet", *options))
+        if given:
+            raise ConfigError(f"{given[0]}: only with --estimate (it has no effect on the parts)")
         if num_shards is None:
             raise ConfigError("--num-shards: required (or --estimate for the job's cost)")
         from etl import plan_parts
@@ -659,6 +660,23 @@ def plan(
         return EXIT_OK
 
     sys.exit(_guarded(show, options["verbose"]))
+
+
+def _given(names: tuple[str, ...]) -> list[str]:
+    """The options among ``names`` given on this command line, as the user wrote them."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    found = []
+    for param in context.command.params:
+        source = context.get_parameter_source(param.name)
+        if (
+            param.name in names
+            and param.name != "verbose"
+            and source == ParameterSource.COMMANDLINE
+        ):
+            found.append(param.opts[-1])
+    return found
 
 
 def _estimate(inputs, num_shards, output, as_json, calibrate, sizes, options) -> int:

@@ -137,6 +137,11 @@ def test_plan_without_estimate_still_needs_its_parts(tmp_path, tiny_model):
     assert "--num-shards: required" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["plan", str(tmp_path / "in"), "--num-shards", "2"])
     assert result.exit_code == 0 and "part 1:" in result.output
+    for option in (["--model", str(tiny_model)], ["--calibrate"], ["--fleet", "4"]):
+        result = CliRunner().invoke(
+            cli, ["plan", str(tmp_path / "in"), "--num-shards", "2", *option]
+        )
+        assert result.exit_code == 2 and f"{option[0]}: only with --estimate" in result.output
     result = CliRunner().invoke(
         cli, ["plan", str(tmp_path / "in"), "--estimate", "--model", str(tmp_path / "nothing")]
     )

@@ -64,7 +64,7 @@ def estimate_job(
     tokenizer, layout = tokenizer_of(plan.spec, cfg.trust_remote_code)
     sample = draw_sample(pending, plan.spec, tokenizer, layout, sample_rows)
     tokens = sample.tokens(plan.total_rows, plan.text_bytes)
-    held = held_share(plan, sample)
+    held = held_share(plan, sample, tokenizer)
     to_embed = round(tokens * (1 - (held or {}).get("tokens", 0.0)))
     result.update(
         sample_rows=sample.table.num_rows,

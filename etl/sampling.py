@@ -170,7 +170,7 @@ def _passage_tokens(
     return counted, int((np.bincount(rows, minlength=len(texts)) > 1).sum())
 
 
-def held_share(plan: JobPlan, sample: Sample) -> dict[str, float] | None:
+def held_share(plan: JobPlan, sample: Sample, tokenizer: Any) -> dict[str, float] | None:
     """The share of the sample's rows (passages, with --chunk-tokens), and of their tokens,
     whose text a store the job consults already holds; None without stores."""
     if plan.reuse is None or not sample.table.num_rows:
@@ -185,7 +185,6 @@ def held_share(plan: JobPlan, sample: Sample) -> dict[str, float] | None:
     if plan.spec.chunk_tokens is not None:  # the store holds passages
         from etl.stages.passage_rows import cut_bounded
 
-        tokenizer, _ = tokenizer_of(plan.spec, plan.cfg.trust_remote_code)
         rows, starts, ends, tokens = cut_bounded(tokenizer, texts, plan.spec)
         texts = [texts[r][s:e] for r, s, e in zip(rows, starts, ends, strict=True)]
     hashes = text_hashes(texts, plan.spec.prompt)

@@ -128,6 +128,26 @@ def wait_until(proc, condition, what: str, timeout: float = 300, poll: float = 0
         time.sleep(poll)
 
 
+def job_args(model: Path, inputs: Path, output: Path, *extra: str) -> list[str]:
+    """`embed-etl run INPUTS -o OUTPUT --model MODEL --no-progress ...` for a process of its
+    own (the tests that kill or signal a job)."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "jobs.cli",
+        "run",
+        str(inputs),
+        "-o",
+        str(output),
+        "--model",
+        str(model),
+        "--no-progress",
+        *extra,
+    ]
+
+
 def run_cli(tmp_path: Path, model: Path, *extra: str):
     """`embed-etl run <tmp>/in -o <tmp>/out --model MODEL` in-process; never a traceback."""
     from click.testing import CliRunner

@@ -7,14 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO, run_ok, tiny_texts, wait_until, write_shard
+from tests.conftest import REPO, job_args, run_ok, tiny_texts, wait_until, write_shard
 from tests.models import CASES, save_sentence_transformer, texts
 
 PARAGRAPHS = [
@@ -190,24 +189,8 @@ def test_sigkill_mid_shard_then_rerun_writes_every_passage_once(tmp_path, tiny_m
     clean = tmp_path / "clean"
     run_ok(tmp_path / "in", clean, tiny_model, chunk_tokens=8, chunk_overlap=2)
     out = tmp_path / "out"
-    args = [
-        sys.executable,
-        "-m",
-        "jobs.cli",
-        "run",
-        str(tmp_path / "in"),
-        "-o",
-        str(out),
-        "--model",
-        str(tiny_model),
-        "--no-progress",
-        "--chunk-tokens",
-        "8",
-        "--chunk-overlap",
-        "2",
-        "--batch-size",
-        "4",
-    ]
+    passages = ("--chunk-tokens", "8", "--chunk-overlap", "2", "--batch-size", "4")
+    args = job_args(tiny_model, tmp_path / "in", out, *passages)
     proc = subprocess.Popen(
         args,
         cwd=REPO,

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from etl.contract import ShardStatus
-from tests.conftest import REPO, records, tiny_texts, wait_until, write_shard
+from tests.conftest import REPO, job_args, records, tiny_texts, wait_until, write_shard
 
 SHARDS = 5
 ROWS = 3000
@@ -45,26 +44,10 @@ def _no_job_outlives_its_test():
             _kill(proc)
 
 
-def _start_args(tiny_model, inputs, output, *extra) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "jobs.cli",
-        "run",
-        str(inputs),
-        "-o",
-        str(output),
-        "--model",
-        str(tiny_model),
-        "--no-progress",
-        *extra,
-    ]
-
-
 def _start(tiny_model, inputs, output, *extra) -> subprocess.Popen:
     """The job as users run it, slowed by tiny batches so that it can be caught mid-shard."""
     proc = subprocess.Popen(
-        _start_args(tiny_model, inputs, output, "--batch-size", "4", *extra),
+        job_args(tiny_model, inputs, output, "--batch-size", "4", *extra),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -218,7 +201,7 @@ def test_sigterm_at_any_point_of_a_shard_leaves_nothing_behind(
     assert done_before < SHARDS
 
     rerun = subprocess.run(  # default batching: the tiny batches above only slow a run down
-        _start_args(tiny_model, corpus, out), cwd=REPO, capture_output=True, text=True, timeout=300
+        job_args(tiny_model, corpus, out), cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout)["shards_done"] == SHARDS - done_before

@@ -20,7 +20,7 @@ from etl import run_job
 from etl.contract import ShardStatus
 from jobs.cli import cli
 from jobs.scheduling import check_complete, part_commands
-from tests.conftest import REPO, job_config, records, run_ok, tiny_texts, write_shard
+from tests.conftest import REPO, job_args, job_config, records, run_ok, tiny_texts, write_shard
 
 SHARDS = 6
 
@@ -166,22 +166,7 @@ def test_killing_one_worker_still_finishes_every_shard_once(tmp_path, tiny_model
     rows = 2500
     _four_shards(tmp_path / "in", rows)
     out = tmp_path / "out"
-    args = [
-        sys.executable,
-        "-m",
-        "jobs.cli",
-        "run",
-        str(tmp_path / "in"),
-        "-o",
-        str(out),
-        "--model",
-        str(tiny_model),
-        "--workers",
-        "2",
-        "--batch-size",
-        "4",
-        "--no-progress",
-    ]
+    args = job_args(tiny_model, tmp_path / "in", out, "--workers", "2", "--batch-size", "4")
     proc = subprocess.Popen(
         args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobs.cli import cli
-from tests.conftest import TINY_WORDS, run_ok, write_shard
+from tests.conftest import TINY_WORDS, run_cli, run_ok, write_shard
 
 
 def _corpus(root, shards: int = 6, rows: int = 300, group: int = 100) -> None:
@@ -152,20 +152,7 @@ def test_the_progress_bar_counts_tokens(tmp_path, tiny_model):
     """Shown, the bar's total is the job's tokens (estimated), its rows beside them; at the
     end it stands at the tokens the job counted."""
     _corpus(tmp_path / "in")
-    result = CliRunner().invoke(
-        cli,
-        [
-            "run",
-            str(tmp_path / "in"),
-            "-o",
-            str(tmp_path / "out"),
-            "--model",
-            str(tiny_model),
-            "--num-workers",
-            "0",
-            "--progress",
-        ],
-    )
+    result = run_cli(tmp_path, tiny_model, "--progress")  # the last flag given wins
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     last = result.stderr.replace("\r", "\n").strip().splitlines()

@@ -25,6 +25,7 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 ENGINES = ("local", "ray")
 LONG_TEXT = ("truncate", "chunk", "error")
 CHUNK_BOUNDARIES = ("tokens", "sentence")
+CHUNKING = ("naive", "late")  # --chunking: each passage alone, or pooled from its text's pass
 CHUNK_COLUMNS = ("chunk", "chunk_start", "chunk_end")  # with --chunk-tokens, after the id
 OUTPUT_DTYPES = ("float32", "float16", "int8", "binary")
 ROW_COLUMNS = ("n_tokens", "truncated")  # written for every row, beside the vectors
@@ -71,6 +72,7 @@ class JobConfig:
     chunk_overlap: int = 0  # tokens shared by consecutive windows, or passages
     chunk_tokens: int | None = None  # passages as output: one row each, of at most this many
     chunk_boundary: str = "tokens"  # where passages end: tokens | sentence (etl.stages.passages)
+    chunking: str = "naive"  # passages embedded alone (naive) or pooled from their text's pass
     # A text of more bytes (UTF-8) is not read into Python, hashed or tokenized: its row gets
     # null vectors, and the shard record says which and why (memory bounded by the job).
     max_text_bytes: int = MAX_TEXT_BYTES
@@ -169,6 +171,10 @@ class JobConfig:
         _positive("--chunk-tokens", self.chunk_tokens, allow_none=True)
         if self.chunk_boundary != "tokens" and self.chunk_tokens is None:
             raise ConfigError("--chunk-boundary goes with --chunk-tokens")
+        if self.chunking not in CHUNKING:
+            raise ConfigError(f"--chunking {self.chunking}: expected one of {', '.join(CHUNKING)}")
+        if self.chunking != "naive" and self.chunk_tokens is None:
+            raise ConfigError(f"--chunking {self.chunking} goes with --chunk-tokens")
         if self.chunk_tokens is not None:
             if self.long_text == "chunk":
                 raise ConfigError(

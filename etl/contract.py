@@ -93,6 +93,8 @@ class Batch:
     parts: torch.Tensor | None = None  # (B,) window number within its row (--long-text chunk)
     keep: torch.Tensor | None = None  # (B, T) bool: the tokens a token column outputs (None:
     # the real ones; a multi-vector model leaves its skiplist out and keeps query expansion)
+    spans: torch.Tensor | None = None  # (Q, 3) int64, --chunking late: each output vector
+    # pooled from sequence spans[:, 0], tokens spans[:, 1] to spans[:, 2]; rows is then (Q,)
 
     def pin_memory(self) -> Batch:
         """Called by DataLoader(pin_memory=True) so host-to-GPU copies can be asynchronous."""

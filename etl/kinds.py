@@ -13,7 +13,7 @@ from etl.columns import MODEL_COLUMN, MULTIVECTOR_COLUMN, SPARSE_COLUMN, ColumnS
 from etl.config import JobConfig
 from etl.errors import ConfigError, ModelError
 from etl.model.facts import ModelInfo
-from etl.model.recipe import SPARSE, Recipe
+from etl.model.recipe import DENSE, SPARSE, Recipe
 
 WHAT = {
     "sparse": "a sparse model (SparseEncoder)",
@@ -148,3 +148,30 @@ def _recipe_dim(recipe: Recipe, model: ModelInfo, dense: bool) -> int:
             )
         width = layer.out_features
     return width
+
+
+def check_late(
+    cfg: JobConfig, model: ModelInfo, columns: list[ColumnSpec], max_length: int
+) -> None:
+    """--chunking late pools passages from token states: a dense model's pooled columns only,
+    and passages that fit half a pass (a longer text's windows overlap by a passage at least,
+    so each passage lies whole in one, at under twice the cost of one pass)."""
+    if model.recipe.kind != DENSE:
+        raise ConfigError(
+            f"--chunking late: {model.name} is a {model.recipe.kind} model; late chunking pools "
+            "a dense model's token states (use --chunking naive)"
+        )
+    for column in columns:
+        if column.tokens or column.pooling == ("pooler",):
+            mode = "tokens" if column.tokens else "pooler"
+            raise ConfigError(
+                f"--chunking late --pooling {mode}: late chunks are pooled over each passage's "
+                "tokens; use a pooling mode such as mean, cls or max"
+            )
+    half = (max_length - 2) // 2
+    if cfg.chunk_tokens > half:
+        raise ConfigError(
+            f"--chunking late --chunk-tokens {cfg.chunk_tokens}: passages must fit half a pass "
+            f"of --max-length {max_length} (at most {half}), so that a longer text's windows "
+            "give each one context around it"
+        )

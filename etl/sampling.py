@@ -160,14 +160,27 @@ def model_tokens(
 def _passage_tokens(
     column: Any, present: np.ndarray, spec: OutputSpec, tokenizer: Any, layout: Any, counted
 ) -> tuple[np.ndarray, int]:
-    """--chunk-tokens: each row's passages' tokens, and the rows cut into more than one."""
+    """--chunk-tokens: each row's passages' tokens (--chunking late: its pass's, or its
+    windows'), and the rows cut into more than one."""
     from etl.stages.passage_rows import cut_bounded
 
     texts = model_texts(column, present, "")
-    rows, _, _, tokens = cut_bounded(tokenizer, texts, spec)  # the job's own cutting
+    rows, starts, ends, tokens = cut_bounded(tokenizer, texts, spec)  # the job's own cutting
+    passages = int((np.bincount(rows, minlength=len(texts)) > 1).sum())
+    if spec.chunking == "late":  # the whole texts, or their windows, once each
+        from etl.stages.late import encode_documents, late_plan
+
+        encoded = encode_documents(tokenizer, texts, spec.prompt)
+        chars = (starts, ends)
+        sequences, seq, *_ = late_plan(
+            encoded, rows, chars, layout, spec.max_length, spec.chunk_tokens
+        )
+        runs, first = np.unique(seq, return_index=True)
+        np.add.at(counted, present[rows[first]], sequences.lengths[runs])
+        return counted, passages
     extra = layout.specials + len(content_ids(tokenizer, spec.prompt))
     np.add.at(counted, present[rows], tokens + extra)
-    return counted, int((np.bincount(rows, minlength=len(texts)) > 1).sum())
+    return counted, passages
 
 
 def held_share(plan: JobPlan, sample: Sample, tokenizer: Any) -> dict[str, float] | None:

@@ -15,7 +15,7 @@ from typing import Any
 from etl.columns import ColumnSpec
 from etl.config import CHUNK_COLUMNS, JobConfig
 from etl.errors import ConfigError
-from etl.kinds import dense_columns, kind_column
+from etl.kinds import check_late, dense_columns, kind_column
 from etl.model.backend import STATIC, Backend, choose_backend
 from etl.model.digests import recipe_digest
 from etl.model.facts import ModelInfo
@@ -50,6 +50,7 @@ class OutputSpec:
     chunk_overlap: int = 0  # tokens shared by consecutive windows or passages
     chunk_tokens: int | None = None  # passages as output rows (etl.stages.passage_rows)
     chunk_boundary: str = "tokens"
+    chunking: str = "naive"  # naive | late: each passage alone, or pooled from its text's pass
     output_dtypes: tuple[str, ...] = ("float32",)  # each column stored in each of these
     truncate_dim: int | None = None  # keep the first D dimensions
     calibration_source: str | None = None  # int8: "sample" or "file:<sha256>"
@@ -103,6 +104,8 @@ class OutputSpec:
                         "tokens": self.chunk_tokens,
                         "overlap": self.chunk_overlap,
                         "boundary": self.chunk_boundary,
+                        # Only when late: naive outputs keep the fingerprints they had.
+                        **({"chunking": self.chunking} if self.chunking != "naive" else {}),
                         "cutter": PASSAGE_CUTTER_VERSION,
                     }
                 }
@@ -203,6 +206,8 @@ def build_output_spec(
             f"--chunk-tokens {cfg.chunk_tokens}: a passage, with the model's special tokens and "
             f"prompt, must fit --max-length {max_length}; give at most {max_length - 2}"
         )
+    if cfg.chunking == "late":
+        check_late(cfg, model, columns, max_length)
     narrowest = min(c.dim for c in columns)
     if cfg.truncate_dim is not None and cfg.truncate_dim > narrowest:
         raise ConfigError(
@@ -240,6 +245,7 @@ def build_output_spec(
         chunk_overlap=cfg.chunk_overlap,
         chunk_tokens=cfg.chunk_tokens,
         chunk_boundary=cfg.chunk_boundary,
+        chunking=cfg.chunking,
         output_dtypes=cfg.output_dtypes,
         truncate_dim=truncate,
         calibration_source=calibration_source(cfg) if "int8" in cfg.output_dtypes else None,

@@ -16,6 +16,7 @@ import click
 from etl import ConfigError, EmbedEtlError, JobConfig, __version__
 from etl.config import (
     CHUNK_BOUNDARIES,
+    CHUNKING,
     DEVICES_HELP,
     DTYPES,
     ENGINES,
@@ -197,9 +198,9 @@ def cli() -> None:
     default=None,
     metavar="N",
     help="Passages as output: each text cut into passages of at most N tokens (at word "
-    "starts), each embedded on its own and written as a row of its own with the input row's "
-    "id, its number (chunk) and its span (chunk_start, chunk_end: text[chunk_start:chunk_end] "
-    "is the passage, in characters). [default: one vector a row]",
+    "starts), each written as a row of its own with the input row's id, its number (chunk) "
+    "and its span (chunk_start, chunk_end: text[chunk_start:chunk_end] is the passage, in "
+    "characters); --chunking says how each is embedded. [default: one vector a row]",
     **_env("CHUNK_TOKENS"),
 )
 @click.option(
@@ -209,6 +210,18 @@ def cli() -> None:
     help="With --chunk-tokens, where passages end: tokens (as many whole words as fit) or "
     "sentence (whole sentences as fit; a longer sentence is cut by tokens).",
     **_env("CHUNK_BOUNDARY"),
+)
+@click.option(
+    "--chunking",
+    type=click.Choice(CHUNKING),
+    **_default("chunking"),
+    help="With --chunk-tokens, how passages are embedded: naive (each passage on its own, "
+    "with the model's special tokens and prompt, as chunk-then-embed does) or late (the whole "
+    "text through the model once, each passage pooled from that pass's token states with the "
+    "model's pooling, then its Dense and Normalize; a text longer than --max-length in "
+    "overlapping windows, each passage from the one it sits deepest in). Late chunks are not "
+    "kept in a vector store.",
+    **_env("CHUNKING"),
 )
 @click.option(
     "--chunk-overlap",

@@ -130,8 +130,9 @@ def build_tokenizer(case: Case, path: Path):
     return fast, ids
 
 
-def build_model(case: Case, path: Path, layers: int = 3) -> Path:
-    """The tiny seeded transformers model and its tokenizer, saved in ``path / 'hf'``."""
+def build_model(case: Case, path: Path, layers: int = 3, positions: int = 128) -> Path:
+    """The tiny seeded transformers model and its tokenizer, saved in ``path / 'hf'``; a
+    ModernBERT with ``positions`` positions (others: 128)."""
     import torch
     import transformers as tf
 
@@ -146,20 +147,20 @@ def build_model(case: Case, path: Path, layers: int = 3) -> Path:
         intermediate_size=64,
         pad_token_id=pad,
     )
-    positions = 128 + (pad + 1 if case.specials == "roberta" else 0)
+    learned = 128 + (pad + 1 if case.specials == "roberta" else 0)  # RoBERTa's offset
     if case.arch == "bert":
-        config = tf.BertConfig(max_position_embeddings=positions, initializer_range=0.5, **common)
+        config = tf.BertConfig(max_position_embeddings=learned, initializer_range=0.5, **common)
     elif case.arch == "roberta":
-        config = tf.RobertaConfig(max_position_embeddings=positions, **common)
+        config = tf.RobertaConfig(max_position_embeddings=learned, **common)
     elif case.arch == "xlm-roberta":
-        config = tf.XLMRobertaConfig(max_position_embeddings=positions, **common)
+        config = tf.XLMRobertaConfig(max_position_embeddings=learned, **common)
     elif case.arch == "distilbert":
         config = tf.DistilBertConfig(
             vocab_size=vocab, dim=HIDDEN, n_layers=layers, n_heads=4, hidden_dim=64,
             max_position_embeddings=128, pad_token_id=pad,
         )  # fmt: skip
     elif case.arch == "mpnet":
-        config = tf.MPNetConfig(max_position_embeddings=positions, **common)
+        config = tf.MPNetConfig(max_position_embeddings=learned, **common)
     elif case.arch == "electra":
         config = tf.ElectraConfig(embedding_size=16, max_position_embeddings=128, **common)
     elif case.arch == "deberta-v2":
@@ -169,7 +170,7 @@ def build_model(case: Case, path: Path, layers: int = 3) -> Path:
         )  # fmt: skip
     elif case.arch == "modernbert":
         config = tf.ModernBertConfig(
-            max_position_embeddings=128, global_attn_every_n_layers=2, local_attention=16,
+            max_position_embeddings=positions, global_attn_every_n_layers=2, local_attention=16,
             bos_token_id=ids["cls"], eos_token_id=ids["sep"], cls_token_id=ids["cls"],
             sep_token_id=ids["sep"], **common,
         )  # fmt: skip
@@ -190,13 +191,15 @@ def build_model(case: Case, path: Path, layers: int = 3) -> Path:
     return hf
 
 
-def save_sentence_transformer(case: Case, path: Path, layers: int = 3) -> Path:
+def save_sentence_transformer(
+    case: Case, path: Path, layers: int = 3, positions: int = 128
+) -> Path:
     """The model saved as sentence-transformers saves it: modules.json and module folders."""
     import torch
     from sentence_transformers import SentenceTransformer, models
 
-    hf = build_model(case, path, layers)
-    transformer = models.Transformer(str(hf), max_seq_length=64)
+    hf = build_model(case, path, layers, positions)
+    transformer = models.Transformer(str(hf), max_seq_length=min(64, positions))
     pooling = models.Pooling(
         HIDDEN,
         pooling_mode=case.pooling if len(case.pooling) > 1 else case.pooling[0],

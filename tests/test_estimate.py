@@ -189,9 +189,11 @@ def test_a_sample_of_huge_texts_reads_a_bounded_amount(tmp_path, tiny_model, mon
     assert sample.tokens(400, footers) == pytest.approx(400 * 64, rel=0.01)  # cut at 64
 
 
-def test_passages_are_counted_as_the_job_counts_them(tmp_path, tiny_model):
+@pytest.mark.parametrize("chunking", ["naive", "late"])
+def test_passages_are_counted_as_the_job_counts_them(tmp_path, tiny_model, chunking):
+    """Naive: each passage with its special tokens; late: each text's pass (or windows)."""
     _corpus(tmp_path / "in")
-    options = ["--chunk-tokens", "12", "--chunk-overlap", "3"]
+    options = ["--chunk-tokens", "12", "--chunk-overlap", "3", "--chunking", chunking]
     found = _estimate(
         str(tmp_path / "in"), "--model", str(tiny_model), *options, "--sample-rows", "100000"
     )
@@ -201,6 +203,7 @@ def test_passages_are_counted_as_the_job_counts_them(tmp_path, tiny_model):
         tiny_model,
         chunk_tokens=12,
         chunk_overlap=3,
+        chunking=chunking,
         no_reuse=True,
     )
     assert found["tokens"] == summary["tokens"]

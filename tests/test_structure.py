@@ -22,6 +22,7 @@ TORCH_USERS = {
         "loader",
         "pooling",
         "read_ahead",
+        "settled",
         "sparse",
         "sparse_model",
     )

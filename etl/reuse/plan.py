@@ -65,15 +65,22 @@ def plan_reuse(cfg: JobConfig, spec: OutputSpec, storage: Storage) -> ReusePlan 
     """The run's stores, or None when it embeds every row (--no-reuse, token vectors)."""
     if cfg.no_reuse:
         return None
-    if spec.has_tokens or spec.sparse:
-        # The store's records are fixed-width vectors; sparse rows and token vectors vary in
-        # length from text to text.
-        what = "sparse vectors" if spec.sparse else "token vectors"
+    if spec.has_tokens or spec.sparse or spec.chunking == "late":
+        # The store's records are fixed-width vectors of a text; sparse rows and token vectors
+        # vary in length from text to text, and a late chunk's vector is not its text's alone.
+        what, why = (
+            ("late chunks", "a late chunk's vector depends on its whole text, not its own")
+            if spec.chunking == "late"
+            else (
+                "sparse vectors" if spec.sparse else "token vectors",
+                "its records are fixed-width vectors",
+            )
+        )
         given = "--store" if cfg.store is not None else "--reuse" if cfg.reuse else None
         if given is not None:
             raise ConfigError(
-                f"{given}: {what} are not kept in a vector store (its records are fixed-width "
-                f"vectors); drop {given}, every row is embedded"
+                f"{given}: {what} are not kept in a vector store ({why}); drop {given}, every "
+                "row is embedded"
             )
         log.info("%s: every row is embedded; they are not kept in a vector store", what)
         return None

@@ -40,13 +40,17 @@ def resolve_batching(
     device_type: str,
     token_width: int = 0,
 ) -> Batching:
-    """The token budget: the user's, else small on a CPU and large on a GPU. With token
-    outputs (``token_width`` floats per token) a window holds at most TOKEN_WINDOW_BYTES."""
+    """The token budget: the user's, else small on a CPU and large on a GPU (at least one
+    row of max_length). With token outputs (``token_width`` floats per token) a window holds
+    at most TOKEN_WINDOW_BYTES."""
     if token_width:
         sort_window = min(
             sort_window, max(16, TOKEN_WINDOW_BYTES // (max_length * token_width * 4))
         )
-    budget = batch_tokens or (CPU_BUDGET if device_type == "cpu" else GPU_BUDGET)
+    if batch_tokens is None:  # a long-context --max-length raises the default to one row
+        budget = max(max_length, CPU_BUDGET if device_type == "cpu" else GPU_BUDGET)
+    else:
+        budget = batch_tokens
     if budget < max_length:
         raise ConfigError(
             f"--batch-tokens {budget}: must be at least --max-length ({max_length}) so "

@@ -11,12 +11,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from etl.stages.source import iter_windows, text_sizes, without
+
+if TYPE_CHECKING:
+    from etl.stages.late import Documents
 
 
 @dataclass(frozen=True)
@@ -27,12 +31,28 @@ class Rows:
     batch: pa.RecordBatch
     over: np.ndarray  # (rows,) bool
     sizes: np.ndarray  # (rows,) int64
+    documents: Documents | None = None  # --chunking late: the texts the passage rows are of
 
     def windows(self, rows: int) -> Iterator[Rows]:
-        """The block cut into windows of ``rows`` rows (slices: nothing is copied)."""
-        for start in range(0, self.batch.num_rows, rows):
-            end = start + rows
-            yield Rows(self.batch.slice(start, rows), self.over[start:end], self.sizes[start:end])
+        """The block cut into windows of ``rows`` rows (slices: nothing is copied); with
+        ``documents``, a window ends with a text's last passage (or holds a text's alone)."""
+        start, total = 0, self.batch.num_rows
+        while start < total:
+            end = min(start + rows, total)
+            if self.documents is not None and end < total:
+                of = self.documents.of
+                after = int(np.searchsorted(of, of[end - 1], side="right"))
+                if after > end:  # the window would split a text's passages
+                    before = int(np.searchsorted(of, of[end - 1], side="left"))
+                    end = before if before > start else after
+            documents = self.documents.sliced(start, end) if self.documents is not None else None
+            yield Rows(
+                self.batch.slice(start, end - start),
+                self.over[start:end],
+                self.sizes[start:end],
+                documents,
+            )
+            start = end
 
 
 def read_blocks(

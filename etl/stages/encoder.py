@@ -27,7 +27,7 @@ from etl.spec import OutputSpec
 from etl.stages.device import cpu_supports, default_threads
 from etl.stages.head import DenseHead
 from etl.stages.inflight import InFlight
-from etl.stages.pooling import pool
+from etl.stages.pooling import pool, pool_spans
 from etl.stages.sparse_model import SparseModel
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,10 @@ class Encoder:
         non_blocking = self.device.type == "cuda"
         ids = batch.input_ids.to(self.device, non_blocking=non_blocking)  # (B, T)
         mask = batch.attention_mask.to(self.device, non_blocking=non_blocking)  # (B, T)
+        spans = width = None
+        if batch.spans is not None:  # --chunking late: (Q, 3) passages to pool
+            width = int((batch.spans[:, 2] - batch.spans[:, 1]).max())  # every batch has one
+            spans = batch.spans.to(self.device, non_blocking=non_blocking)
         with torch.inference_mode(), self.autocast:
             if self.sparse is not None:
                 return {self.spec.columns[0].name: self.sparse(ids, mask)}  # (B, V)
@@ -114,8 +118,11 @@ class Encoder:
                         hidden = self.head(hidden)  # (B, T, D): a multi-vector projection
                     result[column.name] = hidden.float()  # (B, T, D)
                     continue
-                skip = 0 if column.include_prompt else self.prompt_length
-                vectors = pool(hidden, mask, column.pooling, skip)  # (B, modes x H)
+                if spans is not None:  # (Q, modes x H): a vector per passage
+                    vectors = pool_spans(hidden, spans, width, column.pooling)
+                else:
+                    skip = 0 if column.include_prompt else self.prompt_length
+                    vectors = pool(hidden, mask, column.pooling, skip)  # (B, modes x H)
                 if column.dense and self.head is not None:
                     vectors = self.head(vectors)  # (B, D)
                 result[column.name] = vectors

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import IterableDataset
 
 from etl.contract import (
@@ -38,8 +37,9 @@ from etl.spec import OutputSpec
 from etl.stages.batching import Batching, plan_batches
 from etl.stages.blocks import Feed, Rows, read_blocks
 from etl.stages.chunks import chunk_rows
+from etl.stages.late import encode_documents, late_window
 from etl.stages.passage_rows import passages_of
-from etl.stages.sequences import Sequences
+from etl.stages.settled import Settled, window_batches
 from etl.stages.source import model_texts, open_shard, present_rows, refusals, without
 from etl.stages.token_mask import TokenMask
 from etl.stages.tokenizer import Layout
@@ -60,19 +60,6 @@ class _Begun:
     plan: Any  # etl.reuse.shard.WindowReuse, or None
     present: np.ndarray  # (n,) rows whose text goes to the model
     tokens: Future  # Encoded: the present rows through the tokenizer
-
-
-@dataclass
-class _Settled:
-    """A window ready to send: its sequences cut into batches."""
-
-    index: int
-    number: int
-    info: WindowInfo
-    sequences: Sequences
-    seq_rows: np.ndarray  # (S,) row in the window of each sequence
-    parts: np.ndarray | None  # (S,) window number within its row (--long-text chunk)
-    batches: list[np.ndarray]
 
 
 class ShardStream(IterableDataset):
@@ -149,16 +136,16 @@ class ShardStream(IterableDataset):
                     texts.put(without(column, block.over).to_pylist())  # sizes known already
                 for window in block.windows(window_rows):
                     if begun is not None and reuse is not None and reuse.starts_block(rows):
-                        yield from self._emit(self._settle(begun, shard, passthrough, reuse))
+                        yield from self._emit(begun, shard, passthrough, reuse)
                         begun = None  # its block's counts are in before the next block comes
                     started = self._begin(index, windows, window, rows, reuse)
                     if begun is not None:
-                        yield from self._emit(self._settle(begun, shard, passthrough, reuse))
+                        yield from self._emit(begun, shard, passthrough, reuse)
                     begun = started
                     rows += window.batch.num_rows
                     windows += 1
             if begun is not None:
-                yield from self._emit(self._settle(begun, shard, passthrough, reuse))
+                yield from self._emit(begun, shard, passthrough, reuse)
             if reuse is not None:
                 self._spilled[index] = reuse.spilled()
             yield ShardEnd(index, rows, windows)
@@ -196,9 +183,13 @@ class ShardStream(IterableDataset):
         # With reuse, only each new text's first row goes to the model.
         over = window.over
         present = present_rows(column, over) if plan is None else np.flatnonzero(plan.kind == EMBED)
-        texts = model_texts(column, present, spec.prompt)  # what the model sees
         if self._tokenizing is None:
             self._tokenizing = helper_pool("embed-etl-tokenizer")
+        if window.documents is not None:  # --chunking late: the passages' whole texts
+            texts = window.documents.texts_of(present)
+            tokens = self._tokenizing.submit(encode_documents, self.tokenizer, texts, spec.prompt)
+            return _Begun(index, number, window, first_row, plan, present, tokens)
+        texts = model_texts(column, present, spec.prompt)  # what the model sees
         tokens = self._tokenizing.submit(
             encode_window,
             self.tokenizer,
@@ -211,37 +202,44 @@ class ShardStream(IterableDataset):
 
     def _settle(
         self, begun: _Begun, shard: Shard, passthrough: list[str], reuse: ShardReuse | None
-    ) -> _Settled:
+    ) -> Settled:
         """A window whose tokens are in: its sequences, its batches and its WindowInfo."""
         spec, record_batch, present = self.spec, begun.window.batch, begun.present
         first_row, plan = begun.first_row, begun.plan
-        keep_whole = spec.long_text == "chunk"
-        tokenized = finish_window(
-            begun.tokens.result(), spec.max_length, self.layout, keep_whole, self.tokenizer
-        )
-        n_tokens = tokenized.n_tokens  # (present,)
-        long = np.flatnonzero(n_tokens > spec.max_length)  # positions in present
-        if len(long) and spec.long_text == "error":
-            j = int(long[0])
-            row_id = record_batch.column(spec.id_column)[int(present[j])].as_py()
-            raise EmbedEtlError(
-                f"{shard.input_path}: row {first_row + int(present[j])} (id {row_id!r}) has "
-                f"{n_tokens[j]} tokens, more than --max-length {spec.max_length} "
-                "(--long-text error; use truncate or chunk to embed it)"
+        spans, windowed = None, 0
+        if begun.window.documents is not None:  # --chunking late
+            sequences, spans, n_tokens, windowed = late_window(
+                begun.tokens.result(), begun.window, present, self.layout, spec
             )
-        sequences = tokenized.sequences  # one per present row, or several for a chunked row
-        seq_rows = present  # row in the window of each sequence
-        multi = parts = drop_head = None
-        if tokenized.whole:
-            sequences, seq_rows, parts, multi, drop_head = chunk_rows(
-                sequences,
-                present,
-                tokenized.whole,
-                record_batch.num_rows,
-                spec,
-                self.layout,
-                self._prompt_ids,
+            seq_rows, parts, multi, drop_head = present[:0], None, None, None
+        else:
+            keep_whole = spec.long_text == "chunk"
+            tokenized = finish_window(
+                begun.tokens.result(), spec.max_length, self.layout, keep_whole, self.tokenizer
             )
+            n_tokens = tokenized.n_tokens  # (present,)
+            long = np.flatnonzero(n_tokens > spec.max_length)  # positions in present
+            if len(long) and spec.long_text == "error":
+                j = int(long[0])
+                row_id = record_batch.column(spec.id_column)[int(present[j])].as_py()
+                raise EmbedEtlError(
+                    f"{shard.input_path}: row {first_row + int(present[j])} (id {row_id!r}) has "
+                    f"{n_tokens[j]} tokens, more than --max-length {spec.max_length} "
+                    "(--long-text error; use truncate or chunk to embed it)"
+                )
+            sequences = tokenized.sequences  # one per present row, or several for a chunked row
+            seq_rows = present  # row in the window of each sequence
+            multi = parts = drop_head = None
+            if tokenized.whole:
+                sequences, seq_rows, parts, multi, drop_head = chunk_rows(
+                    sequences,
+                    present,
+                    tokenized.whole,
+                    record_batch.num_rows,
+                    spec,
+                    self.layout,
+                    self._prompt_ids,
+                )
         lengths = np.full(record_batch.num_rows, -1, dtype=np.int64)  # -1: null text
         lengths[present] = n_tokens
         if plan is not None:
@@ -262,7 +260,7 @@ class ShardStream(IterableDataset):
             refused=refusals(begun.window, first_row, refused[:REFUSED_SHOWN], spec),
             real_tokens=sequences.tokens,
             truncated_rows=0 if spec.long_text == "chunk" else over,
-            chunked_rows=over if spec.long_text == "chunk" else 0,
+            chunked_rows=over if spec.long_text == "chunk" else windowed,
             n_tokens=lengths,
             multi=multi,
             drop_head=drop_head,
@@ -272,28 +270,11 @@ class ShardStream(IterableDataset):
             texts_not_fetched=plan.not_fetched if plan is not None else 0,
             reuse=plan,
         )
-        return _Settled(begun.index, begun.number, info, sequences, seq_rows, parts, batches)
+        return Settled(begun.index, begun.number, info, sequences, seq_rows, parts, batches, spans)
 
-    def _emit(self, window: _Settled) -> Iterator[Batch]:
-        """The window's batches, each padded to its own longest sequence."""
-        index, number, info = window.index, window.number, window.info
-        if not window.batches:  # all rows null or copied (or none): the sink needs the window
-            empty = torch.zeros((0, 0), dtype=torch.long)
-            yield Batch(index, number, torch.zeros(0, dtype=torch.long), empty, empty, info)
-            return
-        layout, sequences, parts = self.layout, window.sequences, window.parts
-        for j, members in enumerate(window.batches):
-            input_ids, mask = sequences.padded(members, layout.pad_id, layout.left_padding)
-            keep = None
-            if self.token_mask is not None:
-                input_ids, mask, keep = self.token_mask.apply(input_ids, mask, layout.left_padding)
-            yield Batch(
-                shard_index=index,
-                window_index=number,
-                rows=torch.from_numpy(window.seq_rows[members]),
-                input_ids=torch.from_numpy(input_ids),
-                attention_mask=torch.from_numpy(mask),
-                window=info if j == 0 else None,
-                parts=torch.from_numpy(parts[members]) if parts is not None else None,
-                keep=torch.from_numpy(keep) if keep is not None else None,
-            )
+    def _emit(
+        self, begun: _Begun, shard: Shard, passthrough: list[str], reuse: ShardReuse | None
+    ) -> Iterator[Batch]:
+        """A window whose tokens are in, as its batches."""
+        settled = self._settle(begun, shard, passthrough, reuse)
+        return window_batches(self.layout, self.token_mask, settled)

@@ -6,8 +6,10 @@ row's id and kept columns, its number in the row (`chunk`) and its span (`chunk_
 `chunk_end`: ``text[chunk_start:chunk_end]`` is the passage, in characters), and the passage
 as its text. From here on the job runs on passages as it runs on rows: each is embedded as the
 string it is, with the model's special tokens and prompt (what a user's own chunk-then-embed
-does), through the vector store like any other text, and written one row each, in order. A null
-text (or one over --max-text-bytes) keeps one row, with null number, span and vectors.
+does), through the vector store like any other text, and written one row each, in order; or,
+with --chunking late, pooled from a pass over the whole text (etl.stages.late), which the rows
+carry. A null text (or one over --max-text-bytes) keeps one row, with null number, span and
+vectors.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pyarrow as pa
 from etl.config import CHUNK_COLUMNS
 from etl.spec import OutputSpec
 from etl.stages.blocks import Rows
+from etl.stages.late import Documents
 from etl.stages.passages import cut_passages
 from etl.stages.source import plain_text, text_sizes, without
 from etl.stages.tokens import PIECE_CHARS, piece_end
@@ -69,7 +72,8 @@ def passage_rows(block: Rows, tokenizer: Any, spec: OutputSpec) -> Rows:
         taken = taken.append_column(name, pa.array(values.astype(np.int32), mask=null))
     over = block.over[rows]
     sizes = np.where(over, block.sizes[rows], text_sizes(text))
-    return Rows(taken, over, sizes)
+    documents = Documents(texts, rows) if spec.chunking == "late" else None
+    return Rows(taken, over, sizes, documents)
 
 
 def cut_bounded(

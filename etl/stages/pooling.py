@@ -88,6 +88,19 @@ def pool(
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
+def pool_spans(
+    hidden: torch.Tensor, spans: torch.Tensor, width: int, modes: tuple[str, ...] | str
+) -> torch.Tensor:
+    """(Q, len(modes) x H): each span (sequence, first token, token after) of (B, T, H) hidden
+    states pooled on its own, as a sequence of just its tokens would be (--chunking late);
+    ``width``: the longest span."""
+    sequence, first, after = spans.unbind(dim=1)
+    steps = torch.arange(width, device=hidden.device)  # (W,)
+    index = (first[:, None] + steps[None, :]).clamp(max=hidden.shape[1] - 1)  # (Q, W)
+    mask = (steps[None, :] < (after - first)[:, None]).long()  # (Q, W)
+    return pool(hidden[sequence[:, None], index], mask, modes)  # from (Q, W, H)
+
+
 def without_prompt(mask: torch.Tensor, prompt_length: int) -> torch.Tensor:
     """The mask with each row's first ``prompt_length`` real tokens left out (a new tensor)."""
     first = mask.int().argmax(dim=1, keepdim=True)  # (B, 1) left padding

@@ -19,7 +19,7 @@ def rows_done(batch: Batch, multi: np.ndarray | None) -> int:
     """Rows a batch completes: one per sequence, except that a row split into windows counts
     once, with its window's first batch, as do its null rows and the rows that copy a vector
     instead of going through the model: the bar counts rows, whatever they cost."""
-    rows = batch.size
+    rows = len(batch.rows)  # a sequence's row, or with --chunking late a passage's
     if rows and multi is not None:
         rows = int((~multi[batch.rows.numpy()]).sum())
     if batch.window is not None:

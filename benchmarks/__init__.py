@@ -8,4 +8,6 @@ Not part of the installed package. Run with `python -m benchmarks` (see --help):
   sizes   one shard written with each --output-dtype (--sizes)
   storage local disk against a local S3 server: rows/s, requests per shard, memory (--storage)
   verify  embed-etl verify on the whole corpus: time, peak memory, and on 4x the rows (--verify)
+  retrieval  recall@10 of passages, naive against late chunking (--retrieval, or on its own:
+          python -m benchmarks.retrieval)
 """

@@ -16,6 +16,7 @@ from benchmarks import (
     feed,
     memory,
     requests,
+    retrieval,
     reuse,
     sizes,
     sparse,
@@ -87,6 +88,9 @@ def main() -> None:
     if args.chunks:
         report["chunks"] = chunks.measure(args, work)
         chunks.show(report["chunks"])
+    if args.retrieval:
+        report["retrieval"] = retrieval.measure(args, work)
+        retrieval.show(report["retrieval"], args.retrieval_out)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for path in (args.out / f"bench-{stamp}.json", args.out / "latest.json"):
@@ -115,6 +119,7 @@ def _parse() -> argparse.Namespace:
     )
     bounded.add_arguments(parser)
     chunks.add_arguments(parser)
+    retrieval.add_arguments(parser)
     parser.add_argument("--memory-small", type=int, default=10_000)
     parser.add_argument("--memory-dtype", default="float32", help="compute dtype of memory runs")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed runs")

@@ -12,8 +12,7 @@ paragraph's remaining span [start, end) (chunk_start < end and chunk_end > start
 every passage of every document; the score is the cosine. recall@k: the share of queries with an
 answer passage among the k best; MRR@10: 1 / the rank of the first one (0 past 10). Both modes
 cut the same passages (--chunk-tokens, each size in turn) with `embed-etl run --chunking
-naive|late`; where the job has no --chunking option yet, late is reported as not available and
-naive is the job's plain --chunk-tokens. The queries are one job of their own (one row each, no
+naive|late`. The queries are one job of their own (one row each, no
 --chunk-tokens), same model and --max-length. Seconds: the wall time of each `embed-etl run`,
 start-up and model load included.
 """
@@ -39,7 +38,6 @@ import pyarrow.parquet as pq
 from benchmarks.common import DEFAULT_CORPUS, REPO, machine, say
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'`(])")
-UNKNOWN_CHUNKING = re.compile(r"No such option:? '?--chunking\b")
 MIN_QUERY_WORDS = 8
 
 
@@ -61,22 +59,15 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         "seed": args.retrieval_seed,
         "max_length": args.retrieval_max_length,
         "queries_seconds": round(query_s, 1),
-        "late": "available",
         "runs": [],
     }
-    chunking = True  # whether this job has the --chunking option
     for tokens in sizes:
         cuts = {}
-        for mode in ("late", "naive") if chunking else ("naive",):
-            flag = ("--chunking", mode) if chunking else ()
+        for mode in ("naive", "late"):
             out = work / f"out-{mode}-{tokens}"
-            ran = _job(args, work / "docs", out, "--chunk-tokens", str(tokens), *flag)
-            if ran is None:
-                chunking, report["late"] = False, "not available (no --chunking option)"
-                say(f"late chunking is {report['late']}: naive only")
-                continue
+            ran = _job(args, work / "docs", out, "--chunk-tokens", str(tokens), "--chunking", mode)
             table = _read(out).sort_by([("id", "ascending"), ("chunk", "ascending")])
-            run = {"chunk_tokens": tokens, "mode": mode if chunking else "naive (no flag)"}
+            run = {"chunk_tokens": tokens, "mode": mode}
             run |= _scores(qvec, table, spans)
             run |= {"seconds": round(ran[0], 1), "job_seconds": ran[1]["seconds"]}
             report["runs"].append(run)
@@ -129,17 +120,15 @@ def _documents(args: argparse.Namespace) -> tuple[list[str], list[str], list[tup
     return docs, queries, spans, corpus
 
 
-def _job(args: argparse.Namespace, src: Path, out: Path, *extra: str) -> tuple[float, dict] | None:
-    """`embed-etl run` in a process of its own: (wall seconds, summary); None if --chunking is
-    unknown to it. Any other failure raises with the job's own message."""
+def _job(args: argparse.Namespace, src: Path, out: Path, *extra: str) -> tuple[float, dict]:
+    """`embed-etl run` in a process of its own: (wall seconds, summary); a failure raises with
+    the job's own message."""
     cmd = [sys.executable, "-m", "jobs.cli", "run", str(src), "--output", str(out)]
     cmd += ["--max-length", str(args.retrieval_max_length), "--threads", str(_threads(args))]
     cmd += ["--no-reuse", "--no-progress", *extra]
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
-    if done.returncode == 2 and UNKNOWN_CHUNKING.search(done.stderr):
-        return None
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr[-2000:]}")
     return seconds, json.loads(done.stdout.strip().splitlines()[-1])
@@ -206,7 +195,6 @@ def markdown(report: dict) -> str:
         f"--max-length {report['max_length']} (late chunking needs a whole document in one "
         f"pass): documents of ~{t.get('mean')} tokens, at most ~{t.get('max')}, "
         f"{t.get('over')} over {report['max_length']}. Queries: {report['queries_seconds']} s.",
-        f"Late chunking: {report['late']}.",
         "Answer: any passage overlapping the rest of the query's paragraph; index: all passages"
         " of all documents; recall@k: an answer among the k best. Seconds: each whole run.\n",
         "| --chunk-tokens | mode | passages | answers/query | recall@1 | recall@10 | MRR@10 "

@@ -178,7 +178,8 @@ def test_options_that_cannot_go_together_are_refused(tmp_path, tiny_model):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_shard_then_rerun_writes_every_passage_once(tmp_path, tiny_model):
+@pytest.mark.parametrize("chunking", ["naive", "late"])
+def test_sigkill_mid_shard_then_rerun_writes_every_passage_once(tmp_path, tiny_model, chunking):
     shards, rows = 3, 1500
     for i in range(shards):
         write_shard(
@@ -187,9 +188,10 @@ def test_sigkill_mid_shard_then_rerun_writes_every_passage_once(tmp_path, tiny_m
             ids=range(i * rows, (i + 1) * rows),
         )
     clean = tmp_path / "clean"
-    run_ok(tmp_path / "in", clean, tiny_model, chunk_tokens=8, chunk_overlap=2)
+    run_ok(tmp_path / "in", clean, tiny_model, chunk_tokens=8, chunk_overlap=2, chunking=chunking)
     out = tmp_path / "out"
     passages = ("--chunk-tokens", "8", "--chunk-overlap", "2", "--batch-size", "4")
+    passages += ("--chunking", chunking)
     args = job_args(tiny_model, tmp_path / "in", out, *passages)
     proc = subprocess.Popen(
         args,

@@ -262,3 +262,40 @@ def test_late_refused(tmp_path, tiny_model, options, message):
     with pytest.raises(ConfigError, match=message):
         run_job(job_config(tmp_path / "in", tmp_path / "out", tiny_model, **options))
     assert not list((tmp_path / "out").glob("*.parquet")) if (tmp_path / "out").exists() else True
+
+
+def test_a_huge_text_is_tokenized_in_pieces_with_the_same_vectors(
+    tmp_path, tiny_model, monkeypatch
+):
+    """A text over PIECE_CHARS is tokenized in whitespace-aligned pieces (bounded tokenizer
+    memory): the same passages, the same vectors as in one piece."""
+    import etl.stages.late as late
+
+    docs = [" ".join(texts(30, seed=4))[:1500], "the cat sat on the mat"]
+    write_shard(tmp_path / "in" / "a.parquet", docs)
+    options = dict(chunk_tokens=8, chunking="late", max_length=64)
+    run_ok(tmp_path / "in", tmp_path / "whole", tiny_model, **options)
+    monkeypatch.setattr(late, "PIECE_CHARS", 100)
+    run_ok(tmp_path / "in", tmp_path / "pieces", tiny_model, **options)
+    whole = pq.read_table(tmp_path / "whole" / "a.parquet")
+    pieces = pq.read_table(tmp_path / "pieces" / "a.parquet")
+    assert whole.num_rows > 20 and whole.equals(pieces)
+
+
+def test_late_int8_is_calibrated_on_late_passages(tmp_path, tiny_model):
+    """int8's ranges come from the sample run through the job's own path: here the sample is
+    every text, so the ranges are the min and max of the late passages' float32 vectors."""
+    import json
+
+    docs = [" ".join(texts(40, seed=6)[i : i + 4]) for i in range(0, 40, 2)]
+    write_shard(tmp_path / "in" / "a.parquet", docs)
+    options = dict(chunk_tokens=8, chunking="late")
+    run_ok(tmp_path / "in", tmp_path / "f32", tiny_model, **options)
+    run_ok(tmp_path / "in", tmp_path / "i8", tiny_model, output_dtype="int8", **options)
+    exact = pq.read_table(tmp_path / "f32" / "a.parquet")
+    name = next(c for c in exact.column_names if c.startswith("emb_"))
+    meta = pq.read_schema(tmp_path / "i8" / "a.parquet").metadata
+    ranges = json.loads(meta[b"embed_etl.int8_ranges"])[name]
+    want = np.asarray(exact.column(name).to_pylist(), np.float32)
+    assert np.abs(np.asarray(ranges["min"]) - want.min(axis=0)).max() < 1e-5
+    assert np.abs(np.asarray(ranges["max"]) - want.max(axis=0)).max() < 1e-5

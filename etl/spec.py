@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etl.columns import ColumnSpec
-from etl.config import CHUNK_COLUMNS, JobConfig
+from etl.config import CHUNK_COLUMNS, WHOLE_TEXT, JobConfig
 from etl.errors import ConfigError
 from etl.kinds import dense_columns, kind_column
 from etl.model.backend import STATIC, Backend, choose_backend
@@ -50,6 +50,7 @@ class OutputSpec:
     chunk_overlap: int = 0  # tokens shared by consecutive windows or passages
     chunk_tokens: int | None = None  # passages as output rows (etl.stages.passage_rows)
     chunk_boundary: str = "tokens"
+    chunk_layout: str = "rows"  # rows | nested: a row per passage, or per input row (lists)
     output_dtypes: tuple[str, ...] = ("float32",)  # each column stored in each of these
     truncate_dim: int | None = None  # keep the first D dimensions
     calibration_source: str | None = None  # int8: "sample" or "file:<sha256>"
@@ -103,6 +104,7 @@ class OutputSpec:
                         "tokens": self.chunk_tokens,
                         "overlap": self.chunk_overlap,
                         "boundary": self.chunk_boundary,
+                        "layout": self.chunk_layout,
                         "cutter": PASSAGE_CUTTER_VERSION,
                     }
                 }
@@ -114,9 +116,20 @@ class OutputSpec:
     @property
     def passthrough(self) -> list[str]:
         """The columns written as the input (or the passages) give them: the id, the kept
-        columns, and with --chunk-tokens each passage's number and span."""
-        chunks = list(CHUNK_COLUMNS) if self.chunk_tokens is not None else []
-        return [self.id_column, *self.keep_columns, *chunks]
+        columns, and with --chunk-tokens (rows layout) each passage's number and span."""
+        rows = self.chunk_tokens is not None and not self.nested
+        return [self.id_column, *self.keep_columns, *(CHUNK_COLUMNS if rows else ())]
+
+    @property
+    def carried(self) -> list[str]:
+        """The columns each window carries from the reader to the sink: the passthrough ones,
+        and for the nested layout what it folds passage rows by (etl.stages.nested)."""
+        whole = [WHOLE_TEXT] if self.text_column in self.keep_columns else []
+        return [*self.passthrough, *CHUNK_COLUMNS, *whole] if self.nested else self.passthrough
+
+    @property
+    def nested(self) -> bool:  # --chunk-layout nested: a row per input row, passages as lists
+        return self.chunk_tokens is not None and self.chunk_layout == "nested"
 
     @property
     def fingerprint(self) -> str:
@@ -240,6 +253,7 @@ def build_output_spec(
         chunk_overlap=cfg.chunk_overlap,
         chunk_tokens=cfg.chunk_tokens,
         chunk_boundary=cfg.chunk_boundary,
+        chunk_layout=cfg.chunk_layout,
         output_dtypes=cfg.output_dtypes,
         truncate_dim=truncate,
         calibration_source=calibration_source(cfg) if "int8" in cfg.output_dtypes else None,

@@ -100,6 +100,50 @@ def test_a_kept_text_is_the_whole_text(tmp_path, tiny_model):
     assert nested.schema.field("text").type == pa.string()
 
 
+def test_verify_passes_and_catches_a_bad_span_and_a_missing_passage(tmp_path, tiny_model):
+    from etl import verify_job
+
+    docs = [" ".join(["the cat sat on the mat"] * (1 + i % 5)) for i in range(30)]
+    docs[3] = None
+    write_shard(tmp_path / "in" / "a.parquet", docs)
+    out = tmp_path / "out"
+    run_ok(tmp_path / "in", out, tiny_model, chunk_tokens=8, chunk_layout="nested")
+    report = verify_job(str(out))
+    assert report.ok, report.to_dict()
+    path = out / "a.parquet"
+    good = pq.read_table(path)
+
+    def planted(column: str, values: list) -> list[str]:
+        at = good.schema.get_field_index(column)
+        table = good.set_column(at, column, pa.array(values, good.schema.field(column).type))
+        pq.write_table(table.replace_schema_metadata(good.schema.metadata), path)
+        return [p for s in verify_job(str(out)).shards for p in s.problems]
+
+    spans = good.column("chunk_spans").to_pylist()
+    spans[5][-1]["end"] += 1000
+    assert any("spans outside" in p for p in planted("chunk_spans", spans))
+    spans = good.column("chunk_spans").to_pylist()
+    spans[6][1]["start"] = spans[6][1]["end"] - 1  # a gap after the first passage
+    assert any("spans outside" in p for p in planted("chunk_spans", spans))
+    vectors = good.column("emb_mean").to_pylist()
+    del vectors[7][1]  # a passage's vector missing
+    assert any("emb_mean" in p and "chunk_spans" in p for p in planted("emb_mean", vectors))
+    table = good
+    for name in ("chunk_spans", "n_tokens", "truncated", "emb_mean"):  # a whole passage missing
+        values = good.column(name).to_pylist()
+        del values[8][1]
+        at = table.schema.get_field_index(name)
+        table = table.set_column(at, name, pa.array(values, good.schema.field(name).type))
+    pq.write_table(table, path)
+    missing = [p for s in verify_job(str(out)).shards for p in s.problems]
+    assert missing and all("spans outside" in p for p in missing), missing
+    spans = good.column("chunk_spans").to_pylist()
+    spans[3] = [{"start": 0, "end": 0}]  # a passage for a null text
+    assert any("null" in p for p in planted("chunk_spans", spans))
+    pq.write_table(good, path)
+    assert verify_job(str(out)).ok
+
+
 def test_worker_processes_write_the_rows_one_process_writes(tmp_path, tiny_model):
     for i in range(3):
         texts = tiny_texts(200, seed=i, longest=40)

@@ -192,6 +192,7 @@ def _embed_sample(worker: Any, spec: OutputSpec, texts: list[str]) -> dict[str, 
         text_column="text",
         id_column="id",
         keep_columns=(),
+        chunk_layout="rows",  # a vector a row (a passage with --chunk-tokens), not lists
         output_dtypes=("float32",),
         calibration_source=None,
         calibration=None,

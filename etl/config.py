@@ -27,6 +27,9 @@ LONG_TEXT = ("truncate", "chunk", "error")
 CHUNK_BOUNDARIES = ("tokens", "sentence")
 CHUNKING = ("naive", "late")  # --chunking: each passage alone, or pooled from its text's pass
 CHUNK_COLUMNS = ("chunk", "chunk_start", "chunk_end")  # with --chunk-tokens, after the id
+CHUNK_LAYOUTS = ("rows", "nested")  # a row per passage, or a row per input row with lists
+CHUNK_SPANS = "chunk_spans"  # the nested layout's list of each passage's (start, end)
+WHOLE_TEXT = "embed_etl.whole_text"  # nested, text kept: a row's text on its first passage row
 OUTPUT_DTYPES = ("float32", "float16", "int8", "binary")
 ROW_COLUMNS = ("n_tokens", "truncated")  # written for every row, beside the vectors
 CALIBRATION_ROWS = 2048  # int8: rows sampled from the corpus to fix the ranges
@@ -73,6 +76,7 @@ class JobConfig:
     chunk_tokens: int | None = None  # passages as output: one row each, of at most this many
     chunk_boundary: str = "tokens"  # where passages end: tokens | sentence (etl.stages.passages)
     chunking: str = "naive"  # passages embedded alone (naive) or pooled from their text's pass
+    chunk_layout: str = "rows"  # rows (one a passage) | nested (one an input row, lists)
     # A text of more bytes (UTF-8) is not read into Python, hashed or tokenized: its row gets
     # null vectors, and the shard record says which and why (memory bounded by the job).
     max_text_bytes: int = MAX_TEXT_BYTES
@@ -175,6 +179,8 @@ class JobConfig:
             raise ConfigError(f"--chunking {self.chunking}: expected one of {', '.join(CHUNKING)}")
         if self.chunking != "naive" and self.chunk_tokens is None:
             raise ConfigError(f"--chunking {self.chunking} goes with --chunk-tokens")
+        if self.chunk_layout != "rows" and self.chunk_tokens is None:
+            raise ConfigError("--chunk-layout goes with --chunk-tokens")
         if self.chunk_tokens is not None:
             if self.long_text == "chunk":
                 raise ConfigError(
@@ -191,8 +197,13 @@ class JobConfig:
                     f"--chunk-boundary {self.chunk_boundary}: expected one of "
                     + ", ".join(CHUNK_BOUNDARIES)
                 )
+            if self.chunk_layout not in CHUNK_LAYOUTS:
+                raise ConfigError(
+                    f"--chunk-layout {self.chunk_layout}: expected one of "
+                    + ", ".join(CHUNK_LAYOUTS)
+                )
             named = (self.id_column, self.text_column, *self.keep_columns)
-            clash = [c for c in CHUNK_COLUMNS if c in named]
+            clash = [c for c in (*CHUNK_COLUMNS, CHUNK_SPANS) if c in named]
             if clash:
                 raise ConfigError(
                     f"--chunk-tokens: the output has its own {clash[0]} column; rename the "

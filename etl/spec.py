@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etl.columns import ColumnSpec
-from etl.config import CHUNK_COLUMNS, JobConfig
+from etl.config import CHUNK_COLUMNS, WHOLE_TEXT, JobConfig
 from etl.errors import ConfigError
 from etl.kinds import check_late, dense_columns, kind_column
 from etl.model.backend import STATIC, Backend, choose_backend
@@ -51,6 +51,7 @@ class OutputSpec:
     chunk_tokens: int | None = None  # passages as output rows (etl.stages.passage_rows)
     chunk_boundary: str = "tokens"
     chunking: str = "naive"  # naive | late: each passage alone, or pooled from its text's pass
+    chunk_layout: str = "rows"  # rows | nested: a row per passage, or per input row (lists)
     output_dtypes: tuple[str, ...] = ("float32",)  # each column stored in each of these
     truncate_dim: int | None = None  # keep the first D dimensions
     calibration_source: str | None = None  # int8: "sample" or "file:<sha256>"
@@ -106,6 +107,7 @@ class OutputSpec:
                         "boundary": self.chunk_boundary,
                         # Only when late: naive outputs keep the fingerprints they had.
                         **({"chunking": self.chunking} if self.chunking != "naive" else {}),
+                        **({"layout": self.chunk_layout} if self.chunk_layout != "rows" else {}),
                         "cutter": PASSAGE_CUTTER_VERSION,
                     }
                 }
@@ -117,9 +119,20 @@ class OutputSpec:
     @property
     def passthrough(self) -> list[str]:
         """The columns written as the input (or the passages) give them: the id, the kept
-        columns, and with --chunk-tokens each passage's number and span."""
-        chunks = list(CHUNK_COLUMNS) if self.chunk_tokens is not None else []
-        return [self.id_column, *self.keep_columns, *chunks]
+        columns, and with --chunk-tokens (rows layout) each passage's number and span."""
+        rows = self.chunk_tokens is not None and not self.nested
+        return [self.id_column, *self.keep_columns, *(CHUNK_COLUMNS if rows else ())]
+
+    @property
+    def carried(self) -> list[str]:
+        """The columns each window carries from the reader to the sink: the passthrough ones,
+        and for the nested layout what it folds passage rows by (etl.stages.nested)."""
+        whole = [WHOLE_TEXT] if self.text_column in self.keep_columns else []
+        return [*self.passthrough, *CHUNK_COLUMNS, *whole] if self.nested else self.passthrough
+
+    @property
+    def nested(self) -> bool:  # --chunk-layout nested: a row per input row, passages as lists
+        return self.chunk_tokens is not None and self.chunk_layout == "nested"
 
     @property
     def fingerprint(self) -> str:
@@ -246,6 +259,7 @@ def build_output_spec(
         chunk_tokens=cfg.chunk_tokens,
         chunk_boundary=cfg.chunk_boundary,
         chunking=cfg.chunking,
+        chunk_layout=cfg.chunk_layout,
         output_dtypes=cfg.output_dtypes,
         truncate_dim=truncate,
         calibration_source=calibration_source(cfg) if "int8" in cfg.output_dtypes else None,

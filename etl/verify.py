@@ -30,7 +30,7 @@ from etl.stages.vectors import arrow_type, sparse_type
 from etl.state.job_record import read_job
 from etl.state.manifest import DoneIndex, Manifest, shard_done
 from etl.storage import Storage, is_uri, open_storage
-from etl.verify_passages import check_passages
+from etl.verify_passages import check_passages, nested, unnested
 from etl.verify_values import NORM_TOLERANCE, check_values
 
 
@@ -159,15 +159,18 @@ def _check_shard(
         check.problems.append("not done: no done record of this job for its input as it is now")
     recorded = done.rows if done is not None else None
     passages = identity.get("passages") is not None  # --chunk-tokens: a row per passage
-    if not footer.num_rows == (recorded if passages else input_rows) == recorded:
+    per_passage = passages and not nested(identity)
+    if not footer.num_rows == (recorded if per_passage else input_rows) == recorded:
         check.problems.append(
             f"rows: input {input_rows}, output {footer.num_rows}, manifest {recorded}"
         )
     schema = footer.schema.to_arrow_schema()
     columns = _vector_columns(identity, schema, check)
     if passages:
-        found = check_passages(shard.input_path, output, identity, list(columns), _scan)
-        check.problems += found + check_values(_scan(output), columns, identity, sample)
+        check.problems += check_passages(shard.input_path, output, identity, list(columns), _scan)
+        for name, kind in columns.items():  # nested: each list of vectors, a vector a row
+            scan = _scan(output).select(unnested(name, identity))
+            check.problems += check_values(scan, {name: kind}, identity, sample)
         return
     id_col, text_col = identity["id_column"], identity["text_column"]
     # A text over --max-text-bytes gets null vectors, as a null text does.
@@ -250,8 +253,8 @@ def _vector_columns(
 
 
 def _expected_type(column: dict, dtype: str, identity: dict) -> pa.DataType:
-    if column["pooling"] == "sparse":
-        return sparse_type(dtype)
+    """The sink's own type for the column; --chunk-layout nested: a list of it."""
     width = min(identity.get("truncate_dim") or column["dim"], column["dim"])
-    element = arrow_type(dtype, width)  # the sink's own types
-    return pa.list_(element) if column["pooling"] == "tokens" else element
+    kind = sparse_type(dtype) if column["pooling"] == "sparse" else arrow_type(dtype, width)
+    kind = pa.list_(kind) if column["pooling"] == "tokens" else kind
+    return pa.list_(kind) if nested(identity) else kind

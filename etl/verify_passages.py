@@ -5,7 +5,9 @@ passage numbers, spans and which vectors are null, and checks, position by posit
 row starts a run of passages numbered 0, 1, ... with its id; a null text (or one over
 --max-text-bytes) has one row with null number, span and vectors; the spans of a text are inside
 it, start at 0, end at its length, and leave no gap (each starts where the one before ends, or
-before, by the overlap) while moving forward.
+before, by the overlap) while moving forward. A --chunk-layout nested output is unnested into
+those same rows first (a row per passage; positions in messages count passages), and each of its
+list columns must hold as many entries as its row's chunk_spans.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from etl.config import CHUNK_COLUMNS
+from etl.config import CHUNK_COLUMNS, CHUNK_SPANS
+
+LISTS = ("n_tokens", "truncated")  # the nested layout's lists beside the vectors
 
 
 def check_passages(
@@ -44,21 +48,25 @@ def check_passages(
         .collect(engine="streaming")
     )
     number, start, end = CHUNK_COLUMNS
-    vectors = [pl.col(name).is_null().alias(f"null:{name}") for name in columns]
-    out = (
-        scan(output)
-        .select(pl.col(id_col).alias("id"), *map(pl.col, CHUNK_COLUMNS), *vectors)
-        .collect(engine="streaming")
-    )
+    problems = []
+    if nested(identity):
+        out, problems = _unnested(scan(output), id_col, columns)
+    else:
+        vectors = [pl.col(name).is_null().alias(f"null:{name}") for name in columns]
+        out = (
+            scan(output)
+            .select(pl.col(id_col).alias("id"), *map(pl.col, CHUNK_COLUMNS), *vectors)
+            .collect(engine="streaming")
+        )
     chunk = out[number].to_numpy().astype(np.float64)  # NaN where null
     first = np.isnan(chunk) | (chunk == 0)  # a row's first passage (or its only, null, row)
     if int(first.sum()) != source.height:
         return [
+            *problems,
             f"passages: {int(first.sum())} rows start an input row's passages, the input "
-            f"has {source.height} rows"
+            f"has {source.height} rows",
         ]
     row = np.cumsum(first) - 1  # the input row of each output row
-    problems = []
     ids_out = out["id"]
     ids_in = source["id"].gather(row)
     moved = np.flatnonzero(~ids_out.eq_missing(ids_in).to_numpy())
@@ -77,6 +85,51 @@ def check_passages(
     problems += _nulls(out, columns, none, np.isnan(chunk))
     problems += _spans(out[start].to_numpy(), out[end].to_numpy(), row, first, none, source)
     return problems
+
+
+def nested(identity: dict) -> bool:
+    """Whether the job's identity says --chunk-layout nested: a row per input row, lists."""
+    return (identity.get("passages") or {}).get("layout") == "nested"
+
+
+def unnested(name: str, identity: dict) -> Any:
+    """The column as a polars expression with a row per passage (a nested list exploded)."""
+    import polars as pl
+
+    return pl.col(name).explode() if nested(identity) else pl.col(name)
+
+
+def _unnested(scan: Any, id_col: str, columns: list[str]) -> tuple[Any, list[str]]:
+    """A nested output as the rows layout's columns, a row per passage (one, null, for a null
+    list), and its list columns' entries that are not one a passage."""
+    import polars as pl
+
+    spans = pl.col(CHUNK_SPANS)
+    count = spans.list.len()
+    number, start, end = CHUNK_COLUMNS
+    lists = [*columns, *LISTS]
+    frame = scan.select(
+        pl.col(id_col).alias("id"),
+        pl.int_ranges(0, count, dtype=pl.Int32).alias(number),
+        spans.list.eval(pl.element().struct.field("start")).alias(start),
+        spans.list.eval(pl.element().struct.field("end")).alias(end),
+        *[
+            (pl.col(c).is_null() | pl.col(c).list.eval(pl.element().is_null()).list.any())
+            .fill_null(True)
+            .alias(f"null:{c}")
+            for c in columns
+        ],
+        *[pl.col(c).list.len().ne_missing(count).alias(f"count:{c}") for c in lists],
+    ).collect(engine="streaming")
+    problems = []
+    for name in lists:
+        wrong = np.flatnonzero(frame[f"count:{name}"].to_numpy())
+        if len(wrong):
+            problems.append(
+                f"{name}: {len(wrong)} rows whose list is not one entry a passage of "
+                f"{CHUNK_SPANS}, the first at output row {wrong[0]}"
+            )
+    return frame.explode([number, start, end]), problems
 
 
 def _nulls(out: Any, columns: list[str], none: np.ndarray, unnumbered: np.ndarray) -> list[str]:

@@ -16,6 +16,7 @@ import click
 from etl import ConfigError, EmbedEtlError, JobConfig, __version__
 from etl.config import (
     CHUNK_BOUNDARIES,
+    CHUNK_LAYOUTS,
     CHUNKING,
     DEVICES_HELP,
     DTYPES,
@@ -222,6 +223,15 @@ def cli() -> None:
     "overlapping windows, each passage from the one it sits deepest in). Late chunks are not "
     "kept in a vector store.",
     **_env("CHUNKING"),
+)
+@click.option(
+    "--chunk-layout",
+    type=click.Choice(CHUNK_LAYOUTS),
+    **_default("chunk_layout"),
+    help="With --chunk-tokens: rows (a row per passage) or nested (a row per input row, as "
+    "without passages: the passages' spans in chunk_spans, a list of {start, end}, and every "
+    "vector column and n_tokens a list with one entry per passage, in order).",
+    **_env("CHUNK_LAYOUT"),
 )
 @click.option(
     "--chunk-overlap",

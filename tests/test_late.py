@@ -299,3 +299,27 @@ def test_late_int8_is_calibrated_on_late_passages(tmp_path, tiny_model):
     want = np.asarray(exact.column(name).to_pylist(), np.float32)
     assert np.abs(np.asarray(ranges["min"]) - want.min(axis=0)).max() < 1e-5
     assert np.abs(np.asarray(ranges["max"]) - want.max(axis=0)).max() < 1e-5
+
+
+def test_late_nested_is_late_rows_regrouped(tmp_path, tiny_model):
+    """--chunk-layout nested with --chunking late: a row per input row whose lists are the
+    late passages of the rows layout, in order (the windows keep a text's passages together)."""
+    docs: list = [" ".join(texts(60, seed=8)[i : i + 5]) for i in range(0, 60, 3)]
+    docs[4] = None
+    write_shard(tmp_path / "in" / "a.parquet", docs)
+    options = dict(chunk_tokens=8, chunking="late", batch_size=2, sort_window=16)
+    run_ok(tmp_path / "in", tmp_path / "rows", tiny_model, **options)
+    run_ok(tmp_path / "in", tmp_path / "nested", tiny_model, chunk_layout="nested", **options)
+    rows = pq.read_table(tmp_path / "rows" / "a.parquet").to_pylist()
+    nested = pq.read_table(tmp_path / "nested" / "a.parquet").to_pylist()
+    assert [r["id"] for r in nested] == list(range(len(docs)))
+    name = next(c for c in pq.read_schema(tmp_path / "rows" / "a.parquet").names if "emb_" in c)
+    for row in nested:
+        mine = [r for r in rows if r["id"] == row["id"]]
+        if row["id"] == 4:
+            assert row[name] is None and row["chunk_spans"] is None
+            continue
+        assert [(s["start"], s["end"]) for s in row["chunk_spans"]] == [
+            (r["chunk_start"], r["chunk_end"]) for r in mine
+        ]
+        assert row[name] == [r[name] for r in mine]

@@ -110,7 +110,7 @@ class ShardStream(IterableDataset):
             identity = input_identity(shard.input_path)
             yield ShardStart(index, parquet.schema_arrow, parquet.metadata.num_rows, identity)
             columns = list(dict.fromkeys([spec.text_column, spec.id_column, *spec.keep_columns]))
-            passthrough = spec.passthrough
+            passthrough = spec.carried  # what the sink writes rows from
             rows = windows = 0
             texts = Feed()  # each block's texts, for the store's lookup
             reuse = self._reuse(texts)

@@ -9,7 +9,8 @@ string it is, with the model's special tokens and prompt (what a user's own chun
 does), through the vector store like any other text, and written one row each, in order; or,
 with --chunking late, pooled from a pass over the whole text (etl.stages.late), which the rows
 carry. A null text (or one over --max-text-bytes) keeps one row, with null number, span and
-vectors.
+vectors. --chunk-layout nested folds the passage rows back into their input row as they are
+written (etl.stages.nested).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from etl.config import CHUNK_COLUMNS
+from etl.config import CHUNK_COLUMNS, WHOLE_TEXT
 from etl.spec import OutputSpec
 from etl.stages.blocks import Rows
 from etl.stages.late import Documents
@@ -70,6 +71,9 @@ def passage_rows(block: Rows, tokenizer: Any, spec: OutputSpec) -> Rows:
     number = (np.arange(len(rows)) - first).astype(np.int32)
     for name, values in zip(CHUNK_COLUMNS, (number, starts, ends), strict=True):
         taken = taken.append_column(name, pa.array(values.astype(np.int32), mask=null))
+    if WHOLE_TEXT in spec.carried:  # nested, text kept: each row's text, on its first passage
+        whole = batch.column(position).take(pa.array(rows, mask=number != 0))
+        taken = taken.append_column(pa.field(WHOLE_TEXT, field.type), whole)
     over = block.over[rows]
     sizes = np.where(over, block.sizes[rows], text_sizes(text))
     documents = Documents(texts, rows) if spec.chunking == "late" else None

@@ -20,6 +20,7 @@ from etl.reuse.publish import Publisher
 from etl.reuse.shard import EARLIER
 from etl.reuse.spill import NewVectors
 from etl.spec import METADATA_PREFIX, OutputSpec
+from etl.stages.nested import Nest, nested_schema
 from etl.stages.vectors import arrow_type, sparse_type
 from etl.stages.window import TokenInput, Window
 from etl.storage.base import Storage
@@ -32,7 +33,7 @@ TOKEN_IDS = "token_ids"  # with token outputs: the ids of the tokens, aligned wi
 
 def output_schema(input_schema: pa.Schema, spec: OutputSpec, shard: Shard) -> pa.Schema:
     """id column, kept columns (types as in the input), n_tokens, truncated, token_ids (with
-    token outputs), then one column per (pooling, layer)."""
+    token outputs), then one column per (pooling, layer); --chunk-layout nested: lists."""
     fields = [input_schema.field(spec.id_column)]
     fields += [input_schema.field(name) for name in spec.keep_columns]
     if spec.chunk_tokens is not None:  # each passage: its number in its row, its span
@@ -49,7 +50,8 @@ def output_schema(input_schema: pa.Schema, spec: OutputSpec, shard: Shard) -> pa
             else:
                 kind = arrow_type(dtype, spec.out_dim(c))
             fields.append(pa.field(name, kind))
-    return pa.schema(fields, metadata=file_metadata(spec, shard))
+    schema = pa.schema(fields, metadata=file_metadata(spec, shard))
+    return nested_schema(schema) if spec.nested else schema
 
 
 def file_metadata(spec: OutputSpec, shard: Shard) -> dict[str, str]:
@@ -120,10 +122,12 @@ class ShardWriter:
         io: Executor | None = None,
         store: Publisher | None = None,
         finished: Callable[[bool], None] | None = None,
+        input_rows: int = 0,  # from the input's footer: the nested layout's row count
     ) -> None:
         self.shard = shard
         self.spec = spec
         self.schema = output_schema(input_schema, spec, shard)
+        self.nest = Nest(self.schema, spec, input_rows) if spec.nested else None
         self.store = store
         # Said once the shard is published or dropped: whether its segment is in the store.
         self.finished = finished or (lambda stored: None)
@@ -135,7 +139,7 @@ class ShardWriter:
         # Parquet has no 8-bit physical type: without a dictionary (at most 256 values, indices
         # bit-packed to 8 bits) each byte would be stored as a 4-byte integer.
         dictionary += [
-            f"{name}.list.element"
+            f"{name}.list.element" + ".list.element" * spec.nested
             for c in spec.columns
             for name, dtype in spec.stored(c)
             if dtype in ("int8", "binary")
@@ -186,7 +190,7 @@ class ShardWriter:
             if plan is not None and len(plan.stored_rows):
                 earlier = plan.kind[plan.stored_rows] == EARLIER
                 self._used.append(self.spill.layout.hashes(plan.stored[earlier]))
-            arrays = list(info.passthrough.columns)
+            arrays = []  # each row's, after the passthrough columns
             n_tokens = info.n_tokens
             null_text = n_tokens < 0
             arrays.append(pa.array(n_tokens.astype(np.int32), mask=null_text))
@@ -196,11 +200,23 @@ class ShardWriter:
                 arrays.append(window.finished_token_ids())
             for column in self.spec.columns:
                 arrays += window.finished(column.name)  # one array per --output-dtype
-            batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-            self._writer.write_batch(batch)
-            self.rows_written += batch.num_rows
+            if self.nest is not None:  # each input row whose passages are all in, as one row
+                self._put(self.nest.add(info.passthrough, arrays))
+            else:
+                arrays = [*info.passthrough.columns, *arrays]
+                self._put(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         except BaseException as exc:  # noqa: BLE001 - kept, and raised by commit
             self._error = exc
+
+    def _put(self, batch: pa.RecordBatch | None) -> None:
+        if batch is not None:
+            self._writer.write_batch(batch)
+            self.rows_written += batch.num_rows
+
+    def rows_out(self, sent_rows: int) -> int:
+        """The rows the published file holds: those the reader sent (passages with
+        --chunk-tokens), or with --chunk-layout nested, one per input row."""
+        return sent_rows if self.nest is None else self.nest.input_rows
 
     def commit(self, expected_rows: int) -> Future:
         """Once every window is written: close, check rows and schema, rename into place."""
@@ -219,6 +235,9 @@ class ShardWriter:
             raise self._error
         if unfinished:
             raise RuntimeError(f"{self.shard.input_path}: windows never completed: {unfinished}")
+        if self.nest is not None:  # the row held for a next window had none
+            self._put(self.nest.finish(expected_rows, self.upload.key))
+            expected_rows = self.nest.input_rows
         self._writer.close()
         target = self.upload.target
         # A local file is read back; an object being uploaded is checked by its writer's count.

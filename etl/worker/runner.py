@@ -142,6 +142,7 @@ class Runner:
                 io=self.io,
                 store=self.store,
                 finished=self._finisher(item.shard_index),
+                input_rows=item.num_rows,
             )
         except Exception as exc:  # noqa: BLE001 - e.g. output location not writable
             self._record_failure(item.shard_index, result, reason(exc))
@@ -152,7 +153,8 @@ class Runner:
         active = self.active.pop(item.shard_index, None)
         if active is not None:
             future = active.writer.commit(item.num_rows)
-            self.committing.append(_Committing(active, item.num_rows, future))
+            rows = active.writer.rows_out(item.num_rows)
+            self.committing.append(_Committing(active, rows, future))
 
     def _settle(self, wait: bool) -> None:
         """Record the shards whose commit finished: done only once published, else failed."""

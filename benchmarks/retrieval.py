@@ -192,9 +192,9 @@ def markdown(report: dict) -> str:
         f"{m['cpu']} ({', '.join(m['cpu_flags']) or 'no AVX2/AVX-512 flags'}), {m['cores']} "
         f"cores, {m['threads']} threads, torch {m['torch']}; the default model, float32.",
         f"Corpus: {report['corpus']}. {report['docs']} documents, {report['docs']} queries.",
-        f"--max-length {report['max_length']} (late chunking needs a whole document in one "
-        f"pass): documents of ~{t.get('mean')} tokens, at most ~{t.get('max')}, "
-        f"{t.get('over')} over {report['max_length']}. Queries: {report['queries_seconds']} s.",
+        f"--max-length {report['max_length']}: documents of ~{t.get('mean')} tokens, at most "
+        f"~{t.get('max')}, {t.get('over')} over {report['max_length']} (late chunking runs those "
+        f"in overlapping windows). Queries: {report['queries_seconds']} s.",
         "Answer: any passage overlapping the rest of the query's paragraph; index: all passages"
         " of all documents; recall@k: an answer among the k best. Seconds: each whole run.\n",
         "| --chunk-tokens | mode | passages | answers/query | recall@1 | recall@10 | MRR@10 "

@@ -389,3 +389,17 @@ def test_a_ray_actor_killed_mid_shard_is_run_again_and_every_row_is_done_once(
     ]
     assert sorted(ids) == list(range(4 * rows))  # every row exactly once
     assert not list(claims.glob("*.claim"))
+
+
+def test_ray_engine_writes_the_late_passages_of_one_process(tmp_path, tiny_model, ray_local):
+    """Passages through Ray actors (the batches' spans travel with them): --chunking late in
+    the nested layout, the same tables as one process writes."""
+    texts = [" ".join(["the cat sat on the mat"] * (1 + i % 7)) for i in range(40)]
+    for i in range(SHARDS):
+        write_shard(tmp_path / "in" / f"p{i}.parquet", texts, ids=range(i * 100, i * 100 + 40))
+    options = dict(chunk_tokens=6, chunking="late", chunk_layout="nested", threads=1)
+    run_ok(tmp_path / "in", tmp_path / "one", tiny_model, **options)
+    run_ok(tmp_path / "in", tmp_path / "ray", tiny_model, engine="ray", workers=2, **options)
+    for i in range(SHARDS):
+        one = pq.read_table(tmp_path / "one" / f"p{i}.parquet")
+        assert one.num_rows == 40 and one.equals(pq.read_table(tmp_path / "ray" / f"p{i}.parquet"))

@@ -90,6 +90,22 @@ def test_s3_to_s3_gives_the_files_of_a_local_run(tmp_path, tiny_model, s3, bucke
     assert _keys(s3, bucket, "two/p") == ["two/p0.parquet", "two/p2.parquet"]
 
 
+def test_passages_on_s3_are_the_passages_of_a_local_run(tmp_path, tiny_model, s3, bucket):
+    """Late passages, nested, from and to S3: the files a local run writes; verify passes."""
+    uri = _corpus(s3, bucket, tmp_path)
+    common = ["--model", str(tiny_model), "--no-progress", "--chunk-tokens", "6"]
+    common += ["--chunking", "late", "--chunk-layout", "nested"]
+    on_s3 = _cli("run", uri, "-o", f"s3://{bucket}/passages", *common)
+    assert on_s3.returncode == 0, on_s3.stderr
+    local = _cli("run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *common)
+    assert local.returncode == 0, local.stderr
+    for i in range(SHARDS):
+        remote = _table(s3, bucket, f"passages/p{i}.parquet")
+        assert remote.equals(pq.read_table(tmp_path / "out" / f"p{i}.parquet"))
+    checked = _cli("verify", "-o", f"s3://{bucket}/passages")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def _start(tiny_model, uri, output, *extra) -> subprocess.Popen:
     args = ["run", uri, "-o", output, "--model", str(tiny_model), "--batch-size", "4"]
     return subprocess.Popen(

@@ -32,8 +32,8 @@ from etl.config import JobConfig
 from etl.errors import ConfigError, EmbedEtlError
 from etl.inputs import discover
 from etl.spec import OutputSpec
-from etl.stages.source import parquet_file, text_values
-from etl.stages.vectors import int8_ranges
+from etl.stages.read.source import parquet_file, text_values
+from etl.stages.write.vectors import int8_ranges
 from etl.state.calibration import forget_calibration, read_calibration, store_calibration
 from etl.storage.base import Storage
 from etl.storage.files import read_bytes

@@ -74,7 +74,9 @@ class JobConfig:
     long_text: str = "truncate"  # truncate | chunk | error, for texts over max_length tokens
     chunk_overlap: int = 0  # tokens shared by consecutive windows, or passages
     chunk_tokens: int | None = None  # passages as output: one row each, of at most this many
-    chunk_boundary: str = "tokens"  # where passages end: tokens | sentence (etl.stages.passages)
+    chunk_boundary: str = (
+        "tokens"  # where passages end: tokens | sentence (etl.stages.read.passages)
+    )
     chunking: str = "naive"  # passages embedded alone (naive) or pooled from their text's pass
     chunk_layout: str = "rows"  # rows (one a passage) | nested (one an input row, lists)
     # A text of more bytes (UTF-8) is not read into Python, hashed or tokenized: its row gets

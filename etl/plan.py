@@ -21,7 +21,7 @@ from etl.model.locate import resolve_model
 from etl.model.runtime import require_safe_torch
 from etl.reuse.plan import ReusePlan, plan_reuse
 from etl.spec import METADATA_PREFIX, OutputSpec, build_output_spec
-from etl.stages.source import check_columns
+from etl.stages.read.source import check_columns
 from etl.state.job_record import check_job_record, read_job
 from etl.state.manifest import Manifest, shard_done
 from etl.storage import Storage, files, fork_safe, is_uri, open_storage
@@ -57,7 +57,7 @@ class JobPlan:
 
 def local_placement(cfg: JobConfig) -> Placement:
     """The device the options name on this machine, and its dtype."""
-    from etl.stages.device import resolve_device, resolve_dtype
+    from etl.stages.compute.device import resolve_device, resolve_dtype
 
     device = resolve_device(cfg.devices[0] if cfg.devices else cfg.device)
     return Placement(str(device), resolve_dtype(cfg.dtype, device))

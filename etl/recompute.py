@@ -23,8 +23,8 @@ from etl.contract import Shard
 from etl.errors import ConfigError, EmbedEtlError, ModelError
 from etl.model.locate import resolve_model
 from etl.spec import OutputSpec, build_output_spec
-from etl.stages.source import parquet_file, plain_text
-from etl.stages.vectors import dequantize_int8
+from etl.stages.read.source import parquet_file, plain_text
+from etl.stages.write.vectors import dequantize_int8
 from etl.state.calibration import read_calibration
 from etl.state.job_record import describe_difference
 from etl.storage import Storage

@@ -25,8 +25,8 @@ from etl.inputs import discover
 from etl.recompute import RecomputeReport
 from etl.redact import recorded_inputs
 from etl.spec import METADATA_PREFIX
-from etl.stages.source import parquet_file
-from etl.stages.vectors import arrow_type, sparse_type
+from etl.stages.read.source import parquet_file
+from etl.stages.write.vectors import arrow_type, sparse_type
 from etl.state.job_record import read_job
 from etl.state.manifest import DoneIndex, Manifest, shard_done
 from etl.storage import Storage, is_uri, open_storage

@@ -20,7 +20,7 @@ from etl.model.backend import (
     plain_tokenizer_applies,
 )
 from etl.model.bert import ACTIVATIONS, load_bert
-from etl.stages.tokenizer import plain_tokenizer
+from etl.stages.read.tokenizer import plain_tokenizer
 from tests.conftest import REPO, tiny_texts, write_shard
 
 
@@ -202,7 +202,7 @@ def test_a_half_precision_checkpoint_computes_in_float32_in_the_exact_mode(tmp_p
 
     from etl.model.facts import read_model_info
     from etl.spec import build_output_spec
-    from etl.stages.encoder import Encoder
+    from etl.stages.compute.encoder import Encoder
     from tests.conftest import job_config
 
     AutoModel.from_pretrained(_bert(tmp_path / "m32")).half().save_pretrained(tmp_path / "m16")
@@ -304,7 +304,7 @@ def test_pooler_pooling_on_a_checkpoint_without_pooler_weights_is_refused(tmp_pa
     from etl.errors import ModelError
     from etl.model.facts import read_model_info
     from etl.spec import build_output_spec
-    from etl.stages.encoder import Encoder
+    from etl.stages.compute.encoder import Encoder
     from tests.conftest import job_config
 
     path = _bert(tmp_path / "m", masked_lm=True)  # saved with its MLM head: no pooler

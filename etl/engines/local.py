@@ -79,7 +79,7 @@ class LocalProcesses(Engine):
         devices = list(cfg.devices) or [plan.placement.device] * cfg.workers
         threads = cfg.threads
         if threads is None and devices[0].startswith("cpu"):
-            from etl.stages.device import default_threads
+            from etl.stages.compute.device import default_threads
 
             threads = max(1, default_threads() // len(devices))  # split the cores
         self.spec = plan.spec

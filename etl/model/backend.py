@@ -175,7 +175,7 @@ def plain_bert_mismatch(path: str | Path) -> str | None:
 
 class ModelCode(ABC):
     """What each of the two codes implements: PlainBertCode (etl.model.bert) and
-    TransformersCode (etl.stages.encoder). Which one runs a model is the rule's, below."""
+    TransformersCode (etl.stages.compute.encoder). Which one runs a model is the rule's, below."""
 
     name: str
 

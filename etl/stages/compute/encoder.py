@@ -3,7 +3,7 @@
 One forward pass gives every output column: each pools one hidden layer (the model's own modes,
 or --pooling's), the model's Dense layers follow where its recipe has them, and token vectors
 are handed over whole. Normalizing waits for the sink, after a long text's windows are joined.
-The job's batches go through ``in_flight`` (etl.stages.inflight): queued on the device and
+The job's batches go through ``in_flight`` (etl.stages.compute.inflight): queued on the device and
 collected later; ``encode`` is the same pass waited for.
 """
 
@@ -24,11 +24,11 @@ from etl.model.bert import PlainBertCode
 from etl.model.facts import ModelInfo
 from etl.model.runtime import require_safe_torch, require_same_code, use_safetensors
 from etl.spec import OutputSpec
-from etl.stages.device import cpu_supports, default_threads
-from etl.stages.head import DenseHead
-from etl.stages.inflight import InFlight
-from etl.stages.pooling import pool, pool_spans
-from etl.stages.sparse_model import SparseModel
+from etl.stages.compute.device import cpu_supports, default_threads
+from etl.stages.compute.head import DenseHead
+from etl.stages.compute.inflight import InFlight
+from etl.stages.compute.pooling import pool, pool_spans
+from etl.stages.compute.sparse_model import SparseModel
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Encoder:
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One forward pass, enqueued on the device: (B, D) float32 vectors per column; a token
         column gets its (B, T, H) hidden states (the batch's mask says which tokens are real).
-        The results stay on the device (etl.stages.inflight brings them over)."""
+        The results stay on the device (etl.stages.compute.inflight brings them over)."""
         non_blocking = self.device.type == "cuda"
         ids = batch.input_ids.to(self.device, non_blocking=non_blocking)  # (B, T)
         mask = batch.attention_mask.to(self.device, non_blocking=non_blocking)  # (B, T)

@@ -153,7 +153,7 @@ def without(array: pa.Array, rows: np.ndarray) -> pa.Array:
 
 
 def refusals(window, first_row: int, rows: np.ndarray, spec) -> tuple:
-    """Why each of these rows of a window (etl.stages.blocks.Rows: over --max-text-bytes)
+    """Why each of these rows of a window (etl.stages.read.blocks.Rows: over --max-text-bytes)
     gets no vector, a line each."""
     ids = window.batch.column(spec.id_column).take(pa.array(rows)).to_pylist()
     return tuple(

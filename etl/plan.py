@@ -50,7 +50,7 @@ class JobPlan:
     done: tuple[Shard, ...]
     total_rows: int  # rows in the pending shards, from their footers
     reuse: ReusePlan | None = None  # the vector stores consulted and added to (etl.reuse)
-    calibration: Any = None  # etl.calibrate.Calibration: int8 ranges the workers fix first
+    calibration: Any = None  # etl.state.calibration.Calibration: int8 ranges the workers fix first
     total_tokens: int | None = None  # estimated where a progress bar shows them (run_job)
     text_bytes: int = 0  # the text column's uncompressed bytes in the pending shards (footers)
 

@@ -22,6 +22,7 @@ from etl.stages.read.tokenizer import Layout
 from etl.state.claims import ClaimBook
 from etl.state.lease import Handout, Lease
 from etl.state.manifest import Manifest
+from etl.worker.calibration import calibrate_in_worker
 from etl.worker.runner import ResultCallback, Runner
 from etl.worker.settings import Work, WorkerSettings
 
@@ -64,12 +65,10 @@ class ShardWorker:
     ) -> list[ShardRecord]:
         """Claim and embed every shard of ``work`` nobody else holds; one record per shard.
         The shards are tried in the order ``handout`` gives (one of several workers asks its
-        driver), or all in order. int8 ranges still to fix are fixed first (etl.calibrate),
+        driver), or all in order. int8 ranges still to fix are fixed first (etl.worker.calibration),
         once for the whole job."""
         spec = self.spec
         if work.calibration is not None:
-            from etl.calibrate import calibrate_in_worker
-
             spec = calibrate_in_worker(self, work.storage, work.calibration)
         return self._run(spec, work, on_result, claim=True, handout=handout)
 

@@ -82,11 +82,13 @@ def test_binary_packs_the_sign_bits(tmp_path, tiny_model, two_shards):
 
 
 def test_int8_ranges_are_fixed_once_per_job(tmp_path, tiny_model, two_shards, monkeypatch):
-    import etl.calibrate
+    import etl.worker.calibration
 
     samples = []
-    real = etl.calibrate._embed_sample
-    monkeypatch.setattr(etl.calibrate, "_embed_sample", lambda *a: samples.append(1) or real(*a))
+    real = etl.worker.calibration._embed_sample
+    monkeypatch.setattr(
+        etl.worker.calibration, "_embed_sample", lambda *a: samples.append(1) or real(*a)
+    )
     out = tmp_path / "int8"
     # Two runs of the same job, one part each: the second reads the first one's ranges.
     _run(

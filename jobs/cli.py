@@ -27,22 +27,12 @@ from etl.config import (
     POOLINGS,
     TASKS,
 )
+from etl.errors import ExitCode, exit_codes_help
 from etl.redact import RedactingFormatter, redact
 from etl.reuse.rewrite import GRACE_SECONDS
 
-EXIT_OK = 0
-EXIT_ERROR = 1  # the job could not run: model, output directory, internal error
-EXIT_USAGE = 2  # bad options or inputs; nothing was written
-EXIT_SHARDS_FAILED = 3  # the job ran, but one or more shards failed (see `status`)
-EXIT_INCOMPLETE = 4  # `status` only: shards pending or running, none failed
-EXIT_INTERRUPTED = 130
-
-EXIT_CODES_HELP = (
-    "Exit codes: 0 every shard done (or nothing left to do); 1 the job could not run (model, "
-    "--output holds other options' results, internal error); 2 usage error, nothing written; "
-    "3 some shards failed, the others are done (see `embed-etl status`); 130 interrupted "
-    "(SIGINT or SIGTERM; rerun to finish)."
-)
+OK, FAILED, INCOMPLETE = ExitCode.OK, ExitCode.SHARDS_FAILED, ExitCode.INCOMPLETE
+RUN_EXITS = (OK, ExitCode.ERROR, ExitCode.USAGE, FAILED, ExitCode.INTERRUPTED)
 
 
 def _env(name: str) -> dict[str, Any]:
@@ -63,7 +53,7 @@ def cli() -> None:
     """
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
+@cli.command(epilog=exit_codes_help(RUN_EXITS))
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", envvar="EMBED_ETL_INPUT")
 @click.option(
     "-o",
@@ -435,12 +425,16 @@ def run(verbose: bool, output: str, **options: Any) -> None:
         cfg = _build_config(output_dir=output, **options)
         summary = run_job(cfg)
         _echo(json.dumps(summary.to_dict()))
-        return EXIT_OK if summary.ok else EXIT_SHARDS_FAILED
+        return OK if summary.ok else FAILED
 
     sys.exit(_guarded(job, verbose))
 
 
-@cli.command(epilog="Exit codes: 0 every shard done; 3 some failed; 4 some pending or running.")
+@cli.command(
+    epilog=exit_codes_help(
+        {OK: "every shard done", FAILED: "some failed", INCOMPLETE: "some pending or running"}
+    )
+)
 @click.option("-o", "--output", required=True, help="The job's output directory.", **_env("OUTPUT"))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, for scripts.")
 @click.argument("inputs", nargs=-1, metavar="[INPUT...]")
@@ -461,13 +455,15 @@ def status(output: str, as_json: bool, inputs: tuple[str, ...]) -> None:
             _echo(_status_text(report.to_dict()))
         counts = report.counts()
         if counts["failed"]:
-            return EXIT_SHARDS_FAILED
-        return EXIT_INCOMPLETE if counts["pending"] or counts["running"] else EXIT_OK
+            return FAILED
+        return INCOMPLETE if counts["pending"] or counts["running"] else OK
 
     sys.exit(_guarded(show, False))
 
 
-@cli.command(epilog="Exit codes: 0 every shard checks out; 3 some shard has a problem.")
+@cli.command(
+    epilog=exit_codes_help({OK: "every shard checks out", FAILED: "some shard has a problem"})
+)
 @click.option(
     "-o", "--output", required=True, help="The job's output directory or URI.", **_env("OUTPUT")
 )
@@ -536,7 +532,7 @@ def verify(
             _echo(json.dumps(report.to_dict()))
         else:
             _echo(_verify_text(report.to_dict()))
-        return EXIT_OK if report.ok else EXIT_SHARDS_FAILED
+        return OK if report.ok else FAILED
 
     sys.exit(_guarded(check, False))
 
@@ -595,7 +591,15 @@ def _status_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@cli.command(epilog="Exit codes: 0 done; 1 the sample could not be embedded; 2 bad options.")
+@cli.command(
+    epilog=exit_codes_help(
+        {
+            OK: "done",
+            ExitCode.ERROR: "the sample could not be embedded",
+            ExitCode.USAGE: "bad options",
+        }
+    )
+)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option(
     "--num-shards",
@@ -680,7 +684,7 @@ def plan(
             for part in result["parts"]:
                 names = ", ".join(part["inputs"]) or "(nothing)"
                 _echo(f"part {part['shard_index']}: {part['bytes']:,} bytes: {names}")
-        return EXIT_OK
+        return OK
 
     sys.exit(_guarded(show, options["verbose"]))
 
@@ -717,7 +721,7 @@ def _estimate(inputs, num_shards, output, as_json, calibrate, sizes, options) ->
         if scratch:
             remove_scratch(scratch)
     _echo(json.dumps(result) if as_json else estimate_text(result))
-    return EXIT_OK
+    return OK
 
 
 _ESTIMATE_SKIPS = {"inputs", "output", "num_shards"}  # plan has its own
@@ -747,7 +751,9 @@ def store() -> None:
     """
 
 
-@store.command("stats", epilog="Exit codes: 0 done; 2 not a store of this version.")
+@store.command(
+    "stats", epilog=exit_codes_help({OK: "done", ExitCode.USAGE: "not a store of this version"})
+)
 @STORE_URI
 @STORE_JSON
 def store_stats(uri: str, as_json: bool) -> None:
@@ -760,12 +766,17 @@ def store_stats(uri: str, as_json: bool) -> None:
 
         found = stats(uri)
         _echo(json.dumps(found) if as_json else stats_text(found))
-        return EXIT_OK
+        return OK
 
     sys.exit(_guarded(show, False))
 
 
-@store.command("check", epilog="Exit codes: 0 all whole; 2 not a store; 3 damage found.")
+@store.command(
+    "check",
+    epilog=exit_codes_help(
+        {OK: "all whole", ExitCode.USAGE: "not a store", FAILED: "damage found"}
+    ),
+)
 @STORE_URI
 @STORE_JSON
 def store_check(uri: str, as_json: bool) -> None:
@@ -783,12 +794,15 @@ def store_check(uri: str, as_json: bool) -> None:
 
         report = check_store(uri)
         _echo(json.dumps(report.to_dict()) if as_json else check_text(report.to_dict()))
-        return EXIT_OK if report.ok else EXIT_SHARDS_FAILED
+        return OK if report.ok else FAILED
 
     sys.exit(_guarded(show, False))
 
 
-@store.command("compact", epilog="Exit codes: 0 done (or nothing to merge); 2 not a store.")
+@store.command(
+    "compact",
+    epilog=exit_codes_help({OK: "done (or nothing to merge)", ExitCode.USAGE: "not a store"}),
+)
 @STORE_URI
 @GRACE
 @STORE_JSON
@@ -806,12 +820,14 @@ def store_compact(uri: str, grace: float, as_json: bool) -> None:
 
         report = compact_store(uri, grace)
         _echo(json.dumps(report.to_dict()) if as_json else compact_text(report.to_dict()))
-        return EXIT_OK
+        return OK
 
     sys.exit(_guarded(show, False))
 
 
-@store.command("gc", epilog="Exit codes: 0 done; 2 usage error or not a store.")
+@store.command(
+    "gc", epilog=exit_codes_help({OK: "done", ExitCode.USAGE: "usage error or not a store"})
+)
 @STORE_URI
 @click.option(
     "--keep-runs",
@@ -849,7 +865,7 @@ def store_gc(
 
         report = gc_store(uri, keep_runs, keep_days, grace)
         _echo(json.dumps(report.to_dict()) if as_json else gc_text(report.to_dict()))
-        return EXIT_OK
+        return OK
 
     sys.exit(_guarded(show, False))
 
@@ -886,20 +902,17 @@ def _guarded(action: Callable[[], int], verbose: bool) -> int:
     try:
         with logging_redirect_tqdm([logging.getLogger(name) for name in LOGGERS]):
             return action()
-    except ConfigError as exc:
-        _error(exc, verbose)
-        return EXIT_USAGE
     except EmbedEtlError as exc:
         _error(exc, verbose)
-        return EXIT_ERROR
+        return exc.exit_code
     except KeyboardInterrupt:
         _echo("embed-etl: interrupted; rerun the same command to finish", err=True)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - no traceback for users unless --verbose
         _error(exc, verbose, prefix="internal error: ")
         if not verbose:
             _echo("embed-etl: rerun with --verbose for the traceback", err=True)
-        return EXIT_ERROR
+        return ExitCode.ERROR
 
 
 def _echo(message: str, err: bool = False) -> None:

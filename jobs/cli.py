@@ -449,10 +449,7 @@ def status(output: str, as_json: bool, inputs: tuple[str, ...]) -> None:
         from etl import job_status
 
         report = job_status(output, inputs)
-        if as_json:
-            _echo(json.dumps(report.to_dict()))
-        else:
-            _echo(_status_text(report.to_dict()))
+        _echo(json.dumps(report.to_dict()) if as_json else report.to_text())
         counts = report.counts()
         if counts["failed"]:
             return FAILED
@@ -528,67 +525,10 @@ def verify(
         from etl import verify_job
 
         report = verify_job(output, inputs, sample, recompute, device, trust_remote_code, model)
-        if as_json:
-            _echo(json.dumps(report.to_dict()))
-        else:
-            _echo(_verify_text(report.to_dict()))
+        _echo(json.dumps(report.to_dict()) if as_json else report.to_text())
         return OK if report.ok else FAILED
 
     sys.exit(_guarded(check, False))
-
-
-def _verify_text(report: dict[str, Any]) -> str:
-    lines = [
-        f"output   {report['output']}  (fingerprint {report['fingerprint']})",
-        f"checked  {report['shards']} shards, {report['rows']:,} rows in {report['seconds']} s"
-        + (f", vectors on {report['sample']:.0%} of the rows" if report["sample"] < 1 else ""),
-    ]
-    if report["problems"]:
-        lines += ["", f"{report['shards_with_problems']} shards with problems:"]
-        for shard in report["problems"]:
-            lines += [f"  {shard['input']}"] + [f"    {p}" for p in shard["problems"]]
-    else:
-        lines.append("every shard checks out")
-    again = report.get("recompute")
-    if again is not None:
-        lines += ["", f"recomputed {again['rows']} sampled rows with the job's recipe:"]
-        for c in again["columns"]:
-            diff = f", max |diff| {c['max_abs_diff']:.2e}" if c["max_abs_diff"] is not None else ""
-            verdict = "ok" if c["ok"] else f"DIFFERS (floor {c['floor']})"
-            lines.append(f"  {c['name']}: min cosine {c['min_cosine']:.6f}{diff}: {verdict}")
-        lines += [f"  {p}" for p in again["problems"]]
-    return "\n".join(lines)
-
-
-def _status_text(report: dict[str, Any]) -> str:
-    lines = [
-        f"output       {report['output']}",
-        f"model        {report['model']}  (fingerprint {report['fingerprint']})",
-        f"shards       {report['shards_total']}: {report['done']} done, {report['failed']} "
-        f"failed, {report['pending']} pending, {report['running']} running",
-        f"rows done    {report['rows_done']:,} ({report['truncated_rows']:,} truncated, "
-        f"{report['null_rows']:,} null text)",
-    ]
-    if report.get("chunked_rows"):
-        lines.append(f"chunked      {report['chunked_rows']:,} long rows embedded in windows")
-    if report.get("note"):
-        lines.append(f"note         {report['note']}")
-    cut = [s for s in report["shards"] if s.get("truncated_rows")]
-    if cut:
-        lines += ["", "truncated rows by shard (--long-text chunk keeps the whole text):"]
-        lines += [f"  {s['input']}  {s['truncated_rows']:,}" for s in cut[:20]]
-        if len(cut) > 20:
-            lines.append(f"  ... {len(cut) - 20} more shards (--json lists all)")
-    running = [s for s in report["shards"] if s["status"] == "running"]
-    if running:
-        lines += ["", "running:"] + [
-            f"  {s['input']}  ({s['host']} pid {s['pid']})" for s in running
-        ]
-    if report["failed_shards"]:
-        lines += ["", "failed:"]
-        lines += [f"  {s['input']}  {s['error']}" for s in report["failed_shards"]]
-        lines += ["", "rerun them with the same command plus --only-failed"]
-    return "\n".join(lines)
 
 
 @cli.command(

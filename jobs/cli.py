@@ -28,6 +28,7 @@ from etl.config import (
     TASKS,
 )
 from etl.errors import ExitCode, exit_codes_help
+from etl.options import config_from_options
 from etl.redact import RedactingFormatter, redact
 from etl.reuse.rewrite import GRACE_SECONDS
 
@@ -422,7 +423,7 @@ def run(verbose: bool, output: str, **options: Any) -> None:
     def job() -> int:
         from etl import run_job
 
-        cfg = _build_config(output_dir=output, **options)
+        cfg = config_from_options(output_dir=output, **options)
         summary = run_job(cfg)
         _echo(json.dumps(summary.to_dict()))
         return OK if summary.ok else FAILED
@@ -654,7 +655,9 @@ def _estimate(inputs, num_shards, output, as_json, calibrate, sizes, options) ->
     scratch = None if output else scratch_dir()
     try:
         target = output or os.path.join(scratch, "output")
-        cfg = _build_config(inputs=inputs, output_dir=target, num_shards=num_shards, **options)
+        cfg = config_from_options(
+            inputs=inputs, output_dir=target, num_shards=num_shards, **options
+        )
         sample_rows, calibrate_rows, fleet = sizes
         result = estimate_job(cfg, sample_rows, calibrate, fleet, calibrate_rows)
     finally:
@@ -812,23 +815,6 @@ def store_gc(
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-def _build_config(**options: Any) -> JobConfig:
-    options["inputs"] = tuple(options["inputs"])
-    options["keep_columns"] = tuple(options["keep_columns"])
-    options["reuse"] = tuple(options["reuse"])
-    for name in (
-        "poolings",
-        "layers",
-        "output_dtypes",
-    ):  # repeatable: nothing given means the default
-        options[name] = tuple(options[name]) or JobConfig.__dataclass_fields__[name].default
-    devices = options.pop("devices", None)
-    options["devices"] = (
-        tuple(d.strip() for d in devices.split(",") if d.strip()) if devices else ()
-    )
-    return JobConfig(**options)
 
 
 def _guarded(action: Callable[[], int], verbose: bool) -> int:

@@ -617,14 +617,10 @@ def plan(
         if num_shards is None:
             raise ConfigError("--num-shards: required (or --estimate for the job's cost)")
         from etl import plan_parts
+        from jobs.plan_text import parts_text
 
         result = plan_parts(inputs, num_shards, output)
-        if as_json:
-            _echo(json.dumps(result))
-        else:
-            for part in result["parts"]:
-                names = ", ".join(part["inputs"]) or "(nothing)"
-                _echo(f"part {part['shard_index']}: {part['bytes']:,} bytes: {names}")
+        _echo(json.dumps(result) if as_json else parts_text(result))
         return OK
 
     sys.exit(_guarded(show, options["verbose"]))
@@ -649,7 +645,7 @@ def _given(names: tuple[str, ...]) -> list[str]:
 
 def _estimate(inputs, num_shards, output, as_json, calibrate, sizes, options) -> int:
     from etl.estimate import estimate_job, remove_scratch, scratch_dir
-    from jobs.estimate_text import estimate_text
+    from jobs.plan_text import estimate_text
 
     options = {k: v for k, v in options.items() if k != "verbose"}
     scratch = None if output else scratch_dir()

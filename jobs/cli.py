@@ -1,4 +1,9 @@
-"""embed-etl: the command line. Parses options into one JobConfig and hands it to the library."""
+"""The `embed-etl` command line: options parsed into one JobConfig and handed to the library.
+
+Here: the commands that run, watch and check a job (run, status, verify, plan) and their
+options. The store commands are in jobs/cli_store.py; how every command prints, logs and turns
+the library's errors into one line and an exit code, in jobs/cli_guard.py.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from etl import ConfigError, EmbedEtlError, JobConfig, __version__
+from etl import ConfigError, JobConfig, __version__
 from etl.config import (
     CHUNK_BOUNDARIES,
     CHUNK_LAYOUTS,
@@ -29,8 +33,8 @@ from etl.config import (
 )
 from etl.errors import ExitCode, exit_codes_help
 from etl.options import config_from_options
-from etl.redact import RedactingFormatter, redact
-from etl.reuse.rewrite import GRACE_SECONDS
+from jobs.cli_guard import echo, guarded, setup_logging
+from jobs.cli_store import store
 
 OK, FAILED, INCOMPLETE = ExitCode.OK, ExitCode.SHARDS_FAILED, ExitCode.INCOMPLETE
 RUN_EXITS = (OK, ExitCode.ERROR, ExitCode.USAGE, FAILED, ExitCode.INTERRUPTED)
@@ -415,7 +419,7 @@ def run(verbose: bool, output: str, **options: Any) -> None:
 
     Prints one JSON summary line on stdout when done; progress and logs go to stderr.
     """
-    _setup_logging(verbose)
+    setup_logging(verbose)
     # Schedulers stop tasks with SIGTERM: unwind like Ctrl-C, so temporary files and claims
     # are cleaned up and a rerun finishes the job.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -425,10 +429,10 @@ def run(verbose: bool, output: str, **options: Any) -> None:
 
         cfg = config_from_options(output_dir=output, **options)
         summary = run_job(cfg)
-        _echo(json.dumps(summary.to_dict()))
+        echo(json.dumps(summary.to_dict()))
         return OK if summary.ok else FAILED
 
-    sys.exit(_guarded(job, verbose))
+    sys.exit(guarded(job, verbose))
 
 
 @cli.command(
@@ -444,19 +448,19 @@ def status(output: str, as_json: bool, inputs: tuple[str, ...]) -> None:
 
     INPUT defaults to the inputs the job was first run with.
     """
-    _setup_logging(False)
+    setup_logging(False)
 
     def show() -> int:
         from etl import job_status
 
         report = job_status(output, inputs)
-        _echo(json.dumps(report.to_dict()) if as_json else report.to_text())
+        echo(json.dumps(report.to_dict()) if as_json else report.to_text())
         counts = report.counts()
         if counts["failed"]:
             return FAILED
         return INCOMPLETE if counts["pending"] or counts["running"] else OK
 
-    sys.exit(_guarded(show, False))
+    sys.exit(guarded(show, False))
 
 
 @cli.command(
@@ -520,16 +524,16 @@ def verify(
     the job's fingerprint.
     INPUT defaults to the inputs the job was first run with.
     """
-    _setup_logging(False)
+    setup_logging(False)
 
     def check() -> int:
         from etl import verify_job
 
         report = verify_job(output, inputs, sample, recompute, device, trust_remote_code, model)
-        _echo(json.dumps(report.to_dict()) if as_json else report.to_text())
+        echo(json.dumps(report.to_dict()) if as_json else report.to_text())
         return OK if report.ok else FAILED
 
-    sys.exit(_guarded(check, False))
+    sys.exit(guarded(check, False))
 
 
 @cli.command(
@@ -605,7 +609,7 @@ def plan(
     With --estimate, every option of `run` applies (the model, --max-length, --long-text,
     --prompt, --store, --reuse, --device, --batch-tokens ...), as the job would use them.
     """
-    _setup_logging(options["verbose"])
+    setup_logging(options["verbose"])
 
     def show() -> int:
         if estimate:
@@ -620,10 +624,10 @@ def plan(
         from jobs.plan_text import parts_text
 
         result = plan_parts(inputs, num_shards, output)
-        _echo(json.dumps(result) if as_json else parts_text(result))
+        echo(json.dumps(result) if as_json else parts_text(result))
         return OK
 
-    sys.exit(_guarded(show, options["verbose"]))
+    sys.exit(guarded(show, options["verbose"]))
 
 
 def _given(names: tuple[str, ...]) -> list[str]:
@@ -659,7 +663,7 @@ def _estimate(inputs, num_shards, output, as_json, calibrate, sizes, options) ->
     finally:
         if scratch:
             remove_scratch(scratch)
-    _echo(json.dumps(result) if as_json else estimate_text(result))
+    echo(json.dumps(result) if as_json else estimate_text(result))
     return OK
 
 
@@ -667,200 +671,11 @@ _ESTIMATE_SKIPS = {"inputs", "output", "num_shards"}  # plan has its own
 plan.params += [p for p in run.params if p.name not in _ESTIMATE_SKIPS]
 
 
-STORE_URI = click.argument("uri", metavar="URI")
-STORE_JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-GRACE = click.option(
-    "--grace",
-    type=click.FloatRange(min=0),
-    default=GRACE_SECONDS,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long a replaced segment stays readable for jobs that loaded the store before; "
-    "deleted by a later compact or gc once older.",
-)
-
-
-@cli.group()
-def store() -> None:
-    """Look after a vector store: an output's own (give the output) or one --store names.
-
-    A store keeps every vector a job computed, by text, so that repeats, reruns and
-    tomorrow's re-export embed only what is new. These commands count, check, compact and
-    trim it; all are safe beside jobs that read and write it.
-    """
-
-
-@store.command(
-    "stats", epilog=exit_codes_help({OK: "done", ExitCode.USAGE: "not a store of this version"})
-)
-@STORE_URI
-@STORE_JSON
-def store_stats(uri: str, as_json: bool) -> None:
-    """What the store holds: segments, records, bytes, ages; runs and what each served."""
-    _setup_logging(False)
-
-    def show() -> int:
-        from etl import store_stats as stats
-        from jobs.store_text import stats_text
-
-        found = stats(uri)
-        _echo(json.dumps(found) if as_json else stats_text(found))
-        return OK
-
-    sys.exit(_guarded(show, False))
-
-
-@store.command(
-    "check",
-    epilog=exit_codes_help(
-        {OK: "all whole", ExitCode.USAGE: "not a store", FAILED: "damage found"}
-    ),
-)
-@STORE_URI
-@STORE_JSON
-def store_check(uri: str, as_json: bool) -> None:
-    """Read the whole store and report every damaged part.
-
-    Every journal entry, and every segment it names: the trailer, each index block and each
-    record against its checksum, each record's hash against the index. A job skips exactly
-    what this reports and embeds those texts again.
-    """
-    _setup_logging(False)
-
-    def show() -> int:
-        from etl import check_store
-        from jobs.store_text import check_text
-
-        report = check_store(uri)
-        _echo(json.dumps(report.to_dict()) if as_json else check_text(report.to_dict()))
-        return OK if report.ok else FAILED
-
-    sys.exit(_guarded(show, False))
-
-
-@store.command(
-    "compact",
-    epilog=exit_codes_help({OK: "done (or nothing to merge)", ExitCode.USAGE: "not a store"}),
-)
-@STORE_URI
-@GRACE
-@STORE_JSON
-def store_compact(uri: str, grace: float, as_json: bool) -> None:
-    """Merge small segments, in the order they were written, into larger ones.
-
-    A job does this itself when it leaves more than 64 small segments (under 64 MiB). Safe
-    beside jobs; a kill leaves the store as it was, and running it again finishes.
-    """
-    _setup_logging(False)
-
-    def show() -> int:
-        from etl import compact_store
-        from jobs.store_text import compact_text
-
-        report = compact_store(uri, grace)
-        _echo(json.dumps(report.to_dict()) if as_json else compact_text(report.to_dict()))
-        return OK
-
-    sys.exit(_guarded(show, False))
-
-
-@store.command(
-    "gc", epilog=exit_codes_help({OK: "done", ExitCode.USAGE: "usage error or not a store"})
-)
-@STORE_URI
-@click.option(
-    "--keep-runs",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="K",
-    help="Keep the vectors the last K runs stored or served.",
-)
-@click.option(
-    "--keep-days",
-    type=click.FloatRange(min=0),
-    default=None,
-    metavar="D",
-    help="Keep the vectors runs of the last D days stored or served (with --keep-runs: "
-    "either keeps).",
-)
-@GRACE
-@STORE_JSON
-def store_gc(
-    uri: str, keep_runs: int | None, keep_days: float | None, grace: float, as_json: bool
-) -> None:
-    """Keep only the vectors recent runs used; delete the rest.
-
-    Each run writes down the texts it stored and served. Segments with nothing kept go,
-    segments with some kept are written again with only those; what nothing names any more
-    (replaced segments, a killed writer's, old journal entries) is deleted once older than
-    --grace. Safe beside jobs; a kill leaves a store that reads correctly, and running it again
-    finishes.
-    """
-    _setup_logging(False)
-
-    def show() -> int:
-        from etl import gc_store
-        from jobs.store_text import gc_text
-
-        report = gc_store(uri, keep_runs, keep_days, grace)
-        _echo(json.dumps(report.to_dict()) if as_json else gc_text(report.to_dict()))
-        return OK
-
-    sys.exit(_guarded(show, False))
+cli.add_command(store)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-def _guarded(action: Callable[[], int], verbose: bool) -> int:
-    """Run the action; turn the library's errors into one line on stderr and an exit code.
-
-    While it runs, the job's log lines go through tqdm's own redirect, so they do not tear the
-    progress bar (the handler keeps the stream and format _setup_logging gave it).
-    """
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    try:
-        with logging_redirect_tqdm([logging.getLogger(name) for name in LOGGERS]):
-            return action()
-    except EmbedEtlError as exc:
-        _error(exc, verbose)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        _echo("embed-etl: interrupted; rerun the same command to finish", err=True)
-        return ExitCode.INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - no traceback for users unless --verbose
-        _error(exc, verbose, prefix="internal error: ")
-        if not verbose:
-            _echo("embed-etl: rerun with --verbose for the traceback", err=True)
-        return ExitCode.ERROR
-
-
-def _echo(message: str, err: bool = False) -> None:
-    """A line for the user, on stdout or stderr, credentials in URIs redacted (etl.redact)."""
-    click.echo(redact(message), err=err)
-
-
-def _error(exc: BaseException, verbose: bool, prefix: str = "") -> None:
-    if verbose:
-        logging.getLogger("embed_etl").exception("%s", exc)
-    _echo(f"embed-etl: error: {prefix}{exc}", err=True)
-
-
-LOGGERS = ("etl", "embed_etl")  # the library's loggers, and the CLI's own
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def _setup_logging(verbose: bool) -> None:
-    """The job's log lines on stderr, DEBUG with --verbose (_guarded routes them past the bar)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
-    for name in LOGGERS:
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-        logger.propagate = False
 
 
 def main() -> None:

@@ -73,6 +73,15 @@ class RecomputeReport:
             "problems": self.problems,
         }
 
+    def to_text(self) -> str:
+        """The lines `embed-etl verify` prints for it: each column's lowest cosine and verdict."""
+        lines = [f"recomputed {self.rows} sampled rows with the job's recipe:"]
+        for c in self.columns:
+            diff = f", max |diff| {c.max_abs_diff:.2e}" if c.max_abs_diff is not None else ""
+            verdict = "ok" if c.ok else f"DIFFERS (floor {c.floor})"
+            lines.append(f"  {c.name}: min cosine {c.min_cosine:.6f}{diff}: {verdict}")
+        return "\n".join(lines + [f"  {p}" for p in self.problems])
+
 
 def recompute(
     job: dict[str, Any],

@@ -45,6 +45,8 @@ class ShardCheck:
 
 @dataclass
 class VerifyReport:
+    """What `verify` found: each shard's problems, and the recomputed sample's comparison."""
+
     output_dir: str
     fingerprint: str
     sample: float
@@ -73,6 +75,26 @@ class VerifyReport:
             "problems": [{"input": s.input, "problems": s.problems} for s in bad],
             **({"recompute": self.recompute.to_dict()} if self.recompute is not None else {}),
         }
+
+    def to_text(self) -> str:
+        """What `embed-etl verify` prints: the shards checked, each one's problems, the
+        recomputed sample (--json prints to_dict)."""
+        bad = [s for s in self.shards if s.problems]
+        rows = sum(s.rows for s in self.shards)
+        lines = [
+            f"output   {self.output_dir}  (fingerprint {self.fingerprint})",
+            f"checked  {len(self.shards)} shards, {rows:,} rows in {round(self.seconds, 3)} s"
+            + (f", vectors on {self.sample:.0%} of the rows" if self.sample < 1 else ""),
+        ]
+        if bad:
+            lines += ["", f"{len(bad)} shards with problems:"]
+            for shard in bad:
+                lines += [f"  {shard.input}"] + [f"    {p}" for p in shard.problems]
+        else:
+            lines.append("every shard checks out")
+        if self.recompute is not None:
+            lines += ["", self.recompute.to_text()]
+        return "\n".join(lines)
 
 
 def verify_job(

@@ -1,5 +1,6 @@
-"""The cold start: a plain BERT runs without transformers (etl.model.bert, PlainTokenizer), and
-gives what transformers gives, hidden state by hidden state and token id by token id."""
+"""The cold start: a plain BERT runs without transformers (etl.model.code.plain_bert,
+PlainTokenizer), and gives what transformers gives, hidden state by hidden state and token id by
+token id."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from etl.model.backend import (
     plain_bert_applies,
     plain_tokenizer_applies,
 )
-from etl.model.bert import ACTIVATIONS, load_bert
+from etl.model.code.plain_bert import ACTIVATIONS, load_bert
 from etl.stages.read.tokenizer import plain_tokenizer
 from tests.conftest import REPO, tiny_texts, write_shard
 

@@ -1,26 +1,25 @@
 """Which code computes a model's vectors, decided once, before anything is loaded.
 
-Two codes can run a model: etl.model.bert (a plain BERT in plain torch, with `tokenizers` reading
-tokenizer.json: no transformers import, 2 s less before the first vector) and transformers
-(AutoModel, AutoTokenizer: every other architecture, and FlashAttention-2 on a GPU). Both
-implement ModelCode, defined here; the rule that picks one (or checks the one --backend names) is
-here and only here; the plan puts its answer into the output fingerprint and the file metadata,
-and the encoder and tokenizer load exactly that code, or fail: never another one silently.
+Two codes can run a model, each a ModelCode in etl.model.code: plain_bert (a plain BERT in plain
+torch, with `tokenizers` reading tokenizer.json: no transformers import, 2 s less before the first
+vector) and transformers (AutoModel, AutoTokenizer: every other architecture, and
+FlashAttention-2 on a GPU). The rule that picks one (or checks the one --backend names) is here
+and only here; it names the codes without importing them. The plan puts its answer into the
+output fingerprint and the file metadata, and the encoder (through etl.model.code.registry) and
+the tokenizer load exactly that code, or fail: never another one silently.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from etl.errors import ConfigError
+from etl.model.code.base import PLAIN_BERT, TRANSFORMERS  # the model codes' names
 
-PLAIN_BERT = "plain-bert"  # etl.model.bert
-TRANSFORMERS = "transformers"  # transformers' AutoModel / AutoTokenizer
 STATIC = "static-weights"  # a sparse model's SparseStaticEmbedding: no encoder at all
 TOKENIZERS = "tokenizers"  # tokenizer.json through `tokenizers` alone (PlainTokenizer)
 FLASH_ATTENTION = "flash_attention_2"
@@ -171,20 +170,6 @@ def plain_bert_mismatch(path: str | Path) -> str | None:
     if raw["num_attention_heads"] <= 0 or raw["hidden_size"] % raw["num_attention_heads"]:
         return "its hidden size is not a multiple of its attention heads"
     return None
-
-
-class ModelCode(ABC):
-    """What each of the two codes implements: PlainBertCode (etl.model.bert) and
-    TransformersCode (etl.stages.compute.encoder). Which one runs a model is the rule's, below."""
-
-    name: str
-
-    @abstractmethod
-    def load(
-        self, path: Path, name: str, attention: str | None, trust_remote_code: bool
-    ) -> tuple[Any, list[str]]:
-        """The model (called as model(input_ids=, attention_mask=, output_hidden_states=), it
-        gives last_hidden_state, hidden_states and pooler_output) and the weights it lacks."""
 
 
 def mismatch(code: str, path: Path, custom_code: bool, masked_lm: bool = False) -> str | None:

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from etl.errors import ModelError
-from etl.model.backend import PLAIN_BERT, ModelCode, plain_bert_mismatch
+from etl.model.backend import plain_bert_mismatch
+from etl.model.code.base import PLAIN_BERT, ModelCode
 
 ACTIVATIONS = {
     "gelu": F.gelu,

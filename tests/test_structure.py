@@ -27,7 +27,7 @@ TORCH_USERS = {
         "read.settled",  # batches as torch tensors
     )
 }
-TORCH_USERS.add("etl.model.bert")  # the plain-torch BERT, imported by the encoder only
+TORCH_USERS.add("etl.model.code.plain_bert")  # the plain-torch BERT, via etl.model.code.registry
 
 
 def _modules() -> dict[str, Path]:

@@ -155,8 +155,9 @@ def late_plan(
         overlap = min(max(chunk_tokens, width // 4), width // 2)
         windows = chunk_windows(ids, max_length, overlap, layout.prefix, layout.suffix, lead)
         text = len(ids) - lead
-        begins = np.arange(len(windows)) * (width - overlap)  # text tokens before each window
-        pick = _deepest(a - lead, b - lead, begins, width, text)
+        stride = width - overlap
+        pick = _deepest(a - lead, b - lead, stride, width, text, len(windows))
+        begins = np.arange(len(windows)) * stride  # text tokens before each window
         used, number = np.unique(pick, return_inverse=True)
         seq[mine] = len(sequences) + number
         sequences += [windows[k] for k in used.tolist()]
@@ -170,14 +171,23 @@ def late_plan(
     return Sequences(ids.astype(np.int32), starts_of(lengths), lengths), seq, lo, hi, windowed
 
 
-def _deepest(a: np.ndarray, b: np.ndarray, begins: np.ndarray, width: int, text: int) -> np.ndarray:
-    """For each passage of text tokens [a, b): the window that holds it whole with the most
-    context on its shorter side (the text's start and end count as unlimited context); where
-    none holds it whole, the one holding most of it."""
+def _deepest(a: np.ndarray, b: np.ndarray, stride: int, width: int, text: int, count: int):
+    """For each passage of text tokens [a, b): the window (of ``count``, the k-th starting at
+    k * stride) that holds it whole with the most context on its shorter side (the text's start
+    and end count as unlimited context), the first of equals; where none holds it whole, the
+    one holding most of it. Only the few windows that can hold a passage's first token are
+    weighed: memory follows the passages, not passages x windows."""
+    reach = -(-width // stride)  # windows that hold any one token
+    last = np.minimum(a // stride, count - 1)  # the last window starting at or before a
+    k = last[:, None] - reach + 1 + np.arange(reach)[None, :]  # (P, reach), ascending
+    valid = k >= 0
+    k = np.maximum(k, 0)
+    begins = k * stride
     ends = np.minimum(begins + width, text)
-    left = np.where(begins[None, :] > 0, a[:, None] - begins[None, :], np.inf)
-    right = np.where(ends[None, :] < text, ends[None, :] - b[:, None], np.inf)
-    whole = (begins[None, :] <= a[:, None]) & (b[:, None] <= ends[None, :])
+    left = np.where(begins > 0, a[:, None] - begins, np.inf)
+    right = np.where(ends < text, ends - b[:, None], np.inf)
+    whole = valid & (begins <= a[:, None]) & (b[:, None] <= ends)
     score = np.where(whole, np.minimum(left, right), -np.inf)
-    held = np.minimum(b[:, None], ends[None, :]) - np.maximum(a[:, None], begins[None, :])
-    return np.where(whole.any(axis=1), score.argmax(axis=1), held.argmax(axis=1))
+    held = np.where(valid, np.minimum(b[:, None], ends) - np.maximum(a[:, None], begins), -np.inf)
+    pick = np.where(whole.any(axis=1), score.argmax(axis=1), held.argmax(axis=1))
+    return k[np.arange(len(a)), pick]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.errors import ConfigError
+from etl.model.files import SAFETENSORS
 
 PLAIN_BERT = "plain-bert"  # etl.model.bert
 TRANSFORMERS = "transformers"  # transformers' AutoModel / AutoTokenizer
@@ -147,7 +148,7 @@ def plain_bert_mismatch(path: str | Path) -> str | None:
     except (OSError, ValueError):
         return "no readable config.json"
     checks = (
-        ((path / "model.safetensors").is_file(), "its weights are not in model.safetensors"),
+        ((path / SAFETENSORS).is_file(), f"its weights are not in {SAFETENSORS}"),
         (raw.get("model_type") == "bert", f"model type {raw.get('model_type')}, not bert"),
         (not raw.get("auto_map"), "its config.json maps it to code of its own"),
         (

@@ -1,0 +1,122 @@
+"""Each fact has one owner: its value is written in one module of the package, and every other
+module imports it from there. A second definition (a copied literal, a second constant or
+environment variable name) fails here, naming the module that holds it."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+@cache
+def _trees() -> dict[str, ast.Module]:
+    """Every module of etl/ and jobs/, parsed, by its dotted name."""
+    found = {}
+    for package in ("etl", "jobs"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = ast.parse(Path(path).read_text())
+    return found
+
+
+def _strings(tree: ast.Module) -> list[str]:
+    """The module's string constants that are code, not docstrings (f-string pieces included)."""
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
+    return [
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+    ]
+
+
+def _holding(test: Callable[[str], bool]) -> set[str]:
+    """The modules with a string constant that passes ``test``."""
+    return {name for name, tree in _trees().items() if any(map(test, _strings(tree)))}
+
+
+def _defining(name: str) -> set[str]:
+    """The modules that bind ``name`` at their top level (an assignment, a def or a class)."""
+    found = set()
+    for module, tree in _trees().items():
+        for node in tree.body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                bound = {t.id for t in targets if isinstance(t, ast.Name)}
+            elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                bound = {node.name}
+            else:
+                continue
+            if name in bound:
+                found.add(module)
+    return found
+
+
+def _importers(name: str) -> dict[str, set[str]]:
+    """For each module that imports ``name`` (at any depth), the modules it imports it from."""
+    found: dict[str, set[str]] = {}
+    for module, tree in _trees().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and any(a.name == name for a in node.names):
+                found.setdefault(module, set()).add(node.module or "")
+    return found
+
+
+def _one_owner(name: str, owner: str, users: set[str] = frozenset()) -> None:
+    """``name`` is defined by ``owner`` alone, every importer takes it from there, and each of
+    ``users`` imports it."""
+    assert _defining(name) == {owner}, f"{name} defined in {sorted(_defining(name))}"
+    importers = _importers(name)
+    wrong = {m: sorted(f) for m, f in importers.items() if f != {owner}}
+    assert not wrong, f"{name} imported from elsewhere than {owner}: {wrong}"
+    assert users <= set(importers), f"{sorted(users - set(importers))} do not import {name}"
+
+
+def test_the_finders_find():
+    assert "etl.config" in _trees() and "jobs.cli" in _trees()
+    assert _defining("JobConfig") == {"etl.config"}
+    assert "jobs.cli" in _importers("JobConfig")
+    assert "jobs.cli" in _holding(lambda s: s == "--task")
+    assert not _holding(lambda s: s.startswith("JobConfig: every option of a run"))  # docstring
+
+
+# 1. The weight files of a model folder.
+
+
+def test_the_weight_file_names_are_written_once():
+    from etl.model.files import PYTORCH_BIN, PYTORCH_BIN_GLOB, SAFETENSORS, SAFETENSORS_GLOB
+
+    names = {SAFETENSORS, PYTORCH_BIN, SAFETENSORS_GLOB, PYTORCH_BIN_GLOB}
+    # Exact names and globs (a hub pattern such as "*model*.safetensors" included); messages
+    # that mention a name inside a sentence are not definitions.
+    holders = _holding(lambda s: s.strip("*") in names)
+    assert holders == {"etl.model.files"}, f"weight file names written in {sorted(holders)}"
+    for name in ("SAFETENSORS", "WEIGHT_FILES", "SAFETENSORS_GLOB", "weight_files"):
+        _one_owner(name, "etl.model.files")
+    _one_owner("WEIGHT_FILES", "etl.model.files", {"etl.model.dense", "etl.model.facts"})
+    _one_owner("SAFETENSORS_GLOB", "etl.model.files", {"etl.model.locate"})
+
+
+def test_weight_files_prefers_safetensors_and_keeps_shards_in_order(tmp_path):
+    from etl.model.files import weight_files
+
+    assert weight_files(tmp_path) == []
+    (tmp_path / "pytorch_model.bin").touch()
+    assert weight_files(tmp_path) == [tmp_path / "pytorch_model.bin"]
+    for shard in ("model-00002-of-00002.safetensors", "model-00001-of-00002.safetensors"):
+        (tmp_path / shard).touch()
+    assert [p.name for p in weight_files(tmp_path)] == [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ]

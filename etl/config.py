@@ -35,7 +35,7 @@ ROW_COLUMNS = ("n_tokens", "truncated")  # written for every row, beside the vec
 CALIBRATION_ROWS = 2048  # int8: rows sampled from the corpus to fix the ranges
 ESTIMATE_ROWS = 65536  # `plan --estimate`: rows tokenized (within 1% on tokens, here)
 CALIBRATE_ROWS = 8192  # ... of which `--calibrate` embeds this many on a CPU (all on a GPU)
-TASKS = ("query", "document")  # --task, as sentence-transformers' encode_query/_document
+TASKS = ("query", "document")  # --task: what encode_query/_document pass; a Router's routes
 
 MAX_TEXT_BYTES = 8 << 20  # 8 MiB: some 2M tokens, 250x the longest window of any encoder
 

@@ -120,3 +120,17 @@ def test_weight_files_prefers_safetensors_and_keeps_shards_in_order(tmp_path):
         "model-00001-of-00002.safetensors",
         "model-00002-of-00002.safetensors",
     ]
+
+
+# 2. The tasks.
+
+
+def test_the_tasks_are_written_once():
+    def is_tasks(node: ast.AST) -> bool:
+        return isinstance(node, (ast.Tuple, ast.List, ast.Set)) and [
+            getattr(e, "value", None) for e in node.elts
+        ] == ["query", "document"]
+
+    holders = {m for m, tree in _trees().items() if any(map(is_tasks, ast.walk(tree)))}
+    assert holders == {"etl.config"}, f"the tasks written in {sorted(holders)}"
+    _one_owner("TASKS", "etl.config", {"jobs.cli", "etl.model.recipe"})

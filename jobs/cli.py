@@ -27,6 +27,7 @@ from etl.config import (
     POOLINGS,
     TASKS,
 )
+from etl.model.backend import BACKEND_CHOICES
 from etl.redact import RedactingFormatter, redact
 from etl.reuse.rewrite import GRACE_SECONDS
 
@@ -168,7 +169,7 @@ def cli() -> None:
 )
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "plain-bert", "transformers"]),
+    type=click.Choice(BACKEND_CHOICES),
     default="auto",
     show_default=True,
     help="The code that computes the vectors: auto picks the plain BERT (no transformers "

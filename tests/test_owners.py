@@ -134,3 +134,22 @@ def test_the_tasks_are_written_once():
     holders = {m for m, tree in _trees().items() if any(map(is_tasks, ast.walk(tree)))}
     assert holders == {"etl.config"}, f"the tasks written in {sorted(holders)}"
     _one_owner("TASKS", "etl.config", {"jobs.cli", "etl.model.recipe"})
+
+
+# 3. The backend choices.
+
+
+def test_the_backend_choices_are_the_models_and_the_cli_asks_for_them():
+    from etl.model.backend import PLAIN_BERT
+
+    holders = _holding(lambda s: s == PLAIN_BERT)
+    assert holders == {"etl.model.backend"}, f"{PLAIN_BERT!r} written in {sorted(holders)}"
+    _one_owner("BACKEND_CHOICES", "etl.model.backend", {"jobs.cli"})
+    options = [
+        n
+        for n in ast.walk(_trees()["jobs.cli"])
+        if isinstance(n, ast.Call) and n.args and getattr(n.args[0], "value", None) == "--backend"
+    ]
+    (option,) = options
+    (kind,) = [k.value for k in option.keywords if k.arg == "type"]
+    assert ast.unparse(kind) == "click.Choice(BACKEND_CHOICES)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from etl.errors import ConfigError
+from etl.reuse.storable import unstorable
 
 # --pooling: sentence-transformers' modes, the model's pooler, and per-token vectors.
 POOLINGS = (
@@ -231,10 +232,11 @@ class JobConfig:
         if self.no_reuse and (self.reuse or self.store):
             given = "--reuse" if self.reuse else "--store"
             raise ConfigError(f"--no-reuse and {given}: give one of the two")
-        if "tokens" in self.poolings and (self.reuse or self.store):
+        refused = unstorable(tokens="tokens" in self.poolings)
+        if refused is not None and (self.reuse or self.store):
             given = "--reuse" if self.reuse else "--store"
             raise ConfigError(
-                f"--pooling tokens {given}: token vectors are not stored, so a job with them "
+                f"--pooling tokens {given}: {refused.what} are not stored, so a job with them "
                 "embeds every row"
             )
         for option, value in (("--store", self.store), *(("--reuse", r) for r in self.reuse)):

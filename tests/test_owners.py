@@ -153,3 +153,28 @@ def test_the_backend_choices_are_the_models_and_the_cli_asks_for_them():
     (option,) = options
     (kind,) = [k.value for k in option.keywords if k.arg == "type"]
     assert ast.unparse(kind) == "click.Choice(BACKEND_CHOICES)"
+
+
+# 4. What a vector store can hold.
+
+
+def test_one_place_decides_what_a_store_can_hold_and_both_checks_ask_it():
+    from etl.reuse.storable import unstorable
+
+    # The reasons are the decision (a message elsewhere may well say "token vectors").
+    reasons = ("fixed-width vectors", "depends on its whole text")
+    holders = _holding(lambda s: any(r in s for r in reasons))
+    assert holders == {"etl.reuse.storable"}, f"unstorable vectors named in {sorted(holders)}"
+    _one_owner("unstorable", "etl.reuse.storable", {"etl.config", "etl.reuse.plan"})
+    for caller in ("etl.config", "etl.reuse.plan"):
+        calls = [
+            n
+            for n in ast.walk(_trees()[caller])
+            if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "unstorable"
+        ]
+        assert calls, f"{caller} imports unstorable but never asks it"
+    assert unstorable() is None
+    assert unstorable(tokens=True).what == "token vectors"
+    assert unstorable(tokens=True, sparse=True).what == "sparse vectors"
+    assert unstorable(tokens=True, sparse=True, late=True).what == "late chunks"
+

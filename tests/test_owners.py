@@ -9,6 +9,8 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -177,4 +179,39 @@ def test_one_place_decides_what_a_store_can_hold_and_both_checks_ask_it():
     assert unstorable(tokens=True).what == "token vectors"
     assert unstorable(tokens=True, sparse=True).what == "sparse vectors"
     assert unstorable(tokens=True, sparse=True, late=True).what == "late chunks"
+
+
+# 5. The upload part size.
+
+
+def test_the_part_size_and_its_variable_are_written_once(monkeypatch):
+    from etl.storage.blob import BlobStorage
+    from etl.storage.parts import DEPRECATED_S3_ENV, PART_SIZE, PART_SIZE_ENV
+    from etl.storage.s3 import S3Storage
+
+    for env in (PART_SIZE_ENV, DEPRECATED_S3_ENV):
+        holders = _holding(lambda s, env=env: env in s)
+        assert holders == {"etl.storage.parts"}, f"{env} named in {sorted(holders)}"
+    _one_owner("PART_SIZE", "etl.storage.parts", {"etl.storage.multipart"})
+    _one_owner("upload_part_size", "etl.storage.parts", {"etl.storage.s3", "etl.storage.blob"})
+
+    monkeypatch.delenv(PART_SIZE_ENV, raising=False)
+    monkeypatch.delenv(DEPRECATED_S3_ENV, raising=False)
+    assert S3Storage("bucket").part_size == BlobStorage("az://box").part_size == PART_SIZE
+    monkeypatch.setenv(PART_SIZE_ENV, str(64 << 10))
+    assert S3Storage("bucket").part_size == BlobStorage("az://box").part_size == 64 << 10
+
+
+def test_the_former_s3_variable_still_works_for_s3_only(monkeypatch):
+    from etl.storage.blob import BlobStorage
+    from etl.storage.parts import DEPRECATED_S3_ENV, PART_SIZE, PART_SIZE_ENV
+    from etl.storage.s3 import S3Storage
+
+    monkeypatch.delenv(PART_SIZE_ENV, raising=False)
+    monkeypatch.setenv(DEPRECATED_S3_ENV, str(5 << 20))
+    with pytest.warns(FutureWarning, match=PART_SIZE_ENV):
+        assert S3Storage("bucket").part_size == 5 << 20
+    assert BlobStorage("az://box").part_size == PART_SIZE
+    monkeypatch.setenv(PART_SIZE_ENV, str(6 << 20))  # the new name wins
+    assert S3Storage("bucket").part_size == 6 << 20
 

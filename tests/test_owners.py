@@ -215,3 +215,27 @@ def test_the_former_s3_variable_still_works_for_s3_only(monkeypatch):
     monkeypatch.setenv(PART_SIZE_ENV, str(6 << 20))  # the new name wins
     assert S3Storage("bucket").part_size == 6 << 20
 
+
+# 6. The in-progress marker of an output being written.
+
+
+def test_the_temporary_marks_are_written_once(tmp_path):
+    from etl.storage.arrow import ArrowStorage
+    from etl.storage.local import LocalStorage
+    from etl.storage.marks import UPLOAD_MARK
+
+    # A name's piece, as a literal or an f-string's start: "inprogress-", ".put-{tag}".
+    for test in (
+        lambda s: "inprogress" in s,
+        lambda s: s.lstrip(".").startswith(("create-", "put-")),
+    ):
+        holders = _holding(test)
+        assert holders == {"etl.storage.marks"}, f"a temporary mark written in {sorted(holders)}"
+    _one_owner("UPLOAD_MARK", "etl.storage.marks", {"etl.storage.local", "etl.storage.arrow"})
+    _one_owner("TEMPORARY_MARKS", "etl.storage.marks", {"etl.storage.local"})
+    # Both file system storages name an output being written alike: .<name><mark><pid>.
+    for storage in (LocalStorage(str(tmp_path / "local")), ArrowStorage("memory://marks")):
+        upload = storage.upload("part-0.parquet")
+        temp = upload.temp
+        assert str(temp).rsplit("/", 1)[-1].startswith(f".part-0.parquet{UPLOAD_MARK}"), temp
+        upload.discard()

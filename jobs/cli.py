@@ -32,6 +32,7 @@ from etl.config import (
     TASKS,
 )
 from etl.errors import ExitCode, exit_codes_help
+from etl.model.backend import BACKEND_CHOICES
 from etl.options import config_from_options
 from jobs.cli_guard import echo, guarded, setup_logging
 from jobs.cli_store import store
@@ -163,7 +164,7 @@ def cli() -> None:
 )
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "plain-bert", "transformers"]),
+    type=click.Choice(BACKEND_CHOICES),
     default="auto",
     show_default=True,
     help="The code that computes the vectors: auto picks the plain BERT (no transformers "

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from etl.errors import ModelError
 from etl.model.digests import file_digest
+from etl.model.files import WEIGHT_FILES
 from etl.model.router import read_json
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass(frozen=True)

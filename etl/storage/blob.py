@@ -29,10 +29,10 @@ from etl.errors import ConfigError, EmbedEtlError, StorageError
 from etl.redact import redact
 from etl.storage.base import Entry, Storage, join, nanoseconds, ranged_file
 from etl.storage.blob_upload import BlobUpload
+from etl.storage.parts import upload_part_size
 
 AZURE = ("az", "abfs", "abfss", "adl", "azure")
 GCS = ("gs", "gcs")
-PART_SIZE = 8 << 20  # an upload's block (Azure) or part (GCS) size, and the memory it holds
 
 
 class BlobStorage(Storage):
@@ -46,7 +46,7 @@ class BlobStorage(Storage):
         self.prefix = prefix.strip("/")
         self.scheme = root.split("://", 1)[0].lower()
         self.conditional = self.scheme in AZURE  # proven on Azurite; see the docstring for gs
-        self.part_size = int(os.environ.get("EMBED_ETL_PART_SIZE", PART_SIZE))
+        self.part_size = upload_part_size()  # a block (Azure) or part (GCS)
         self._store: Any = None
         self._store_pid = -1
         self._uploads: set[BlobUpload] = set()

@@ -25,6 +25,7 @@ from torch import nn
 from etl.errors import ModelError
 from etl.model.code.base import PLAIN_BERT, ModelCode
 from etl.model.code.plain_bert_checks import plain_bert_mismatch
+from etl.model.files import SAFETENSORS
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -208,7 +209,7 @@ def load_bert(path: str | Path, name: str | None = None) -> Bert:
     )
     from safetensors.torch import load_file
 
-    weights = path / "model.safetensors"
+    weights = path / SAFETENSORS
     try:
         state = _rename(load_file(str(weights)))
     except Exception as exc:

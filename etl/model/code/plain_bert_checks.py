@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from etl.model.files import SAFETENSORS
+
 BERT_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
 # The activations etl.model.code.plain_bert computes (its ACTIVATIONS; a test holds them equal).
 BERT_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
@@ -29,7 +31,7 @@ def plain_bert_mismatch(path: str | Path) -> str | None:
     except (OSError, ValueError):
         return "no readable config.json"
     checks = (
-        ((path / "model.safetensors").is_file(), "its weights are not in model.safetensors"),
+        ((path / SAFETENSORS).is_file(), f"its weights are not in {SAFETENSORS}"),
         (raw.get("model_type") == "bert", f"model type {raw.get('model_type')}, not bert"),
         (not raw.get("auto_map"), "its config.json maps it to code of its own"),
         (

@@ -1,10 +1,13 @@
-"""A location parsed once: its parts, a glob's '?' against a query's, names under a prefix."""
+"""A location parsed once: its parts, a glob's '?' against a query's, names under a prefix, and
+inputs discovered under a store's prefix, glob or object through the same parts."""
 
 from __future__ import annotations
 
 import pytest
 
-from etl.storage.location import Location
+from etl.errors import ConfigError
+from etl.inputs import discover
+from etl.storage import Location, open_storage
 from etl.storage.s3_uri import parse_s3_uri
 
 TEXTS = (
@@ -61,3 +64,49 @@ def test_names_under_a_prefix_drop_empty_and_dot_parts():
     assert Location.parse("s3://b/x/y.parquet").relative_to(Location.parse("s3://b")) == (
         "x/y.parquet"
     )
+
+
+@pytest.fixture
+def corpus():
+    store = open_storage("memory://loc-corpus")
+    for key in (
+        "in/p0.parquet",
+        "in/p1.parquet",
+        "in/sub/q.parquet",
+        "in/_tmp/x.parquet",
+        "in/notes.txt",
+        "in/out/old.parquet",
+        "bad/../d.parquet",
+    ):
+        store.put(key, b"x")
+    yield "memory://loc-corpus"
+    store.delete_prefix("")
+
+
+def test_remote_prefix_glob_and_object_give_relative_names(corpus):
+    names = [s.rel_name for s in discover((f"{corpus}/in/",), f"{corpus}/in/out")]
+    assert names == ["p0.parquet", "p1.parquet", "sub/q.parquet"]
+    shards = discover((f"{corpus}/in/p[1].parquet",), None)
+    assert [(s.input_path, s.rel_name) for s in shards] == [
+        (f"{corpus}/in/p1.parquet", "p1.parquet")
+    ]
+    assert [s.rel_name for s in discover((f"{corpus}/in/sub/q.parquet",), None)] == ["q.parquet"]
+    with pytest.raises(ConfigError, match=f"INPUT {corpus}/none: no such memory:// object"):
+        discover((f"{corpus}/none",), None)
+    with pytest.raises(ConfigError, match="in its key would put its output outside"):
+        discover((f"{corpus}/bad/",), None)
+
+
+def test_a_uri_with_options_globs_and_leaves_its_output_out(corpus, monkeypatch):
+    """The options go to the store, not into names: a glob matches, --output is recognised."""
+    from etl.storage import files
+
+    monkeypatch.setattr(files, "_storage", lambda root, settings: open_storage(corpus))
+    spec = "memory://loc-corpus/in/p*.parquet?opt=1"
+    shards = discover((spec,), None)
+    assert [s.input_path for s in shards] == [
+        "memory://loc-corpus/in/p0.parquet?opt=1",
+        "memory://loc-corpus/in/p1.parquet?opt=1",
+    ]
+    names = [s.rel_name for s in discover(("memory://loc-corpus/in/?opt=1",), f"{corpus}/in/out")]
+    assert names == ["p0.parquet", "p1.parquet", "sub/q.parquet"]

@@ -126,7 +126,7 @@ def _identity(path: str) -> tuple[int | None, int | None]:
 
 
 def _expand_uri(spec: Location, listed: dict[str, tuple[int, int]]):
-    """(URI, relative name) pairs under a prefix, a glob, or one object; each listed file's
+    """(Location, relative name) pairs under a prefix, a glob, or one object; each listed file's
     size and modification time go into ``listed``."""
     if spec.is_glob:
         root = spec.glob_root()
@@ -134,7 +134,7 @@ def _expand_uri(spec: Location, listed: dict[str, tuple[int, int]]):
             rel = _relative_uri(f.location, root)
             if rel and f.location.matches(spec) and _wanted(rel):
                 listed[str(f.location)] = (f.size, f.mtime_ns)
-                yield str(f.location), rel
+                yield f.location, rel
         return
     if not spec.is_folder:  # a prefix written as one is no object
         try:
@@ -143,7 +143,7 @@ def _expand_uri(spec: Location, listed: dict[str, tuple[int, int]]):
             found = None
         if found is not None:
             listed[str(spec)] = (found.size, found.mtime_ns)
-            yield str(spec), spec.name
+            yield spec, spec.name
             return
     under = files.walk(spec)
     if not under:
@@ -152,7 +152,7 @@ def _expand_uri(spec: Location, listed: dict[str, tuple[int, int]]):
         rel = _relative_uri(f.location, spec)
         if _wanted(rel):
             listed[str(f.location)] = (f.size, f.mtime_ns)
-            yield str(f.location), rel
+            yield f.location, rel
 
 
 def _relative_uri(location: Location, root: Location) -> str:
@@ -172,7 +172,7 @@ def _wanted(rel: str) -> bool:
     return _is_parquet(Path(parts[-1])) and not any(p.startswith((".", "_")) for p in parts)
 
 
-def _canonical(location: str | Path) -> str:
+def _canonical(location: str | Path | Location) -> str:
     """A comparable form: a resolved local path, or the URI's identity (no credentials, no
     options, no trailing slash)."""
     where = Location.parse(location)

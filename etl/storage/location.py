@@ -98,11 +98,6 @@ class Location:
         return dict(parse_qsl(self.query[1:], keep_blank_values=True))
 
     @property
-    def plain(self) -> str:
-        """The URI without userinfo and query (scheme://bucket/key): what names the object."""
-        return f"{self.scheme}://{self.host}{self.path}" if self.scheme else self.path
-
-    @property
     def root(self) -> Location:
         """The store itself (scheme://bucket, options kept): what a storage is opened on."""
         return replace(self, path="")

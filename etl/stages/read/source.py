@@ -11,8 +11,7 @@ import pyarrow.parquet as pq
 
 from etl.errors import InputError
 from etl.spec import OutputSpec
-from etl.storage import files
-from etl.storage.base import is_uri
+from etl.storage import files, is_uri
 
 READ_BUFFER = 1 << 20  # bytes of a local column chunk read at a time
 REMOTE_READ_BUFFER = 8 << 20  # of a remote one (one ranged read each)

@@ -51,7 +51,7 @@ class JobPlan:
     total_rows: int  # rows in the pending shards, from their footers
     reuse: ReusePlan | None = None  # the vector stores consulted and added to (etl.reuse)
     calibration: Any = None  # etl.state.calibration.Calibration: int8 ranges the workers fix first
-    total_tokens: int | None = None  # estimated where a progress bar shows them (run_job)
+    total_tokens: int | None = None  # estimated where a progress bar shows them (engines' with_bar)
     text_bytes: int = 0  # the text column's uncompressed bytes in the pending shards (footers)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from etl.errors import ConfigError
-from etl.reuse.storable import unstorable
+from etl.storable import unstorable
 
 # --pooling: sentence-transformers' modes, the model's pooler, and per-token vectors.
 POOLINGS = (

@@ -14,8 +14,7 @@ import torch
 from etl.errors import ModelError
 from etl.model.backend import PLAIN_BERT, TRANSFORMERS, choose_backend
 from etl.model.code.plain_bert import ACTIVATIONS, load_bert
-from etl.model.code.plain_bert_checks import BERT_ACTIVATIONS, plain_bert_applies
-from etl.model.tokenizer_checks import plain_tokenizer_applies
+from etl.model.plain_checks import BERT_ACTIVATIONS, plain_bert_applies, plain_tokenizer_applies
 from etl.stages.read.tokenizer import plain_tokenizer
 from tests.conftest import REPO, tiny_texts, write_shard
 
@@ -67,7 +66,7 @@ def _batch(rows=5, length=17, vocab=50):
     return ids * mask, mask  # padded with id 0
 
 
-# Every configuration the plain BERT accepts (etl.model.code.plain_bert_checks says which):
+# Every configuration the plain BERT accepts (etl.model.plain_checks says which):
 # each activation it has, checkpoints with and without a pooler or an MLM head, one token type,
 # another layer-norm epsilon, one and many attention heads.
 PLAIN_CONFIGS = {

@@ -162,13 +162,13 @@ def test_the_backend_choices_are_the_models_and_the_cli_asks_for_them():
 
 
 def test_one_place_decides_what_a_store_can_hold_and_both_checks_ask_it():
-    from etl.reuse.storable import unstorable
+    from etl.storable import unstorable
 
     # The reasons are the decision (a message elsewhere may well say "token vectors").
     reasons = ("fixed-width vectors", "depends on its whole text")
     holders = _holding(lambda s: any(r in s for r in reasons))
-    assert holders == {"etl.reuse.storable"}, f"unstorable vectors named in {sorted(holders)}"
-    _one_owner("unstorable", "etl.reuse.storable", {"etl.config", "etl.reuse.plan"})
+    assert holders == {"etl.storable"}, f"unstorable vectors named in {sorted(holders)}"
+    _one_owner("unstorable", "etl.storable", {"etl.config", "etl.reuse.plan"})
     for caller in ("etl.config", "etl.reuse.plan"):
         calls = [
             n

@@ -18,8 +18,7 @@ from typing import Any
 
 from etl.errors import ConfigError
 from etl.model.code.base import PLAIN_BERT, TRANSFORMERS  # the model codes' names
-from etl.model.code.plain_bert_checks import plain_bert_mismatch
-from etl.model.tokenizer_checks import plain_tokenizer_applies
+from etl.model.plain_checks import plain_bert_mismatch, plain_tokenizer_applies
 
 STATIC = "static-weights"  # a sparse model's SparseStaticEmbedding: no encoder at all
 TOKENIZERS = "tokenizers"  # tokenizer.json through `tokenizers` alone (PlainTokenizer)

@@ -23,12 +23,12 @@ from etl.errors import ConfigError, OutputConflictError
 from etl.redact import redact
 from etl.reuse.lookup import Lookup
 from etl.reuse.records import Layout
-from etl.reuse.storable import unstorable
 from etl.reuse.store import FORMAT as STORE_FORMAT
 from etl.reuse.store import StoreTarget, VectorStore, verified_recipe
 from etl.spec import OutputSpec
 from etl.state.job_record import describe_difference
 from etl.state.keys import JOB, VECTORS
+from etl.storable import unstorable
 from etl.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)

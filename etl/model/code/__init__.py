@@ -2,7 +2,6 @@
 
 base               the ModelCode interface and the names of its implementations (no torch)
 plain_bert         a plain BERT in plain torch, straight from model.safetensors (no transformers)
-plain_bert_checks  which checkpoints plain_bert reproduces, from config.json (no torch)
 transformers       transformers' AutoModel: every other architecture, FlashAttention-2 on a GPU
 registry           each name etl.model.backend chooses, mapped to the implementation that runs it
 

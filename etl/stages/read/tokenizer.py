@@ -15,7 +15,7 @@ from typing import Any
 from etl.errors import ModelError
 from etl.model.backend import TOKENIZERS, Backend, choose_backend
 from etl.model.facts import ModelInfo
-from etl.model.tokenizer_checks import plain_tokenizer_applies
+from etl.model.plain_checks import plain_tokenizer_applies
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from etl.stages.device import default_threads
+    from etl.stages.compute.device import default_threads
 
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)

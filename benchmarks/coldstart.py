@@ -116,8 +116,8 @@ def _job_child(src: str, dst: str, clock: Clock, device: str | None) -> None:
     clock.lap("import torch")
     import etl
     import etl.job
-    import etl.stages.encoder as encoder
-    import etl.stages.tokenizer as tokenizer
+    import etl.stages.compute.encoder as encoder
+    import etl.stages.read.tokenizer as tokenizer
     import etl.worker.runner as runner
     import jobs.cli  # noqa: F401 - what the command imports
 

@@ -290,21 +290,21 @@ class Stages:
 
 
 def _instrument(stages: Stages, standin: bool) -> None:
-    import etl.stages.encoder as encoder
-    import etl.stages.loader as loader
-    import etl.stages.read_ahead as read_ahead
-    import etl.stages.sink as sink
-    import etl.stages.window as window
+    import etl.stages.compute.encoder as encoder
+    import etl.stages.read.loader as loader
+    import etl.stages.read.read_ahead as read_ahead
+    import etl.stages.write.sink as sink
+    import etl.stages.write.window as window
 
-    stages.wrap_generator(loader, "iter_windows", "read")  # before etl.stages.blocks
+    stages.wrap_generator(loader, "iter_windows", "read")  # before etl.stages.read.blocks
     stages.wrap_generator(loader, "read_blocks", "read")
     stages.wrap(loader, "tokenize_window", "tokenize")  # before encode_window
     stages.wrap(loader, "encode_window", "tokenize")
     stages.wrap(loader, "finish_window", "ids out of the tokenizer")
     stages.wrap(loader, "plan_batches", "batch")
-    stages.wrap(loader, "pad", "batch")  # before etl.stages.sequences
+    stages.wrap(loader, "pad", "batch")  # before etl.stages.read.sequences
     with contextlib.suppress(ImportError):
-        from etl.stages.sequences import Sequences
+        from etl.stages.read.sequences import Sequences
 
         stages.wrap(Sequences, "padded", "batch")
     stages.wrap(read_ahead.Reader, "__next__", "tensors ready (wait)")

@@ -180,7 +180,7 @@ def _doc_tokens(passages: pa.Table, max_length: int) -> dict:
 
 
 def _threads(args: argparse.Namespace) -> int:
-    from etl.stages.device import default_threads
+    from etl.stages.compute.device import default_threads
 
     return args.threads or default_threads()
 

@@ -26,7 +26,7 @@ from benchmarks.common import corpus_rows, cosines, job_options, run_job, say
 def measure(args: argparse.Namespace, report: dict, work: Path) -> None:
     """(a), (b) and (c) on the same rows, interleaved, --repeats times; figures into report."""
     from etl.model.locate import resolve_model
-    from etl.stages.tokenizer import load_tokenizer
+    from etl.stages.read.tokenizer import load_tokenizer
 
     model = resolve_model(None)
     tokenizer = load_tokenizer(model)

@@ -122,7 +122,7 @@ def _memory(args: argparse.Namespace, work: Path, s3) -> dict:
     for name, where in (("disk", str(path)), ("s3", "s3://bench/big/big.parquet")):
         code = (  # the job's own reading stage, windows of 4,096 rows
             "import sys\n"
-            "from etl.stages.source import iter_windows, parquet_file\n"
+            "from etl.stages.read.source import iter_windows, parquet_file\n"
             "shard = parquet_file(sys.argv[1])\n"
             "windows = iter_windows(shard, sys.argv[1], ['id', 'text'], 4096)\n"
             "rows = sum(w.num_rows for w in windows)\n"

@@ -7,7 +7,8 @@ The public API, used by the CLI, the Ray actors and anyone embedding from Python
 
 How a run flows, and where each step lives:
 
-    config.JobConfig     every option, validated once
+    config.JobConfig     every option, validated once (options.config_from_options: from
+                         what a command line gives, comma lists and all, as the CLI builds it)
     plan.plan_job        inputs, the output spec and its fingerprint, what is left (no model)
     job.run_job          start the engine, calibrate (int8), record the job, run
     engines/             where shards run: this process, N processes, Ray actors
@@ -25,6 +26,7 @@ Importing this package does not import torch or transformers.
 from etl.config import JobConfig
 from etl.errors import ConfigError, EmbedEtlError, InputError, ModelError, OutputConflictError
 from etl.job import run_job
+from etl.options import config_from_options
 from etl.plan import JobPlan, plan_job, plan_parts
 from etl.reuse.admin import check_store, compact_store, gc_store, store_stats
 from etl.state.status import StatusReport, job_status
@@ -48,6 +50,7 @@ __all__ = [
     "__version__",
     "check_store",
     "compact_store",
+    "config_from_options",
     "gc_store",
     "job_status",
     "plan_job",

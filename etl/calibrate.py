@@ -9,10 +9,10 @@ worker, in its memory, so the ranges are those of the vectors actually stored. T
 lives in ``<output>/_embed_etl/calibration.json`` and in every file's metadata; later runs of
 the same job read it back instead of sampling again.
 
-Two halves: with_calibration, before the workers run (no model: an existing calibration.json,
-another job's ranges, or the sample's texts to hand to the workers), and calibrate_in_worker,
-in each worker that is handed texts: the first to store its ranges wins (create-if-absent),
-and every worker uses the stored ones. Engines know nothing of it.
+This is the driver's half, before the workers run (no model: an existing calibration.json,
+another job's ranges, or the sample's texts to hand to the workers); the worker's half is
+etl.worker.calibration: each worker handed texts embeds them, the first to store its ranges
+wins (create-if-absent), and every worker uses the stored ones. Engines know nothing of it.
 """
 
 from __future__ import annotations
@@ -21,21 +21,21 @@ import dataclasses
 import json
 import logging
 import math
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
 from etl.config import JobConfig
 from etl.errors import ConfigError, EmbedEtlError
 from etl.inputs import discover
 from etl.spec import OutputSpec
-from etl.stages.source import parquet_file, text_values
-from etl.stages.vectors import int8_ranges
-from etl.state.calibration import forget_calibration, read_calibration, store_calibration
-from etl.storage.base import Storage
+from etl.stages.read.source import parquet_file, text_values
+from etl.state.calibration import (
+    Calibration,
+    forget_calibration,
+    read_calibration,
+    store_calibration,
+)
 from etl.storage.files import read_bytes
 
 if TYPE_CHECKING:
@@ -44,14 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLE_SHARDS = 64  # the sample reads the head of at most this many shards
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """The job's int8 ranges for the workers: fixed already, or the sample to fix them from."""
-
-    ranges: dict[str, Any] | None = None  # calibration.json's content
-    texts: tuple[str, ...] = ()  # the sample, for the workers to embed (when ranges is None)
 
 
 def with_calibration(plan: JobPlan) -> JobPlan:
@@ -76,32 +68,6 @@ def with_calibration(plan: JobPlan) -> JobPlan:
     if cfg.overwrite:
         forget_calibration(plan.storage)  # so that the workers' first ranges win again
     return dataclasses.replace(plan, calibration=Calibration(texts=tuple(texts)))
-
-
-def calibrate_in_worker(worker: Any, storage: Storage, calibration: Calibration) -> OutputSpec:
-    """The ``worker``'s (a ShardWorker's) spec with the job's int8 ranges: those another
-    worker stored first, or its own, from the sample embedded in memory."""
-    spec = worker.spec
-    if calibration.ranges is not None:
-        return dataclasses.replace(spec, calibration=calibration.ranges)
-    data = read_calibration(storage)
-    if data is None or data.get("fingerprint") != spec.fingerprint:
-        texts = list(calibration.texts)
-        log.info("int8: calibrating the ranges on %d sample rows", len(texts))
-        fixed = {
-            "fingerprint": spec.fingerprint,
-            "source": spec.calibration_source,
-            "model": spec.model.name,
-            "model_config_sha256": spec.model.config_sha256,
-            "normalize": spec.normalize,
-            "dims": {c.name: spec.out_dim(c) for c in spec.columns},
-            "rows": len(texts),
-            "columns": _embed_sample(worker, spec, texts),
-            "created_at": time.time(),
-        }
-        data = store_calibration(storage, fixed, replace=False)
-    log.info("int8 ranges from %s (%s rows)", data["source"], data.get("rows", "?"))
-    return dataclasses.replace(spec, calibration=data)
 
 
 def _with_ranges(plan: JobPlan, data: dict[str, Any]) -> JobPlan:
@@ -183,27 +149,3 @@ def _head_texts(path: str, cfg: JobConfig, rows: int) -> list[str]:
         if len(texts) >= rows:
             break
     return texts[:rows]
-
-
-def _embed_sample(worker: Any, spec: OutputSpec, texts: list[str]) -> dict[str, dict]:
-    """Embed the sample as float32 through the job's own path; per column min and max."""
-    sample_spec = dataclasses.replace(
-        spec,
-        text_column="text",
-        id_column="id",
-        keep_columns=(),
-        chunk_layout="rows",  # a vector a row (a passage with --chunk-tokens), not lists
-        output_dtypes=("float32",),
-        calibration_source=None,
-        calibration=None,
-    )
-    table = pa.table({"id": pa.array(range(len(texts)), pa.int64()), "text": texts})
-    try:
-        embedded = worker.embed_table(table, sample_spec)
-    except EmbedEtlError as exc:
-        raise EmbedEtlError(f"int8 calibration sample: {exc}") from exc
-    columns = {}
-    for column in spec.columns:
-        values = embedded.column(column.name).combine_chunks().flatten().to_numpy()
-        columns[column.name] = int8_ranges(values.reshape(-1, spec.out_dim(column)))
-    return columns

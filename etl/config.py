@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from etl.errors import ConfigError
+from etl.storable import unstorable
 
 # --pooling: sentence-transformers' modes, the model's pooler, and per-token vectors.
 POOLINGS = (
@@ -35,7 +36,7 @@ ROW_COLUMNS = ("n_tokens", "truncated")  # written for every row, beside the vec
 CALIBRATION_ROWS = 2048  # int8: rows sampled from the corpus to fix the ranges
 ESTIMATE_ROWS = 65536  # `plan --estimate`: rows tokenized (within 1% on tokens, here)
 CALIBRATE_ROWS = 8192  # ... of which `--calibrate` embeds this many on a CPU (all on a GPU)
-TASKS = ("query", "document")  # --task, as sentence-transformers' encode_query/_document
+TASKS = ("query", "document")  # --task: what encode_query/_document pass; a Router's routes
 
 MAX_TEXT_BYTES = 8 << 20  # 8 MiB: some 2M tokens, 250x the longest window of any encoder
 
@@ -74,7 +75,9 @@ class JobConfig:
     long_text: str = "truncate"  # truncate | chunk | error, for texts over max_length tokens
     chunk_overlap: int = 0  # tokens shared by consecutive windows, or passages
     chunk_tokens: int | None = None  # passages as output: one row each, of at most this many
-    chunk_boundary: str = "tokens"  # where passages end: tokens | sentence (etl.stages.passages)
+    chunk_boundary: str = (
+        "tokens"  # where passages end: tokens | sentence (etl.stages.read.passages)
+    )
     chunking: str = "naive"  # passages embedded alone (naive) or pooled from their text's pass
     chunk_layout: str = "rows"  # rows (one a passage) | nested (one an input row, lists)
     # A text of more bytes (UTF-8) is not read into Python, hashed or tokenized: its row gets
@@ -229,10 +232,11 @@ class JobConfig:
         if self.no_reuse and (self.reuse or self.store):
             given = "--reuse" if self.reuse else "--store"
             raise ConfigError(f"--no-reuse and {given}: give one of the two")
-        if "tokens" in self.poolings and (self.reuse or self.store):
+        refused = unstorable(tokens="tokens" in self.poolings)
+        if refused is not None and (self.reuse or self.store):
             given = "--reuse" if self.reuse else "--store"
             raise ConfigError(
-                f"--pooling tokens {given}: token vectors are not stored, so a job with them "
+                f"--pooling tokens {given}: {refused.what} are not stored, so a job with them "
                 "embeds every row"
             )
         for option, value in (("--store", self.store), *(("--reuse", r) for r in self.reuse)):

@@ -42,7 +42,7 @@ def estimate_job(
     fleet: int = 8,
     calibrate_rows: int | None = None,
 ) -> dict[str, Any]:
-    """The job's cost as a dict (see jobs.estimate_text for how it reads). Writes nothing
+    """The job's cost as a dict (see jobs.plan_text for how it reads). Writes nothing
     under --output; ``calibrate`` embeds ``calibrate_rows`` of the sample (None: CALIBRATE_ROWS
     on a CPU, all of it elsewhere) in a temporary directory."""
     plan = plan_job(cfg)

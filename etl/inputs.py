@@ -3,17 +3,13 @@ in them), map each to its output key, and split them into parts."""
 
 from __future__ import annotations
 
-import fnmatch
 import glob
 import os
-import posixpath
 from pathlib import Path
 
 from etl.contract import Shard
 from etl.errors import ConfigError
-from etl.redact import redact, split_uri
-from etl.storage import files
-from etl.storage.base import is_uri
+from etl.storage import Location, files
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 
@@ -29,7 +25,8 @@ def discover(inputs: tuple[str, ...], output_dir: str | None) -> list[Shard]:
     found: dict[str, str] = {}
     listed: dict[str, tuple[int, int]] = {}  # size and mtime of remote files, from listings
     for spec in inputs:
-        matches = list(_expand_uri(spec, listed) if is_uri(spec) else _expand(spec))
+        where = Location.parse(spec)
+        matches = list(_expand_uri(where, listed) if where.is_uri else _expand(spec))
         if output_dir is not None:
             matches = [(p, rel) for p, rel in matches if not _within(_canonical(p), out_root)]
         if not matches:
@@ -128,51 +125,45 @@ def _identity(path: str) -> tuple[int | None, int | None]:
     return found.size, found.mtime_ns
 
 
-def _expand_uri(spec: str, listed: dict[str, tuple[int, int]]):
-    """(URI, relative name) pairs under a prefix, a glob, or one object; each listed file's
+def _expand_uri(spec: Location, listed: dict[str, tuple[int, int]]):
+    """(Location, relative name) pairs under a prefix, a glob, or one object; each listed file's
     size and modification time go into ``listed``."""
-    scheme = spec.split("://", 1)[0]
-    if glob.has_magic(split_uri(spec)[0]):  # a query's '?' is no wildcard
-        head = spec.split("*")[0].split("?")[0].split("[")[0]
-        root = head.rsplit("/", 1)[0] if "/" in head.split("://", 1)[1] else head
+    if spec.is_glob:
+        root = spec.glob_root()
         for f in files.walk(root):
             rel = _relative_uri(f.location, root)
-            if rel and fnmatch.fnmatchcase(_canonical(f.location), spec) and _wanted(rel):
-                listed[f.location] = (f.size, f.mtime_ns)
+            if rel and f.location.matches(spec) and _wanted(rel):
+                listed[str(f.location)] = (f.size, f.mtime_ns)
                 yield f.location, rel
         return
-    if not split_uri(spec)[0].endswith("/"):  # a prefix written as one is no object
+    if not spec.is_folder:  # a prefix written as one is no object
         try:
             found = files.info(spec)
         except FileNotFoundError:
             found = None
         if found is not None:
-            listed[spec] = (found.size, found.mtime_ns)
-            yield spec, posixpath.basename(split_uri(spec)[0].rstrip("/"))
+            listed[str(spec)] = (found.size, found.mtime_ns)
+            yield spec, spec.name
             return
     under = files.walk(spec)
     if not under:
-        raise ConfigError(f"INPUT {spec}: no such {scheme}:// object or prefix")
+        raise ConfigError(f"INPUT {spec}: no such {spec.scheme}:// object or prefix")
     for f in under:
         rel = _relative_uri(f.location, spec)
         if _wanted(rel):
-            listed[f.location] = (f.size, f.mtime_ns)
+            listed[str(f.location)] = (f.size, f.mtime_ns)
             yield f.location, rel
 
 
-def _relative_uri(location: str, root: str) -> str:
+def _relative_uri(location: Location, root: Location) -> str:
     """The name under ``root``, without the credentials and options either URI carries."""
-    path = split_uri(location)[0].split("://", 1)[1].lstrip("/")
-    base = split_uri(root)[0].split("://", 1)[1].strip("/")
-    rel = path[len(base) :].lstrip("/") if path.startswith(base) else path
-    # Keys are strings: a//b and a/./b are other objects than a/b, but would be one output file.
-    parts = [part for part in rel.split("/") if part not in ("", ".")]
-    if ".." in parts:
+    rel = location.relative_to(root)
+    if ".." in rel.split("/"):
         raise ConfigError(
-            f"INPUT {redact(location)}: a '..' in its key would put its output outside --output; "
+            f"INPUT {location.redacted}: a '..' in its key would put its output outside --output; "
             "rename the object"
         )
-    return "/".join(parts)
+    return rel
 
 
 def _wanted(rel: str) -> bool:
@@ -181,12 +172,11 @@ def _wanted(rel: str) -> bool:
     return _is_parquet(Path(parts[-1])) and not any(p.startswith((".", "_")) for p in parts)
 
 
-def _canonical(location: str | Path) -> str:
-    """A comparable form: a resolved local path, or the URI without a trailing slash."""
-    if is_uri(location):
-        scheme, rest = str(location).split("://", 1)
-        return f"{scheme}://{rest.strip('/')}"
-    return str(Path(location).resolve())
+def _canonical(location: str | Path | Location) -> str:
+    """A comparable form: a resolved local path, or the URI's identity (no credentials, no
+    options, no trailing slash)."""
+    where = Location.parse(location)
+    return where.identity if where.is_uri else str(Path(location).resolve())
 
 
 def _within(path: str, root: str) -> bool:

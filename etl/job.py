@@ -11,7 +11,6 @@ compact    the job's vector store, when it leaves many small segments (etl.reuse
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 
@@ -22,7 +21,6 @@ from etl.engines import engine_for, placement_for
 from etl.plan import JobPlan, plan_job
 from etl.reuse.compact import compact_if_due
 from etl.reuse.plan import prepare_stores
-from etl.sampling import bar_tokens
 from etl.state.claims import ClaimBook
 from etl.state.job_record import record_job
 from etl.state.manifest import Manifest
@@ -53,7 +51,6 @@ def run_job(cfg: JobConfig) -> JobSummary:
             plan.spec.model.name,
             plan.spec.dtype,
         )
-        plan = dataclasses.replace(plan, total_tokens=bar_tokens(plan))
         try:
             engine.start(plan)
             plan = with_calibration(plan)

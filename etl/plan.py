@@ -21,7 +21,7 @@ from etl.model.locate import resolve_model
 from etl.model.runtime import require_safe_torch
 from etl.reuse.plan import ReusePlan, plan_reuse
 from etl.spec import METADATA_PREFIX, OutputSpec, build_output_spec
-from etl.stages.source import check_columns
+from etl.stages.read.source import check_columns
 from etl.state.job_record import check_job_record, read_job
 from etl.state.manifest import Manifest, shard_done
 from etl.storage import Storage, files, fork_safe, is_uri, open_storage
@@ -50,14 +50,14 @@ class JobPlan:
     done: tuple[Shard, ...]
     total_rows: int  # rows in the pending shards, from their footers
     reuse: ReusePlan | None = None  # the vector stores consulted and added to (etl.reuse)
-    calibration: Any = None  # etl.calibrate.Calibration: int8 ranges the workers fix first
-    total_tokens: int | None = None  # estimated where a progress bar shows them (run_job)
+    calibration: Any = None  # etl.state.calibration.Calibration: int8 ranges the workers fix first
+    total_tokens: int | None = None  # estimated where a progress bar shows them (engines' with_bar)
     text_bytes: int = 0  # the text column's uncompressed bytes in the pending shards (footers)
 
 
 def local_placement(cfg: JobConfig) -> Placement:
     """The device the options name on this machine, and its dtype."""
-    from etl.stages.device import resolve_device, resolve_dtype
+    from etl.stages.compute.device import resolve_device, resolve_dtype
 
     device = resolve_device(cfg.devices[0] if cfg.devices else cfg.device)
     return Placement(str(device), resolve_dtype(cfg.dtype, device))

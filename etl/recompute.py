@@ -23,8 +23,8 @@ from etl.contract import Shard
 from etl.errors import ConfigError, EmbedEtlError, ModelError
 from etl.model.locate import resolve_model
 from etl.spec import OutputSpec, build_output_spec
-from etl.stages.source import parquet_file, plain_text
-from etl.stages.vectors import dequantize_int8
+from etl.stages.read.source import parquet_file, plain_text
+from etl.stages.write.vectors import dequantize_int8
 from etl.state.calibration import read_calibration
 from etl.state.job_record import describe_difference
 from etl.storage import Storage
@@ -72,6 +72,15 @@ class RecomputeReport:
             "columns": [{**dataclasses.asdict(c), "ok": c.ok} for c in self.columns],
             "problems": self.problems,
         }
+
+    def to_text(self) -> str:
+        """The lines `embed-etl verify` prints for it: each column's lowest cosine and verdict."""
+        lines = [f"recomputed {self.rows} sampled rows with the job's recipe:"]
+        for c in self.columns:
+            diff = f", max |diff| {c.max_abs_diff:.2e}" if c.max_abs_diff is not None else ""
+            verdict = "ok" if c.ok else f"DIFFERS (floor {c.floor})"
+            lines.append(f"  {c.name}: min cosine {c.min_cosine:.6f}{diff}: {verdict}")
+        return "\n".join(lines + [f"  {p}" for p in self.problems])
 
 
 def recompute(

@@ -4,7 +4,8 @@ A URI may carry secrets in its userinfo (``s3://KEY:SECRET@bucket/...``) or its 
 session token, a presigned URL's signature). The job reads them where it opens a store and
 nowhere else: whatever text leaves the process goes through ``redact``, which keeps the scheme,
 the host and the path and writes ``<redacted>`` for the rest (``s3://bucket/key?<redacted>``).
-A query is a ``?`` followed by a ``key=value``; a ``?`` in a glob (``p?.parquet``) is kept.
+A query is a ``?`` followed by a ``key=value``; a ``?`` in a glob (``p?.parquet``) is kept (the
+rule etl.storage.location parses one location by; here it finds URIs inside any text).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from urllib.parse import parse_qsl, unquote
 
 from etl.errors import ConfigError
 
@@ -39,29 +39,6 @@ def _hide_userinfo(match: re.Match) -> str:
     if scheme.lower() in CONTAINER_AT and ":" not in userinfo:
         return match.group(0)
     return f"{scheme}{HIDDEN}@"
-
-
-def split_uri(uri: str) -> tuple[str, str, dict[str, str]]:
-    """(the URI without userinfo and query, the userinfo unquoted, the query's options)."""
-    scheme, rest = uri.split("://", 1)
-    rest, options = _split_query(rest)
-    authority, slash, path = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")
-    return f"{scheme}://{host}{slash}{path}", unquote(userinfo) if at else "", options
-
-
-def _split_query(rest: str) -> tuple[str, dict[str, str]]:
-    head, mark, query = rest.partition("?")
-    if not mark or "=" not in query:
-        return rest, {}
-    return head, dict(parse_qsl(query, keep_blank_values=True))
-
-
-def query_of(location: str) -> str:
-    """The query string of a URI (with its '?'), or ''."""
-    rest = location.split("://", 1)[-1]
-    head, options = _split_query(rest)
-    return rest[len(head) :] if options else ""
 
 
 def recorded_inputs(job: dict, given: tuple[str, ...]) -> tuple[str, ...]:

@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 from etl.contract import Shard
 from etl.plan import column_bytes
 from etl.spec import OutputSpec
-from etl.stages.chunks import chunk_rows
-from etl.stages.source import model_texts, plain_text, present_rows, text_sizes
-from etl.stages.tokens import content_ids, encode_window, finish_window
+from etl.stages.read.chunks import chunk_rows
+from etl.stages.read.source import model_texts, plain_text, present_rows, text_sizes
+from etl.stages.read.tokens import content_ids, encode_window, finish_window
 from etl.storage import files, is_uri
 
 if TYPE_CHECKING:
@@ -162,13 +162,13 @@ def _passage_tokens(
 ) -> tuple[np.ndarray, int]:
     """--chunk-tokens: each row's passages' tokens (--chunking late: its pass's, or its
     windows'), and the rows cut into more than one."""
-    from etl.stages.passage_rows import cut_bounded
+    from etl.stages.read.passage_rows import cut_bounded
 
     texts = model_texts(column, present, "")
     rows, starts, ends, tokens = cut_bounded(tokenizer, texts, spec)  # the job's own cutting
     passages = int((np.bincount(rows, minlength=len(texts)) > 1).sum())
     if spec.chunking == "late":  # the whole texts, or their windows, once each
-        from etl.stages.late import encode_documents, late_plan
+        from etl.stages.read.late import encode_documents, late_plan
 
         encoded = encode_documents(tokenizer, texts, spec.prompt)
         chars = (starts, ends)
@@ -196,7 +196,7 @@ def held_share(plan: JobPlan, sample: Sample, tokenizer: Any) -> dict[str, float
     texts = model_texts(column, present, "")
     tokens = sample.row_tokens[present]
     if plan.spec.chunk_tokens is not None:  # the store holds passages
-        from etl.stages.passage_rows import cut_bounded
+        from etl.stages.read.passage_rows import cut_bounded
 
         rows, starts, ends, tokens = cut_bounded(tokenizer, texts, plan.spec)
         texts = [texts[r][s:e] for r, s, e in zip(rows, starts, ends, strict=True)]
@@ -249,7 +249,7 @@ def _sample_file(path: str) -> pq.ParquetFile:
 
 def tokenizer_of(spec: OutputSpec, trust_remote_code: bool) -> tuple[Any, Any]:
     """The job's tokenizer, as its workers load it, and its layout."""
-    from etl.stages.tokenizer import layout, load_tokenizer
+    from etl.stages.read.tokenizer import layout, load_tokenizer
 
     tokenizer = load_tokenizer(spec.model, spec.backend, trust_remote_code)
     return tokenizer, layout(tokenizer)

@@ -21,7 +21,7 @@ from etl.model.digests import recipe_digest
 from etl.model.facts import ModelInfo
 from etl.model.recipe import DENSE, SPARSE, choose_prompt
 
-# The rules that cut texts into passages (etl.stages.passages, passage_rows): bump it whenever
+# The rules that cut texts into passages (etl.stages.read.passages, passage_rows): bump it whenever
 # they change, so that a resumed --chunk-tokens job never mixes two ways of cutting.
 PASSAGE_CUTTER_VERSION = 1
 METADATA_PREFIX = "embed_etl."  # file metadata keys: embed_etl.model, embed_etl.fingerprint, ...
@@ -48,7 +48,7 @@ class OutputSpec:
     long_text: str = "truncate"  # truncate | chunk | error
     max_text_bytes: int = 8 << 20  # longer texts get null vectors (refused rows)
     chunk_overlap: int = 0  # tokens shared by consecutive windows or passages
-    chunk_tokens: int | None = None  # passages as output rows (etl.stages.passage_rows)
+    chunk_tokens: int | None = None  # passages as output rows (etl.stages.read.passage_rows)
     chunk_boundary: str = "tokens"
     chunking: str = "naive"  # naive | late: each passage alone, or pooled from its text's pass
     chunk_layout: str = "rows"  # rows | nested: a row per passage, or per input row (lists)
@@ -126,7 +126,7 @@ class OutputSpec:
     @property
     def carried(self) -> list[str]:
         """The columns each window carries from the reader to the sink: the passthrough ones,
-        and for the nested layout what it folds passage rows by (etl.stages.nested)."""
+        and for the nested layout what it folds passage rows by (etl.stages.write.nested)."""
         whole = [WHOLE_TEXT] if self.text_column in self.keep_columns else []
         return [*self.passthrough, *CHUNK_COLUMNS, *whole] if self.nested else self.passthrough
 

@@ -25,8 +25,8 @@ from etl.inputs import discover
 from etl.recompute import RecomputeReport
 from etl.redact import recorded_inputs
 from etl.spec import METADATA_PREFIX
-from etl.stages.source import parquet_file
-from etl.stages.vectors import arrow_type, sparse_type
+from etl.stages.read.source import parquet_file
+from etl.stages.write.vectors import arrow_type, sparse_type
 from etl.state.job_record import read_job
 from etl.state.manifest import DoneIndex, Manifest, shard_done
 from etl.storage import Storage, is_uri, open_storage
@@ -45,6 +45,8 @@ class ShardCheck:
 
 @dataclass
 class VerifyReport:
+    """What `verify` found: each shard's problems, and the recomputed sample's comparison."""
+
     output_dir: str
     fingerprint: str
     sample: float
@@ -73,6 +75,26 @@ class VerifyReport:
             "problems": [{"input": s.input, "problems": s.problems} for s in bad],
             **({"recompute": self.recompute.to_dict()} if self.recompute is not None else {}),
         }
+
+    def to_text(self) -> str:
+        """What `embed-etl verify` prints: the shards checked, each one's problems, the
+        recomputed sample (--json prints to_dict)."""
+        bad = [s for s in self.shards if s.problems]
+        rows = sum(s.rows for s in self.shards)
+        lines = [
+            f"output   {self.output_dir}  (fingerprint {self.fingerprint})",
+            f"checked  {len(self.shards)} shards, {rows:,} rows in {round(self.seconds, 3)} s"
+            + (f", vectors on {self.sample:.0%} of the rows" if self.sample < 1 else ""),
+        ]
+        if bad:
+            lines += ["", f"{len(bad)} shards with problems:"]
+            for shard in bad:
+                lines += [f"  {shard.input}"] + [f"    {p}" for p in shard.problems]
+        else:
+            lines.append("every shard checks out")
+        if self.recompute is not None:
+            lines += ["", self.recompute.to_text()]
+        return "\n".join(lines)
 
 
 def verify_job(

@@ -1,4 +1,9 @@
-"""embed-etl: the command line. Parses options into one JobConfig and hands it to the library."""
+"""The `embed-etl` command line: options parsed into one JobConfig and handed to the library.
+
+Here: the commands that run, watch and check a job (run, status, verify, plan) and their
+options. The store commands are in jobs/cli_store.py; how every command prints, logs and turns
+the library's errors into one line and an exit code, in jobs/cli_guard.py.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from etl import ConfigError, EmbedEtlError, JobConfig, __version__
+from etl import ConfigError, JobConfig, __version__
 from etl.config import (
     CHUNK_BOUNDARIES,
     CHUNK_LAYOUTS,
@@ -27,22 +31,14 @@ from etl.config import (
     POOLINGS,
     TASKS,
 )
-from etl.redact import RedactingFormatter, redact
-from etl.reuse.rewrite import GRACE_SECONDS
+from etl.errors import ExitCode, exit_codes_help
+from etl.model.backend import BACKEND_CHOICES
+from etl.options import config_from_options
+from jobs.cli_guard import echo, guarded, setup_logging
+from jobs.cli_store import store
 
-EXIT_OK = 0
-EXIT_ERROR = 1  # the job could not run: model, output directory, internal error
-EXIT_USAGE = 2  # bad options or inputs; nothing was written
-EXIT_SHARDS_FAILED = 3  # the job ran, but one or more shards failed (see `status`)
-EXIT_INCOMPLETE = 4  # `status` only: shards pending or running, none failed
-EXIT_INTERRUPTED = 130
-
-EXIT_CODES_HELP = (
-    "Exit codes: 0 every shard done (or nothing left to do); 1 the job could not run (model, "
-    "--output holds other options' results, internal error); 2 usage error, nothing written; "
-    "3 some shards failed, the others are done (see `embed-etl status`); 130 interrupted "
-    "(SIGINT or SIGTERM; rerun to finish)."
-)
+OK, FAILED, INCOMPLETE = ExitCode.OK, ExitCode.SHARDS_FAILED, ExitCode.INCOMPLETE
+RUN_EXITS = (OK, ExitCode.ERROR, ExitCode.USAGE, FAILED, ExitCode.INTERRUPTED)
 
 
 def _env(name: str) -> dict[str, Any]:
@@ -63,7 +59,7 @@ def cli() -> None:
     """
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
+@cli.command(epilog=exit_codes_help(RUN_EXITS))
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", envvar="EMBED_ETL_INPUT")
 @click.option(
     "-o",
@@ -168,7 +164,7 @@ def cli() -> None:
 )
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "plain-bert", "transformers"]),
+    type=click.Choice(BACKEND_CHOICES),
     default="auto",
     show_default=True,
     help="The code that computes the vectors: auto picks the plain BERT (no transformers "
@@ -424,7 +420,7 @@ def run(verbose: bool, output: str, **options: Any) -> None:
 
     Prints one JSON summary line on stdout when done; progress and logs go to stderr.
     """
-    _setup_logging(verbose)
+    setup_logging(verbose)
     # Schedulers stop tasks with SIGTERM: unwind like Ctrl-C, so temporary files and claims
     # are cleaned up and a rerun finishes the job.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -432,15 +428,19 @@ def run(verbose: bool, output: str, **options: Any) -> None:
     def job() -> int:
         from etl import run_job
 
-        cfg = _build_config(output_dir=output, **options)
+        cfg = config_from_options(output_dir=output, **options)
         summary = run_job(cfg)
-        _echo(json.dumps(summary.to_dict()))
-        return EXIT_OK if summary.ok else EXIT_SHARDS_FAILED
+        echo(json.dumps(summary.to_dict()))
+        return OK if summary.ok else FAILED
 
-    sys.exit(_guarded(job, verbose))
+    sys.exit(guarded(job, verbose))
 
 
-@cli.command(epilog="Exit codes: 0 every shard done; 3 some failed; 4 some pending or running.")
+@cli.command(
+    epilog=exit_codes_help(
+        {OK: "every shard done", FAILED: "some failed", INCOMPLETE: "some pending or running"}
+    )
+)
 @click.option("-o", "--output", required=True, help="The job's output directory.", **_env("OUTPUT"))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, for scripts.")
 @click.argument("inputs", nargs=-1, metavar="[INPUT...]")
@@ -449,25 +449,24 @@ def status(output: str, as_json: bool, inputs: tuple[str, ...]) -> None:
 
     INPUT defaults to the inputs the job was first run with.
     """
-    _setup_logging(False)
+    setup_logging(False)
 
     def show() -> int:
         from etl import job_status
 
         report = job_status(output, inputs)
-        if as_json:
-            _echo(json.dumps(report.to_dict()))
-        else:
-            _echo(_status_text(report.to_dict()))
+        echo(json.dumps(report.to_dict()) if as_json else report.to_text())
         counts = report.counts()
         if counts["failed"]:
-            return EXIT_SHARDS_FAILED
-        return EXIT_INCOMPLETE if counts["pending"] or counts["running"] else EXIT_OK
+            return FAILED
+        return INCOMPLETE if counts["pending"] or counts["running"] else OK
 
-    sys.exit(_guarded(show, False))
+    sys.exit(guarded(show, False))
 
 
-@cli.command(epilog="Exit codes: 0 every shard checks out; 3 some shard has a problem.")
+@cli.command(
+    epilog=exit_codes_help({OK: "every shard checks out", FAILED: "some shard has a problem"})
+)
 @click.option(
     "-o", "--output", required=True, help="The job's output directory or URI.", **_env("OUTPUT")
 )
@@ -526,76 +525,27 @@ def verify(
     the job's fingerprint.
     INPUT defaults to the inputs the job was first run with.
     """
-    _setup_logging(False)
+    setup_logging(False)
 
     def check() -> int:
         from etl import verify_job
 
         report = verify_job(output, inputs, sample, recompute, device, trust_remote_code, model)
-        if as_json:
-            _echo(json.dumps(report.to_dict()))
-        else:
-            _echo(_verify_text(report.to_dict()))
-        return EXIT_OK if report.ok else EXIT_SHARDS_FAILED
+        echo(json.dumps(report.to_dict()) if as_json else report.to_text())
+        return OK if report.ok else FAILED
 
-    sys.exit(_guarded(check, False))
+    sys.exit(guarded(check, False))
 
 
-def _verify_text(report: dict[str, Any]) -> str:
-    lines = [
-        f"output   {report['output']}  (fingerprint {report['fingerprint']})",
-        f"checked  {report['shards']} shards, {report['rows']:,} rows in {report['seconds']} s"
-        + (f", vectors on {report['sample']:.0%} of the rows" if report["sample"] < 1 else ""),
-    ]
-    if report["problems"]:
-        lines += ["", f"{report['shards_with_problems']} shards with problems:"]
-        for shard in report["problems"]:
-            lines += [f"  {shard['input']}"] + [f"    {p}" for p in shard["problems"]]
-    else:
-        lines.append("every shard checks out")
-    again = report.get("recompute")
-    if again is not None:
-        lines += ["", f"recomputed {again['rows']} sampled rows with the job's recipe:"]
-        for c in again["columns"]:
-            diff = f", max |diff| {c['max_abs_diff']:.2e}" if c["max_abs_diff"] is not None else ""
-            verdict = "ok" if c["ok"] else f"DIFFERS (floor {c['floor']})"
-            lines.append(f"  {c['name']}: min cosine {c['min_cosine']:.6f}{diff}: {verdict}")
-        lines += [f"  {p}" for p in again["problems"]]
-    return "\n".join(lines)
-
-
-def _status_text(report: dict[str, Any]) -> str:
-    lines = [
-        f"output       {report['output']}",
-        f"model        {report['model']}  (fingerprint {report['fingerprint']})",
-        f"shards       {report['shards_total']}: {report['done']} done, {report['failed']} "
-        f"failed, {report['pending']} pending, {report['running']} running",
-        f"rows done    {report['rows_done']:,} ({report['truncated_rows']:,} truncated, "
-        f"{report['null_rows']:,} null text)",
-    ]
-    if report.get("chunked_rows"):
-        lines.append(f"chunked      {report['chunked_rows']:,} long rows embedded in windows")
-    if report.get("note"):
-        lines.append(f"note         {report['note']}")
-    cut = [s for s in report["shards"] if s.get("truncated_rows")]
-    if cut:
-        lines += ["", "truncated rows by shard (--long-text chunk keeps the whole text):"]
-        lines += [f"  {s['input']}  {s['truncated_rows']:,}" for s in cut[:20]]
-        if len(cut) > 20:
-            lines.append(f"  ... {len(cut) - 20} more shards (--json lists all)")
-    running = [s for s in report["shards"] if s["status"] == "running"]
-    if running:
-        lines += ["", "running:"] + [
-            f"  {s['input']}  ({s['host']} pid {s['pid']})" for s in running
-        ]
-    if report["failed_shards"]:
-        lines += ["", "failed:"]
-        lines += [f"  {s['input']}  {s['error']}" for s in report["failed_shards"]]
-        lines += ["", "rerun them with the same command plus --only-failed"]
-    return "\n".join(lines)
-
-
-@cli.command(epilog="Exit codes: 0 done; 1 the sample could not be embedded; 2 bad options.")
+@cli.command(
+    epilog=exit_codes_help(
+        {
+            OK: "done",
+            ExitCode.ERROR: "the sample could not be embedded",
+            ExitCode.USAGE: "bad options",
+        }
+    )
+)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option(
     "--num-shards",
@@ -660,7 +610,7 @@ def plan(
     With --estimate, every option of `run` applies (the model, --max-length, --long-text,
     --prompt, --store, --reuse, --device, --batch-tokens ...), as the job would use them.
     """
-    _setup_logging(options["verbose"])
+    setup_logging(options["verbose"])
 
     def show() -> int:
         if estimate:
@@ -672,17 +622,13 @@ def plan(
         if num_shards is None:
             raise ConfigError("--num-shards: required (or --estimate for the job's cost)")
         from etl import plan_parts
+        from jobs.plan_text import parts_text
 
         result = plan_parts(inputs, num_shards, output)
-        if as_json:
-            _echo(json.dumps(result))
-        else:
-            for part in result["parts"]:
-                names = ", ".join(part["inputs"]) or "(nothing)"
-                _echo(f"part {part['shard_index']}: {part['bytes']:,} bytes: {names}")
-        return EXIT_OK
+        echo(json.dumps(result) if as_json else parts_text(result))
+        return OK
 
-    sys.exit(_guarded(show, options["verbose"]))
+    sys.exit(guarded(show, options["verbose"]))
 
 
 def _given(names: tuple[str, ...]) -> list[str]:
@@ -704,228 +650,33 @@ def _given(names: tuple[str, ...]) -> list[str]:
 
 def _estimate(inputs, num_shards, output, as_json, calibrate, sizes, options) -> int:
     from etl.estimate import estimate_job, remove_scratch, scratch_dir
-    from jobs.estimate_text import estimate_text
+    from jobs.plan_text import estimate_text
 
     options = {k: v for k, v in options.items() if k != "verbose"}
     scratch = None if output else scratch_dir()
     try:
         target = output or os.path.join(scratch, "output")
-        cfg = _build_config(inputs=inputs, output_dir=target, num_shards=num_shards, **options)
+        cfg = config_from_options(
+            inputs=inputs, output_dir=target, num_shards=num_shards, **options
+        )
         sample_rows, calibrate_rows, fleet = sizes
         result = estimate_job(cfg, sample_rows, calibrate, fleet, calibrate_rows)
     finally:
         if scratch:
             remove_scratch(scratch)
-    _echo(json.dumps(result) if as_json else estimate_text(result))
-    return EXIT_OK
+    echo(json.dumps(result) if as_json else estimate_text(result))
+    return OK
 
 
 _ESTIMATE_SKIPS = {"inputs", "output", "num_shards"}  # plan has its own
 plan.params += [p for p in run.params if p.name not in _ESTIMATE_SKIPS]
 
 
-STORE_URI = click.argument("uri", metavar="URI")
-STORE_JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-GRACE = click.option(
-    "--grace",
-    type=click.FloatRange(min=0),
-    default=GRACE_SECONDS,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long a replaced segment stays readable for jobs that loaded the store before; "
-    "deleted by a later compact or gc once older.",
-)
-
-
-@cli.group()
-def store() -> None:
-    """Look after a vector store: an output's own (give the output) or one --store names.
-
-    A store keeps every vector a job computed, by text, so that repeats, reruns and
-    tomorrow's re-export embed only what is new. These commands count, check, compact and
-    trim it; all are safe beside jobs that read and write it.
-    """
-
-
-@store.command("stats", epilog="Exit codes: 0 done; 2 not a store of this version.")
-@STORE_URI
-@STORE_JSON
-def store_stats(uri: str, as_json: bool) -> None:
-    """What the store holds: segments, records, bytes, ages; runs and what each served."""
-    _setup_logging(False)
-
-    def show() -> int:
-        from etl import store_stats as stats
-        from jobs.store_text import stats_text
-
-        found = stats(uri)
-        _echo(json.dumps(found) if as_json else stats_text(found))
-        return EXIT_OK
-
-    sys.exit(_guarded(show, False))
-
-
-@store.command("check", epilog="Exit codes: 0 all whole; 2 not a store; 3 damage found.")
-@STORE_URI
-@STORE_JSON
-def store_check(uri: str, as_json: bool) -> None:
-    """Read the whole store and report every damaged part.
-
-    Every journal entry, and every segment it names: the trailer, each index block and each
-    record against its checksum, each record's hash against the index. A job skips exactly
-    what this reports and embeds those texts again.
-    """
-    _setup_logging(False)
-
-    def show() -> int:
-        from etl import check_store
-        from jobs.store_text import check_text
-
-        report = check_store(uri)
-        _echo(json.dumps(report.to_dict()) if as_json else check_text(report.to_dict()))
-        return EXIT_OK if report.ok else EXIT_SHARDS_FAILED
-
-    sys.exit(_guarded(show, False))
-
-
-@store.command("compact", epilog="Exit codes: 0 done (or nothing to merge); 2 not a store.")
-@STORE_URI
-@GRACE
-@STORE_JSON
-def store_compact(uri: str, grace: float, as_json: bool) -> None:
-    """Merge small segments, in the order they were written, into larger ones.
-
-    A job does this itself when it leaves more than 64 small segments (under 64 MiB). Safe
-    beside jobs; a kill leaves the store as it was, and running it again finishes.
-    """
-    _setup_logging(False)
-
-    def show() -> int:
-        from etl import compact_store
-        from jobs.store_text import compact_text
-
-        report = compact_store(uri, grace)
-        _echo(json.dumps(report.to_dict()) if as_json else compact_text(report.to_dict()))
-        return EXIT_OK
-
-    sys.exit(_guarded(show, False))
-
-
-@store.command("gc", epilog="Exit codes: 0 done; 2 usage error or not a store.")
-@STORE_URI
-@click.option(
-    "--keep-runs",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="K",
-    help="Keep the vectors the last K runs stored or served.",
-)
-@click.option(
-    "--keep-days",
-    type=click.FloatRange(min=0),
-    default=None,
-    metavar="D",
-    help="Keep the vectors runs of the last D days stored or served (with --keep-runs: "
-    "either keeps).",
-)
-@GRACE
-@STORE_JSON
-def store_gc(
-    uri: str, keep_runs: int | None, keep_days: float | None, grace: float, as_json: bool
-) -> None:
-    """Keep only the vectors recent runs used; delete the rest.
-
-    Each run writes down the texts it stored and served. Segments with nothing kept go,
-    segments with some kept are written again with only those; what nothing names any more
-    (replaced segments, a killed writer's, old journal entries) is deleted once older than
-    --grace. Safe beside jobs; a kill leaves a store that reads correctly, and running it again
-    finishes.
-    """
-    _setup_logging(False)
-
-    def show() -> int:
-        from etl import gc_store
-        from jobs.store_text import gc_text
-
-        report = gc_store(uri, keep_runs, keep_days, grace)
-        _echo(json.dumps(report.to_dict()) if as_json else gc_text(report.to_dict()))
-        return EXIT_OK
-
-    sys.exit(_guarded(show, False))
+cli.add_command(store)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-def _build_config(**options: Any) -> JobConfig:
-    options["inputs"] = tuple(options["inputs"])
-    options["keep_columns"] = tuple(options["keep_columns"])
-    options["reuse"] = tuple(options["reuse"])
-    for name in (
-        "poolings",
-        "layers",
-        "output_dtypes",
-    ):  # repeatable: nothing given means the default
-        options[name] = tuple(options[name]) or JobConfig.__dataclass_fields__[name].default
-    devices = options.pop("devices", None)
-    options["devices"] = (
-        tuple(d.strip() for d in devices.split(",") if d.strip()) if devices else ()
-    )
-    return JobConfig(**options)
-
-
-def _guarded(action: Callable[[], int], verbose: bool) -> int:
-    """Run the action; turn the library's errors into one line on stderr and an exit code.
-
-    While it runs, the job's log lines go through tqdm's own redirect, so they do not tear the
-    progress bar (the handler keeps the stream and format _setup_logging gave it).
-    """
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    try:
-        with logging_redirect_tqdm([logging.getLogger(name) for name in LOGGERS]):
-            return action()
-    except ConfigError as exc:
-        _error(exc, verbose)
-        return EXIT_USAGE
-    except EmbedEtlError as exc:
-        _error(exc, verbose)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        _echo("embed-etl: interrupted; rerun the same command to finish", err=True)
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - no traceback for users unless --verbose
-        _error(exc, verbose, prefix="internal error: ")
-        if not verbose:
-            _echo("embed-etl: rerun with --verbose for the traceback", err=True)
-        return EXIT_ERROR
-
-
-def _echo(message: str, err: bool = False) -> None:
-    """A line for the user, on stdout or stderr, credentials in URIs redacted (etl.redact)."""
-    click.echo(redact(message), err=err)
-
-
-def _error(exc: BaseException, verbose: bool, prefix: str = "") -> None:
-    if verbose:
-        logging.getLogger("embed_etl").exception("%s", exc)
-    _echo(f"embed-etl: error: {prefix}{exc}", err=True)
-
-
-LOGGERS = ("etl", "embed_etl")  # the library's loggers, and the CLI's own
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def _setup_logging(verbose: bool) -> None:
-    """The job's log lines on stderr, DEBUG with --verbose (_guarded routes them past the bar)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
-    for name in LOGGERS:
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-        logger.propagate = False
 
 
 def main() -> None:

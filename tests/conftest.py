@@ -209,7 +209,7 @@ def s3_server():
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "EMBED_ETL_S3_PART_SIZE": "65536",
+        "EMBED_ETL_PART_SIZE": "65536",
     }
     with set_environment(aws):
         yield aws

@@ -116,7 +116,8 @@ def nudge() -> None:
     """Every family's pooling, moved by one unit in the last place (nonzero values)."""
     import torch
 
-    from etl.stages import encoder, sparse_model, window
+    from etl.stages.compute import encoder, sparse_model
+    from etl.stages.write import window
 
     def up(tensor):
         return torch.where(tensor != 0, torch.nextafter(tensor, torch.tensor(float("inf"))), tensor)

@@ -66,7 +66,7 @@ def test_layer_k_is_hidden_states_k_from_k_layers(tmp_path, case):
 
     from etl.model.locate import resolve_model
     from etl.spec import build_output_spec
-    from etl.stages.encoder import Encoder, _find_layers
+    from etl.stages.compute.encoder import Encoder, _find_layers
 
     _, model_dir = case
     run_ok(_shard(tmp_path), tmp_path / "out", model_dir, poolings=("tokens",), layers=(1,))
@@ -114,8 +114,8 @@ def test_chunking_and_every_output_dtype(tmp_path, case):
 
 def test_padding_is_on_the_side_the_tokenizer_says(case):
     from etl.model.locate import resolve_model
-    from etl.stages.batching import pad
-    from etl.stages.tokenizer import layout, load_tokenizer
+    from etl.stages.read.batching import pad
+    from etl.stages.read.tokenizer import layout, load_tokenizer
 
     spec, model_dir = case
     found = layout(load_tokenizer(resolve_model(str(model_dir))))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from etl.stages.batching import pad, plan_batches
+from etl.stages.read.batching import pad, plan_batches
 
 
 @pytest.mark.parametrize("budget,max_rows", [(64, 8), (100, 3), (1000, 1000), (5, 4)])
@@ -57,7 +57,7 @@ def test_the_batches_are_those_the_rule_gives_one_sequence_at_a_time(seed):
 
 
 def test_sequences_pad_truncate_and_take_as_lists_would():
-    from etl.stages.sequences import Sequences
+    from etl.stages.read.sequences import Sequences
 
     rng = np.random.default_rng(7)
     lists = [rng.integers(5, 99, size=int(n)).tolist() for n in rng.integers(0, 40, size=60)]

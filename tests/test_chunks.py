@@ -220,7 +220,7 @@ def test_sigkill_mid_shard_then_rerun_writes_every_passage_once(tmp_path, tiny_m
 def test_a_huge_text_is_cut_in_pieces_that_still_cover_it(tmp_path, tiny_model, monkeypatch):
     """A text over PIECE_CHARS is cut at whitespace into pieces first (bounded tokenizer
     memory), and blocks a group of characters at a time: the spans still tile every text."""
-    import etl.stages.passage_rows as passage_rows
+    import etl.stages.read.passage_rows as passage_rows
 
     monkeypatch.setattr(passage_rows, "PIECE_CHARS", 50)
     monkeypatch.setattr(passage_rows, "GROUP_CHARS", 120)

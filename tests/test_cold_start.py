@@ -1,5 +1,6 @@
-"""The cold start: a plain BERT runs without transformers (etl.model.bert, PlainTokenizer), and
-gives what transformers gives, hidden state by hidden state and token id by token id."""
+"""The cold start: a plain BERT runs without transformers (etl.model.code.plain_bert,
+PlainTokenizer), and gives what transformers gives, hidden state by hidden state and token id by
+token id."""
 
 from __future__ import annotations
 
@@ -11,16 +12,10 @@ import pytest
 import torch
 
 from etl.errors import ModelError
-from etl.model.backend import (
-    _BERT_ACTIVATIONS,
-    PLAIN_BERT,
-    TRANSFORMERS,
-    choose_backend,
-    plain_bert_applies,
-    plain_tokenizer_applies,
-)
-from etl.model.bert import ACTIVATIONS, load_bert
-from etl.stages.tokenizer import plain_tokenizer
+from etl.model.backend import PLAIN_BERT, TRANSFORMERS, choose_backend
+from etl.model.code.plain_bert import ACTIVATIONS, load_bert
+from etl.model.plain_checks import BERT_ACTIVATIONS, plain_bert_applies, plain_tokenizer_applies
+from etl.stages.read.tokenizer import plain_tokenizer
 from tests.conftest import REPO, tiny_texts, write_shard
 
 
@@ -71,11 +66,11 @@ def _batch(rows=5, length=17, vocab=50):
     return ids * mask, mask  # padded with id 0
 
 
-# Every configuration the plain BERT accepts (etl.model.backend.plain_bert_mismatch): each
-# activation it has, checkpoints with and without a pooler or an MLM head, one token type,
+# Every configuration the plain BERT accepts (etl.model.plain_checks says which):
+# each activation it has, checkpoints with and without a pooler or an MLM head, one token type,
 # another layer-norm epsilon, one and many attention heads.
 PLAIN_CONFIGS = {
-    **{act: {"hidden_act": act} for act in _BERT_ACTIVATIONS},
+    **{act: {"hidden_act": act} for act in BERT_ACTIVATIONS},
     "saved-with-a-head": {"masked_lm": True},
     "no-pooler": {"pooler": False},
     "one-token-type": {"type_vocab_size": 1},
@@ -134,7 +129,7 @@ def test_the_backend_rule_picks_plain_bert_only_without_flash_attention(tmp_path
     assert choose_backend(path, True, "cpu", "float32").model == TRANSFORMERS  # its own code
     flash = choose_backend(path, False, "cuda", "float16", flash=True)
     assert (flash.model, flash.attention) == (TRANSFORMERS, "flash_attention_2")
-    assert set(_BERT_ACTIVATIONS) == set(ACTIVATIONS)  # the rule and the code agree
+    assert set(BERT_ACTIVATIONS) == set(ACTIVATIONS)  # the rule and the code agree
 
 
 def test_forcing_a_backend_that_cannot_run_the_model_is_one_clear_error(tmp_path):
@@ -202,7 +197,7 @@ def test_a_half_precision_checkpoint_computes_in_float32_in_the_exact_mode(tmp_p
 
     from etl.model.facts import read_model_info
     from etl.spec import build_output_spec
-    from etl.stages.encoder import Encoder
+    from etl.stages.compute.encoder import Encoder
     from tests.conftest import job_config
 
     AutoModel.from_pretrained(_bert(tmp_path / "m32")).half().save_pretrained(tmp_path / "m16")
@@ -304,7 +299,7 @@ def test_pooler_pooling_on_a_checkpoint_without_pooler_weights_is_refused(tmp_pa
     from etl.errors import ModelError
     from etl.model.facts import read_model_info
     from etl.spec import build_output_spec
-    from etl.stages.encoder import Encoder
+    from etl.stages.compute.encoder import Encoder
     from tests.conftest import job_config
 
     path = _bert(tmp_path / "m", masked_lm=True)  # saved with its MLM head: no pooler

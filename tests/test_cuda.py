@@ -66,7 +66,7 @@ def test_batches_in_flight_match_the_synchronous_encoder(tiny_model):
     from etl.contract import Batch
     from etl.model.facts import read_model_info
     from etl.spec import build_output_spec
-    from etl.stages.encoder import Encoder
+    from etl.stages.compute.encoder import Encoder
 
     info = read_model_info(tiny_model, "tiny")
     generator = torch.Generator().manual_seed(0)
@@ -108,7 +108,7 @@ def test_the_job_with_batches_in_flight_writes_what_the_synchronous_job_writes(
         write_shard(tmp_path / "in" / f"s{i}.parquet", tiny_texts(400, seed=i))
     options = dict(device=DEVICE, poolings=("tokens", "mean"), batch_tokens=512, sort_window=128)
     with monkeypatch.context() as patch:
-        patch.setattr("etl.stages.encoder.InFlight", Synchronous)
+        patch.setattr("etl.stages.compute.encoder.InFlight", Synchronous)
         run_ok(tmp_path / "in", tmp_path / "sync", tiny_model, num_workers=2, **options)
     summary = run_ok(tmp_path / "in", tmp_path / "flight", tiny_model, num_workers=2, **options)
     if TIGHT:

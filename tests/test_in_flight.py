@@ -1,7 +1,7 @@
-"""Batches in flight (etl.stages.inflight, etl.worker.batches), on the CPU device, which runs the
-same objects as a GPU with no stream: the outputs are those of the synchronous path the job
-had before (each batch computed and copied out at once, into fresh arrays), batches really are
-in flight and their host buffers recycled, a shard that fails with batches in flight fails
+"""Batches in flight (etl.stages.compute.inflight, etl.worker.batches), on the CPU device, which
+runs the same objects as a GPU with no stream: the outputs are those of the synchronous path the
+job had before (each batch computed and copied out at once, into fresh arrays), batches really
+are in flight and their host buffers recycled, a shard that fails with batches in flight fails
 alone, and an interrupted run leaves no batch behind."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 
 from etl import run_job
 from etl.contract import Batch, ShardStatus
-from etl.stages import encoder as encoder_module
-from etl.stages.inflight import DEPTH, InFlight
+from etl.stages.compute import encoder as encoder_module
+from etl.stages.compute.inflight import DEPTH, InFlight
 from tests.conftest import job_config, records, run_ok, tiny_texts, write_shard
 
 STATS = ("rows_in", "null_rows", "chunked_rows", "tokens", "padded_tokens", "texts_embedded")
@@ -242,7 +242,7 @@ def test_collected_vectors_are_views_until_release_then_the_buffers_are_reused(t
 
     from etl.model.facts import read_model_info
     from etl.spec import build_output_spec
-    from etl.stages.encoder import Encoder
+    from etl.stages.compute.encoder import Encoder
 
     cfg = job_config("x", "y", tiny_model, poolings=("mean",))
     spec = build_output_spec(cfg, read_model_info(tiny_model, "tiny"), "float32")

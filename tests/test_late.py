@@ -272,7 +272,7 @@ def test_a_huge_text_is_tokenized_in_pieces_with_the_same_vectors(
 ):
     """A text over PIECE_CHARS is tokenized in whitespace-aligned pieces (bounded tokenizer
     memory): the same passages, the same vectors as in one piece."""
-    import etl.stages.late as late
+    import etl.stages.read.late as late
 
     docs = [" ".join(texts(30, seed=4))[:1500], "the cat sat on the mat"]
     write_shard(tmp_path / "in" / "a.parquet", docs)

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from etl import JobConfig
 from etl.model.locate import resolve_model
-from etl.stages.chunks import chunk_windows
-from etl.stages.tokenizer import load_tokenizer
-from etl.stages.tokens import PIECE_CHARS, content_ids
+from etl.stages.read.chunks import chunk_windows
+from etl.stages.read.tokenizer import load_tokenizer
+from etl.stages.read.tokens import PIECE_CHARS, content_ids
 from jobs.cli import cli
 from tests.conftest import TINY_WORDS, run_cli, run_ok, tiny_texts, write_shard
 

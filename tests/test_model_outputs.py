@@ -10,7 +10,7 @@ import torch
 from etl.contract import Batch
 from etl.model.facts import read_model_info
 from etl.spec import build_output_spec
-from etl.stages.encoder import Encoder
+from etl.stages.compute.encoder import Encoder
 from tests.conftest import TINY_LAYERS, job_config, run_ok, tiny_texts, write_shard
 
 REAL_TEXTS = [
@@ -129,7 +129,7 @@ def test_layer_k_runs_only_k_layers_and_gives_hidden_states_k(model_case):
     calls = []
     for layer in layers:
         layer.register_forward_hook(lambda *_: calls.append(1))
-    from etl.stages.tokenizer import load_tokenizer
+    from etl.stages.read.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(info)
     ids = torch.tensor(tokenizer(texts[:1], truncation=True, max_length=max_length)["input_ids"])

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from etl.stages.vectors import dequantize_int8
+from etl.stages.write.vectors import dequantize_int8
 from tests.conftest import run_cli, run_ok, tiny_texts, write_shard
 
 
@@ -82,11 +82,13 @@ def test_binary_packs_the_sign_bits(tmp_path, tiny_model, two_shards):
 
 
 def test_int8_ranges_are_fixed_once_per_job(tmp_path, tiny_model, two_shards, monkeypatch):
-    import etl.calibrate
+    import etl.worker.calibration
 
     samples = []
-    real = etl.calibrate._embed_sample
-    monkeypatch.setattr(etl.calibrate, "_embed_sample", lambda *a: samples.append(1) or real(*a))
+    real = etl.worker.calibration._embed_sample
+    monkeypatch.setattr(
+        etl.worker.calibration, "_embed_sample", lambda *a: samples.append(1) or real(*a)
+    )
     out = tmp_path / "int8"
     # Two runs of the same job, one part each: the second reads the first one's ranges.
     _run(
@@ -261,12 +263,14 @@ def test_compact_outputs_on_the_real_model(tmp_path, corpus, real_model):
 def test_several_encodings_in_one_pass_equal_separate_runs_bit_for_bit(
     tmp_path, tiny_model, two_shards, monkeypatch
 ):
-    import etl.stages.encoder
+    import etl.stages.compute.encoder
 
     batches = []
-    real = etl.stages.encoder.Encoder.forward  # every forward pass, in flight or not
+    real = etl.stages.compute.encoder.Encoder.forward  # every forward pass, in flight or not
     monkeypatch.setattr(
-        etl.stages.encoder.Encoder, "forward", lambda self, b: batches.append(1) or real(self, b)
+        etl.stages.compute.encoder.Encoder,
+        "forward",
+        lambda self, b: batches.append(1) or real(self, b),
     )
     both = tmp_path / "both"
     _run(two_shards, both, tiny_model, normalize=True, output_dtypes=("binary", "int8"))

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from etl.stages.passages import Passages, cut_passages
+from etl.stages.read.passages import Passages, cut_passages
 from tests.models import CASES, WORDS, build_tokenizer, texts
 
 SPECIAL = [
@@ -58,7 +58,7 @@ def tokenizers(tmp_path_factory) -> dict:
     """WordPiece (tiny, and the packaged model's bert-base-uncased vocabulary), byte-level BPE
     (RoBERTa and a Qwen-style decoder), Unigram."""
     from etl.model.locate import resolve_model
-    from etl.stages.tokenizer import load_tokenizer
+    from etl.stages.read.tokenizer import load_tokenizer
 
     built = {"minilm": load_tokenizer(resolve_model(None, None, None)), "unigram": _unigram()}
     for case in CASES:

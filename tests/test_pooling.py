@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from etl.stages.pooling import cls_pool, max_pool, mean_pool, pool
-from etl.stages.vectors import l2_normalize
+from etl.stages.compute.pooling import cls_pool, max_pool, mean_pool, pool
+from etl.stages.write.vectors import l2_normalize
 
 
 def _batch():

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from etl.contract import Batch
-from etl.stages.read_ahead import ReadAhead, make_loader
+from etl.stages.read.read_ahead import ReadAhead, make_loader
 
 
 def test_every_item_in_order_each_time_it_is_iterated():

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from etl.model.locate import resolve_model
-from etl.stages.tokenizer import load_tokenizer
+from etl.stages.read.tokenizer import load_tokenizer
 from tests.conftest import run_ok
 
 

@@ -38,13 +38,13 @@ class EncoderSpy:
     """Counts model loads and batches through the real encoder."""
 
     def __init__(self, monkeypatch):
-        import etl.stages.encoder
+        import etl.stages.compute.encoder
 
         self.loads = 0
         self.batches = 0
         real_init, real_forward = (
-            etl.stages.encoder.Encoder.__init__,
-            etl.stages.encoder.Encoder.forward,  # every forward pass, in flight or not
+            etl.stages.compute.encoder.Encoder.__init__,
+            etl.stages.compute.encoder.Encoder.forward,  # every forward pass, in flight or not
         )
 
         def init(encoder, *a, **kw):
@@ -55,8 +55,8 @@ class EncoderSpy:
             self.batches += 1
             return real_forward(encoder, batch)
 
-        monkeypatch.setattr(etl.stages.encoder.Encoder, "__init__", init)
-        monkeypatch.setattr(etl.stages.encoder.Encoder, "forward", forward)
+        monkeypatch.setattr(etl.stages.compute.encoder.Encoder, "__init__", init)
+        monkeypatch.setattr(etl.stages.compute.encoder.Encoder, "forward", forward)
 
 
 def test_rerun_does_zero_work_and_does_not_load_the_model(

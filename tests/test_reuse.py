@@ -68,7 +68,7 @@ def test_a_shard_of_many_blocks_embeds_each_text_once_with_the_counts_of_no_reus
 ):
     """A shard is hashed a block at a time (65,536 rows; smaller here): texts repeated across
     blocks copy their vector and token count, window after window, wherever the block ends."""
-    import etl.stages.loader as loader
+    import etl.stages.read.loader as loader
 
     monkeypatch.setattr(loader, "BLOCK_ROWS", block_rows)
     texts = heavy_tailed(sentences(150, seed=5), 2000, seed=2)
@@ -344,7 +344,7 @@ def test_a_shard_the_writer_fails_leaves_nothing_for_the_next_to_depend_on(
     """b repeats a's texts; a fails while it is written (here: a write error), after the
     reader has moved on to b. b embeds them itself, and is right."""
     from etl import run_job
-    from etl.stages import sink
+    from etl.stages.write import sink
 
     pool = sentences(60, seed=14)
     write_shard(tmp_path / "in" / "a.parquet", pool)

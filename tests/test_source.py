@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from etl.stages.source import iter_windows, parquet_file
+from etl.stages.read.source import iter_windows, parquet_file
 
 
 def test_windows_cross_row_groups_in_order_with_bounded_memory(tmp_path):

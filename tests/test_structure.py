@@ -15,19 +15,19 @@ ETL = REPO / "etl"
 TORCH_USERS = {
     f"etl.stages.{m}"
     for m in (
-        "device",
-        "encoder",
-        "head",
-        "inflight",
-        "loader",
-        "pooling",
-        "read_ahead",
-        "settled",
-        "sparse",
-        "sparse_model",
+        "compute.device",
+        "compute.encoder",
+        "compute.head",
+        "compute.inflight",
+        "compute.pooling",
+        "compute.sparse",
+        "compute.sparse_model",
+        "read.loader",  # a torch IterableDataset, for DataLoader's reader processes
+        "read.read_ahead",
+        "read.settled",  # batches as torch tensors
     )
 }
-TORCH_USERS.add("etl.model.bert")  # the plain-torch BERT, imported by the encoder only
+TORCH_USERS.add("etl.model.code.plain_bert")  # the plain-torch BERT, via etl.model.code.registry
 
 
 def _modules() -> dict[str, Path]:

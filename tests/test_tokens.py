@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from etl.model.locate import resolve_model
-from etl.stages.tokenizer import layout, load_tokenizer
-from etl.stages.tokens import PIECE_CHARS, count_tokens, head, tokenize_window
+from etl.stages.read.tokenizer import layout, load_tokenizer
+from etl.stages.read.tokens import PIECE_CHARS, count_tokens, head, tokenize_window
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +59,12 @@ def test_a_tokenizer_truncating_on_the_left_keeps_a_huge_texts_last_tokens(token
 
 
 def test_a_window_tokenized_joined_gives_each_texts_own_ids(tokenizer, corpus):
-    """BERT's tokenizer tokenizes a window as a few joined strings (etl.stages.joined): the ids
+    """BERT's tokenizer tokenizes a window as a few joined strings (etl.stages.read.joined): the ids
     are those of each text alone, on real paragraphs and on texts made to break it."""
     import pyarrow.parquet as pq
 
-    from etl.stages.joined import SEPARATOR, joined_tokenizer
-    from etl.stages.tokens import _ids
+    from etl.stages.read.joined import SEPARATOR, joined_tokenizer
+    from etl.stages.read.tokens import _ids
 
     backend = tokenizer.backend_tokenizer
     joined = joined_tokenizer(tokenizer, True)
@@ -85,7 +85,7 @@ def test_a_window_tokenized_joined_gives_each_texts_own_ids(tokenizer, corpus):
 
 
 def test_a_tokenizer_that_is_not_bert_is_never_joined(tmp_path):
-    from etl.stages.joined import joined_tokenizer
+    from etl.stages.read.joined import joined_tokenizer
     from tests.models import CASES, build_tokenizer
 
     roberta = next(c for c in CASES if c.arch == "roberta")

@@ -140,7 +140,7 @@ def test_a_worker_with_other_vector_code_stops_in_one_line(tmp_path, tiny_model)
 
     from etl.errors import ModelError
     from etl.plan import plan_job
-    from etl.stages.encoder import Encoder
+    from etl.stages.compute.encoder import Encoder
     from tests.conftest import job_config
 
     write_shard(tmp_path / "in" / "a.parquet", texts(4))

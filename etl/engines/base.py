@@ -4,7 +4,8 @@ run_job drives each engine through the same steps, in this order:
 
   start(plan)  load the model in every worker and run the largest batch: a model that does not
                load or fit fails here, before anything is written
-  run(plan)    every worker claims and embeds pending shards until none is left
+  run(plan)    every worker claims and embeds pending shards until none is left; the engine
+               draws the progress bar (with_bar: its total, estimated where it is shown)
   stop()       workers gone, their memory given back
 
 Engines only decide where a ShardWorker runs and with which settings (its device, its share
@@ -15,12 +16,14 @@ gets its own WorkerSettings.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from typing import Any
 
 from etl.config import JobConfig
 from etl.contract import ShardRecord, ShardStatus, WorkerInfo
 from etl.plan import JobPlan
+from etl.sampling import bar_tokens
 from etl.worker.settings import Work
 
 
@@ -49,6 +52,12 @@ class Engine(ABC):
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         self.stop(failed=exc_type is not None)
+
+
+def with_bar(plan: JobPlan) -> JobPlan:
+    """The plan with the job's tokens estimated for its progress bar where one is shown (a
+    small sample, etl.sampling.bar_tokens): asked by the engine, which draws the bar."""
+    return dataclasses.replace(plan, total_tokens=bar_tokens(plan))
 
 
 def work(plan: JobPlan, shards: Any = None) -> Work:

@@ -22,7 +22,7 @@ from typing import Any
 
 from etl.config import JobConfig
 from etl.contract import ShardRecord, WorkerInfo
-from etl.engines.base import Engine, given_up, work
+from etl.engines.base import Engine, given_up, with_bar, work
 from etl.engines.handout import Dispatch, FromDriver
 from etl.errors import EmbedEtlError
 from etl.plan import JobPlan
@@ -79,7 +79,7 @@ class LocalProcesses(Engine):
         devices = list(cfg.devices) or [plan.placement.device] * cfg.workers
         threads = cfg.threads
         if threads is None and devices[0].startswith("cpu"):
-            from etl.stages.device import default_threads
+            from etl.stages.compute.device import default_threads
 
             threads = max(1, default_threads() // len(devices))  # split the cores
         self.spec = plan.spec
@@ -91,7 +91,7 @@ class LocalProcesses(Engine):
             self._fail_if_gone(self.workers, "while loading the model")
 
     def run(self, plan: JobPlan) -> list[ShardRecord]:
-        self.bar = Progress(plan.total_rows, self.cfg.progress, plan.total_tokens)
+        self.bar = Progress(plan.total_rows, self.cfg.progress, with_bar(plan).total_tokens)
         self.dispatch = Dispatch(plan.pending, self._answer)
         try:
             for index in self.workers:

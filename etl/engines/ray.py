@@ -26,7 +26,7 @@ from typing import Any
 
 from etl.config import JobConfig
 from etl.contract import ShardRecord, ShardStatus, WorkerInfo
-from etl.engines.base import Engine, given_up, work
+from etl.engines.base import Engine, given_up, with_bar, work
 from etl.engines.handout import Dispatch, FromDriver
 from etl.errors import ConfigError, EmbedEtlError
 from etl.plan import JobPlan, Placement
@@ -118,7 +118,7 @@ class RayActors(Engine):
         runs = dict(self._run(actor, plan, events) for actor in self.actors)
         records: list[ShardRecord] = []
         died = False
-        bar = Progress(plan.total_rows, self.cfg.progress, plan.total_tokens)
+        bar = Progress(plan.total_rows, self.cfg.progress, with_bar(plan).total_tokens)
         try:
             while runs:
                 self._take(events, records, bar, wait=0.2)

@@ -7,7 +7,7 @@ import socket
 import time
 
 from etl.contract import ShardRecord, WorkerInfo
-from etl.engines.base import Engine, work
+from etl.engines.base import Engine, with_bar, work
 from etl.plan import JobPlan
 from etl.worker.settings import worker_settings
 from etl.worker.shard_worker import ShardWorker
@@ -36,7 +36,7 @@ class SingleProcess(Engine):
     def run(self, plan: JobPlan) -> list[ShardRecord]:
         if self.worker is None:
             raise RuntimeError("SingleProcess.start was not called")
-        return self.worker.run(work(plan))
+        return self.worker.run(work(with_bar(plan)))
 
     def stop(self, failed: bool = False) -> None:
         self.worker = None

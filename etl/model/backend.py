@@ -1,40 +1,28 @@
 """Which code computes a model's vectors, decided once, before anything is loaded.
 
-Two codes can run a model: etl.model.bert (a plain BERT in plain torch, with `tokenizers` reading
-tokenizer.json: no transformers import, 2 s less before the first vector) and transformers
-(AutoModel, AutoTokenizer: every other architecture, and FlashAttention-2 on a GPU). Both
-implement ModelCode, defined here; the rule that picks one (or checks the one --backend names) is
-here and only here; the plan puts its answer into the output fingerprint and the file metadata,
-and the encoder and tokenizer load exactly that code, or fail: never another one silently.
+Two codes can run a model, each a ModelCode in etl.model.code: plain_bert (a plain BERT in plain
+torch, with `tokenizers` reading tokenizer.json: no transformers import, 2 s less before the first
+vector) and transformers (AutoModel, AutoTokenizer: every other architecture, and
+FlashAttention-2 on a GPU). The rule that picks one (or checks the one --backend names) is here
+and only here; it names the codes without importing them. The plan puts its answer into the
+output fingerprint and the file metadata, and the encoder (through etl.model.code.registry) and
+the tokenizer load exactly that code, or fail: never another one silently.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import json
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from etl.errors import ConfigError
+from etl.model.code.base import PLAIN_BERT, TRANSFORMERS  # the model codes' names
+from etl.model.plain_checks import plain_bert_mismatch, plain_tokenizer_applies
 
-PLAIN_BERT = "plain-bert"  # etl.model.bert
-TRANSFORMERS = "transformers"  # transformers' AutoModel / AutoTokenizer
 STATIC = "static-weights"  # a sparse model's SparseStaticEmbedding: no encoder at all
 TOKENIZERS = "tokenizers"  # tokenizer.json through `tokenizers` alone (PlainTokenizer)
 FLASH_ATTENTION = "flash_attention_2"
-
-# tokenizer_config.json classes whose tokenizer.json is the whole tokenizer.
-PLAIN_TOKENIZER_CLASSES = ("BertTokenizer", "BertTokenizerFast")
-# tokenizer_config.json options and the BertNormalizer fields of tokenizer.json they must match.
-NORMALIZER_OPTIONS = {
-    "do_lower_case": "lowercase",
-    "strip_accents": "strip_accents",
-    "tokenize_chinese_chars": "handle_chinese_chars",
-}
-_BERT_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
-_BERT_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
 
 
 @dataclass(frozen=True)
@@ -133,60 +121,6 @@ def flash_attention_available(device_type: str, dtype: str) -> bool:
     return bool(is_flash_attn_2_available())
 
 
-def plain_bert_applies(path: str | Path) -> bool:
-    """A BERT with absolute positions, an activation etl.model.bert has, no decoder parts, its
-    weights in model.safetensors."""
-    return plain_bert_mismatch(path) is None
-
-
-def plain_bert_mismatch(path: str | Path) -> str | None:
-    """Why etl.model.bert cannot reproduce the checkpoint at ``path``; None if it can."""
-    path = Path(path)
-    try:
-        raw = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        return "no readable config.json"
-    checks = (
-        ((path / "model.safetensors").is_file(), "its weights are not in model.safetensors"),
-        (raw.get("model_type") == "bert", f"model type {raw.get('model_type')}, not bert"),
-        (not raw.get("auto_map"), "its config.json maps it to code of its own"),
-        (
-            raw.get("position_embedding_type", "absolute") == "absolute",
-            f"position embeddings {raw.get('position_embedding_type')}, not absolute",
-        ),
-        (
-            raw.get("hidden_act", "gelu") in _BERT_ACTIVATIONS,
-            f"activation {raw.get('hidden_act')}, not one of {', '.join(_BERT_ACTIVATIONS)}",
-        ),
-        (not raw.get("is_decoder", False), "a decoder"),
-        (not raw.get("add_cross_attention", False), "it has cross-attention"),
-        (
-            all(isinstance(raw.get(k), int) for k in (*_BERT_SIZES, "intermediate_size")),
-            "its config.json lacks a size",
-        ),
-    )
-    for ok, why in checks:
-        if not ok:
-            return why
-    if raw["num_attention_heads"] <= 0 or raw["hidden_size"] % raw["num_attention_heads"]:
-        return "its hidden size is not a multiple of its attention heads"
-    return None
-
-
-class ModelCode(ABC):
-    """What each of the two codes implements: PlainBertCode (etl.model.bert) and
-    TransformersCode (etl.stages.encoder). Which one runs a model is the rule's, below."""
-
-    name: str
-
-    @abstractmethod
-    def load(
-        self, path: Path, name: str, attention: str | None, trust_remote_code: bool
-    ) -> tuple[Any, list[str]]:
-        """The model (called as model(input_ids=, attention_mask=, output_hidden_states=), it
-        gives last_hidden_state, hidden_states and pooler_output) and the weights it lacks."""
-
-
 def mismatch(code: str, path: Path, custom_code: bool, masked_lm: bool = False) -> str | None:
     """Why ``code`` cannot run the model at ``path`` as its authors meant; None if it can.
     ``masked_lm``: the model's masked-language-model head is needed (a SPLADE model)."""
@@ -202,27 +136,3 @@ def mismatch(code: str, path: Path, custom_code: bool, masked_lm: bool = False) 
 
 
 BACKEND_CHOICES = ("auto", PLAIN_BERT, TRANSFORMERS)  # what --backend accepts
-
-
-def plain_tokenizer_applies(path: str | Path) -> bool:
-    """A BERT tokenizer whose tokenizer.json says everything tokenizer_config.json does: a
-    BertNormalizer agreeing with its options, a padding token, no code of its own."""
-    path = Path(path)
-    try:
-        config = json.loads((path / "tokenizer_config.json").read_text())
-        saved = json.loads((path / "tokenizer.json").read_text())
-    except (OSError, ValueError):
-        return False
-    if config.get("tokenizer_class") not in PLAIN_TOKENIZER_CLASSES or config.get("auto_map"):
-        return False
-    normalizer = saved.get("normalizer") or {}
-    if normalizer.get("type") != "BertNormalizer":
-        return False
-    for option, field in NORMALIZER_OPTIONS.items():
-        if option in config and config[option] != normalizer.get(field):
-            return False  # transformers would rebuild the normalizer from tokenizer_config
-    pad = config.get("pad_token")
-    pad = pad.get("content") if isinstance(pad, dict) else pad
-    vocab = (saved.get("model") or {}).get("vocab") or {}
-    added = {t.get("content") for t in saved.get("added_tokens") or []}
-    return isinstance(pad, str) and (pad in vocab or pad in added)

@@ -1,6 +1,6 @@
 """A sentence-transformers Dense module: y = activation(W x + b) (+ x with a residual), over the
 sentence vector (dense models) or over every token's vector (a multi-vector model's projection).
-Its weights are read by etl.stages.head."""
+Its weights are read by etl.stages.compute.head."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from pathlib import Path
 
 from etl.errors import ModelError
 from etl.model.digests import file_digest
+from etl.model.files import WEIGHT_FILES
 from etl.model.router import read_json
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from etl.errors import ModelError
 from etl.model.digests import files_digest, json_digest
+from etl.model.files import WEIGHT_FILES, weight_files
 from etl.model.recipe import Recipe, read_recipe
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Files a tokenizer is built from, by any of the tokenizer classes transformers has.
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -92,7 +92,7 @@ def read_model_info(
             "expected a BERT-family encoder"
         )
     max_positions = _max_positions(config)
-    weights = sorted(path.glob("model*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
+    weights = weight_files(path)
     if not weights:
         raise ModelError(f"--model {name}: no {' or '.join(WEIGHT_FILES)} in {path}")
     tokenizer = {n: path / n for n in TOKENIZER_FILES if (path / n).is_file()}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from etl.errors import ModelError
 from etl.model.facts import ModelInfo, read_model_info
+from etl.model.files import PYTORCH_BIN_GLOB, SAFETENSORS_GLOB
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,16 @@ def _hub_snapshot(repo_id: str) -> Path:
         raise ModelError(f"--model {repo_id}: huggingface_hub is needed for hub ids") from exc
     # Config, tokenizer and sentence-transformers module files (1_Pooling/, 2_Dense/...), the
     # weights, and the code of models that ship their own (loaded only with --trust-remote-code).
-    patterns = ["*.json", "*.txt", "*.model", "*.py", "*model*.safetensors"]
+    patterns = ["*.json", "*.txt", "*.model", "*.py", f"*{SAFETENSORS_GLOB}"]
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
     except Exception:  # noqa: BLE001 - any cache miss means: try the network
         log.info("model %s is not in the local cache; trying the hub", repo_id)
     try:
         path = Path(snapshot_download(repo_id, allow_patterns=patterns))
-        if not any(path.glob("model*.safetensors")):
+        if not any(path.glob(SAFETENSORS_GLOB)):
             path = Path(
-                snapshot_download(repo_id, allow_patterns=[*patterns, "*pytorch_model*.bin"])
+                snapshot_download(repo_id, allow_patterns=[*patterns, f"*{PYTORCH_BIN_GLOB}"])
             )
         return path
     except Exception as exc:

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from etl.config import TASKS
 from etl.errors import ConfigError, ModelError
 from etl.model.dense import DenseLayer, read_dense
 from etl.model.digests import json_digest
 from etl.model.multivector import MultiVectorHead, read_multivector
-from etl.model.router import TASKS, Module, read_json, read_pipeline
+from etl.model.router import Module, read_json, read_pipeline
 from etl.model.sparse import SparseHead, read_sparse
 
 # Every pooling mode sentence-transformers has, in the order it concatenates them.

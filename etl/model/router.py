@@ -17,8 +17,6 @@ from typing import Any
 
 from etl.errors import ConfigError, ModelError
 
-TASKS = ("query", "document")  # --task: what sentence-transformers' encode_query/_document pass
-
 
 @dataclass(frozen=True)
 class Module:

@@ -19,6 +19,7 @@ from typing import Any
 
 from etl.errors import ModelError
 from etl.model.digests import file_digest
+from etl.model.files import SAFETENSORS
 from etl.model.router import Module, read_json
 
 SPLADE = "splade"
@@ -65,11 +66,11 @@ def read_sparse(
         if config.get("path"):
             raise ModelError(
                 f"--model {name}: {folder}: weights from a JSON file ({config['path']}) are not "
-                "supported; save the module with its model.safetensors"
+                f"supported; save the module with its {SAFETENSORS}"
             )
-        weights = folder / "model.safetensors"
+        weights = folder / SAFETENSORS
         if not weights.is_file():
-            raise ModelError(f"--model {name}: no model.safetensors in {folder}")
+            raise ModelError(f"--model {name}: no {SAFETENSORS} in {folder}")
         head = SparseHead(
             STATIC,
             max_active_dims=top_k,

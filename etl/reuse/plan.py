@@ -28,6 +28,7 @@ from etl.reuse.store import StoreTarget, VectorStore, verified_recipe
 from etl.spec import OutputSpec
 from etl.state.job_record import describe_difference
 from etl.state.keys import JOB, VECTORS
+from etl.storable import unstorable
 from etl.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
@@ -65,24 +66,15 @@ def plan_reuse(cfg: JobConfig, spec: OutputSpec, storage: Storage) -> ReusePlan 
     """The run's stores, or None when it embeds every row (--no-reuse, token vectors)."""
     if cfg.no_reuse:
         return None
-    if spec.has_tokens or spec.sparse or spec.chunking == "late":
-        # The store's records are fixed-width vectors of a text; sparse rows and token vectors
-        # vary in length from text to text, and a late chunk's vector is not its text's alone.
-        what, why = (
-            ("late chunks", "a late chunk's vector depends on its whole text, not its own")
-            if spec.chunking == "late"
-            else (
-                "sparse vectors" if spec.sparse else "token vectors",
-                "its records are fixed-width vectors",
-            )
-        )
+    refused = unstorable(tokens=spec.has_tokens, sparse=spec.sparse, late=spec.chunking == "late")
+    if refused is not None:
         given = "--store" if cfg.store is not None else "--reuse" if cfg.reuse else None
         if given is not None:
             raise ConfigError(
-                f"{given}: {what} are not kept in a vector store ({why}); drop {given}, every "
-                "row is embedded"
+                f"{given}: {refused.what} are not kept in a vector store ({refused.why}); drop "
+                f"{given}, every row is embedded"
             )
-        log.info("%s: every row is embedded; they are not kept in a vector store", what)
+        log.info("%s: every row is embedded; they are not kept in a vector store", refused.what)
         return None
     layout, recipe = store_layout(spec), spec.recipe_fingerprint
     identity = spec.recipe_identity()

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from etl.state.keys import CALIBRATION
 from etl.storage.base import Storage
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The job's int8 ranges for the workers: fixed already, or the sample to fix them from."""
+
+    ranges: dict[str, Any] | None = None  # calibration.json's content
+    texts: tuple[str, ...] = ()  # the sample, for the workers to embed (when ranges is None)
 
 
 def read_calibration(storage: Storage) -> dict[str, Any] | None:

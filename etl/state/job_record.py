@@ -18,7 +18,7 @@ from etl.spec import OutputSpec
 from etl.state.claims import ClaimBook
 from etl.state.keys import JOB
 from etl.state.manifest import Manifest
-from etl.storage.base import Storage, is_uri
+from etl.storage import Storage, is_uri
 from etl.version import __version__
 
 

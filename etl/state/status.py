@@ -49,6 +49,8 @@ class ShardState:
 
 @dataclass
 class StatusReport:
+    """Every shard of an output location and its state, with the job that wrote them."""
+
     output_dir: str
     fingerprint: str | None
     model: str | None
@@ -81,6 +83,37 @@ class StatusReport:
             "shards": entries,
             **({"note": self.note} if self.note else {}),
         }
+
+    def to_text(self) -> str:
+        """What `embed-etl status` prints: the counts, then the truncated, running and failed
+        shards (--json prints to_dict, whose figures these are)."""
+        report = self.to_dict()
+        lines = [
+            f"output       {report['output']}",
+            f"model        {report['model']}  (fingerprint {report['fingerprint']})",
+            f"shards       {report['shards_total']}: {report['done']} done, {report['failed']} "
+            f"failed, {report['pending']} pending, {report['running']} running",
+            f"rows done    {report['rows_done']:,} ({report['truncated_rows']:,} truncated, "
+            f"{report['null_rows']:,} null text)",
+        ]
+        if report["chunked_rows"]:
+            lines.append(f"chunked      {report['chunked_rows']:,} long rows embedded in windows")
+        if self.note:
+            lines.append(f"note         {self.note}")
+        cut = [s for s in report["shards"] if s.get("truncated_rows")]
+        if cut:
+            lines += ["", "truncated rows by shard (--long-text chunk keeps the whole text):"]
+            lines += [f"  {s['input']}  {s['truncated_rows']:,}" for s in cut[:20]]
+            if len(cut) > 20:
+                lines.append(f"  ... {len(cut) - 20} more shards (--json lists all)")
+        running = [s for s in self.shards if s.status == ShardStatus.RUNNING]
+        if running:
+            lines += ["", "running:"] + [f"  {s.input}  ({s.host} pid {s.pid})" for s in running]
+        failed = [s for s in self.shards if s.status == ShardStatus.FAILED]
+        if failed:
+            lines += ["", "failed:"] + [f"  {s.input}  {s.error}" for s in failed]
+            lines += ["", "rerun them with the same command plus --only-failed"]
+        return "\n".join(lines)
 
 
 def job_status(output_dir: str, inputs: tuple[str, ...] = ()) -> StatusReport:

@@ -11,31 +11,28 @@ s3      s3:// and S3-compatible stores (MinIO, R2...), through boto3
 blob    az://, abfs[s]:// (Azure Blob Storage) and gs:// (Google Cloud Storage), through obstore
 arrow   any other pyarrow or fsspec file system (memory://, hdfs://...)
 files   the input side: list, stat and open files by path or URI
+location  a path or URI parsed once: scheme, store root, key, query, glob
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from etl.storage.base import Entry, Storage, Upload, is_uri, join
+from etl.storage.base import Entry, Storage, Upload, join
+from etl.storage.location import Location, is_uri
 
 S3 = ("s3", "s3a")
 OBSTORE = ("az", "abfs", "abfss", "adl", "azure", "gs", "gcs")  # etl.storage.blob
 
 
-def scheme_of(location: str | Path) -> str:
-    """'s3', 'az', ... for a URI; '' for a local path."""
-    return str(location).split("://", 1)[0].lower() if is_uri(location) else ""
-
-
-def open_storage(location: str | Path) -> Storage:
+def open_storage(location: str | Path | Location) -> Storage:
     """The storage behind a location: a path, or a URI."""
-    scheme = scheme_of(location)
-    text = str(location)
+    where = Location.parse(location)
+    scheme, text = where.kind, str(where)
     if scheme in ("", "file"):
         from etl.storage.local import LocalStorage
 
-        return LocalStorage(text.split("://", 1)[1] if scheme else text)
+        return LocalStorage(where.authority + where.path + where.query if scheme else text)
     if scheme in S3:
         from etl.storage.s3 import S3Storage
 
@@ -52,7 +49,16 @@ def open_storage(location: str | Path) -> Storage:
 def fork_safe(locations: tuple[str, ...]) -> bool:
     """Whether a process forked after using these locations can still use them: obstore's
     runtime does not survive a fork (its threads stay behind), boto3 and the others do."""
-    return not any(scheme_of(location) in OBSTORE for location in locations if location)
+    return not any(Location.parse(location).kind in OBSTORE for location in locations if location)
 
 
-__all__ = ["Entry", "Storage", "Upload", "fork_safe", "is_uri", "join", "open_storage"]
+__all__ = [
+    "Entry",
+    "Location",
+    "Storage",
+    "Upload",
+    "fork_safe",
+    "is_uri",
+    "join",
+    "open_storage",
+]

@@ -22,6 +22,7 @@ import pyarrow.fs as pafs
 
 from etl.errors import ConfigError
 from etl.storage.base import Entry, Storage, Upload, join
+from etl.storage.marks import PUT_MARK, UPLOAD_MARK
 
 _LOCK = threading.Lock()  # memory:// is one process's: its compare-and-write happen under this
 
@@ -115,7 +116,7 @@ class ArrowStorage(Storage):
 
     def put(self, key: str, data: bytes) -> None:
         final = self.path(key)
-        temp = self._hidden(final, f"put-{uuid.uuid4().hex[:8]}")
+        temp = self._hidden(final, f"{PUT_MARK}{uuid.uuid4().hex[:8]}")
         self._temporaries.add(temp)
         try:
             self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
@@ -139,7 +140,7 @@ class ArrowStorage(Storage):
     def upload(self, key: str) -> ArrowUpload:
         final = self.path(key)
         self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
-        temp = self._hidden(final, f"inprogress-{os.getpid()}")
+        temp = self._hidden(final, f"{UPLOAD_MARK}{os.getpid()}")
         self._temporaries.add(temp)
         return ArrowUpload(self, key, temp, final)
 
@@ -150,7 +151,7 @@ class ArrowStorage(Storage):
         for item in self.fs.get_file_info(selector):
             leftover = item.path.rsplit("/", 1)[-1]
             mine = leftover.startswith(f".{name}") if prefix else leftover.startswith(f".{name}.")
-            if mine and ".inprogress-" in leftover and item.path not in self._temporaries:
+            if mine and UPLOAD_MARK in leftover and item.path not in self._temporaries:
                 self.fs.delete_file(item.path)
 
     def discard_temporaries(self) -> None:
@@ -161,7 +162,7 @@ class ArrowStorage(Storage):
 
     def _hidden(self, final: str, tag: str) -> str:
         folder, name = final.rsplit("/", 1)
-        return f"{folder}/.{name}.{tag}"
+        return f"{folder}/.{name}{tag}"
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:

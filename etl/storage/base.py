@@ -7,7 +7,6 @@ import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, BinaryIO
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -186,13 +185,6 @@ class Storage(ABC):
 def join(*parts: str) -> str:
     """Join key parts with '/', ignoring empty ones."""
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
-
-
-def is_uri(location: str | Path) -> bool:
-    """s3://bucket/x, memory://x, gs://... (a Windows drive letter is not a scheme)."""
-    text = str(location)
-    scheme, sep, _ = text.partition("://")
-    return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").isalnum()
 
 
 class RangedReader(io.RawIOBase):

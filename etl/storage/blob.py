@@ -26,13 +26,13 @@ import threading
 from typing import Any, BinaryIO
 
 from etl.errors import ConfigError, EmbedEtlError, StorageError
-from etl.redact import redact
 from etl.storage.base import Entry, Storage, join, nanoseconds, ranged_file
 from etl.storage.blob_upload import BlobUpload
+from etl.storage.location import Location
+from etl.storage.parts import upload_part_size
 
 AZURE = ("az", "abfs", "abfss", "adl", "azure")
 GCS = ("gs", "gcs")
-PART_SIZE = 8 << 20  # an upload's block (Azure) or part (GCS) size, and the memory it holds
 
 
 class BlobStorage(Storage):
@@ -46,7 +46,7 @@ class BlobStorage(Storage):
         self.prefix = prefix.strip("/")
         self.scheme = root.split("://", 1)[0].lower()
         self.conditional = self.scheme in AZURE  # proven on Azurite; see the docstring for gs
-        self.part_size = int(os.environ.get("EMBED_ETL_PART_SIZE", PART_SIZE))
+        self.part_size = upload_part_size()  # a block (Azure) or part (GCS)
         self._store: Any = None
         self._store_pid = -1
         self._uploads: set[BlobUpload] = set()
@@ -54,17 +54,17 @@ class BlobStorage(Storage):
 
     @classmethod
     def from_uri(cls, uri: str) -> BlobStorage:
-        scheme, rest = uri.split("://", 1)
-        if redact(uri) != uri:  # a password or a query (abfss://container@account is a name)
+        where = Location.parse(uri)
+        scheme = where.scheme
+        if where.redacted != uri:  # a password or a query (abfss://container@account is a name)
             raise ConfigError(
-                f"{redact(uri)}: a {scheme}:// URI carries no credentials or options here; give "
+                f"{where.redacted}: a {scheme}:// URI carries no credentials or options here; give "
                 "them in the environment (AZURE_STORAGE_*, GOOGLE_*), never in a URI that records "
                 "and logs would name"
             )
-        authority, _, prefix = rest.partition("/")
-        if not authority:
+        if not where.authority:
             raise ConfigError(f"{uri}: expected {scheme}://container/prefix")
-        return cls(f"{scheme}://{authority}", prefix)
+        return cls(str(where.root), where.path[1:])
 
     def __getstate__(self) -> dict:
         return {"root": self.root, "prefix": self.prefix}

@@ -21,9 +21,7 @@ from typing import BinaryIO
 
 from etl.errors import StorageError
 from etl.storage.base import Entry, Storage, Upload
-
-UPLOAD_MARK = ".inprogress-"  # .<name>.inprogress-<pid>: an output being written
-TEMPORARY_MARKS = (UPLOAD_MARK, ".create-", ".put-")  # every temporary file's name has one
+from etl.storage.marks import CREATE_MARK, PUT_MARK, TEMPORARY_MARKS, UPLOAD_MARK
 
 
 class LocalUpload(Upload):
@@ -147,7 +145,7 @@ class LocalStorage(Storage):
         whole object or none.
         """
         final = self.local_path(key)
-        private = self._temporary(final, f".create-{uuid.uuid4().hex[:8]}")
+        private = self._temporary(final, f"{CREATE_MARK}{uuid.uuid4().hex[:8]}")
         try:
             private.write_bytes(data)
             os.link(private, final)
@@ -161,7 +159,7 @@ class LocalStorage(Storage):
     def put(self, key: str, data: bytes) -> None:
         """Write the whole object, replacing any other at once."""
         final = self.local_path(key)
-        temp = self._temporary(final, f".put-{uuid.uuid4().hex[:8]}")
+        temp = self._temporary(final, f"{PUT_MARK}{uuid.uuid4().hex[:8]}")
         try:
             temp.write_bytes(data)
             os.replace(temp, final)

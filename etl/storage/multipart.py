@@ -8,8 +8,8 @@ import contextlib
 from typing import Any
 
 from etl.storage.base import StreamedUpload
+from etl.storage.parts import PART_SIZE
 
-PART_SIZE = 8 << 20  # the first parts' size; S3 wants at least 5 MiB for all parts but the last
 MAX_PARTS = 10_000  # S3's limits: parts in an upload, bytes in a part, bytes in an object
 MAX_PART = 5 << 30
 MAX_OBJECT = 5 << 40

@@ -32,7 +32,8 @@ from typing import Any, BinaryIO
 
 from etl.errors import ConfigError, EmbedEtlError, StorageError
 from etl.storage.base import Entry, Storage, join, nanoseconds, ranged_file
-from etl.storage.multipart import PART_SIZE, S3Upload
+from etl.storage.multipart import S3Upload
+from etl.storage.parts import upload_part_size
 from etl.storage.s3_uri import parse_s3_uri
 
 CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
@@ -48,8 +49,7 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client_options = dict(client_options or {})  # from the URI: credentials and all
-        # Multipart part size: EMBED_ETL_S3_PART_SIZE bytes (read when the storage is opened).
-        self.part_size = int(os.environ.get("EMBED_ETL_S3_PART_SIZE", PART_SIZE))
+        self.part_size = upload_part_size(s3=True)  # the first parts' (etl.storage.multipart)
         self._client: Any = None
         self._client_pid = -1
         self._uploads: set[S3Upload] = set()

@@ -7,7 +7,7 @@ every record and message); the environment's AWS_* settings apply where the URI 
 from __future__ import annotations
 
 from etl.errors import ConfigError
-from etl.redact import redact, split_uri
+from etl.storage.location import Location
 
 # What an s3:// URI's query may set (pyarrow's names), as boto3 calls it.
 URI_OPTIONS = {
@@ -20,20 +20,22 @@ URI_OPTIONS = {
 def parse_s3_uri(uri: str) -> tuple[str, str, dict[str, str]]:
     """(bucket, prefix, boto3 client options) of an s3:// URI, or a ConfigError naming it
     (redacted) and what was expected."""
-    plain, userinfo, query = split_uri(uri)
-    bucket, _, prefix = plain.split("://", 1)[1].partition("/")
+    where = Location.parse(uri)
+    bucket, prefix, userinfo, query = where.host, where.path[1:], where.userinfo, where.options
     if not bucket:
-        raise ConfigError(f"{redact(uri)}: expected s3://bucket/prefix")
+        raise ConfigError(f"{where.redacted}: expected s3://bucket/prefix")
     unknown = sorted(set(query) - set(URI_OPTIONS))
     if unknown:
         raise ConfigError(
-            f"{redact(uri)}: {unknown[0]!r} in its query is not an s3:// option; expected "
+            f"{where.redacted}: {unknown[0]!r} in its query is not an s3:// option; expected "
             f"{', '.join(URI_OPTIONS)} (or the AWS_* environment variables)"
         )
     options = {URI_OPTIONS[k]: v for k, v in query.items()}
     if userinfo:
         key, colon, secret = userinfo.partition(":")
         if not colon or not key or not secret:
-            raise ConfigError(f"{redact(uri)}: expected s3://ACCESS_KEY:SECRET_KEY@bucket/prefix")
+            raise ConfigError(
+                f"{where.redacted}: expected s3://ACCESS_KEY:SECRET_KEY@bucket/prefix"
+            )
         options.update(aws_access_key_id=key, aws_secret_access_key=secret)
     return bucket, prefix, options

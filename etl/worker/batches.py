@@ -1,6 +1,6 @@
 """Each batch from the reader, through the model in flight, into its shard's writer and record.
 
-The next batches are submitted to the device (etl.stages.inflight) before the oldest is
+The next batches are submitted to the device (etl.stages.compute.inflight) before the oldest is
 collected, so that the host places one batch's vectors while the device computes the next.
 A batch's vectors reach its shard's writer in the order it was submitted; every batch of a
 shard is collected before its commit; a batch that fails fails its shard only, and that
@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 from etl.contract import REFUSED_SHOWN, Batch, ShardRecord
 from etl.errors import reason
 from etl.spec import OutputSpec
-from etl.stages.sink import ShardWriter
+from etl.stages.write.sink import ShardWriter
 from etl.worker.progress import Progress, rows_done
 
 if TYPE_CHECKING:  # torch stays out of the planning commands' imports
     import numpy as np
 
-    from etl.stages.inflight import InFlight, Submitted
+    from etl.stages.compute.inflight import InFlight, Submitted
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from etl.errors import reason
 from etl.reuse.ledger import Ledger
 from etl.reuse.publish import Publisher
 from etl.spec import OutputSpec
-from etl.stages.sink import ShardWriter
+from etl.stages.write.sink import ShardWriter
 from etl.state.lease import Lease
 from etl.state.manifest import Manifest, stamp
 from etl.threads import helper_pool
@@ -39,7 +39,7 @@ from etl.worker.batches import Batches, Writing
 from etl.worker.progress import Progress
 
 if TYPE_CHECKING:  # torch stays out of the planning commands' imports
-    from etl.stages.inflight import InFlight
+    from etl.stages.compute.inflight import InFlight
     from etl.worker.settings import Work
 
 log = logging.getLogger(__name__)

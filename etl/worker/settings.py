@@ -41,7 +41,7 @@ class Work:
     total_rows: int = 0  # rows in these shards, for the progress bar
     total_tokens: int | None = None  # their tokens, estimated where the bar is shown
     reuse: Any = None  # etl.reuse.plan.ReusePlan: the vector stores; None embeds every row
-    calibration: Any = None  # etl.calibrate.Calibration: int8 ranges still to fix, or None
+    calibration: Any = None  # etl.state.calibration.Calibration: int8 ranges still to fix, or None
 
 
 def worker_settings(

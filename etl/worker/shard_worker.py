@@ -17,11 +17,12 @@ from etl.errors import ConfigError, EmbedEtlError
 from etl.reuse.ledger import Ledger
 from etl.reuse.publish import Publisher
 from etl.spec import OutputSpec
-from etl.stages.batching import resolve_batching
-from etl.stages.tokenizer import Layout
+from etl.stages.read.batching import resolve_batching
+from etl.stages.read.tokenizer import Layout
 from etl.state.claims import ClaimBook
 from etl.state.lease import Handout, Lease
 from etl.state.manifest import Manifest
+from etl.worker.calibration import calibrate_in_worker
 from etl.worker.runner import ResultCallback, Runner
 from etl.worker.settings import Work, WorkerSettings
 
@@ -31,9 +32,9 @@ class ShardWorker:
     so that a model that does not load or fit fails before anything is written."""
 
     def __init__(self, settings: WorkerSettings, spec: OutputSpec) -> None:
-        from etl.stages.device import resolve_device
-        from etl.stages.encoder import Encoder
-        from etl.stages.tokenizer import layout, load_tokenizer, prompt_length
+        from etl.stages.compute.device import resolve_device
+        from etl.stages.compute.encoder import Encoder
+        from etl.stages.read.tokenizer import layout, load_tokenizer, prompt_length
 
         self.settings = settings
         self.spec = spec
@@ -64,12 +65,10 @@ class ShardWorker:
     ) -> list[ShardRecord]:
         """Claim and embed every shard of ``work`` nobody else holds; one record per shard.
         The shards are tried in the order ``handout`` gives (one of several workers asks its
-        driver), or all in order. int8 ranges still to fix are fixed first (etl.calibrate),
+        driver), or all in order. int8 ranges still to fix are fixed first (etl.worker.calibration),
         once for the whole job."""
         spec = self.spec
         if work.calibration is not None:
-            from etl.calibrate import calibrate_in_worker
-
             spec = calibrate_in_worker(self, work.storage, work.calibration)
         return self._run(spec, work, on_result, claim=True, handout=handout)
 
@@ -103,8 +102,8 @@ class ShardWorker:
         claim: bool,
         handout: Handout | None = None,
     ) -> list[ShardRecord]:
-        from etl.stages.loader import ShardStream
-        from etl.stages.read_ahead import DEFAULT_READERS, make_loader
+        from etl.stages.read.loader import ShardStream
+        from etl.stages.read.read_ahead import DEFAULT_READERS, make_loader
 
         storage = work.storage
         manifest = Manifest(storage)
@@ -154,7 +153,7 @@ class ShardWorker:
 def check_room(spec: OutputSpec, layout: Layout, tokenizer: Any) -> None:
     """A window must hold the special tokens, the prompt and more text than the overlap (or a
     whole passage of --chunk-tokens)."""
-    from etl.stages.tokens import content_ids
+    from etl.stages.read.tokens import content_ids
 
     prompt = len(content_ids(tokenizer, spec.prompt)) if spec.prompt else 0
     room = spec.max_length - layout.specials - prompt

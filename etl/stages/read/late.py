@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from etl.config import CHUNK_COLUMNS
-from etl.stages.chunks import chunk_windows
-from etl.stages.sequences import Sequences, starts_of
-from etl.stages.tokenizer import Layout
-from etl.stages.tokens import PIECE_CHARS, piece_end
+from etl.stages.read.chunks import chunk_windows
+from etl.stages.read.sequences import Sequences, starts_of
+from etl.stages.read.tokenizer import Layout
+from etl.stages.read.tokens import PIECE_CHARS, piece_end
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def encode_documents(tokenizer: Any, texts: list[str], prompt: str) -> Encoded:
 def late_window(
     encoded: Encoded, window: Any, present: np.ndarray, layout: Layout, spec: Any
 ) -> tuple[Sequences, LateSpans, np.ndarray, int]:
-    """A window of passage rows (etl.stages.blocks.Rows; ``present``: those with a text, whose
+    """A window of passage rows (etl.stages.read.blocks.Rows; ``present``: those with a text, whose
     texts ``encoded`` holds in order): the sequences to run, where each present passage is
     pooled from, its tokens, and how many texts ran in several windows."""
     _, doc = np.unique(window.documents.of[present], return_inverse=True)

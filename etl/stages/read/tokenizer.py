@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from etl.errors import ModelError
-from etl.model.backend import TOKENIZERS, Backend, choose_backend, plain_tokenizer_applies
+from etl.model.backend import TOKENIZERS, Backend, choose_backend
 from etl.model.facts import ModelInfo
+from etl.model.plain_checks import plain_tokenizer_applies
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,16 @@
 """--chunk-tokens: a block of input rows becomes a block of passage rows, one a passage.
 
-Each text is cut into passages of at most --chunk-tokens tokens (etl.stages.passages: spans
+Each text is cut into passages of at most --chunk-tokens tokens (etl.stages.read.passages: spans
 that cover the text, at word starts, with --chunk-overlap); each passage row carries its input
 row's id and kept columns, its number in the row (`chunk`) and its span (`chunk_start`,
 `chunk_end`: ``text[chunk_start:chunk_end]`` is the passage, in characters), and the passage
 as its text. From here on the job runs on passages as it runs on rows: each is embedded as the
 string it is, with the model's special tokens and prompt (what a user's own chunk-then-embed
 does), through the vector store like any other text, and written one row each, in order; or,
-with --chunking late, pooled from a pass over the whole text (etl.stages.late), which the rows
+with --chunking late, pooled from a pass over the whole text (etl.stages.read.late), which the rows
 carry. A null text (or one over --max-text-bytes) keeps one row, with null number, span and
 vectors. --chunk-layout nested folds the passage rows back into their input row as they are
-written (etl.stages.nested).
+written (etl.stages.write.nested).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import pyarrow as pa
 
 from etl.config import CHUNK_COLUMNS, WHOLE_TEXT
 from etl.spec import OutputSpec
-from etl.stages.blocks import Rows
-from etl.stages.late import Documents
-from etl.stages.passages import cut_passages
-from etl.stages.source import plain_text, text_sizes, without
-from etl.stages.tokens import PIECE_CHARS, piece_end
+from etl.stages.read.blocks import Rows
+from etl.stages.read.late import Documents
+from etl.stages.read.passages import cut_passages
+from etl.stages.read.source import plain_text, text_sizes, without
+from etl.stages.read.tokens import PIECE_CHARS, piece_end
 
 GROUP_CHARS = 1 << 18  # characters cut into passages at a time
 

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from etl.contract import Batch, WindowInfo
-from etl.stages.late import LateSpans
-from etl.stages.sequences import Sequences
-from etl.stages.token_mask import TokenMask
-from etl.stages.tokenizer import Layout
+from etl.stages.read.late import LateSpans
+from etl.stages.read.sequences import Sequences
+from etl.stages.read.token_mask import TokenMask
+from etl.stages.read.tokenizer import Layout
 
 
 @dataclass

@@ -6,8 +6,9 @@ is mostly that. all-MiniLM, bge, e5 and gte-small are plain BERT, so for a BERT 
 positions, a supported activation and its weights in one safetensors file, the job builds this
 module (the same parameter names, so the checkpoint loads as is, and the same arithmetic:
 embeddings + LayerNorm, then per layer SDPA attention and a feed-forward block, each followed by
-a residual LayerNorm). etl.model.backend decides which models it takes; the tests hold it to
-transformers' BertModel on every hidden state.
+a residual LayerNorm). etl.model.plain_checks says which checkpoints it takes and
+etl.model.backend whether it runs one; the tests hold it to transformers' BertModel on every
+hidden state.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from etl.errors import ModelError
-from etl.model.backend import PLAIN_BERT, ModelCode, plain_bert_mismatch
+from etl.model.code.base import PLAIN_BERT, ModelCode
+from etl.model.files import SAFETENSORS
+from etl.model.plain_checks import plain_bert_mismatch
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -185,7 +188,7 @@ class Bert(nn.Module):
 
 def load_bert(path: str | Path, name: str | None = None) -> Bert:
     """The model of a plain BERT checkpoint (its pooler None where the checkpoint has no pooler
-    weights). Only for what etl.model.backend chose this code for; anything else is a
+    weights). Only for what etl.model.plain_checks accepts; anything else is a
     ModelError, never a silent hand-over to another code."""
     path = Path(path)
     name = name or str(path)
@@ -206,7 +209,7 @@ def load_bert(path: str | Path, name: str | None = None) -> Bert:
     )
     from safetensors.torch import load_file
 
-    weights = path / "model.safetensors"
+    weights = path / SAFETENSORS
     try:
         state = _rename(load_file(str(weights)))
     except Exception as exc:

@@ -1,5 +1,6 @@
-"""Read and tokenize ahead of the model: in a thread of this process (`--num-workers 0`, the
-default), or in DataLoader worker processes.
+"""Where the readers run ahead of the model: a thread of this process, or DataLoader processes.
+
+A thread with `--num-workers 0` (the default on a CPU), DataLoader worker processes otherwise.
 
 Reading Parquet and tokenizing release the GIL, so one thread keeps the model fed as well as a
 forked DataLoader worker does, without a second process: on 20,000 corpus rows on a 2-core CPU

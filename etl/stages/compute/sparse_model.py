@@ -2,8 +2,8 @@
 
 SPLADE runs the checkpoint with its masked-language-model head (transformers'
 AutoModelForMaskedLM: the encoder, the head's transform, the decoder tied to the word
-embeddings) and pools its logits (etl.stages.sparse), a group of rows at a time; a static route
-(SparseStaticEmbedding) has no model, only its saved weight per token id.
+embeddings) and pools its logits (etl.stages.compute.sparse), a group of rows at a time; a
+static route (SparseStaticEmbedding) has no model, only its saved weight per token id.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from etl.errors import ModelError
 from etl.model.runtime import require_safe_torch, use_safetensors
 from etl.model.sparse import STATIC
 from etl.spec import OutputSpec
-from etl.stages.sparse import row_groups, splade_pool, static_weights, top_k
+from etl.stages.compute.sparse import row_groups, splade_pool, static_weights, top_k
 
 
 class SparseModel:

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from etl.stages.sequences import Sequences
-from etl.stages.tokenizer import Layout
+from etl.stages.read.sequences import Sequences
+from etl.stages.read.tokenizer import Layout
 
 
 def chunk_rows(

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from etl.stages.token_rows import list_offsets
-from etl.stages.vectors import sparse_type
+from etl.stages.write.token_rows import list_offsets
+from etl.stages.write.vectors import sparse_type
 
 
 class SparseRows:

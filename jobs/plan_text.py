@@ -1,11 +1,21 @@
-"""`plan --estimate` for a person: what the job holds, and what it will cost."""
+"""What `embed-etl plan` prints for a person: the parts, or (--estimate) what the job will cost."""
 
 from __future__ import annotations
 
 from typing import Any
 
 
+def parts_text(plan: dict[str, Any]) -> str:
+    """A line per part of etl.plan_parts' answer: its bytes and its input files."""
+    lines = []
+    for part in plan["parts"]:
+        names = ", ".join(part["inputs"]) or "(nothing)"
+        lines.append(f"part {part['shard_index']}: {part['bytes']:,} bytes: {names}")
+    return "\n".join(lines)
+
+
 def estimate_text(found: dict[str, Any]) -> str:
+    """etl.estimate_job's answer: rows, tokens, the stores' share, and with --calibrate, time."""
     lines = [
         f"inputs       {found['inputs']:,} shards ({found['shards_done']:,} done, "
         f"{found['shards_pending']:,} to do)",

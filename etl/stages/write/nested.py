@@ -1,6 +1,6 @@
 """--chunk-layout nested: a shard's passage rows folded back into one row per input row.
 
-The job runs on passage rows up to the sink (etl.stages.passage_rows); the writer hands each
+The job runs on passage rows up to the sink (etl.stages.read.passage_rows); the writer hands each
 window's rows, as the rows layout would write them, to a Nest, which groups each input row's
 passages (numbered from 0, or the one null row of a null text) into lists: the spans become one
 list of {start, end}, every column after them (n_tokens, truncated, token ids, vectors) a list

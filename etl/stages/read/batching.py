@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from etl.errors import ConfigError
-from etl.stages.sequences import Sequences
+from etl.stages.read.sequences import Sequences
 
 CPU_BUDGET = 2048  # padded tokens per batch: 1,024-3,072 flat on 2 cores (benchmarks/RESULTS.md)
 GPU_BUDGET = 32768

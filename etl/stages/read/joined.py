@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from etl.stages.sequences import Sequences, positions, starts_of
-from etl.stages.tokenizer import layout
+from etl.stages.read.sequences import Sequences, positions, starts_of
+from etl.stages.read.tokenizer import layout
 
 SEPARATOR = "\x00[embed-etl:next-text]\x00"
 GROUPS_PER_CORE = 4  # joined strings per core: the Rust tokenizer's threads stay balanced

@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from etl.stages.source import iter_windows, text_sizes, without
+from etl.stages.read.source import iter_windows, text_sizes, without
 
 if TYPE_CHECKING:
-    from etl.stages.late import Documents
+    from etl.stages.read.late import Documents
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 One forward pass gives every output column: each pools one hidden layer (the model's own modes,
 or --pooling's), the model's Dense layers follow where its recipe has them, and token vectors
 are handed over whole. Normalizing waits for the sink, after a long text's windows are joined.
-The job's batches go through ``in_flight`` (etl.stages.inflight): queued on the device and
+The job's batches go through ``in_flight`` (etl.stages.compute.inflight): queued on the device and
 collected later; ``encode`` is the same pass waited for.
 """
 
@@ -12,23 +12,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from etl.contract import Batch
 from etl.errors import ModelError, reason
-from etl.model.backend import FLASH_ATTENTION, TRANSFORMERS, ModelCode
-from etl.model.bert import PlainBertCode
+from etl.model.backend import FLASH_ATTENTION
+from etl.model.code.registry import model_code
 from etl.model.facts import ModelInfo
-from etl.model.runtime import require_safe_torch, require_same_code, use_safetensors
+from etl.model.runtime import require_safe_torch, require_same_code
 from etl.spec import OutputSpec
-from etl.stages.device import cpu_supports, default_threads
-from etl.stages.head import DenseHead
-from etl.stages.inflight import InFlight
-from etl.stages.pooling import pool, pool_spans
-from etl.stages.sparse_model import SparseModel
+from etl.stages.compute.device import cpu_supports, default_threads
+from etl.stages.compute.head import DenseHead
+from etl.stages.compute.inflight import InFlight
+from etl.stages.compute.pooling import pool, pool_spans
+from etl.stages.compute.sparse_model import SparseModel
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class Encoder:
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One forward pass, enqueued on the device: (B, D) float32 vectors per column; a token
         column gets its (B, T, H) hidden states (the batch's mask says which tokens are real).
-        The results stay on the device (etl.stages.inflight brings them over)."""
+        The results stay on the device (etl.stages.compute.inflight brings them over)."""
         non_blocking = self.device.type == "cuda"
         ids = batch.input_ids.to(self.device, non_blocking=non_blocking)  # (B, T)
         mask = batch.attention_mask.to(self.device, non_blocking=non_blocking)  # (B, T)
@@ -176,13 +175,13 @@ def _default_threads(spec: OutputSpec, device: torch.device) -> int:
 
 
 def _load_model(spec: OutputSpec, device: torch.device, trust_remote_code: bool) -> Any:
-    """The model, by the code the spec's backend names, cut to the deepest layer asked for, on
-    its device: etl.model.bert (no transformers import) or transformers."""
+    """The model, by the code the spec's backend names (etl.model.code.registry), cut to the
+    deepest layer asked for, on its device."""
     info = spec.model
     require_safe_torch()
     if spec.backend.attention == FLASH_ATTENTION:
         log.info("attention: flash_attention_2 (padding is skipped)")
-    code = MODEL_CODES[spec.backend.model]  # exactly the code the plan chose
+    code = model_code(spec.backend.model)  # exactly the code the plan chose
     model, missing = code.load(info.path, info.name, spec.backend.attention, trust_remote_code)
     pooler_missing = [k for k in missing if "pooler" in k]
     if spec.needs_pooler and (pooler_missing or getattr(model, "pooler", None) is None):
@@ -201,34 +200,6 @@ def _load_model(spec: OutputSpec, device: torch.device, trust_remote_code: bool)
         # exact mode computes in float32 all the same.
         model = model.float()
     return model.eval().to(device)
-
-
-class TransformersCode(ModelCode):
-    """transformers' AutoModel behind the ModelCode interface: every other architecture."""
-
-    name = TRANSFORMERS
-
-    def load(
-        self, path: Path, name: str, attention: str | None, trust_remote_code: bool
-    ) -> tuple[Any, list[str]]:
-        from transformers import AutoModel
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        try:
-            model, loading = AutoModel.from_pretrained(
-                path,
-                output_loading_info=True,
-                attn_implementation=attention,
-                trust_remote_code=trust_remote_code,
-                use_safetensors=use_safetensors(path),
-            )
-        except Exception as exc:
-            raise ModelError(f"--model {name}: cannot load the model from {path}: {exc}") from exc
-        return model, sorted(loading.get("missing_keys", ()))
-
-
-MODEL_CODES: dict[str, ModelCode] = {c.name: c for c in (PlainBertCode(), TransformersCode())}
 
 
 def _keep_layers(model: torch.nn.Module, keep: int, info: ModelInfo) -> None:

@@ -20,9 +20,9 @@ from etl.reuse.publish import Publisher
 from etl.reuse.shard import EARLIER
 from etl.reuse.spill import NewVectors
 from etl.spec import METADATA_PREFIX, OutputSpec
-from etl.stages.nested import Nest, nested_schema
-from etl.stages.vectors import arrow_type, sparse_type
-from etl.stages.window import TokenInput, Window
+from etl.stages.write.nested import Nest, nested_schema
+from etl.stages.write.vectors import arrow_type, sparse_type
+from etl.stages.write.window import TokenInput, Window
 from etl.storage.base import Storage
 from etl.version import __version__
 

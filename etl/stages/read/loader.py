@@ -1,6 +1,7 @@
-"""Read, tokenize and batch shards ahead of the model: in a thread (the default) or processes.
+"""One reader's stream: each shard it is fed, read, tokenized and cut into batches, in order.
 
-Each reader asks the feed for a whole shard (one its worker has claimed already, so that
+Where the stream runs (a thread, or DataLoader processes) is etl.stages.read.read_ahead's
+concern. Each reader asks the feed for a whole shard (one its worker has claimed already, so that
 concurrent processes never share one), reads it window by window, tokenizes a window in one
 call, cuts it into length-sorted batches on a padded-token budget and pads each batch to its
 own longest row. Everything the main process needs travels in the yielded items.
@@ -34,16 +35,16 @@ from etl.reuse.lookup import Lookup
 from etl.reuse.shard import BLOCK_ROWS, EMBED, SOURCES, ShardReuse
 from etl.reuse.store import StoreTarget
 from etl.spec import OutputSpec
-from etl.stages.batching import Batching, plan_batches
-from etl.stages.blocks import Feed, Rows, read_blocks
-from etl.stages.chunks import chunk_rows
-from etl.stages.late import encode_documents, late_window
-from etl.stages.passage_rows import passages_of
-from etl.stages.settled import Settled, window_batches
-from etl.stages.source import model_texts, open_shard, present_rows, refusals, without
-from etl.stages.token_mask import TokenMask
-from etl.stages.tokenizer import Layout
-from etl.stages.tokens import content_ids, encode_window, finish_window
+from etl.stages.read.batching import Batching, plan_batches
+from etl.stages.read.blocks import Feed, Rows, read_blocks
+from etl.stages.read.chunks import chunk_rows
+from etl.stages.read.late import encode_documents, late_window
+from etl.stages.read.passage_rows import passages_of
+from etl.stages.read.settled import Settled, window_batches
+from etl.stages.read.source import model_texts, open_shard, present_rows, refusals, without
+from etl.stages.read.token_mask import TokenMask
+from etl.stages.read.tokenizer import Layout
+from etl.stages.read.tokens import content_ids, encode_window, finish_window
 from etl.threads import helper_pool
 
 Item = ShardStart | Batch | ShardEnd | ShardFailed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from etl.stages.sequences import positions, starts_of
+from etl.stages.read.sequences import positions, starts_of
 
 
 class TokenRows:

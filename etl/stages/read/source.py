@@ -11,8 +11,7 @@ import pyarrow.parquet as pq
 
 from etl.errors import InputError
 from etl.spec import OutputSpec
-from etl.storage import files
-from etl.storage.base import is_uri
+from etl.storage import files, is_uri
 
 READ_BUFFER = 1 << 20  # bytes of a local column chunk read at a time
 REMOTE_READ_BUFFER = 8 << 20  # of a remote one (one ranged read each)
@@ -153,7 +152,7 @@ def without(array: pa.Array, rows: np.ndarray) -> pa.Array:
 
 
 def refusals(window, first_row: int, rows: np.ndarray, spec) -> tuple:
-    """Why each of these rows of a window (etl.stages.blocks.Rows: over --max-text-bytes)
+    """Why each of these rows of a window (etl.stages.read.blocks.Rows: over --max-text-bytes)
     gets no vector, a line each."""
     ids = window.batch.column(spec.id_column).take(pa.array(rows)).to_pylist()
     return tuple(

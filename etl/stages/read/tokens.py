@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from etl.stages.joined import joined_tokenizer
-from etl.stages.sequences import Sequences
-from etl.stages.tokenizer import Layout
+from etl.stages.read.joined import joined_tokenizer
+from etl.stages.read.sequences import Sequences
+from etl.stages.read.tokenizer import Layout
 
 PIECE_CHARS = 1 << 16  # counting a long text: this many characters at a time
 
@@ -225,7 +225,7 @@ def _specials(tokenizer: Any) -> int:
 
 def _ids(tokenizer: Any, texts: list[str], special_tokens: bool) -> Sequences:
     """Each text's ids, special tokens added: many texts a call where the tokenizer allows
-    (etl.stages.joined), else an Encoding a text."""
+    (etl.stages.read.joined), else an Encoding a text."""
     joined = joined_tokenizer(tokenizer, special_tokens)
     found = joined.encode(texts) if joined is not None else None
     if found is None:

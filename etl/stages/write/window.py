@@ -1,4 +1,4 @@
-"""One window of rows while its batches arrive: vectors placed by row, chunked rows joined.
+"""One window's vectors, placed by row as its batches arrive and assembled for the sink.
 
 A row split into several windows (--long-text chunk) is joined here: the token-weighted mean of
 its window vectors, or their element-wise max for max pooling. Rows that did not go through the
@@ -19,9 +19,9 @@ from etl.contract import WindowInfo
 from etl.reuse.shard import EMBED, SHARD
 from etl.reuse.spill import NewVectors
 from etl.spec import OutputSpec
-from etl.stages.sparse_rows import SparseRows
-from etl.stages.token_rows import TokenRows
-from etl.stages.vectors import encode, finish, l2_normalize, to_arrow
+from etl.stages.write.sparse_rows import SparseRows
+from etl.stages.write.token_rows import TokenRows
+from etl.stages.write.vectors import encode, finish, l2_normalize, to_arrow
 
 TokenInput = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids (B, T), mask (B, T), parts
 

@@ -248,8 +248,12 @@ def _sample_file(path: str) -> pq.ParquetFile:
 
 
 def tokenizer_of(spec: OutputSpec, trust_remote_code: bool) -> tuple[Any, Any]:
-    """The job's tokenizer, as its workers load it, and its layout."""
+    """The job's tokenizer, as its workers load it, and its layout; ConfigError where a
+    sequence has no room for what the job asks, as a worker would refuse it."""
     from etl.stages.read.tokenizer import layout, load_tokenizer
+    from etl.worker.shard_worker import check_room
 
     tokenizer = load_tokenizer(spec.model, spec.backend, trust_remote_code)
-    return tokenizer, layout(tokenizer)
+    specials = layout(tokenizer)
+    check_room(spec, specials, tokenizer)
+    return tokenizer, specials

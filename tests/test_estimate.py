@@ -250,3 +250,15 @@ def test_with_passages_the_stores_are_asked_for_passages(tmp_path, tiny_model):
         "100000",
     )
     assert found["stores_hold"]["rows"] == 1.0 and found["tokens_to_embed"] == 0
+
+
+def test_no_room_for_a_late_passage_is_refused_not_looped(tmp_path, tiny_model):
+    """A prompt that leaves a window no room for a late passage and its overlap is refused in
+    one line by the estimate too (its windows would never end), as by a run."""
+    write_shard(tmp_path / "in" / "a.parquet", ["the cat sat on the mat " * 30])
+    prompt = "the cat sat on the mat " * 20  # 120 of the tiny model's 128 tokens
+    args = ["plan", str(tmp_path / "in"), "--estimate", "--model", str(tiny_model)]
+    args += ["--chunk-tokens", "4", "--chunking", "late", "--prompt", prompt]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "--chunking late --chunk-tokens 4" in result.output
+    assert "Traceback" not in result.output

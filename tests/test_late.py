@@ -253,6 +253,11 @@ def test_late_workers_and_spans(tmp_path, tiny_model):
         ({"chunking": "late", "chunk_tokens": 40}, "half a pass"),
         ({"chunking": "late", "chunk_tokens": 8, "poolings": ("tokens",)}, "--pooling tokens"),
         ({"chunking": "late", "chunk_tokens": 8, "store": "STORE"}, "late chunks"),
+        # The prompt's tokens leave a window too little room for a passage and its overlap.
+        (
+            {"chunking": "late", "chunk_tokens": 30, "prompt": "the cat sat on the mat "},
+            "a passage and an overlap",
+        ),
     ],
 )
 def test_late_refused(tmp_path, tiny_model, options, message):
@@ -270,8 +275,8 @@ def test_late_refused(tmp_path, tiny_model, options, message):
 def test_a_huge_text_is_tokenized_in_pieces_with_the_same_vectors(
     tmp_path, tiny_model, monkeypatch
 ):
-    """A text over PIECE_CHARS is tokenized in whitespace-aligned pieces (bounded tokenizer
-    memory): the same passages, the same vectors as in one piece."""
+    """A text over PIECE_CHARS is tokenized in whitespace-aligned pieces, GROUP_CHARS
+    characters a call (bounded tokenizer memory): the same passages and vectors as whole."""
     import etl.stages.read.late as late
 
     docs = [" ".join(texts(30, seed=4))[:1500], "the cat sat on the mat"]
@@ -279,6 +284,7 @@ def test_a_huge_text_is_tokenized_in_pieces_with_the_same_vectors(
     options = dict(chunk_tokens=8, chunking="late", max_length=64)
     run_ok(tmp_path / "in", tmp_path / "whole", tiny_model, **options)
     monkeypatch.setattr(late, "PIECE_CHARS", 100)
+    monkeypatch.setattr(late, "GROUP_CHARS", 300)  # several calls to the tokenizer
     run_ok(tmp_path / "in", tmp_path / "pieces", tiny_model, **options)
     whole = pq.read_table(tmp_path / "whole" / "a.parquet")
     pieces = pq.read_table(tmp_path / "pieces" / "a.parquet")

@@ -152,7 +152,7 @@ class ShardWorker:
 
 def check_room(spec: OutputSpec, layout: Layout, tokenizer: Any) -> None:
     """A window must hold the special tokens, the prompt and more text than the overlap (or a
-    whole passage of --chunk-tokens)."""
+    whole passage of --chunk-tokens; with --chunking late, two)."""
     from etl.stages.read.tokens import content_ids
 
     prompt = len(content_ids(tokenizer, spec.prompt)) if spec.prompt else 0
@@ -161,6 +161,9 @@ def check_room(spec: OutputSpec, layout: Layout, tokenizer: Any) -> None:
     what = f"--chunk-overlap {spec.chunk_overlap}" if spec.long_text == "chunk" else "text"
     if spec.chunk_tokens is not None:  # a passage, whole, with its specials and prompt
         needed, what = spec.chunk_tokens, f"--chunk-tokens {spec.chunk_tokens}"
+        if spec.chunking == "late":  # twice: windows overlap by a passage (etl.stages.read.late)
+            needed = 2 * spec.chunk_tokens
+            what = f"--chunking late --chunk-tokens {spec.chunk_tokens} (a passage and an overlap)"
     if room < needed:
         raise ConfigError(
             f"--max-length {spec.max_length}: a sequence holds {layout.specials} special tokens "

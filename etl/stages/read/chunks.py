@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from etl.errors import ConfigError
 from etl.stages.read.sequences import Sequences
 from etl.stages.read.tokenizer import Layout
 
@@ -68,6 +69,11 @@ def chunk_windows(
     head, text = content[:lead], content[lead:]
     width = max_length - len(prefix) - len(suffix) - lead  # text tokens per window
     stride = width - overlap
+    if stride < 1:  # callers check the room first (check_room); never loop forever here
+        raise ConfigError(
+            f"--max-length {max_length}: a window has {width} text tokens, not more than its "
+            f"overlap of {overlap}"
+        )
     starts = [0]
     while starts[-1] + width < len(text):
         starts.append(starts[-1] + stride)

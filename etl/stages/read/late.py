@@ -24,7 +24,7 @@ from etl.config import CHUNK_COLUMNS
 from etl.stages.read.chunks import chunk_windows
 from etl.stages.read.sequences import Sequences, starts_of
 from etl.stages.read.tokenizer import Layout
-from etl.stages.read.tokens import PIECE_CHARS, piece_end
+from etl.stages.read.tokens import GROUP_CHARS, PIECE_CHARS, piece_end
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,9 @@ class LateSpans:
 
 
 def encode_documents(tokenizer: Any, texts: list[str], prompt: str) -> Encoded:
-    """Each text after the prompt, tokenized without special tokens, with offsets (a text
-    longer than PIECE_CHARS in pieces ending at whitespace, so memory follows a piece)."""
+    """Each text after the prompt, tokenized without special tokens, with offsets: a text
+    longer than PIECE_CHARS in pieces ending at whitespace, GROUP_CHARS characters a call, so
+    the tokenizer's records (offsets, ~160 bytes a token) are held for a group at a time."""
     backend = tokenizer.backend_tokenizer
     backend.no_truncation()
     backend.no_padding()
@@ -89,13 +90,22 @@ def encode_documents(tokenizer: Any, texts: list[str], prompt: str) -> Encoded:
             units.append((i, start, whole[start:end]))
             start = end
         units.append((i, start, whole[start:] if start else whole))
-    encodings = backend.encode_batch([u[2] for u in units], add_special_tokens=False)
     ids: list[list[np.ndarray]] = [[] for _ in texts]
     ends: list[list[np.ndarray]] = [[] for _ in texts]
-    for (i, at, _), encoding in zip(units, encodings, strict=True):
-        ids[i].append(np.asarray(encoding.ids, np.int32))
-        offsets = np.asarray(encoding.offsets, np.int64).reshape(-1, 2)
-        ends[i].append(offsets[:, 1] + at - shift)
+    group: list[tuple[int, int, str]] = []
+    size = 0
+    for k, unit in enumerate(units):  # the records of GROUP_CHARS characters at a time
+        group.append(unit)
+        size += len(unit[2])
+        if size < GROUP_CHARS and k < len(units) - 1:
+            continue
+        encodings = backend.encode_batch([u[2] for u in group], add_special_tokens=False)
+        for (i, at, _), encoding in zip(group, encodings, strict=True):
+            ids[i].append(np.asarray(encoding.ids, np.int32))
+            offsets = np.asarray(encoding.offsets, np.int64).reshape(-1, 2)
+            ends[i].append(offsets[:, 1] + at - shift)
+        group, size = [], 0
+        del encodings
     joined_ids = [np.concatenate(parts) for parts in ids]
     joined_ends = [np.maximum.accumulate(np.concatenate(parts)) for parts in ends]
     lead = [int(np.searchsorted(e, 0, side="right")) for e in joined_ends]
@@ -146,7 +156,7 @@ def late_plan(
         if len(ids) + before + after <= max_length:
             seq[mine] = len(sequences)
             sequences.append(np.concatenate([prefix, ids, suffix]))
-            blank = a == b  # no token of its own (a blank text): the whole sequence
+            blank = a == b  # no token of its own (a blank text): its whole sequence, prompt too
             lo[mine] = np.where(blank, 0, a + before)
             hi[mine] = np.where(blank, before + len(ids) + after, b + before)
             continue

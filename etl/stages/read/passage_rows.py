@@ -29,9 +29,7 @@ from etl.stages.read.blocks import Rows
 from etl.stages.read.late import Documents
 from etl.stages.read.passages import cut_passages
 from etl.stages.read.source import plain_text, text_sizes, without
-from etl.stages.read.tokens import PIECE_CHARS, piece_end
-
-GROUP_CHARS = 1 << 18  # characters cut into passages at a time
+from etl.stages.read.tokens import GROUP_CHARS, PIECE_CHARS, piece_end
 
 _copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

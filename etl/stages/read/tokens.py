@@ -18,6 +18,7 @@ from etl.stages.read.sequences import Sequences
 from etl.stages.read.tokenizer import Layout
 
 PIECE_CHARS = 1 << 16  # counting a long text: this many characters at a time
+GROUP_CHARS = 1 << 18  # tokenizing with offsets (passages, late chunking): characters a call
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 from pathlib import Path
@@ -248,3 +249,20 @@ def records(output) -> list:
     from etl.storage import open_storage
 
     return Manifest(open_storage(output)).records()
+
+
+def code_strings(tree: ast.Module) -> list[str]:
+    """The module's string constants that are code, not docstrings (f-string pieces included)."""
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
+    return [
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+    ]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, code_strings
 
 
 @cache
@@ -26,26 +26,9 @@ def _trees() -> dict[str, ast.Module]:
     return found
 
 
-def _strings(tree: ast.Module) -> list[str]:
-    """The module's string constants that are code, not docstrings (f-string pieces included)."""
-    docstrings = {
-        id(n.body[0].value)
-        for n in ast.walk(tree)
-        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
-        and n.body
-        and isinstance(n.body[0], ast.Expr)
-        and isinstance(n.body[0].value, ast.Constant)
-    }
-    return [
-        n.value
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
-    ]
-
-
 def _holding(test: Callable[[str], bool]) -> set[str]:
     """The modules with a string constant that passes ``test``."""
-    return {name for name, tree in _trees().items() if any(map(test, _strings(tree)))}
+    return {name for name, tree in _trees().items() if any(map(test, code_strings(tree)))}
 
 
 def _defining(name: str) -> set[str]:

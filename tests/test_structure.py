@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import REPO, code_strings
 
 ETL = REPO / "etl"
 TORCH_USERS = {
@@ -109,19 +109,8 @@ def test_only_state_builds_paths_into_the_state_folder():
     for name, path in _modules().items():
         if name.startswith("etl.state"):
             continue
-        tree = ast.parse(path.read_text())
-        docstrings = {
-            id(n.body[0].value)
-            for n in ast.walk(tree)
-            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
-            and n.body
-            and isinstance(n.body[0], ast.Expr)
-            and isinstance(n.body[0].value, ast.Constant)
-        }
-        for node in ast.walk(tree):
-            text = node.value if isinstance(node, ast.Constant) else None
-            if isinstance(text, str) and id(node) not in docstrings:
-                assert not text.startswith("_embed_etl"), f"{name} builds a key from {text!r}"
+        for text in code_strings(ast.parse(path.read_text())):
+            assert not text.startswith("_embed_etl"), f"{name} builds a key from {text!r}"
 
 
 def test_modules_are_short_and_have_no_runtime_asserts():

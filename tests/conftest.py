@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pyarrow as pa
@@ -127,6 +129,28 @@ def wait_until(proc, condition, what: str, timeout: float = 300, poll: float = 0
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(poll)
+
+
+def start_job(args: list[str], **popen) -> subprocess.Popen:
+    """A job in a process group of its own (its readers and workers with it), output piped
+    unless ``popen`` says otherwise: kill_group stops all of it."""
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
+    return subprocess.Popen(args, cwd=REPO, start_new_session=True, **options)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the job's whole process group, as a crash would, and reap it."""
+    with contextlib.suppress(ProcessLookupError):  # the group may be gone already
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def kill_when(proc: subprocess.Popen, reached, what: str, **wait) -> None:
+    """wait_until ``reached()``, then kill_group, whatever happened."""
+    try:
+        wait_until(proc, reached, what, **wait)
+    finally:
+        kill_group(proc)
 
 
 def job_args(model: Path, inputs: Path, output: Path, *extra: str) -> list[str]:

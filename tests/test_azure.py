@@ -344,25 +344,23 @@ def test_a_shards_plan_facts_cost_ranged_gets_only(container, tmp_path, tiny_mod
 def test_sigkill_mid_shard_then_a_rerun_is_exactly_once_with_no_strays(
     container, tmp_path, tiny_model
 ):
-    import signal
 
-    from tests.conftest import wait_until
+    from tests.conftest import kill_when, start_job
 
     rows = 2000
     uri = _corpus(container, tmp_path, rows=rows)
     out = f"az://{container.container_name}/vectors"
     args = ["run", uri, "-o", out, "--model", str(tiny_model), "--batch-size", "4", "--no-progress"]
     env = {**os.environ, "EMBED_ETL_PART_SIZE": str(64 << 10)}  # outputs go up in blocks
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", *args], cwd=REPO, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        claimed = lambda: bool(_blobs(container, "vectors/_embed_etl/claims/"))  # noqa: E731
-        wait_until(proc, claimed, "a shard claimed", poll=0.01)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc = start_job(
+        [sys.executable, "-m", "jobs.cli", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=False,
+    )
+    claimed = lambda: bool(_blobs(container, "vectors/_embed_etl/claims/"))  # noqa: E731
+    kill_when(proc, claimed, "a shard claimed", poll=0.01)
     rerun = _cli(*args)
     assert rerun.returncode == 0, rerun.stderr
     summary = _report(rerun)

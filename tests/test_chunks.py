@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import signal
 import subprocess
 
 import numpy as np
@@ -13,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO, job_args, run_ok, tiny_texts, wait_until, write_shard
+from tests.conftest import REPO, job_args, kill_when, run_ok, start_job, tiny_texts, write_shard
 from tests.models import CASES, save_sentence_transformer, texts
 
 PARAGRAPHS = [
@@ -193,19 +191,8 @@ def test_sigkill_mid_shard_then_rerun_writes_every_passage_once(tmp_path, tiny_m
     passages = ("--chunk-tokens", "8", "--chunk-overlap", "2", "--batch-size", "4")
     passages += ("--chunking", chunking)
     args = job_args(tiny_model, tmp_path / "in", out, *passages)
-    proc = subprocess.Popen(
-        args,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        wait_until(proc, lambda: list(out.glob(".*inprogress*")), "a shard in progress")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc = start_job(args)
+    kill_when(proc, lambda: list(out.glob(".*inprogress*")), "a shard in progress")
     rerun = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout)["shards_failed"] == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -13,7 +12,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from etl.contract import ShardStatus
-from tests.conftest import REPO, job_args, records, tiny_texts, wait_until, write_shard
+from tests.conftest import (
+    REPO,
+    job_args,
+    kill_group,
+    records,
+    start_job,
+    tiny_texts,
+    wait_until,
+    write_shard,
+)
 
 SHARDS = 5
 ROWS = 3000
@@ -46,21 +54,12 @@ def _no_job_outlives_its_test():
 
 def _start(tiny_model, inputs, output, *extra) -> subprocess.Popen:
     """The job as users run it, slowed by tiny batches so that it can be caught mid-shard."""
-    proc = subprocess.Popen(
-        job_args(tiny_model, inputs, output, "--batch-size", "4", *extra),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_job(job_args(tiny_model, inputs, output, "--batch-size", "4", *extra))
     _STARTED.append(proc)
     return proc
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: main process and its workers
-    proc.wait()
+_kill = kill_group  # the whole group: main process and its workers
 
 
 def _temp_files(output: Path) -> list[Path]:

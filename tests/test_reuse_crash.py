@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from tests.conftest import REPO, tiny_texts, wait_until, write_shard
+from tests.conftest import REPO, kill_when, start_job, tiny_texts, write_shard
 
 SHARDS, ROWS = 4, 1500
 
@@ -62,24 +61,7 @@ def _start(args: list[str], point: str | None, marker: Path) -> subprocess.Popen
         if point
         else "import sys; from jobs.cli import main; sys.argv[0] = 'embed-etl'; main()"
     )
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def _kill_when(proc: subprocess.Popen, reached, what: str) -> None:
-    try:
-        wait_until(proc, reached, what)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    return start_job([sys.executable, "-c", code, *args], env=env)
 
 
 def _crash_and_rerun(run_args: list[str], output_writing, half_entry, tmp_path: Path) -> dict:
@@ -88,9 +70,9 @@ def _crash_and_rerun(run_args: list[str], output_writing, half_entry, tmp_path: 
         marker = tmp_path / f"held-{point}"
         proc = _start(run_args, point, marker)
         if point is None:
-            _kill_when(proc, output_writing, "an output being written")
+            kill_when(proc, output_writing, "an output being written")
         else:
-            _kill_when(proc, marker.exists, f"the hold at {point}")
+            kill_when(proc, marker.exists, f"the hold at {point}")
         if point == "store":
             assert half_entry()  # the kill left half a segment behind, where nobody reads it
     rerun = _start(run_args, None, tmp_path / "unused")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO, run_ok, tiny_texts, wait_until, write_shard
+from tests.conftest import REPO, kill_group, run_ok, start_job, tiny_texts, wait_until, write_shard
 
 SHARDS = 4
 
@@ -108,19 +107,10 @@ def test_passages_on_s3_are_the_passages_of_a_local_run(tmp_path, tiny_model, s3
 
 def _start(tiny_model, uri, output, *extra) -> subprocess.Popen:
     args = ["run", uri, "-o", output, "--model", str(tiny_model), "--batch-size", "4"]
-    return subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", *args, "--no-progress", *extra],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    return start_job([sys.executable, "-m", "jobs.cli", *args, "--no-progress", *extra])
 
 
-def _kill(proc):
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+_kill = kill_group
 
 
 def test_sigkill_at_three_points_then_a_rerun_is_exactly_once_with_no_strays(

@@ -4,8 +4,6 @@ encode gives, in columns every reader reads, with every guarantee of the dense o
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 
@@ -15,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import sparse_models as sm
-from tests.conftest import REPO, records, run_cli, run_ok, wait_until, write_shard
+from tests.conftest import REPO, kill_when, records, run_cli, run_ok, start_job, write_shard
 
 ROWS = sm.texts(48, seed=11)  # 1 to 60 words: very different lengths
 BIG_BATCHES = {"batch_tokens": 65_536}  # a window in one batch: short rows padded beside long
@@ -278,23 +276,12 @@ def test_sigkill_then_rerun_is_exactly_once_with_a_sparse_model(tmp_path, models
     out = tmp_path / "out"
     args = [sys.executable, "-m", "jobs.cli", "run", str(tmp_path / "in"), "-o", str(out)]
     args += ["--model", str(models["max"]), "--no-progress"]
-    proc = subprocess.Popen(
-        [*args, "--batch-size", "2"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    proc = start_job([*args, "--batch-size", "2"])
+    kill_when(
+        proc,
+        lambda: any(r.status.value == "done" for r in records(out)) and list(out.glob(".*")),
+        "one shard done and the next in progress",
     )
-    try:
-        wait_until(
-            proc,
-            lambda: any(r.status.value == "done" for r in records(out)) and list(out.glob(".*")),
-            "one shard done and the next in progress",
-        )
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from etl.reuse.hashing import HASH_DTYPE, text_hashes
-from tests.conftest import REPO, run_ok, write_shard
+from tests.conftest import REPO, kill_when, run_ok, start_job, write_shard
 
 
 def _texts(n: int, tag: str) -> list[str]:
@@ -352,27 +352,11 @@ main()
 
 def _killed_at(point: str, args: list[str], tmp_path: Path) -> None:
     import os
-    import signal
-
-    from tests.conftest import wait_until
 
     marker = tmp_path / f"held-{point}-{args[1]}"
     env = {**os.environ, "HOLD_MARKER": str(marker), "HOLD_POINT": point}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD, *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        wait_until(proc, marker.exists, f"the hold at {point}")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc = start_job([sys.executable, "-c", HOLD, *args], env=env)
+    kill_when(proc, marker.exists, f"the hold at {point}")
 
 
 @pytest.mark.parametrize("command", ["compact", "gc"])

@@ -18,7 +18,7 @@ from typing import Any
 
 from etl.errors import ConfigError
 from etl.model.code.base import PLAIN_BERT, TRANSFORMERS  # the model codes' names
-from etl.model.plain_checks import plain_bert_mismatch, plain_tokenizer_applies
+from etl.model.plain_checks import plain_fit
 
 STATIC = "static-weights"  # a sparse model's SparseStaticEmbedding: no encoder at all
 TOKENIZERS = "tokenizers"  # tokenizer.json through `tokenizers` alone (PlainTokenizer)
@@ -68,9 +68,9 @@ def choose_backend(
     forced: str = "auto",
     kind: Any = None,
 ) -> Backend:
-    """The rule: plain BERT and tokenizers wherever they reproduce transformers exactly (see
-    plain_bert_mismatch, plain_tokenizer_applies), unless FlashAttention-2 is there to skip the
-    padding (CUDA, half precision); transformers otherwise. ``flash`` overrides the detection.
+    """The rule: plain BERT and tokenizers wherever they reproduce transformers exactly (the
+    checkpoint's plain_fit, read once), unless FlashAttention-2 is there to skip the padding
+    (CUDA, half precision); transformers otherwise. ``flash`` overrides the detection.
     ``forced`` (--backend) names the model's code; one that cannot run the model is an error,
     never a silent hand-over to the other. ``kind`` is the model's recipe: a SPLADE model's
     masked-language-model head runs in transformers only, a static sparse route in no model
@@ -78,31 +78,26 @@ def choose_backend(
     path = Path(path)
     if forced not in BACKEND_CHOICES:
         raise ConfigError(f"--backend {forced}: expected one of {', '.join(BACKEND_CHOICES)}")
+    if flash is None:
+        flash = forced != PLAIN_BERT and flash_attention_available(device_type, dtype)
     sparse = getattr(kind, "sparse", None)
+    fit = plain_fit(path, custom_code, masked_lm=sparse is not None)
     if sparse is not None and sparse.kind == "static":
         if forced != "auto":
             raise ConfigError(
                 f"--backend {forced}: {path} is a static sparse route (SparseStaticEmbedding): "
                 "no encoder runs; use --backend auto"
             )
-        tokens = TOKENIZERS if plain_tokenizer_applies(path) else TRANSFORMERS
-        return Backend(model=STATIC, tokenizer=tokens)
-    if forced != "auto":
-        why = mismatch(forced, path, custom_code, masked_lm=sparse is not None)
-        if why is not None:
-            raise ConfigError(
-                f"--backend {forced}: {path} cannot run on it ({why}); use --backend auto"
-            )
-    plain_tokens = not custom_code and plain_tokenizer_applies(path)
-    if forced == TRANSFORMERS:  # the reference code, tokenizer included
-        plain_tokens = False
-    if flash is None:
-        flash = forced != PLAIN_BERT and flash_attention_available(device_type, dtype)
+        return Backend(model=STATIC, tokenizer=TOKENIZERS if fit.tokenizer else TRANSFORMERS)
+    if forced == PLAIN_BERT and fit.model is not None:  # transformers runs every architecture
+        raise ConfigError(
+            f"--backend {forced}: {path} cannot run on it ({fit.model}); use --backend auto"
+        )
+    # --backend transformers: the reference code, tokenizer included
+    plain_tokens = fit.tokenizer and not custom_code and forced != TRANSFORMERS
     attention = FLASH_ATTENTION if flash else None
     if forced == "auto":
-        why = mismatch(PLAIN_BERT, path, custom_code, masked_lm=sparse is not None)
-        plain = attention is None and why is None
-        forced = PLAIN_BERT if plain else TRANSFORMERS
+        forced = PLAIN_BERT if attention is None and fit.model is None else TRANSFORMERS
     return Backend(
         model=forced,
         tokenizer=TOKENIZERS if plain_tokens else TRANSFORMERS,
@@ -119,20 +114,6 @@ def flash_attention_available(device_type: str, dtype: str) -> bool:
     except ImportError:  # pragma: no cover - older transformers
         return False
     return bool(is_flash_attn_2_available())
-
-
-def mismatch(code: str, path: Path, custom_code: bool, masked_lm: bool = False) -> str | None:
-    """Why ``code`` cannot run the model at ``path`` as its authors meant; None if it can.
-    ``masked_lm``: the model's masked-language-model head is needed (a SPLADE model)."""
-    if code == PLAIN_BERT and masked_lm:
-        return "its masked-language-model head runs in transformers only"
-    if code == PLAIN_BERT:
-        return (
-            "its config.json maps it to code of its own"
-            if custom_code
-            else (plain_bert_mismatch(path))
-        )
-    return None  # transformers: every architecture it knows (its own code: --trust-remote-code)
 
 
 BACKEND_CHOICES = ("auto", PLAIN_BERT, TRANSFORMERS)  # what --backend accepts

@@ -11,9 +11,31 @@ that splits a text differently.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from etl.model.files import SAFETENSORS
+
+
+@dataclass(frozen=True)
+class PlainFit:
+    """What the plain codes can do with one checkpoint: read from its config files once."""
+
+    model: str | None  # why plain BERT cannot reproduce it; None if it can
+    tokenizer: bool  # whether tokenizer.json alone is its tokenizer (plain_tokenizer_applies)
+
+
+def plain_fit(path: str | Path, custom_code: bool, masked_lm: bool = False) -> PlainFit:
+    """The plain codes' answer for the checkpoint at ``path``: what the backend rule weighs.
+    ``masked_lm``: the model's masked-language-model head is needed (a SPLADE model)."""
+    if masked_lm:
+        model = "its masked-language-model head runs in transformers only"
+    elif custom_code:
+        model = "its config.json maps it to code of its own"
+    else:
+        model = plain_bert_mismatch(path)
+    return PlainFit(model, plain_tokenizer_applies(path))
+
 
 BERT_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
 # The activations etl.model.code.plain_bert computes (its ACTIVATIONS; a test holds them equal).

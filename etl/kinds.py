@@ -5,6 +5,8 @@ A dense model (SentenceTransformer, or a bare encoder) writes its own recipe's v
 weights as (index, value) pairs over the vocabulary; a multi-vector model (MultiVectorEncoder)
 writes emb_multivector, one vector per kept token, beside token_ids: one column each, made by
 its own head, and the options that would make it something else are usage errors naming them.
+output_columns resolves them for a job, with the length texts are cut at and the checks of
+every option that depends on both (passages, late chunking, --truncate-dim, binary).
 """
 
 from __future__ import annotations
@@ -19,6 +21,50 @@ WHAT = {
     "sparse": "a sparse model (SparseEncoder)",
     "multivector": "a multi-vector model (MultiVectorEncoder)",
 }
+
+
+def output_columns(cfg: JobConfig, model: ModelInfo) -> tuple[list[ColumnSpec], int, int | None]:
+    """(the output's vector columns, the length texts are cut at, a sparse row's top-k); a
+    ConfigError for an option the model, its columns or that length rule out."""
+    length, top_k = model.default_max_length, None
+    if model.recipe.kind != DENSE:  # sparse, multi-vector: their own head's one column
+        column, length, top_k = kind_column(cfg, model)
+        columns = [column]
+    else:
+        columns = dense_columns(cfg, model)
+    max_length = cfg.max_length or length
+    if max_length > model.max_positions:
+        raise ConfigError(
+            f"--max-length {max_length}: {model.name} accepts at most {model.max_positions} tokens"
+        )
+    if max_length < 2:
+        raise ConfigError("--max-length: expected at least 2 (room for [CLS] and [SEP])")
+    if cfg.long_text == "chunk" and cfg.chunk_overlap >= max_length - 2:
+        raise ConfigError(
+            f"--chunk-overlap {cfg.chunk_overlap}: must be less than the {max_length - 2} text "
+            f"tokens of a window (--max-length {max_length} minus [CLS] and [SEP])"
+        )
+    if cfg.chunk_tokens is not None and cfg.chunk_tokens > max_length - 2:
+        raise ConfigError(
+            f"--chunk-tokens {cfg.chunk_tokens}: a passage, with the model's special tokens and "
+            f"prompt, must fit --max-length {max_length}; give at most {max_length - 2}"
+        )
+    if cfg.chunking == "late":
+        check_late(cfg, model, columns, max_length)
+    narrowest = min(c.dim for c in columns)
+    if cfg.truncate_dim is not None and cfg.truncate_dim > narrowest:
+        raise ConfigError(
+            f"--truncate-dim {cfg.truncate_dim}: the vectors of {model.name} have {narrowest} "
+            f"dimensions; expected 1..{narrowest}"
+        )
+    for column in columns:
+        width = min(cfg.truncate_dim or column.dim, column.dim)
+        if "binary" in cfg.output_dtypes and width % 8:
+            raise ConfigError(
+                f"--output-dtype binary packs 8 dimensions per byte: {width} dimensions is not a "
+                f"multiple of 8 ({column.name}; pick another --truncate-dim)"
+            )
+    return columns, max_length, top_k
 
 
 def kind_column(cfg: JobConfig, model: ModelInfo) -> tuple[ColumnSpec, int, int | None]:

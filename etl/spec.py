@@ -15,11 +15,11 @@ from typing import Any
 from etl.columns import ColumnSpec
 from etl.config import CHUNK_COLUMNS, WHOLE_TEXT, JobConfig
 from etl.errors import ConfigError
-from etl.kinds import check_late, dense_columns, kind_column
+from etl.kinds import output_columns
 from etl.model.backend import STATIC, Backend, choose_backend
 from etl.model.digests import recipe_digest
 from etl.model.facts import ModelInfo
-from etl.model.recipe import DENSE, SPARSE, choose_prompt
+from etl.model.recipe import SPARSE, choose_prompt
 
 # The rules that cut texts into passages (etl.stages.read.passages, passage_rows): bump it whenever
 # they change, so that a resumed --chunk-tokens job never mixes two ways of cutting.
@@ -201,39 +201,8 @@ def build_output_spec(
 ) -> OutputSpec:
     """Resolve the recipe, layers, column names, prompt and lengths against the model, and the
     code that will compute the vectors on ``device_type``."""
-    recipe, top_k = model.recipe, None
-    length = model.default_max_length
-    if recipe.kind != DENSE:  # sparse, multi-vector: etl.kinds
-        column, length, top_k = kind_column(cfg, model)
-        columns = [column]
-    else:
-        columns = dense_columns(cfg, model)
-    max_length = _max_length(cfg, model, cfg.max_length or length)
-    if cfg.long_text == "chunk" and cfg.chunk_overlap >= max_length - 2:
-        raise ConfigError(
-            f"--chunk-overlap {cfg.chunk_overlap}: must be less than the {max_length - 2} text "
-            f"tokens of a window (--max-length {max_length} minus [CLS] and [SEP])"
-        )
-    if cfg.chunk_tokens is not None and cfg.chunk_tokens > max_length - 2:
-        raise ConfigError(
-            f"--chunk-tokens {cfg.chunk_tokens}: a passage, with the model's special tokens and "
-            f"prompt, must fit --max-length {max_length}; give at most {max_length - 2}"
-        )
-    if cfg.chunking == "late":
-        check_late(cfg, model, columns, max_length)
-    narrowest = min(c.dim for c in columns)
-    if cfg.truncate_dim is not None and cfg.truncate_dim > narrowest:
-        raise ConfigError(
-            f"--truncate-dim {cfg.truncate_dim}: the vectors of {model.name} have {narrowest} "
-            f"dimensions; expected 1..{narrowest}"
-        )
-    for column in columns:
-        width = min(cfg.truncate_dim or column.dim, column.dim)
-        if "binary" in cfg.output_dtypes and width % 8:
-            raise ConfigError(
-                f"--output-dtype binary packs 8 dimensions per byte: {width} dimensions is not a "
-                f"multiple of 8 ({column.name}; pick another --truncate-dim)"
-            )
+    recipe = model.recipe
+    columns, max_length, top_k = output_columns(cfg, model)
     prompt, prompt_name = choose_prompt(model.recipe, model.name, cfg.prompt, cfg.prompt_name)
     truncate = cfg.truncate_dim if any(cfg.truncate_dim != c.dim for c in columns) else None
     backend = choose_backend(
@@ -268,16 +237,6 @@ def build_output_spec(
         top_k=top_k,
         code=backend.code(),
     )
-
-
-def _max_length(cfg: JobConfig, model: ModelInfo, max_length: int) -> int:
-    if max_length > model.max_positions:
-        raise ConfigError(
-            f"--max-length {max_length}: {model.name} accepts at most {model.max_positions} tokens"
-        )
-    if max_length < 2:
-        raise ConfigError("--max-length: expected at least 2 (room for [CLS] and [SEP])")
-    return max_length
 
 
 def calibration_source(cfg: Any) -> str:

@@ -52,27 +52,27 @@ def with_calibration(plan: JobPlan) -> JobPlan:
     spec, cfg = plan.spec, plan.cfg
     if not spec.int8:
         return plan
+    given = cfg.calibration
+    # Another job's ranges, checked against this job (its content is in the fingerprint, so
+    # it is read on every run anyway).
+    from_file = _from_ranges_file(given, spec) if given and not _is_parquet(given) else None
     existing = read_calibration(plan.storage)
     if existing and existing.get("fingerprint") == spec.fingerprint and not cfg.overwrite:
-        return _with_ranges(plan, existing)
-    given = cfg.calibration
-    if given and not _is_parquet(given):
-        data = store_calibration(plan.storage, _from_ranges_file(given, spec), cfg.overwrite)
-        return _with_ranges(plan, data)
-    texts = _sample_file(given, cfg) if given else _sample_inputs(cfg)
-    if not texts:
-        raise EmbedEtlError(
-            f"--output-dtype int8: no non-null {cfg.text_column!r} texts to calibrate the ranges "
-            f"from in {given or 'the inputs'}"
-        )
-    if cfg.overwrite:
-        forget_calibration(plan.storage)  # so that the workers' first ranges win again
-    return dataclasses.replace(plan, calibration=Calibration(texts=tuple(texts)))
-
-
-def _with_ranges(plan: JobPlan, data: dict[str, Any]) -> JobPlan:
+        data = existing
+    elif from_file is not None:
+        data = store_calibration(plan.storage, from_file, cfg.overwrite)
+    else:
+        if cfg.overwrite:
+            forget_calibration(plan.storage)  # so that the workers' first ranges win again
+        texts = _sample_file(given, cfg) if given else _sample_inputs(cfg)
+        if not texts:
+            raise EmbedEtlError(
+                f"--output-dtype int8: no non-null {cfg.text_column!r} texts to calibrate the "
+                f"ranges from in {given or 'the inputs'}"
+            )
+        return dataclasses.replace(plan, calibration=Calibration(texts=tuple(texts)))
     log.info("int8 ranges from %s (%s rows)", data["source"], data.get("rows", "?"))
-    spec = dataclasses.replace(plan.spec, calibration=data)
+    spec = dataclasses.replace(spec, calibration=data)
     return dataclasses.replace(plan, spec=spec, calibration=Calibration(ranges=data))
 
 

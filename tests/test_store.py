@@ -549,14 +549,14 @@ def test_a_compaction_that_loses_to_a_gc_leaves_the_store_as_the_gc_made_it(
     _shards(tmp_path / "b", _texts(40, "b"), 4)
     run_ok(tmp_path / "a", tmp_path / "out-a", tiny_model, store=str(store_dir))
     run_ok(tmp_path / "b", tmp_path / "out-b", tiny_model, store=str(store_dir))
-    merge = compaction._merge
+    merge = compaction.merge
 
     def merge_then_gc(store, group, report):
         made = merge(store, group, report)
         collect(_store(store_dir), keep_runs=1, grace=0)  # lands first
         return made
 
-    monkeypatch.setattr(compaction, "_merge", merge_then_gc)
+    monkeypatch.setattr(compaction, "merge", merge_then_gc)
     report = compaction.compact(_store(store_dir), grace=0)
     assert report.raced and report.written == 0
     assert sum(f.rows for f in _live(_store(store_dir))) == 40  # the gc's: run b's texts

@@ -26,7 +26,7 @@ import numpy as np
 
 from etl.reuse.hashing import HASH_DTYPE
 from etl.reuse.journal import Journal, JournalError, StoredFile
-from etl.reuse.rewrite import GRACE_SECONDS, Empty, chunks, commit, opened, refuse_damaged, tidy
+from etl.reuse.rewrite import GRACE_SECONDS, Empty, chunks, commit, opened, published, tidy
 from etl.reuse.segment import Segment, trailer
 from etl.reuse.store import VectorStore
 from etl.reuse.view import StoreView
@@ -141,7 +141,7 @@ def collect(
     report.runs, report.runs_kept = len(runs), len(kept)
     view = StoreView(journal)
     view.load()
-    refuse_damaged(store, view)
+    view.refuse_damaged()
     tally = _Tally()
     unindexed = {name for r in kept for name in runs[r].unindexed}
     indexed = [key64(h) for h in _indexes(store, view, unindexed, tally)]
@@ -242,12 +242,7 @@ def _rewrite(
         )
 
     name, created = f"g{uuid.uuid4().hex[:23]}", time.time()
-    try:
-        size = store.publish(name, body())
-    except Empty:
-        return None
-    rows = sum(len(k) for k in kept)
-    return StoredFile(name, rows, size, item.run, created, (item.name,))
+    return published(store, name, body(), kept, item.run, created, (item.name,))
 
 
 def _truncate(

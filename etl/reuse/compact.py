@@ -18,27 +18,11 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from etl.errors import reason
 from etl.reuse.journal import StoredFile
-from etl.reuse.rewrite import (
-    GRACE_SECONDS,
-    Empty,
-    chunks,
-    commit,
-    expired_any,
-    forget,
-    opened,
-    refuse_damaged,
-    tidy,
-)
-from etl.reuse.segment import trailer
+from etl.reuse.rewrite import GRACE_SECONDS, commit, expired_any, forget, merge, tidy
 from etl.reuse.store import VectorStore
 from etl.reuse.view import StoreView
 
@@ -48,7 +32,6 @@ SMALL_BYTES = 64 << 20  # a segment smaller than this is merged with its neighbo
 TARGET_BYTES = 256 << 20  # what compaction writes at most per segment
 AUTO_FILES = 64  # a job that leaves more small segments than this compacts them
 AUTO_ENTRIES = 64  # ... or more journal entries after the last checkpoint
-READERS = 16  # segments opened at once (a small one is read whole as it opens)
 
 
 @dataclass
@@ -67,24 +50,22 @@ class CompactReport:
     deleted: int = 0  # replaced segments past their grace, deleted
     raced: bool = False  # another compaction or gc wrote its checkpoint first
     seconds: float = 0.0
+    due: bool = True  # False: asked to compact only when due, it was not (nothing done)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "due"}
 
 
 def compact_if_due(store: VectorStore) -> CompactReport | None:
     """What a job does with the store it leaves: compact it if it holds more than AUTO_FILES
-    small segments, or AUTO_ENTRIES journal entries since its last checkpoint. Never fails the
-    job (the store is a cache): a failure is a warning."""
+    small segments, or AUTO_ENTRIES journal entries since its last checkpoint (None if not).
+    Never fails the job (the store is a cache): a failure is a warning."""
     try:
-        view = StoreView(store.journal)
-        files = view.load()
-        small = sum(1 for f in files if f.size < SMALL_BYTES)
-        if small <= AUTO_FILES and view.next - max(view.checkpoint, 0) <= AUTO_ENTRIES:
-            return None
-        report = compact(store, force=True)
+        report = compact(store, force=True, when_due=True)
     except Exception as exc:  # noqa: BLE001 - the store is a cache: never fail the job
         log.warning("vector store %s: not compacted: %s", store.uri, reason(exc))
+        return None
+    if not report.due:
         return None
     log.info(
         "vector store %s: %d small segments merged into %d",
@@ -95,23 +76,31 @@ def compact_if_due(store: VectorStore) -> CompactReport | None:
     return report
 
 
-def compact(store: VectorStore, grace: float = GRACE_SECONDS, force: bool = False) -> CompactReport:
+def compact(
+    store: VectorStore, grace: float = GRACE_SECONDS, force: bool = False, when_due: bool = False
+) -> CompactReport:
     """Merge the store's small segments; write a checkpoint even when none is merged if
-    ``force`` (a long journal then reads as one entry)."""
+    ``force`` (a long journal then reads as one entry). ``when_due``: only if more than
+    AUTO_FILES segments are small, or AUTO_ENTRIES journal entries follow the last checkpoint
+    (the report says ``due`` False otherwise, and nothing was done)."""
     started = time.perf_counter()
-    report = CompactReport(store.uri)
     view = StoreView(store.journal)
     view.load()
-    refuse_damaged(store, view)
-    report.segments_before = len(view.files)
-    groups = _groups([f for f in view.files.values() if f.size < SMALL_BYTES])
+    report = CompactReport(store.uri, segments_before=len(view.files))
+    small = [f for f in view.files.values() if f.size < SMALL_BYTES]
+    entries = view.next - max(view.checkpoint, 0)  # since the last checkpoint
+    if when_due and len(small) <= AUTO_FILES and entries <= AUTO_ENTRIES:
+        report.due, report.segments_after = False, len(view.files)
+        return report
+    view.refuse_damaged()
+    groups = _groups(small)
     if groups or force or expired_any(view, grace):
         added: list[StoredFile] = []
         removed: set[str] = set()
         expired = None
         try:
             for group in groups:
-                made = _merge(store, group, report)
+                made = merge(store, group, report)
                 removed.update(f.name for f in group)
                 if made is not None:
                     added.append(made)
@@ -142,53 +131,3 @@ def _groups(small: list[StoredFile]) -> list[list[StoredFile]]:
         groups[-1].append(item)
         size += item.size
     return [g for g in groups if len(g) > 1]
-
-
-def _merge(store: VectorStore, group: list[StoredFile], report: CompactReport) -> StoredFile | None:
-    """One new segment of the group's records, in order, each text once; None if none is left.
-
-    The hashes come first (from the journal, or each segment's index) to pick each text's first
-    record; then the records stream through, checked, into the new segment. A segment found
-    damaged is dropped (its texts are embedded again when next needed); a read that fails
-    stops the compaction, which then changes nothing."""
-    layout = store.layout
-    with ThreadPoolExecutor(READERS, thread_name_prefix="embed-etl-compact") as pool:
-        found = list(pool.map(lambda item: opened(store, item, report), group))
-    readable = [f for f in found if f is not None]
-    if not readable:
-        return None
-    everything = np.concatenate([h for _, _, h in readable])
-    keep = np.zeros(len(everything), bool)
-    keep[np.unique(everything, return_index=True)[1]] = True
-    report.duplicates += int((~keep).sum())
-    kept: list[np.ndarray] = []
-
-    def body() -> Iterator[bytes]:
-        start = 0
-        for item, segment, hashes in readable:
-            mask = keep[start : start + len(hashes)]
-            start += len(hashes)
-            for first, chunk in chunks(store, item, segment, report):
-                wanted = mask[first : first + len(chunk)]
-                expected = hashes[first : first + len(chunk)]
-                good = layout.intact(chunk) & (layout.hashes(chunk) == expected)
-                report.damaged += int((wanted & ~good).sum())
-                chunk = chunk[wanted & good]
-                if len(chunk):
-                    kept.append(expected[wanted & good])
-                    yield chunk.tobytes()
-        if not kept:
-            raise Empty
-        hashes = np.concatenate(kept)
-        report.records += len(hashes)
-        yield trailer(len(hashes), layout, store.recipe, run, hashes, created, merged=len(group))
-
-    runs = {f.run for f in group}
-    run = runs.pop() if len(runs) == 1 else ""
-    name, created = f"c{uuid.uuid4().hex[:23]}", time.time()
-    try:
-        size = store.publish(name, body())
-    except Empty:
-        return None
-    rows = sum(len(h) for h in kept)
-    return StoredFile(name, rows, size, run, created, tuple(f.name for f in group))

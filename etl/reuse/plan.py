@@ -79,9 +79,8 @@ def plan_reuse(cfg: JobConfig, spec: OutputSpec, storage: Storage) -> ReusePlan 
     layout, recipe = store_layout(spec), spec.recipe_fingerprint
     identity = spec.recipe_identity()
     default = cfg.store is None
-    own = VectorStore(
-        storage.child(VECTORS) if default else _open("--store", cfg.store), layout, recipe
-    )
+    root = storage.child(VECTORS) if default else _open("--store", cfg.store)
+    own = VectorStore(root, layout, recipe)
     clear = False
     described = own.description()
     if described is not None and _recipe(described) != recipe:

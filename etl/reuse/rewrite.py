@@ -1,18 +1,21 @@
-"""What compaction and gc share: segments read back checked, one checkpoint to commit what
-they wrote, and the tidying after it.
+"""How compaction and gc rewrite a store: segments read back checked, merged into new ones, one
+checkpoint to commit what they wrote, and the tidying after it.
 
 Both rewrite a store the same way: read the live segments they replace (opened, chunks), write
-new ones that no reader sees yet, then append one checkpoint naming what is live now (commit).
-Only after it do they point readers at it and delete what it stopped naming past the grace
-(tidy), and what no entry names at all (sweep: a killed writer's segments, unfinished
-uploads). A kill anywhere leaves a store that reads correctly; a rerun finishes the tidying.
+new ones that no reader sees yet (compaction: merge), then append one checkpoint naming what is
+live now (commit). Only after it do they point readers at it and delete what it stopped naming
+past the grace (tidy), and what no entry names at all (sweep: a killed writer's segments,
+unfinished uploads). A kill anywhere leaves a store that reads correctly; a rerun finishes the
+tidying.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -20,7 +23,7 @@ import numpy as np
 from etl.errors import EmbedEtlError
 from etl.reuse.hashing import HASH_DTYPE
 from etl.reuse.journal import Journal, StoredFile, checkpoint_entry
-from etl.reuse.segment import Segment, SegmentError
+from etl.reuse.segment import Segment, SegmentError, trailer
 from etl.reuse.store import SEGMENTS, VectorStore
 from etl.reuse.view import StoreView
 
@@ -29,16 +32,7 @@ log = logging.getLogger(__name__)
 GRACE_SECONDS = 3600.0  # how long a replaced segment stays readable
 CHUNK_ROWS = 1 << 14  # records read at a time
 COMMIT_TRIES = 100  # checkpoint attempts, each after reading what landed meanwhile
-
-
-def refuse_damaged(store: VectorStore, view: StoreView) -> None:
-    """A journal with damaged entries is not rewritten: what they name would be dropped."""
-    if view.skipped:
-        raise EmbedEtlError(
-            f"vector store {store.uri}: journal entries {', '.join(view.skipped)} are damaged, "
-            "so what they name is not known; nothing changed (`store check` lists them; delete "
-            "them to give up what they name)"
-        )
+READERS = 16  # segments a merge opens at once (a small one is read whole as it opens)
 
 
 def commit(
@@ -61,7 +55,7 @@ def commit(
                 return None
             for item in entry.files():
                 view.files.setdefault(item.name, item.bare())
-        refuse_damaged(store, view)
+        view.refuse_damaged()
         now = time.time()
         live = [f.bare() for name, f in view.files.items() if name not in removed] + added
         keep = [[name, when] for name, when in view.retired if now - when < grace]
@@ -163,3 +157,67 @@ def forget(store: VectorStore, name: str) -> None:
         store.delete(name)
     except (EmbedEtlError, OSError) as exc:
         log.warning("vector store %s: %s left for gc: %s", store.uri, name, exc)
+
+
+def merge(store: VectorStore, group: list[StoredFile], report: Any) -> StoredFile | None:
+    """Compaction's rewrite: one new segment of the group's records, in order, each text once;
+    None if none is left.
+
+    The hashes come first (from the journal, or each segment's index) to pick each text's first
+    record; then the records stream through, checked, into the new segment. A segment found
+    damaged is dropped (its texts are embedded again when next needed); a read that fails
+    stops the compaction, which then changes nothing."""
+    layout = store.layout
+    with ThreadPoolExecutor(READERS, thread_name_prefix="embed-etl-compact") as pool:
+        found = list(pool.map(lambda item: opened(store, item, report), group))
+    readable = [f for f in found if f is not None]
+    if not readable:
+        return None
+    everything = np.concatenate([h for _, _, h in readable])
+    keep = np.zeros(len(everything), bool)
+    keep[np.unique(everything, return_index=True)[1]] = True
+    report.duplicates += int((~keep).sum())
+    kept: list[np.ndarray] = []
+
+    def body() -> Iterator[bytes]:
+        start = 0
+        for item, segment, hashes in readable:
+            mask = keep[start : start + len(hashes)]
+            start += len(hashes)
+            for first, chunk in chunks(store, item, segment, report):
+                wanted = mask[first : first + len(chunk)]
+                expected = hashes[first : first + len(chunk)]
+                good = layout.intact(chunk) & (layout.hashes(chunk) == expected)
+                report.damaged += int((wanted & ~good).sum())
+                chunk = chunk[wanted & good]
+                if len(chunk):
+                    kept.append(expected[wanted & good])
+                    yield chunk.tobytes()
+        if not kept:
+            raise Empty
+        hashes = np.concatenate(kept)
+        report.records += len(hashes)
+        yield trailer(len(hashes), layout, store.recipe, run, hashes, created, merged=len(group))
+
+    runs = {f.run for f in group}
+    run = runs.pop() if len(runs) == 1 else ""
+    name, created = f"c{uuid.uuid4().hex[:23]}", time.time()
+    return published(store, name, body(), kept, run, created, tuple(f.name for f in group))
+
+
+def published(
+    store: VectorStore,
+    name: str,
+    body: Iterator[bytes],
+    kept: list[np.ndarray],
+    run: str,
+    created: float,
+    sources: tuple[str, ...],
+) -> StoredFile | None:
+    """A rewritten segment uploaded under ``name``, as the journal will name it (its records
+    the hashes ``kept`` as ``body`` streamed); None where every record was dropped (Empty)."""
+    try:
+        size = store.publish(name, body)
+    except Empty:
+        return None
+    return StoredFile(name, sum(len(k) for k in kept), size, run, created, sources)

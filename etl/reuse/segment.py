@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +146,19 @@ def segment_bytes(
     if seen != rows:
         raise ValueError(f"{rows} records but {seen} hashes")
     yield closing(rows, layout, recipe, run, checks, created, **about)
+
+
+def read_trailer(key: str, size: int, read: Callable[[int, int], bytes]) -> tuple[Segment, bytes]:
+    """The segment of ``size`` bytes at ``key`` from its trailer, and the bytes read from its
+    end: TAIL_READ of them (the whole of a small segment), more when its trailer needs more.
+    ``read(offset, length)`` reads a range of it."""
+    start = max(0, size - TAIL_READ)
+    tail = read(start, size - start)
+    segment, needed = parse_tail(key, size, tail)
+    if needed > len(tail):
+        tail = read(size - needed, needed)
+        segment, _ = parse_tail(key, size, tail)
+    return segment, tail
 
 
 def parse_tail(key: str, size: int, tail: bytes) -> tuple[Segment, int]:

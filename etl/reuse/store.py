@@ -30,7 +30,7 @@ from etl.model.digests import recipe_digest
 from etl.reuse.hashing import HASH_BYTES, HASH_DTYPE
 from etl.reuse.journal import HINT, LOG, Journal
 from etl.reuse.records import Layout
-from etl.reuse.segment import INDEX_BLOCK, TAIL_READ, Segment, SegmentError, parse_tail
+from etl.reuse.segment import INDEX_BLOCK, Segment, SegmentError, read_trailer
 from etl.storage.base import Entry, Storage
 
 log = logging.getLogger(__name__)
@@ -105,17 +105,12 @@ class VectorStore:
     def open(self, name: str, size: int) -> Segment:
         """A segment's trailer, checked and of this store (SegmentError otherwise)."""
         key = self.segment_key(name)
-        start = max(0, size - TAIL_READ)
-        (tail,) = self._read(key, [(start, size - start)])
-        segment, needed = parse_tail(key, size, tail)
-        if needed > len(tail):
-            (tail,) = self._read(key, [(size - needed, needed)])
-            segment, _ = parse_tail(key, size, tail)
+        segment, tail = read_trailer(key, size, lambda at, n: self._read(key, [(at, n)])[0])
         if segment.recipe != self.recipe or segment.record_bytes != self.layout.record_bytes:
             raise SegmentError(
                 f"{key}: made with recipe {segment.recipe[:16]}, not {self.recipe[:16]}"
             )
-        if start == 0:  # a small segment: read whole already, kept for read_all
+        if len(tail) == size:  # a small segment: read whole already, kept for read_all
             segment = dataclasses.replace(segment, data=tail)
         return segment
 

@@ -27,6 +27,15 @@ class StoreView:
         self.retired: list[list[Any]] = []
         self.skipped: list[str] = []  # damaged entries, by key
 
+    def refuse_damaged(self) -> None:
+        """A journal with damaged entries is not rewritten: what they name would be dropped."""
+        if self.skipped:
+            raise EmbedEtlError(
+                f"vector store {self.journal.storage.uri()}: journal entries "
+                f"{', '.join(self.skipped)} are damaged, so what they name is not known; nothing "
+                "changed (`store check` lists them; delete them to give up what they name)"
+            )
+
     def load(self) -> list[StoredFile]:
         """Start from the latest checkpoint; every file live now."""
         self.next = self.journal.start()

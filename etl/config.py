@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from etl.errors import ConfigError
 from etl.storable import unstorable
+from etl.storage import fork_safe
 
 # --pooling: sentence-transformers' modes, the model's pooler, and per-token vectors.
 POOLINGS = (
@@ -97,6 +98,11 @@ class JobConfig:
     reuse: tuple[str, ...] = ()  # other outputs or stores consulted too (read only)
     no_reuse: bool = False  # embed every row, consult and keep no store
 
+    def locations(self) -> tuple[str, ...]:
+        """What the job reads and writes: the inputs, the output, the vector stores (under the
+        output unless --store says otherwise); what reader processes open after a fork."""
+        return (*self.inputs, self.output_dir, self.store or "", *self.reuse)
+
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ConfigError("INPUT: give at least one Parquet file, directory or glob")
@@ -123,6 +129,12 @@ class JobConfig:
         _positive("--threads", self.threads, allow_none=True)
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"--num-workers: expected 0 or more, got {self.num_workers}")
+        if self.num_workers and not fork_safe(self.locations()):
+            raise ConfigError(
+                f"--num-workers {self.num_workers}: reader processes are forked, and the obstore "
+                "client that az:// and gs:// go through does not survive a fork; use "
+                "--num-workers 0 (a reader thread)"
+            )
         if self.dtype not in DTYPES:
             raise ConfigError(f"--dtype {self.dtype}: expected one of {', '.join(DTYPES)}")
         _check_device("--device", self.device)

@@ -17,8 +17,8 @@ import time
 from etl.calibrate import with_calibration
 from etl.config import JobConfig
 from etl.contract import ShardRecord, ShardStatus
-from etl.engines import engine_for, placement_for
-from etl.plan import JobPlan, plan_job
+from etl.engines import engine_for
+from etl.plan import JobPlan, plan_at
 from etl.reuse.compact import compact_if_due
 from etl.reuse.plan import prepare_stores
 from etl.state.claims import ClaimBook
@@ -37,7 +37,7 @@ def run_job(cfg: JobConfig) -> JobSummary:
     """
     started = time.perf_counter()
     with engine_for(cfg) as engine:
-        plan = plan_job(cfg, placement_for(cfg))
+        plan = plan_at(cfg, engine.placement())
         skipped = [ShardRecord(s, ShardStatus.SKIPPED) for s in plan.done]
         if plan.done:  # a kill after a shard's record leaves its claim behind
             ClaimBook(Manifest(plan.storage), plan.spec.fingerprint).clear_stale(plan.done)

@@ -22,10 +22,9 @@ from etl.model.runtime import require_safe_torch
 from etl.reuse.plan import ReusePlan, plan_reuse
 from etl.spec import METADATA_PREFIX, OutputSpec, build_output_spec
 from etl.stages.read.source import check_columns
-from etl.state.job_record import check_job_record, read_job
-from etl.state.manifest import Manifest, shard_done
-from etl.storage import Storage, files, fork_safe, is_uri, open_storage
-from etl.worker.settings import reader_locations
+from etl.state.job_record import check_job_record
+from etl.state.manifest import Manifest
+from etl.storage import Storage, files, is_uri, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +63,14 @@ def local_placement(cfg: JobConfig) -> Placement:
 
 
 def plan_job(cfg: JobConfig, placement: Placement | None = None) -> JobPlan:
+    """plan_at where the models run: ``placement``, or this machine's device the options name."""
+    return plan_at(cfg, placement or local_placement(cfg))
+
+
+def plan_at(cfg: JobConfig, placement: Placement) -> JobPlan:
     """Discover inputs, resolve the model's facts and the output spec, find what is left.
 
-    ``placement`` is where the models run when that is not this machine (a Ray cluster).
+    ``placement`` is where the models run: this machine, or a Ray cluster (the engine's).
     Raises ConfigError, ModelError or OutputConflictError before anything is written.
     """
     require_safe_torch()  # before any model file is read
@@ -85,7 +89,6 @@ def plan_job(cfg: JobConfig, placement: Placement | None = None) -> JobPlan:
             "the last layer, not normalized unless --normalize",
             model.name,
         )
-    placement = placement or local_placement(cfg)
     dtype = placement.dtype if cfg.dtype == "auto" else cfg.dtype
     spec = build_output_spec(cfg, model, dtype, placement.device.partition(":")[0])
     storage = open_storage(cfg.output_dir)
@@ -102,15 +105,11 @@ def plan_job(cfg: JobConfig, placement: Placement | None = None) -> JobPlan:
             "processes apart; give each process its own part with --shard-index/--num-shards",
             cfg.output_dir,
         )
-    if cfg.num_workers and not fork_safe(reader_locations(cfg)):
-        raise ConfigError(
-            f"--num-workers {cfg.num_workers}: reader processes are forked, and the obstore "
-            "client that az:// and gs:// go through does not survive a fork; use "
-            "--num-workers 0 (a reader thread)"
-        )
-    if not cfg.overwrite:
-        check_job_record(read_job(storage), spec, cfg.output_dir, storage)
-    pending, done = select_pending(shards, Manifest(storage), spec, cfg)
+    if cfg.overwrite:
+        pending, done = list(shards), []
+    else:
+        check_job_record(storage, spec, cfg.output_dir)
+        pending, done = Manifest(storage).split(shards, spec.fingerprint, cfg.only_failed)
     total_rows, text_bytes, reuse = 0, 0, None
     if pending:
         if not cfg.overwrite:
@@ -128,22 +127,6 @@ def plan_job(cfg: JobConfig, placement: Placement | None = None) -> JobPlan:
         reuse,
         text_bytes=text_bytes,
     )
-
-
-def select_pending(
-    shards: list[Shard], manifest: Manifest, spec: OutputSpec, cfg: JobConfig
-) -> tuple[list[Shard], list[Shard]]:
-    """Split shards into (to do, already done). --only-failed keeps just the failed ones."""
-    if cfg.overwrite:
-        return list(shards), []
-    index = manifest.done_index()  # two listings, not requests per shard
-    pending, done = [], []
-    for shard in shards:
-        if shard_done(shard, spec.fingerprint, index):
-            done.append(shard)
-        elif not cfg.only_failed or manifest.is_failed(shard):
-            pending.append(shard)
-    return pending, done
 
 
 def check_existing_outputs(shards: list[Shard], spec: OutputSpec, storage: Storage) -> None:

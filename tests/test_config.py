@@ -93,3 +93,19 @@ def test_max_length_beyond_the_model_is_refused():
     with pytest.raises(ConfigError, match="at most 512"):
         build_output_spec(_cfg(max_length=1000), _model(), "float32")
     assert build_output_spec(_cfg(), _model(), "float32").max_length == 256
+
+
+@pytest.mark.parametrize("where", ["inputs", "output_dir", "store", "reuse"])
+def test_reader_processes_are_refused_where_a_location_does_not_survive_a_fork(where):
+    """--num-workers N forks reader processes: refused with the options, before any planning,
+    wherever an az:// or gs:// location would be opened in them; a reader thread is fine, and
+    so are locations whose clients survive a fork."""
+
+    def options(uri: str) -> dict:
+        given = (uri,) if where in ("inputs", "reuse") else uri
+        return {"inputs": ("in",), "output_dir": "out", where: given}
+
+    with pytest.raises(ConfigError, match=r"--num-workers 2: .*--num-workers 0"):
+        JobConfig(**options("az://container/prefix"), num_workers=2)
+    assert "az://container/prefix" in JobConfig(**options("az://container/prefix")).locations()
+    assert JobConfig(**options("s3://bucket/prefix"), num_workers=2).num_workers == 2

@@ -166,11 +166,13 @@ def _calls(path: Path) -> set[str]:
 
 
 def test_one_rule_decides_done_and_its_four_callers_ask_it():
-    """The plan, the lease (right after a claim), `status` and `verify` all call shard_done;
-    no other module reads done markers or decides "done" from records or file stats."""
+    """The plan (through the manifest's split), the lease (right after a claim), `status` and
+    `verify` all call shard_done; no other module reads done markers or decides "done" from
+    records or file stats."""
     modules = _modules()
     callers = {name for name, path in modules.items() if "shard_done" in _calls(path)}
-    assert callers == {"etl.plan", "etl.state.lease", "etl.state.status", "etl.verify"}
+    assert callers == {"etl.state.manifest", "etl.state.lease", "etl.state.status", "etl.verify"}
+    assert "split" in _calls(ETL / "plan.py")
     for name, path in modules.items():
         if name != "etl.state.manifest":
             text = path.read_text()
@@ -189,12 +191,12 @@ def test_one_shard_record_type():
         assert "class ShardResult" not in path.read_text(), name
 
 
-def test_engines_start_run_and_stop_and_never_rewrite_the_users_config():
+def test_engines_place_start_run_and_stop_and_never_rewrite_the_users_config():
     from etl.engines.base import Engine
 
     assert Engine.__abstractmethods__ == {"start", "run", "stop"}
     public = {n for n, v in vars(Engine).items() if callable(v) and not n.startswith("_")}
-    assert public == {"start", "run", "stop"}
+    assert public == {"placement", "start", "run", "stop"}
     for path in sorted((ETL / "engines").glob("*.py")):
         text = path.read_text()
         assert "replace(cfg" not in text and "replace(self.cfg" not in text, path.name

@@ -1,9 +1,9 @@
 """Engines decide where shards run; each one is small because the worker owns the rest.
 
-base    the interface (start, run, stop), and what every engine gives its workers
+base    the interface (placement, start, run, stop), and what every engine gives its workers
 single  this process
 local   --workers N / --devices: one process per device or share of the cores
-ray     --engine ray: actors on a Ray cluster
+ray     --engine ray: actors on a Ray cluster (ray_nodes: how many fit its nodes)
 handout local and ray: the driver hands each shard to one worker as the worker asks
 """
 
@@ -11,17 +11,6 @@ from __future__ import annotations
 
 from etl.config import JobConfig
 from etl.engines.base import Engine
-from etl.plan import Placement, local_placement
-
-
-def placement_for(cfg: JobConfig) -> Placement:
-    """Where the models will run, resolved without loading one: this machine, or the Ray
-    cluster (probed there: the driver may have no GPU)."""
-    if cfg.engine == "ray":
-        from etl.engines.ray import cluster_placement
-
-        return cluster_placement(cfg)
-    return local_placement(cfg)
 
 
 def engine_for(cfg: JobConfig) -> Engine:

@@ -2,6 +2,8 @@
 
 run_job drives each engine through the same steps, in this order:
 
+  placement()  where the models will run, resolved without loading one (the plan's device and
+               dtype): this machine, or the Ray cluster (probed there)
   start(plan)  load the model in every worker and run the largest batch: a model that does not
                load or fit fails here, before anything is written
   run(plan)    every worker claims and embeds pending shards until none is left; the engine
@@ -22,7 +24,7 @@ from typing import Any
 
 from etl.config import JobConfig
 from etl.contract import ShardRecord, ShardStatus, WorkerInfo
-from etl.plan import JobPlan
+from etl.plan import JobPlan, Placement, local_placement
 from etl.sampling import bar_tokens
 from etl.worker.settings import Work
 
@@ -34,6 +36,10 @@ class Engine(ABC):
         self.cfg = cfg
         self.restarts = 0  # workers started again after one died
         self.started: list[WorkerInfo] = []  # every worker that loaded the model, in order
+
+    def placement(self) -> Placement:
+        """Where this engine's models run: this machine's device the options name."""
+        return local_placement(self.cfg)
 
     @abstractmethod
     def start(self, plan: JobPlan) -> None:

@@ -11,7 +11,7 @@ in all; the shards it held go to the others first. The output location must be o
 sees (a shared file system or an object store).
 
 Actors are sized from the nodes' own resources, not the cluster's total: an actor needs all
-its CPUs (and its GPU) on one node.
+its CPUs (and its GPU) on one node (etl.engines.ray_nodes).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import os
 import queue
 import socket
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from etl.config import JobConfig
 from etl.contract import ShardRecord, ShardStatus, WorkerInfo
 from etl.engines.base import Engine, given_up, with_bar, work
 from etl.engines.handout import Dispatch, FromDriver
+from etl.engines.ray_nodes import describe_nodes, nodes, size_actors
 from etl.errors import ConfigError, EmbedEtlError
 from etl.plan import JobPlan, Placement
 from etl.redact import log_to_stderr
@@ -37,7 +37,6 @@ from etl.worker.settings import Work, WorkerSettings, worker_settings
 
 log = logging.getLogger(__name__)
 
-CPUS_PER_ACTOR_DEFAULT = 4
 MAX_RESTARTS = 2
 
 
@@ -71,14 +70,6 @@ class ShardActor:
         self.answers.put(shard)
 
 
-@dataclass(frozen=True)
-class Node:
-    """What one alive node offers."""
-
-    cpus: float
-    gpus: float
-
-
 class RayActors(Engine):
     """Actors on the cluster at --ray-address (or RAY_ADDRESS), or on a local Ray."""
 
@@ -89,6 +80,9 @@ class RayActors(Engine):
         self.numbers: dict[int, Any] = {}  # worker number -> its actor (a rerun: a new number)
         self.dispatch: Dispatch | None = None
         self.arrivals: list[tuple[str, float]] = []  # (shard, when its record reached us)
+
+    def placement(self) -> Placement:
+        return cluster_placement(self.cfg)
 
     def start(self, plan: JobPlan) -> None:
         ray, cfg = self.ray, self.cfg
@@ -248,44 +242,6 @@ def cluster_placement(cfg: JobConfig) -> Placement:
         return bool(torch.cuda.is_bf16_supported())
 
     return Placement("cuda", "bfloat16" if ray.get(probe.remote()) else "float16")
-
-
-def nodes(ray: Any) -> list[Node]:
-    """The alive nodes' CPUs and GPUs."""
-    return [
-        Node(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
-        for n in ray.nodes()
-        if n.get("Alive")
-    ]
-
-
-def size_actors(cfg: JobConfig, found: list[Node], gpu: bool) -> tuple[int, int]:
-    """(CPUs per actor, number of actors): each actor on one node, CPUs capped by the largest."""
-    usable = [n for n in found if n.gpus >= 1] if gpu else found
-    largest = int(max((n.cpus for n in usable), default=0))
-    if largest < 1:
-        raise ConfigError(f"--engine ray: no node offers a CPU{' and a GPU' if gpu else ''}")
-    if cfg.threads is not None and cfg.threads > largest:
-        raise ConfigError(
-            f"--threads {cfg.threads}: each Ray actor needs its CPUs on one node, and the "
-            f"largest node offers {largest} ({describe_nodes(found)})"
-        )
-    cpus = cfg.threads or (1 if gpu else min(CPUS_PER_ACTOR_DEFAULT, largest))
-    fits = sum(int(min(n.cpus // cpus, n.gpus) if gpu else n.cpus // cpus) for n in usable)
-    count = cfg.workers if cfg.workers > 1 else max(1, fits)
-    if count > fits:
-        log.warning(
-            "ray: %d actors of %d CPU(s) asked for, the nodes fit %d now; the rest wait for "
-            "room (up to --ray-timeout)",
-            count,
-            cpus,
-            fits,
-        )
-    return cpus, count
-
-
-def describe_nodes(found: list[Node]) -> str:
-    return ", ".join(f"{n.cpus:g} CPU" + (f" {n.gpus:g} GPU" if n.gpus else "") for n in found)
 
 
 def _embed_etl_cause(exc: BaseException) -> EmbedEtlError | None:

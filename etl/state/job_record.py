@@ -89,25 +89,24 @@ def record_job(storage: Storage, spec: OutputSpec, cfg: JobConfig) -> None:
         return
     if storage.create(JOB, record):
         return
-    existing = read_job(storage)
-    check_job_record(existing, spec, cfg.output_dir, storage)
+    existing = check_job_record(storage, spec, cfg.output_dir)
     if existing is None or existing.get("fingerprint") != spec.fingerprint:
         storage.put(JOB, record)  # the old record had no results behind it: replace it
 
 
-def check_job_record(
-    existing: dict[str, Any] | None, spec: OutputSpec, output_dir: str, storage: Storage
-) -> None:
-    """Refuse an output whose results were made with other options.
+def check_job_record(storage: Storage, spec: OutputSpec, output_dir: str) -> dict[str, Any] | None:
+    """The output's job record (None without one); refused if its results were made with other
+    options.
 
     A job record with nothing behind it (no shard recorded, no shard being worked on: say,
     the first attempt stopped at a model that did not load) does not count.
     """
+    existing = read_job(storage)
     if existing is None or existing.get("fingerprint") == spec.fingerprint:
-        return
+        return existing
     manifest = Manifest(storage)
     if not manifest.recorded() and not ClaimBook(manifest, "").running():
-        return
+        return existing
     raise OutputConflictError(
         f"--output {output_dir} holds results made with another model, other options or other code "
         f"({describe_difference(existing.get('identity', {}), spec.identity())}); "

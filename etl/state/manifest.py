@@ -180,6 +180,20 @@ class Manifest:
         present = self.storage.exists(shard.output_key)
         return DoneIndex(markers, frozenset([shard.output_key] if present else []))
 
+    def split(
+        self, shards: list[Shard], fingerprint: str, only_failed: bool = False
+    ) -> tuple[list[Shard], list[Shard]]:
+        """(to do, already done) of ``shards`` for the job of ``fingerprint``; ``only_failed``
+        (--only-failed) keeps just the failed ones to do."""
+        index = self.done_index()  # two listings, not requests per shard
+        pending, done = [], []
+        for shard in shards:
+            if shard_done(shard, fingerprint, index):
+                done.append(shard)
+            elif not only_failed or self.is_failed(shard):
+                pending.append(shard)
+        return pending, done
+
     def is_failed(self, shard: Shard) -> bool:
         record = self.read(shard)
         return record is not None and record.status == ShardStatus.FAILED

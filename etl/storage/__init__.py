@@ -27,7 +27,11 @@ OBSTORE = ("az", "abfs", "abfss", "adl", "azure", "gs", "gcs")  # etl.storage.bl
 
 def open_storage(location: str | Path | Location) -> Storage:
     """The storage behind a location: a path, or a URI."""
-    where = Location.parse(location)
+    return storage_at(Location.parse(location))
+
+
+def storage_at(where: Location) -> Storage:
+    """The storage behind a location parsed already."""
     scheme, text = where.kind, str(where)
     if scheme in ("", "file"):
         from etl.storage.local import LocalStorage
@@ -61,4 +65,5 @@ __all__ = [
     "is_uri",
     "join",
     "open_storage",
+    "storage_at",
 ]

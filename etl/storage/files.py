@@ -1,5 +1,5 @@
 """The input side: list, stat and open input files by local path or URI, through the storage that
-serves the same scheme's outputs (open_storage), so a job talks to each store with one client
+serves the same scheme's outputs (storage_at), so a job talks to each store with one client
 family and one resolution of credentials and endpoint, whichever way the data flows.
 
 A location is parsed once (a Location): its store's root (scheme://bucket, scheme://container,
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from etl.storage import open_storage
+from etl.storage import storage_at
 from etl.storage.base import Storage
 from etl.storage.location import Location
 
@@ -40,7 +40,7 @@ def locate(location: str | Path | Location) -> tuple[Storage, str]:
         folder, name = os.path.split(os.path.abspath(os.path.expanduser(where.path)))
         return _inputs_folder(folder), name
     # The query holds options of the store (s3://...?region=...), not part of a key.
-    return _storage(str(where.root), _settings()), where.key
+    return _storage(where.root, _settings()), where.key
 
 
 @functools.lru_cache(maxsize=64)
@@ -56,8 +56,8 @@ def _settings() -> tuple[tuple[str, str], ...]:
 
 
 @functools.lru_cache(maxsize=64)
-def _storage(root: str, settings: tuple[tuple[str, str], ...]) -> Storage:
-    return open_storage(root)
+def _storage(root: Location, settings: tuple[tuple[str, str], ...]) -> Storage:
+    return storage_at(root)
 
 
 def info(location: str | Location) -> FileInfo:

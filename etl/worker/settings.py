@@ -54,13 +54,7 @@ def worker_settings(
         batch_tokens=cfg.batch_tokens,
         batch_size=cfg.batch_size,
         sort_window=cfg.sort_window,
-        readers=cfg.num_workers if fork_safe(reader_locations(cfg)) else 0,
+        readers=cfg.num_workers if fork_safe(cfg.locations()) else 0,  # auto: a thread there
         trust_remote_code=cfg.trust_remote_code,
         progress=progress,
     )
-
-
-def reader_locations(cfg: JobConfig) -> tuple[str, ...]:
-    """What reader processes read: the inputs, and the vector stores (under the output unless
-    --store says otherwise). Where one of them cannot be used after a fork, a thread reads."""
-    return (*cfg.inputs, cfg.output_dir, cfg.store or "", *cfg.reuse)

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,87 @@ import pyarrow.parquet as pq
 from etl.config import CALIBRATE_ROWS, ESTIMATE_ROWS, JobConfig
 from etl.contract import ShardStatus
 from etl.errors import ConfigError, EmbedEtlError
+from etl.options import config_from_options
 from etl.plan import JobPlan, plan_job
 from etl.sampling import draw_sample, held_share, tokenizer_of
 
 MAX_SAMPLE_SHARDS = 64  # --calibrate writes its rows as at most this many shards
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a job will cost, as estimate_job finds it: its figures (what --json prints)."""
+
+    figures: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.figures)
+
+    def to_text(self) -> str:
+        """What `plan --estimate` prints: rows, tokens, the stores' share, and with --calibrate,
+        time (--json prints to_dict)."""
+        found = self.figures
+        lines = [
+            f"inputs       {found['inputs']:,} shards ({found['shards_done']:,} done, "
+            f"{found['shards_pending']:,} to do)",
+            f"rows         {found['rows']:,} to do (from the footers)",
+        ]
+        if not found["rows"]:
+            return "\n".join([*lines, "nothing to embed"])
+        if found.get("chunk_tokens"):
+            tokens = found["chunk_tokens"]
+            long = f"{found['long_share']:.1%} in several passages of --chunk-tokens {tokens}"
+        else:
+            long = (
+                f"{found['long_share']:.1%} over --max-length {found['max_length']}, "
+                f"--long-text {found['long_text']}"
+            )
+        lines.append(
+            f"tokens       {found['tokens']:,} ({found['tokens_per_row']:,} a row; "
+            f"{found['sample_rows']:,} rows sampled in {found['sample_groups']} row groups; {long})"
+        )
+        held = found.get("stores_hold")
+        if held is not None:
+            lines.append(
+                f"stores hold  {held['rows']:.1%} of the sampled rows, {held['tokens']:.1%} of "
+                f"their tokens: {found['tokens_to_embed']:,} tokens to embed"
+            )
+        lines.append(f"model        {found['model']} on {found['device']}, {found['dtype']}")
+        calibration = found.get("calibration")
+        if calibration is None:
+            lines.append("time         add --calibrate to time a sample on this machine")
+            return "\n".join(lines)
+        when = found["time"]
+        lines += [
+            f"calibrated   {calibration['rows']:,} rows, {calibration['tokens']:,} tokens in "
+            f"{calibration['embedding_s']:,} s: {calibration['tokens_per_s']:,.0f} tokens/s "
+            f"({calibration['rows_per_s']:,.0f} rows/s), start-up {calibration['startup_s']} s",
+            f"time         {_duration(when['seconds'])} with these options "
+            f"({_devices(found['device'], when['devices'])}); "
+            f"{_duration(when['seconds_one_device'])} on one device, "
+            f"{_duration(when['seconds_fleet'])} on {when['fleet']}",
+            f"cost         {when['device_hours']:,} device-hours",
+        ]
+        return "\n".join(lines)
+
+
+def estimate_options(
+    options: dict[str, Any],
+    sample_rows: int = ESTIMATE_ROWS,
+    calibrate: bool = False,
+    fleet: int = 8,
+    calibrate_rows: int | None = None,
+) -> Estimate:
+    """estimate_job for options as a command line gives them (etl.options); without an
+    ``output_dir``, a throwaway one (a job needs one; the estimate writes nothing under it)."""
+    scratch = None if options.get("output_dir") else scratch_dir()
+    try:
+        output = options.get("output_dir") or os.path.join(str(scratch), "output")
+        cfg = config_from_options(**{**options, "output_dir": output})
+        return estimate_job(cfg, sample_rows, calibrate, fleet, calibrate_rows)
+    finally:
+        if scratch:
+            remove_scratch(scratch)
 
 
 def estimate_job(
@@ -41,8 +120,8 @@ def estimate_job(
     calibrate: bool = False,
     fleet: int = 8,
     calibrate_rows: int | None = None,
-) -> dict[str, Any]:
-    """The job's cost as a dict (see jobs.plan_text for how it reads). Writes nothing
+) -> Estimate:
+    """The job's cost (Estimate.to_text says how it reads). Writes nothing
     under --output; ``calibrate`` embeds ``calibrate_rows`` of the sample (None: CALIBRATE_ROWS
     on a CPU, all of it elsewhere) in a temporary directory."""
     plan = plan_job(cfg)
@@ -60,7 +139,7 @@ def estimate_job(
         "dtype": plan.spec.dtype,
     }
     if not pending or not plan.total_rows:
-        return {**result, "tokens": 0, "tokens_to_embed": 0, "sample_rows": 0}
+        return Estimate({**result, "tokens": 0, "tokens_to_embed": 0, "sample_rows": 0})
     tokenizer, layout = tokenizer_of(plan.spec, cfg.trust_remote_code)
     sample = draw_sample(pending, plan.spec, tokenizer, layout, sample_rows)
     tokens = sample.tokens(plan.total_rows, plan.text_bytes)
@@ -89,7 +168,7 @@ def estimate_job(
             raise EmbedEtlError("--calibrate: the sample holds no text to time (all null?)")
         result["calibration"] = timing
         result["time"] = projected_time(timing, to_embed, max(1, len(cfg.devices)), fleet)
-    return result
+    return Estimate(result)
 
 
 def projected_time(timing: dict[str, Any], tokens: int, devices: int, fleet: int) -> dict[str, Any]:
@@ -184,3 +263,15 @@ def scratch_dir() -> str:
 
 def remove_scratch(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def _devices(device: str, count: int) -> str:
+    if device == "cpu":
+        return "this machine's CPU"
+    return f"{count} device{'s' if count > 1 else ''}, {device}"

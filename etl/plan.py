@@ -188,7 +188,25 @@ def column_bytes(metadata: pq.FileMetaData, column: str, group: int | None = Non
     return sum(metadata.row_group(g).column(at).total_uncompressed_size for g in groups)
 
 
-def plan_parts(inputs: tuple[str, ...], num_shards: int, output_dir: str | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Parts:
+    """Which input files each of num_shards parts gets: its figures (what --json prints)."""
+
+    figures: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.figures)
+
+    def to_text(self) -> str:
+        """What `plan --num-shards N` prints: a line a part, its bytes and its input files."""
+        lines = []
+        for part in self.figures["parts"]:
+            names = ", ".join(part["inputs"]) or "(nothing)"
+            lines.append(f"part {part['shard_index']}: {part['bytes']:,} bytes: {names}")
+        return "\n".join(lines)
+
+
+def plan_parts(inputs: tuple[str, ...], num_shards: int, output_dir: str | None) -> Parts:
     """Which input files each of num_shards parts gets (what --shard-index I selects)."""
     if num_shards < 1:
         raise ConfigError(f"--num-shards: expected at least 1, got {num_shards}")
@@ -203,7 +221,7 @@ def plan_parts(inputs: tuple[str, ...], num_shards: int, output_dir: str | None)
                 "bytes": sum(_size(s.input_path) for s in part),
             }
         )
-    return {"num_shards": num_shards, "total_inputs": len(shards), "parts": parts}
+    return Parts({"num_shards": num_shards, "total_inputs": len(shards), "parts": parts})
 
 
 def _size(path: str) -> int:

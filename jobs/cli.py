@@ -622,10 +622,9 @@ def plan(
         if num_shards is None:
             raise ConfigError("--num-shards: required (or --estimate for the job's cost)")
         from etl import plan_parts
-        from jobs.plan_text import parts_text
 
         result = plan_parts(inputs, num_shards, output)
-        echo(json.dumps(result) if as_json else parts_text(result))
+        echo(json.dumps(result.to_dict()) if as_json else result.to_text())
         return OK
 
     sys.exit(guarded(show, options["verbose"]))
@@ -649,22 +648,13 @@ def _given(names: tuple[str, ...]) -> list[str]:
 
 
 def _estimate(inputs, num_shards, output, as_json, calibrate, sizes, options) -> int:
-    from etl.estimate import estimate_job, remove_scratch, scratch_dir
-    from jobs.plan_text import estimate_text
+    from etl.estimate import estimate_options
 
-    options = {k: v for k, v in options.items() if k != "verbose"}
-    scratch = None if output else scratch_dir()
-    try:
-        target = output or os.path.join(scratch, "output")
-        cfg = config_from_options(
-            inputs=inputs, output_dir=target, num_shards=num_shards, **options
-        )
-        sample_rows, calibrate_rows, fleet = sizes
-        result = estimate_job(cfg, sample_rows, calibrate, fleet, calibrate_rows)
-    finally:
-        if scratch:
-            remove_scratch(scratch)
-    echo(json.dumps(result) if as_json else estimate_text(result))
+    given = {k: v for k, v in options.items() if k != "verbose"}
+    given.update(inputs=inputs, output_dir=output, num_shards=num_shards)
+    sample_rows, calibrate_rows, fleet = sizes
+    result = estimate_options(given, sample_rows, calibrate, fleet, calibrate_rows)
+    echo(json.dumps(result.to_dict()) if as_json else result.to_text())
     return OK
 
 

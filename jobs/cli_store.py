@@ -45,10 +45,9 @@ def store_stats(uri: str, as_json: bool) -> None:
 
     def show() -> int:
         from etl import store_stats as stats
-        from jobs.store_text import stats_text
 
-        found = stats(uri)
-        echo(json.dumps(found) if as_json else stats_text(found))
+        report = stats(uri)
+        echo(json.dumps(report.to_dict()) if as_json else report.to_text())
         return OK
 
     sys.exit(guarded(show, False))
@@ -71,10 +70,9 @@ def store_check(uri: str, as_json: bool) -> None:
 
     def show() -> int:
         from etl import check_store
-        from jobs.store_text import check_text
 
         report = check_store(uri)
-        echo(json.dumps(report.to_dict()) if as_json else check_text(report.to_dict()))
+        echo(json.dumps(report.to_dict()) if as_json else report.to_text())
         return OK if report.ok else FAILED
 
     sys.exit(guarded(show, False))
@@ -97,10 +95,9 @@ def store_compact(uri: str, grace: float, as_json: bool) -> None:
 
     def show() -> int:
         from etl import compact_store
-        from jobs.store_text import compact_text
 
         report = compact_store(uri, grace)
-        echo(json.dumps(report.to_dict()) if as_json else compact_text(report.to_dict()))
+        echo(json.dumps(report.to_dict()) if as_json else report.to_text())
         return OK
 
     sys.exit(guarded(show, False))
@@ -140,10 +137,9 @@ def store_gc(
 
     def show() -> int:
         from etl import gc_store
-        from jobs.store_text import gc_text
 
         report = gc_store(uri, keep_runs, keep_days, grace)
-        echo(json.dumps(report.to_dict()) if as_json else gc_text(report.to_dict()))
+        echo(json.dumps(report.to_dict()) if as_json else report.to_text())
         return OK
 
     sys.exit(guarded(show, False))

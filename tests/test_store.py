@@ -172,7 +172,9 @@ def test_a_flipped_bit_is_found_by_check_skipped_by_jobs_and_embedded_again(
     report = check_store(_store(tmp_path / "day1"))
     assert not report.ok and {d.part for d in report.damage} == {part}
     assert all(part == "entry" or d.key == segment.key for d in report.damage)
-    assert _cli("store", "check", str(tmp_path / "day1")).returncode == 3
+    checked = _cli("store", "check", str(tmp_path / "day1"))
+    assert checked.returncode == 3 and "damaged parts" in checked.stdout
+    assert all(d.describe() in checked.stdout for d in report.damage)  # each named, by its key
     summary = run_ok(
         tmp_path / "in", tmp_path / "day2", tiny_model, reuse=(str(tmp_path / "day1"),)
     )
@@ -300,6 +302,8 @@ def test_a_day_two_re_export_after_compact_and_gc_embeds_only_what_is_new(tmp_pa
     for command in (["compact"], ["gc", "--keep-runs", "1"]):
         result = _cli("store", *command, str(tmp_path / "out1"))
         assert result.returncode == 0, result.stderr
+        said = {"compact": "small segments merged into", "gc": "runs used:"}[command[0]]
+        assert result.stdout.startswith(str(tmp_path / "out1")) and said in result.stdout
         out = tmp_path / f"out2-{command[0]}"
         summary = run_ok(tmp_path / "day2", out, tiny_model, reuse=(str(tmp_path / "out1"),))
         assert summary["texts_embedded"] == 20

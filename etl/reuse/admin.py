@@ -10,15 +10,13 @@ Each raises ConfigError when the URI holds no store of this version.
 
 from __future__ import annotations
 
-from typing import Any
-
 from etl.errors import ConfigError
 from etl.reuse import audit, collect, compact
 from etl.reuse.plan import open_store
 from etl.reuse.rewrite import GRACE_SECONDS
 
 
-def store_stats(uri: str) -> dict[str, Any]:
+def store_stats(uri: str) -> audit.StoreStats:
     return audit.store_stats(open_store("URI", uri))
 
 

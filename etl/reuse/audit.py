@@ -68,6 +68,57 @@ class CheckReport:
         found["damage"] = [d.__dict__ for d in self.damage]
         return found
 
+    def to_text(self) -> str:
+        """What `store check` prints (--json prints to_dict)."""
+        lines = [
+            f"store      {self.store}",
+            f"read       {self.entries} journal entries, {self.segments} segments, "
+            f"{self.records:,} records in {self.seconds:.1f} s",
+        ]
+        if self.ok:
+            return "\n".join([*lines, "every entry, trailer, index block and record checks out"])
+        lines.append(
+            f"{self.damaged} damaged parts (a job skips them and embeds their texts again):"
+        )
+        lines += [f"  {d.describe()}" for d in self.damage]
+        more = self.damaged - len(self.damage)
+        if more:
+            lines.append(f"  ... {more} more (--json lists the first ones)")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """What `store stats` shows: its figures as store_stats gathers them (--json prints them)."""
+
+    figures: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.figures)
+
+    def to_text(self) -> str:
+        s = self.figures
+        lines = [
+            f"store      {s['store']}  (recipe {s['recipe']}, {s['record_bytes']} bytes a record)",
+            f"holds      {s['records']:,} records in {s['segments']} segments "
+            f"({s['small_segments']} small), {s['bytes'] / 2**20:,.1f} MiB",
+        ]
+        if s["oldest_days"] is not None:
+            lines.append(f"age        {s['newest_days']} to {s['oldest_days']} days")
+        lines.append(
+            f"journal    {s['journal_entries']} entries, {s['entries_since_checkpoint']} since "
+            f"the last checkpoint; {s['retired_awaiting_deletion']} replaced segments awaiting "
+            f"deletion, {s['unnamed_segments']} unnamed "
+            f"({s['unnamed_bytes'] / 2**20:,.1f} MiB; gc deletes them)"
+        )
+        lines.append(f"runs       {s['runs']} remembered; the latest:")
+        for r in s["recent_runs"]:
+            lines.append(
+                f"  {r['run'] or '(compacted)'}  {r['last_days']} days ago: stored "
+                f"{r['stored']:,}, served {r['served']:,}"
+            )
+        return "\n".join(lines)
+
 
 def check_store(store: VectorStore) -> CheckReport:
     """Read the whole store; every damaged part."""
@@ -139,7 +190,7 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b - a)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
-def store_stats(store: VectorStore, runs_shown: int = 10) -> dict[str, Any]:
+def store_stats(store: VectorStore, runs_shown: int = 10) -> StoreStats:
     """What the store holds: segments, records, bytes, ages; the runs it remembers, with what
     each stored and served; what awaits deletion."""
     view = StoreView(store.journal)
@@ -152,7 +203,7 @@ def store_stats(store: VectorStore, runs_shown: int = 10) -> dict[str, Any]:
     unnamed = [e for e in listed if e.key.rsplit("/", 1)[-1].removesuffix(".seg") not in named]
     created = [f.created for f in files if f.created]
     recent = sorted(runs.values(), key=lambda r: r.last, reverse=True)[:runs_shown]
-    return {
+    figures = {
         "store": store.uri,
         "recipe": store.recipe,
         "record_bytes": store.layout.record_bytes,
@@ -179,3 +230,4 @@ def store_stats(store: VectorStore, runs_shown: int = 10) -> dict[str, Any]:
             for r in recent
         ],
     }
+    return StoreStats(figures)

@@ -71,6 +71,18 @@ class GcReport:
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def to_text(self) -> str:
+        """What `store gc` prints (--json prints to_dict)."""
+        if self.raced:
+            return f"{self.store}: another compaction or gc wrote first; nothing changed"
+        return (
+            f"{self.store}: kept what {self.runs_kept} of {self.runs} runs used: "
+            f"{self.records_after:,} of {self.records_before:,} records, "
+            f"{self.bytes_after / 2**20:,.1f} of {self.bytes_before / 2**20:,.1f} MiB "
+            f"({self.rewritten} segments rewritten, {self.dropped} dropped); {self.deleted} "
+            f"objects and {self.entries_deleted} journal entries deleted; {self.seconds:.1f} s"
+        )
+
 
 def key64(hashes: np.ndarray) -> np.ndarray:
     """The first 64 bits of each hash: 8 bytes a text for the set gc keeps (two texts share

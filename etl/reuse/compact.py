@@ -55,6 +55,17 @@ class CompactReport:
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "due"}
 
+    def to_text(self) -> str:
+        """What `store compact` prints (--json prints to_dict)."""
+        if self.raced:
+            return f"{self.store}: another compaction or gc wrote first; nothing changed"
+        return (
+            f"{self.store}: {self.merged} small segments merged into {self.written} "
+            f"({self.records:,} records, {self.duplicates:,} repeats and {self.damaged:,} "
+            f"damaged dropped); {self.segments_before} segments before, {self.segments_after} "
+            f"now; {self.deleted} replaced ones past their grace deleted; {self.seconds:.1f} s"
+        )
+
 
 def compact_if_due(store: VectorStore) -> CompactReport | None:
     """What a job does with the store it leaves: compact it if it holds more than AUTO_FILES

@@ -122,7 +122,7 @@ def _job_child(src: str, dst: str, clock: Clock, device: str | None) -> None:
     import jobs.cli  # noqa: F401 - what the command imports
 
     clock.lap("import the job")
-    clock.wrap(etl.job, "plan_job", "plan")
+    clock.wrap(etl.job, "plan_at", "plan")
     clock.wrap(tokenizer, "load_tokenizer", "tokenizer")
     clock.wrap(encoder, "_load_model", "model")
     clock.wrap(encoder.Encoder, "warm_up", "warm-up")

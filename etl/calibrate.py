@@ -36,7 +36,7 @@ from etl.state.calibration import (
     read_calibration,
     store_calibration,
 )
-from etl.storage.files import read_bytes
+from etl.storage.files import open_input, read_bytes
 
 if TYPE_CHECKING:
     from etl.plan import JobPlan
@@ -53,8 +53,8 @@ def with_calibration(plan: JobPlan) -> JobPlan:
     if not spec.int8:
         return plan
     given = cfg.calibration
-    # Another job's ranges, checked against this job (its content is in the fingerprint, so
-    # it is read on every run anyway).
+    # Another job's ranges, checked against this job first: a small JSON file (its content is
+    # in the fingerprint: the spec read it whole already); a Parquet sample costs 4 bytes here.
     from_file = _from_ranges_file(given, spec) if given and not _is_parquet(given) else None
     existing = read_calibration(plan.storage)
     if existing and existing.get("fingerprint") == spec.fingerprint and not cfg.overwrite:
@@ -62,14 +62,14 @@ def with_calibration(plan: JobPlan) -> JobPlan:
     elif from_file is not None:
         data = store_calibration(plan.storage, from_file, cfg.overwrite)
     else:
-        if cfg.overwrite:
-            forget_calibration(plan.storage)  # so that the workers' first ranges win again
         texts = _sample_file(given, cfg) if given else _sample_inputs(cfg)
         if not texts:
             raise EmbedEtlError(
                 f"--output-dtype int8: no non-null {cfg.text_column!r} texts to calibrate the "
                 f"ranges from in {given or 'the inputs'}"
             )
+        if cfg.overwrite:
+            forget_calibration(plan.storage)  # so that the workers' first ranges win again
         return dataclasses.replace(plan, calibration=Calibration(texts=tuple(texts)))
     log.info("int8 ranges from %s (%s rows)", data["source"], data.get("rows", "?"))
     spec = dataclasses.replace(spec, calibration=data)
@@ -77,7 +77,11 @@ def with_calibration(plan: JobPlan) -> JobPlan:
 
 
 def _is_parquet(path: str) -> bool:
-    return read_bytes(path)[:4] == b"PAR1"
+    try:
+        with open_input(path) as handle:
+            return handle.read(4) == b"PAR1"
+    except OSError:
+        return False  # _from_ranges_file says it cannot be read
 
 
 def _from_ranges_file(path: str, spec: OutputSpec) -> dict[str, Any]:

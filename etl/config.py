@@ -129,12 +129,6 @@ class JobConfig:
         _positive("--threads", self.threads, allow_none=True)
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"--num-workers: expected 0 or more, got {self.num_workers}")
-        if self.num_workers and not fork_safe(self.locations()):
-            raise ConfigError(
-                f"--num-workers {self.num_workers}: reader processes are forked, and the obstore "
-                "client that az:// and gs:// go through does not survive a fork; use "
-                "--num-workers 0 (a reader thread)"
-            )
         if self.dtype not in DTYPES:
             raise ConfigError(f"--dtype {self.dtype}: expected one of {', '.join(DTYPES)}")
         _check_device("--device", self.device)
@@ -259,6 +253,12 @@ class JobConfig:
             raise ConfigError(
                 f"--pooling tokens --output-dtype {packed[0]}: token vectors are stored as "
                 "float32 or float16"
+            )
+        if self.num_workers and not fork_safe(self.locations()):
+            raise ConfigError(
+                f"--num-workers {self.num_workers}: reader processes are forked, and the obstore "
+                "client that az:// and gs:// go through does not survive a fork; use "
+                "--num-workers 0 (a reader thread)"
             )
 
 

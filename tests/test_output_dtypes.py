@@ -9,8 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from etl import run_job
+from etl.errors import EmbedEtlError
 from etl.stages.write.vectors import dequantize_int8
-from tests.conftest import run_cli, run_ok, tiny_texts, write_shard
+from tests.conftest import job_config, run_cli, run_ok, tiny_texts, write_shard
 
 
 @pytest.fixture
@@ -166,6 +168,19 @@ def test_int8_ranges_from_another_job_or_a_sample_file(tmp_path, tiny_model, two
         f"--calibration {calibration}: made with normalize True, this job has False"
         in result.stderr
     )
+
+
+def test_an_overwrite_whose_sample_fails_keeps_the_stored_ranges(tmp_path, tiny_model, two_shards):
+    """--overwrite forgets the stored ranges only once it has a sample to fix new ones from:
+    a run that fails for want of texts changes nothing."""
+    _run(two_shards, tmp_path / "out", tiny_model, output_dtype="int8")
+    stored = tmp_path / "out" / "_embed_etl" / "calibration.json"
+    before = stored.read_bytes()
+    empty = write_shard(tmp_path / "empty.parquet", [None, None])
+    options = dict(output_dtypes=("int8",), calibration=str(empty), overwrite=True)
+    with pytest.raises(EmbedEtlError, match="no non-null 'text' texts"):
+        run_job(job_config(two_shards, tmp_path / "out", tiny_model, **options))
+    assert stored.read_bytes() == before
 
 
 @pytest.mark.parametrize(

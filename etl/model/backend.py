@@ -78,11 +78,12 @@ def choose_backend(
     path = Path(path)
     if forced not in BACKEND_CHOICES:
         raise ConfigError(f"--backend {forced}: expected one of {', '.join(BACKEND_CHOICES)}")
-    if flash is None:
-        flash = forced != PLAIN_BERT and flash_attention_available(device_type, dtype)
     sparse = getattr(kind, "sparse", None)
-    fit = plain_fit(path, custom_code, masked_lm=sparse is not None)
-    if sparse is not None and sparse.kind == "static":
+    static = sparse is not None and sparse.kind == "static"
+    if flash is None and not static:  # (a static route needs no attention kernel)
+        flash = forced != PLAIN_BERT and flash_attention_available(device_type, dtype)
+    fit = plain_fit(path, custom_code, masked_lm=sparse is not None, static=static)
+    if static:
         if forced != "auto":
             raise ConfigError(
                 f"--backend {forced}: {path} is a static sparse route (SparseStaticEmbedding): "
@@ -94,7 +95,7 @@ def choose_backend(
             f"--backend {forced}: {path} cannot run on it ({fit.model}); use --backend auto"
         )
     # --backend transformers: the reference code, tokenizer included
-    plain_tokens = fit.tokenizer and not custom_code and forced != TRANSFORMERS
+    plain_tokens = fit.tokenizer and forced != TRANSFORMERS
     attention = FLASH_ATTENTION if flash else None
     if forced == "auto":
         forced = PLAIN_BERT if attention is None and fit.model is None else TRANSFORMERS

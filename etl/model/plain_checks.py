@@ -25,16 +25,22 @@ class PlainFit:
     tokenizer: bool  # whether tokenizer.json alone is its tokenizer (plain_tokenizer_applies)
 
 
-def plain_fit(path: str | Path, custom_code: bool, masked_lm: bool = False) -> PlainFit:
+def plain_fit(
+    path: str | Path, custom_code: bool, masked_lm: bool = False, static: bool = False
+) -> PlainFit:
     """The plain codes' answer for the checkpoint at ``path``: what the backend rule weighs.
-    ``masked_lm``: the model's masked-language-model head is needed (a SPLADE model)."""
+    ``masked_lm``: the model's masked-language-model head is needed (a SPLADE model);
+    ``static``: a static sparse route, which runs no model code (only its tokenizer is asked).
+    A model with code of its own is not read further: transformers runs it, tokenizer too."""
+    if static:
+        return PlainFit("a static sparse route runs no model code", plain_tokenizer_applies(path))
     if masked_lm:
         model = "its masked-language-model head runs in transformers only"
     elif custom_code:
         model = "its config.json maps it to code of its own"
     else:
         model = plain_bert_mismatch(path)
-    return PlainFit(model, plain_tokenizer_applies(path))
+    return PlainFit(model, not custom_code and plain_tokenizer_applies(path))
 
 
 BERT_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")

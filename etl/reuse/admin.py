@@ -1,6 +1,6 @@
 """The store commands as library calls, by URI: an embed-etl output (its own store) or a store.
 
-    store_stats(uri)                       what it holds (a dict)
+    store_stats(uri)                       what it holds (StoreStats)
     check_store(uri)                       every damaged part (CheckReport)
     compact_store(uri, grace)              small segments merged (CompactReport)
     gc_store(uri, keep_runs, keep_days, grace)   only what recent runs used kept (GcReport)

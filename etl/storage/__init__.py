@@ -2,8 +2,9 @@
 
 A location is a Storage: list, read, create-if-absent, put a whole object, replace only what was
 read (swap), delete, and an upload that appears only when published. Every read and write the
-job makes, inputs included (through ``files``), goes through one, and ``open_storage`` is the
-one place that maps a scheme to its backend, so each kind of store has one client family.
+job makes, inputs included (through ``files``), goes through one, and ``storage_at`` (which
+``open_storage`` asks) is the one place that maps a scheme to its backend, so each kind of
+store has one client family.
 
 base    the operations every backend offers, the upload, a ranged reader
 local   a directory (also any shared file system)

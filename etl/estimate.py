@@ -20,7 +20,6 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import pyarrow.parquet as pq
 from etl.config import CALIBRATE_ROWS, ESTIMATE_ROWS, JobConfig
 from etl.contract import ShardStatus
 from etl.errors import ConfigError, EmbedEtlError
+from etl.figures import Figures
 from etl.options import config_from_options
 from etl.plan import JobPlan, plan_job
 from etl.sampling import draw_sample, held_share, tokenizer_of
@@ -38,14 +38,8 @@ from etl.sampling import draw_sample, held_share, tokenizer_of
 MAX_SAMPLE_SHARDS = 64  # --calibrate writes its rows as at most this many shards
 
 
-@dataclass(frozen=True)
-class Estimate:
+class Estimate(Figures):
     """What a job will cost, as estimate_job finds it: its figures (what --json prints)."""
-
-    figures: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.figures)
 
     def to_text(self) -> str:
         """What `plan --estimate` prints: rows, tokens, the stores' share, and with --calibrate,

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from etl.config import JobConfig
 from etl.contract import Shard
 from etl.errors import ConfigError, InputError, ModelError, OutputConflictError
+from etl.figures import Figures
 from etl.inputs import discover, partition
 from etl.model.locate import resolve_model
 from etl.model.runtime import require_safe_torch
@@ -188,14 +189,8 @@ def column_bytes(metadata: pq.FileMetaData, column: str, group: int | None = Non
     return sum(metadata.row_group(g).column(at).total_uncompressed_size for g in groups)
 
 
-@dataclass(frozen=True)
-class Parts:
+class Parts(Figures):
     """Which input files each of num_shards parts gets: its figures (what --json prints)."""
-
-    figures: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.figures)
 
     def to_text(self) -> str:
         """What `plan --num-shards N` prints: a line a part, its bytes and its input files."""

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from etl.errors import EmbedEtlError
+from etl.figures import Figures
 from etl.reuse.collect import history
 from etl.reuse.compact import SMALL_BYTES
 from etl.reuse.journal import JournalError, StoredFile
@@ -87,14 +88,8 @@ class CheckReport:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class StoreStats:
+class StoreStats(Figures):
     """What `store stats` shows: its figures as store_stats gathers them (--json prints them)."""
-
-    figures: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.figures)
 
     def to_text(self) -> str:
         s = self.figures
